@@ -1,0 +1,156 @@
+//! Self-describing files: safetensors tensors plus a JSON header stored in the safetensors
+//! metadata under the key `mmq`. Writes are atomic (temp file in the same folder, then
+//! rename). Anything that is not such a file is an error, never a crash.
+use crate::error::{MmqError, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const FORMAT: &str = "mmq";
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A tensor to write or that was read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tensor {
+    F32(Vec<usize>, Vec<f32>),
+    U32(Vec<usize>, Vec<u32>),
+}
+
+impl Tensor {
+    fn bytes(&self) -> (Dtype, &[usize], Vec<u8>) {
+        match self {
+            Tensor::F32(s, v) => (Dtype::F32, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Tensor::U32(s, v) => (Dtype::U32, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        }
+    }
+}
+
+/// Serialize a header (must be a JSON object with a `kind`) and named tensors to bytes.
+pub fn to_bytes(header: &serde_json::Value, tensors: &[(&str, Tensor)]) -> Result<Vec<u8>> {
+    let mut h = header.clone();
+    let obj = h
+        .as_object_mut()
+        .ok_or_else(|| MmqError::InvalidInput("file header must be a JSON object".into()))?;
+    obj.insert("format".into(), FORMAT.into());
+    obj.insert("format_version".into(), FORMAT_VERSION.into());
+    let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let (d, s, b) = t.bytes();
+            (n.to_string(), d, s.to_vec(), b)
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = raw
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| MmqError::InvalidInput(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = HashMap::new();
+    meta.insert(FORMAT.to_string(), h.to_string());
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| MmqError::InvalidInput(format!("cannot serialize: {e}")))
+}
+
+/// Parse bytes written by [`to_bytes`]; `what` names the source in errors.
+pub fn from_bytes(bytes: &[u8], what: &str) -> Result<(serde_json::Value, HashMap<String, Tensor>)> {
+    let bad = |reason: String| MmqError::InvalidModelFile { path: what.to_string(), reason };
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let header = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(FORMAT))
+        .ok_or_else(|| bad("a safetensors file without an mmq header (not written by mmq)".into()))?;
+    let header: serde_json::Value =
+        serde_json::from_str(header).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
+    let version = header.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(bad(format!(
+            "format version {version} is not supported by this mmq (reads 1..={FORMAT_VERSION})"
+        )));
+    }
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensors: {e}")))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let t = match view.dtype() {
+            Dtype::F32 => Tensor::F32(
+                shape,
+                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            ),
+            Dtype::U32 => Tensor::U32(
+                shape,
+                data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect(),
+            ),
+            d => return Err(bad(format!("tensor {name} has unsupported dtype {d:?}"))),
+        };
+        out.insert(name, t);
+    }
+    Ok((header, out))
+}
+
+/// Write bytes atomically: a temp file beside `path`, then rename over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io_err = |source| MmqError::Io { path: path.display().to_string(), source };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io_err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(e)
+    })
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| MmqError::Io { path: path.display().to_string(), source })
+}
+
+/// Take a tensor out of a read map, checking its type and element count.
+pub fn take_f32(t: &mut HashMap<String, Tensor>, name: &str, len: usize, what: &str) -> Result<Vec<f32>> {
+    match t.remove(name) {
+        Some(Tensor::F32(_, v)) if v.len() == len => Ok(v),
+        Some(Tensor::F32(_, v)) => Err(MmqError::InvalidModelFile {
+            path: what.into(),
+            reason: format!("tensor {name} has {} values, expected {len}", v.len()),
+        }),
+        _ => Err(MmqError::InvalidModelFile { path: what.into(), reason: format!("missing f32 tensor {name}") }),
+    }
+}
+
+pub fn take_u32(t: &mut HashMap<String, Tensor>, name: &str, what: &str) -> Result<Vec<u32>> {
+    match t.remove(name) {
+        Some(Tensor::U32(_, v)) => Ok(v),
+        _ => Err(MmqError::InvalidModelFile { path: what.into(), reason: format!("missing u32 tensor {name}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_foreign_bytes() {
+        let h = serde_json::json!({"kind": "test"});
+        let b = to_bytes(&h, &[("a", Tensor::F32(vec![2], vec![1.0, 2.0])), ("b", Tensor::U32(vec![1], vec![7]))]).unwrap();
+        let (hh, mut t) = from_bytes(&b, "mem").unwrap();
+        assert_eq!(hh["kind"], "test");
+        assert_eq!(take_f32(&mut t, "a", 2, "mem").unwrap(), vec![1.0, 2.0]);
+        assert_eq!(take_u32(&mut t, "b", "mem").unwrap(), vec![7]);
+        assert!(from_bytes(b"hello world, not a model", "x").is_err());
+        assert!(from_bytes(&b[..b.len() / 2], "x").is_err());
+        assert!(from_bytes(&[], "x").is_err());
+        // A valid safetensors file without our header.
+        let v = TensorView::new(Dtype::F32, vec![1], &[0u8; 4]).unwrap();
+        let foreign = safetensors::serialize(vec![("x", v)], None).unwrap();
+        assert!(from_bytes(&foreign, "x").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! Output layers and their losses: softmax, negative sampling, hierarchical softmax and
+//! one-vs-all, as in fastText (`src/loss.cc`).
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    Softmax,
+    Ns,
+    Hs,
+    Ova,
+}
+
+impl LossKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "softmax" => Some(Self::Softmax),
+            "ns" => Some(Self::Ns),
+            "hs" => Some(Self::Hs),
+            "ova" | "one-vs-all" => Some(Self::Ova),
+            _ => None,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Softmax => "softmax",
+            Self::Ns => "ns",
+            Self::Hs => "hs",
+            Self::Ova => "ova",
+        }
+    }
+}
+
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    if x < -30.0 {
+        0.0
+    } else if x > 30.0 {
+        1.0
+    } else {
+        1.0 / (1.0 + (-x).exp())
+    }
+}
+
+#[inline]
+pub fn safe_ln(x: f32) -> f32 {
+    (x + 1e-5).ln()
+}
+
+/// Huffman tree over label counts (fastText's `HierarchicalSoftmaxLoss::buildTree`).
+/// Nodes `0..n` are leaves ("slots", labels sorted by decreasing count), `n..2n-1` inner
+/// nodes; inner node `i` owns output row `i - n`.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    pub n: usize,
+    pub left: Vec<usize>,
+    pub right: Vec<usize>,
+    /// Label of each leaf slot.
+    pub slot_label: Vec<u32>,
+    /// For each label: output rows of the inner nodes on its path, and the branch codes.
+    pub paths: Vec<Vec<u32>>,
+    pub codes: Vec<Vec<bool>>,
+}
+
+impl Tree {
+    pub fn build(counts: &[u64]) -> Self {
+        let n = counts.len();
+        let total = 2 * n - 1;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+        let mut count = vec![u64::MAX / 4; total];
+        for (s, &l) in order.iter().enumerate() {
+            count[s] = counts[l];
+        }
+        let (mut parent, mut binary) = (vec![usize::MAX; total], vec![false; total]);
+        let (mut left, mut right) = (vec![0usize; total], vec![0usize; total]);
+        let (mut leaf, mut node) = (n as i64 - 1, n);
+        for i in n..total {
+            let mut pick = [0usize; 2];
+            for p in pick.iter_mut() {
+                if leaf >= 0 && count[leaf as usize] < count[node] {
+                    *p = leaf as usize;
+                    leaf -= 1;
+                } else {
+                    *p = node;
+                    node += 1;
+                }
+            }
+            left[i] = pick[0];
+            right[i] = pick[1];
+            count[i] = count[pick[0]] + count[pick[1]];
+            parent[pick[0]] = i;
+            parent[pick[1]] = i;
+            binary[pick[1]] = true;
+        }
+        let mut paths = vec![Vec::new(); n];
+        let mut codes = vec![Vec::new(); n];
+        for (slot, &label) in order.iter().enumerate() {
+            let mut cur = slot;
+            while parent[cur] != usize::MAX {
+                paths[label].push((parent[cur] - n) as u32);
+                codes[label].push(binary[cur]);
+                cur = parent[cur];
+            }
+        }
+        Tree {
+            n,
+            left,
+            right,
+            slot_label: order.iter().map(|&l| l as u32).collect(),
+            paths,
+            codes,
+        }
+    }
+
+    pub fn root(&self) -> usize {
+        2 * self.n - 2
+    }
+}
+
+/// Negative-sampling table: labels repeated in proportion to sqrt(count).
+pub fn negatives_table(counts: &[u64], rng: &mut impl Rng) -> Vec<u32> {
+    const SIZE: f64 = 10_000_000.0;
+    let z: f64 = counts.iter().map(|&c| (c as f64).sqrt()).sum();
+    let mut t = Vec::new();
+    for (i, &c) in counts.iter().enumerate() {
+        let reps = ((c as f64).sqrt() * SIZE / z / 100.0).ceil() as usize;
+        t.extend(std::iter::repeat_n(i as u32, reps.max(1)));
+    }
+    // Fisher-Yates shuffle.
+    for i in (1..t.len()).rev() {
+        let j = rng.random_range(0..=i);
+        t.swap(i, j);
+    }
+    t
+}

@@ -1,0 +1,302 @@
+//! The shallow classifier: a bag of token embeddings, averaged, then a linear output
+//! layer with one of fastText's losses.
+pub mod loss;
+mod persist;
+
+use crate::error::{MmqError, Result};
+use crate::text::TokenizerConfig;
+use loss::{sigmoid, LossKind, Tree};
+use serde::{Deserialize, Serialize};
+
+/// Hyperparameters of a classifier (stored in the model file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelConfig {
+    pub dim: usize,
+    pub epoch: usize,
+    pub lr: f32,
+    pub loss: LossKind,
+    pub neg: usize,
+    pub threads: usize,
+    pub seed: u64,
+    pub tokenizer: TokenizerConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            dim: 100,
+            epoch: 5,
+            lr: 0.1,
+            loss: LossKind::Softmax,
+            neg: 5,
+            threads: 1,
+            seed: 0,
+            tokenizer: TokenizerConfig::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(MmqError::InvalidParameter(m));
+        if self.dim < 1 {
+            return bad(format!("dim must be >= 1, got {}", self.dim));
+        }
+        if self.epoch < 1 {
+            return bad(format!("epoch must be >= 1, got {}", self.epoch));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be a finite number > 0, got {}", self.lr));
+        }
+        if self.loss == LossKind::Ns && self.neg < 1 {
+            return bad(format!("neg must be >= 1 with loss='ns', got {}", self.neg));
+        }
+        if self.threads < 1 {
+            return bad(format!("threads must be >= 1, got {}", self.threads));
+        }
+        self.tokenizer.validate()
+    }
+}
+
+/// Maps raw token ids (hash buckets, and extra ids such as visual tokens) to rows of the
+/// input matrix. Only ids seen in training get a row; others are ignored at prediction.
+#[derive(Clone, Debug, Default)]
+pub struct TokenIndex {
+    /// Raw id of each row.
+    pub ids: Vec<u32>,
+    map: std::collections::HashMap<u32, u32, BuildIdHasher>,
+}
+
+/// Token ids are already uniform hashes: an identity-style hasher is enough.
+#[derive(Clone, Default)]
+pub struct BuildIdHasher;
+impl std::hash::BuildHasher for BuildIdHasher {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+pub struct IdHasher(u64);
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // Spread low bits to high ones for hashbrown's control bytes.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = i as u64;
+    }
+}
+impl std::fmt::Debug for BuildIdHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuildIdHasher")
+    }
+}
+
+impl TokenIndex {
+    pub fn from_ids(ids: Vec<u32>) -> Result<Self> {
+        let mut map = std::collections::HashMap::with_capacity_and_hasher(ids.len(), BuildIdHasher);
+        for (r, &id) in ids.iter().enumerate() {
+            if map.insert(id, r as u32).is_some() {
+                return Err(MmqError::InvalidInput(format!(
+                    "token id {id} appears twice in the token index"
+                )));
+            }
+        }
+        Ok(Self { ids, map })
+    }
+
+    #[inline]
+    pub fn get(&self, id: u32) -> Option<u32> {
+        self.map.get(&id).copied()
+    }
+
+    /// Row of `id`, adding a row if it is new.
+    #[inline]
+    pub fn get_or_insert(&mut self, id: u32) -> u32 {
+        let next = self.ids.len() as u32;
+        let r = *self.map.entry(id).or_insert(next);
+        if r == next {
+            self.ids.push(id);
+        }
+        r
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A trained classifier's parameters.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub labels: Vec<String>,
+    pub label_counts: Vec<u64>,
+    pub index: TokenIndex,
+    /// `index.len() × dim`, row-major.
+    pub input: Vec<f32>,
+    /// `n_out × dim`: one row per label (per inner tree node with `hs`).
+    pub output: Vec<f32>,
+    pub tree: Option<Tree>,
+}
+
+/// Top-k predictions of one row: (label, probability), most probable first.
+pub type Ranked = Vec<(u32, f32)>;
+
+impl Model {
+    pub fn n_labels(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn n_out(&self) -> usize {
+        match self.cfg.loss {
+            LossKind::Hs => self.n_labels().saturating_sub(1),
+            _ => self.n_labels(),
+        }
+    }
+
+    /// Mean of the known tokens' rows (weighted); zero when no token is known.
+    /// `tokens` are raw ids; `weights` (if any) are per token.
+    pub fn hidden(&self, tokens: &[u32], weights: Option<&[f32]>, out: &mut [f32]) {
+        let dim = self.cfg.dim;
+        out.fill(0.0);
+        let mut total = 0.0f32;
+        for (i, &t) in tokens.iter().enumerate() {
+            if let Some(r) = self.index.get(t) {
+                let w = weights.map_or(1.0, |w| w[i]);
+                let row = &self.input[r as usize * dim..(r as usize + 1) * dim];
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o += w * x;
+                }
+                total += w;
+            }
+        }
+        if total > 0.0 {
+            let inv = 1.0 / total;
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+
+    /// Probability of every label given a hidden vector.
+    pub fn probs(&self, hidden: &[f32], out: &mut Vec<f32>) {
+        let dim = self.cfg.dim;
+        let nl = self.n_labels();
+        out.clear();
+        match self.cfg.loss {
+            LossKind::Softmax => {
+                out.extend(self.output.chunks_exact(dim).map(|w| dot(w, hidden)));
+                softmax_in_place(out);
+            }
+            LossKind::Ns | LossKind::Ova => {
+                out.extend(self.output.chunks_exact(dim).map(|w| sigmoid(dot(w, hidden))));
+            }
+            LossKind::Hs => {
+                let tree = self.tree.as_ref().expect("hs model has a tree");
+                out.resize(nl, 0.0);
+                for l in 0..nl {
+                    let mut p = 1.0f32;
+                    for (&node, &code) in tree.paths[l].iter().zip(&tree.codes[l]) {
+                        let w = &self.output[node as usize * dim..(node as usize + 1) * dim];
+                        let s = sigmoid(dot(w, hidden));
+                        p *= if code { s } else { 1.0 - s };
+                    }
+                    out[l] = p;
+                }
+            }
+        }
+    }
+
+    /// The `k` most probable labels with probability >= `threshold`, most probable first.
+    pub fn predict_hidden(&self, hidden: &[f32], k: usize, threshold: f32, buf: &mut Vec<f32>) -> Ranked {
+        self.probs(hidden, buf);
+        top_k(buf, k, threshold)
+    }
+}
+
+pub fn top_k(probs: &[f32], k: usize, threshold: f32) -> Ranked {
+    let mut r: Ranked = probs
+        .iter()
+        .enumerate()
+        .filter(|(_, &p)| p >= threshold)
+        .map(|(i, &p)| (i as u32, p))
+        .collect();
+    let k = k.min(r.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k < r.len() {
+        r.select_nth_unstable_by(k - 1, cmp);
+        r.truncate(k);
+    }
+    r.sort_by(cmp);
+    r
+}
+
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub fn softmax_in_place(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut z = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        z += *x;
+    }
+    v.iter_mut().for_each(|x| *x /= z);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_and_thresholds() {
+        let p = [0.1, 0.5, 0.2, 0.2];
+        assert_eq!(top_k(&p, 2, 0.0), vec![(1, 0.5), (2, 0.2)]);
+        assert_eq!(top_k(&p, 10, 0.3), vec![(1, 0.5)]);
+        assert!(top_k(&p, 3, 0.9).is_empty());
+    }
+
+    #[test]
+    fn tree_paths_cover_labels() {
+        let t = Tree::build(&[10, 5, 3, 1]);
+        assert_eq!(t.paths.len(), 4);
+        // The most frequent label has the shortest path.
+        assert!(t.paths[0].len() <= t.paths[3].len());
+        for p in &t.paths {
+            assert!(p.iter().all(|&r| (r as usize) < 3));
+        }
+    }
+
+    #[test]
+    fn hs_probabilities_sum_to_one() {
+        let counts = [7u64, 3, 2, 2, 1];
+        let dim = 3;
+        let mut m = Model {
+            cfg: ModelConfig { dim, loss: LossKind::Hs, ..Default::default() },
+            labels: (0..5).map(|i| i.to_string()).collect(),
+            label_counts: counts.to_vec(),
+            index: TokenIndex::default(),
+            input: vec![],
+            output: (0..4 * dim).map(|i| (i as f32 * 0.37).sin()).collect(),
+            tree: Some(Tree::build(&counts)),
+        };
+        m.cfg.tokenizer = TokenizerConfig::default();
+        let mut p = Vec::new();
+        m.probs(&[0.3, -0.2, 0.9], &mut p);
+        let s: f32 = p.iter().sum();
+        assert!((s - 1.0).abs() < 1e-5, "{s}");
+    }
+}

@@ -1,0 +1,67 @@
+//! Model <-> bytes, through the self-describing file format of [`crate::io`].
+use super::loss::Tree;
+use super::{Model, ModelConfig, TokenIndex};
+use crate::error::{MmqError, Result};
+use crate::io::{self, Tensor};
+use serde_json::json;
+
+impl Model {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let header = json!({
+            "kind": "classifier",
+            "config": self.cfg,
+            "labels": self.labels,
+            "label_counts": self.label_counts,
+        });
+        let dim = self.cfg.dim;
+        io::to_bytes(
+            &header,
+            &[
+                ("input", Tensor::F32(vec![self.index.len(), dim], self.input.clone())),
+                ("output", Tensor::F32(vec![self.n_out(), dim], self.output.clone())),
+                ("token_ids", Tensor::U32(vec![self.index.len()], self.index.ids.clone())),
+            ],
+        )
+    }
+
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        let bad = |reason: String| MmqError::InvalidModelFile { path: what.to_string(), reason };
+        let (header, mut t) = io::from_bytes(bytes, what)?;
+        if header.get("kind").and_then(|k| k.as_str()) != Some("classifier") {
+            return Err(bad(format!("expected an mmq classifier, found kind {}", header["kind"])));
+        }
+        let cfg: ModelConfig = serde_json::from_value(header["config"].clone())
+            .map_err(|e| bad(format!("bad config: {e}")))?;
+        cfg.validate().map_err(|e| bad(e.to_string()))?;
+        let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
+            .map_err(|e| bad(format!("bad labels: {e}")))?;
+        let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())
+            .map_err(|e| bad(format!("bad label counts: {e}")))?;
+        if labels.len() < 2 || label_counts.len() != labels.len() {
+            return Err(bad(format!("{} labels with {} counts", labels.len(), label_counts.len())));
+        }
+        let ids = io::take_u32(&mut t, "token_ids", what)?;
+        let dim = cfg.dim;
+        let input = io::take_f32(&mut t, "input", ids.len() * dim, what)?;
+        let tree = (cfg.loss == super::loss::LossKind::Hs).then(|| Tree::build(&label_counts));
+        let mut m = Model {
+            index: TokenIndex::from_ids(ids).map_err(|e| bad(e.to_string()))?,
+            cfg,
+            labels,
+            label_counts,
+            input,
+            output: Vec::new(),
+            tree,
+        };
+        m.output = io::take_f32(&mut t, "output", m.n_out() * dim, what)?;
+        Ok(m)
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        io::write_atomic(path, &self.to_bytes()?)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        Self::from_bytes(&io::read(path)?, &path.display().to_string())
+    }
+}

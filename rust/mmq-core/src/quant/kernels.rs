@@ -1,0 +1,400 @@
+//! Inner loops shared by k-means and the quantizers.
+//!
+//! The nearest-centroid search is a distance GEMM: for a block of rows `A`
+//! (rows × s) and centroids `C` (k × s), `||a - c||^2 = ||a||^2 - 2 a·c + ||c||^2`.
+//! `-2 A·Cᵀ` comes from `matrixmultiply::sgemm` (which picks an AVX-512/FMA/AVX
+//! kernel at run time), the precomputed `||c||^2` is added and the argmin taken
+//! in one pass. `||a||^2` does not change the argmin and is only added when a
+//! caller needs the distance itself (k-means objective).
+//!
+//! The element-wise loops below are written so that LLVM vectorizes them; they
+//! are compiled three times (generic x86-64, AVX2+FMA, AVX-512) and the best
+//! version is picked once at run time. Results on one machine never depend on
+//! the number of threads: every reduction runs in a fixed order.
+
+/// Centroids handled per GEMM call: bounds the scratch buffer to `rows * KC`
+/// floats whatever `k` is (k may be up to 65536).
+pub(crate) const KC: usize = 1024;
+
+/// A read-only strided matrix view (`rows × cols`, element `(i, j)` at
+/// `data[offset + i * rs + j * cs]`), bounds-checked at construction so the raw
+/// pointer handed to `sgemm` stays inside `data`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    data: &'a [f32],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Panics if any element of the view would lie outside `data` (a bug in
+    /// the caller, never a user error).
+    pub(crate) fn new(
+        data: &'a [f32],
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+    ) -> Self {
+        assert!(rows > 0 && cols > 0, "empty matrix view");
+        let last = offset + (rows - 1) * rs + (cols - 1) * cs;
+        assert!(
+            last < data.len(),
+            "matrix view out of bounds: last element {last}, buffer length {}",
+            data.len()
+        );
+        MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// A dense row-major `rows × cols` matrix.
+    pub(crate) fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, 0, rows, cols, cols, 1)
+    }
+}
+
+/// Finds, for every row of `a`, the nearest of the `k` centroids (row-major
+/// `k × s`, `s == a.cols`) whose squared norms are `norms`.
+///
+/// Writes the index into `idx[i]` and `||c||^2 - 2 a_i·c` (the squared
+/// distance minus `||a_i||^2`) into `val[i]`. Ties go to the lowest index.
+/// `scratch` is reused between calls to avoid allocations.
+pub(crate) fn nearest(
+    a: MatRef<'_>,
+    centroids: &[f32],
+    norms: &[f32],
+    k: usize,
+    scratch: &mut Vec<f32>,
+    idx: &mut [u32],
+    val: &mut [f32],
+) {
+    let rows = a.rows;
+    let s = a.cols;
+    assert!(centroids.len() == k * s && norms.len() == k);
+    assert!(idx.len() >= rows && val.len() >= rows);
+    let mut c0 = 0;
+    while c0 < k {
+        let kc = KC.min(k - c0);
+        if scratch.len() < rows * kc {
+            scratch.resize(rows * kc, 0.0);
+        }
+        let cblk = &centroids[c0 * s..(c0 + kc) * s];
+        // SAFETY: `a` was bounds-checked by `MatRef::new`; B is the dense
+        // `kc × s` block `cblk` read transposed (row stride 1, column stride
+        // s); C is the first `rows * kc` floats of `scratch`, dense row-major.
+        // With beta = 0, C is only written.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                s,
+                kc,
+                -2.0,
+                a.data.as_ptr().add(a.offset),
+                a.rs as isize,
+                a.cs as isize,
+                cblk.as_ptr(),
+                1,
+                s as isize,
+                0.0,
+                scratch.as_mut_ptr(),
+                kc as isize,
+                1,
+            );
+        }
+        argmin_rows(
+            &scratch[..rows * kc],
+            kc,
+            &norms[c0..c0 + kc],
+            c0 as u32,
+            c0 == 0,
+            &mut idx[..rows],
+            &mut val[..rows],
+        );
+        c0 += kc;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Generic,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+#[inline]
+fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // `is_x86_feature_detected!` caches its answer in an atomic.
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Generic
+}
+
+/// Declares `pub(crate) fn $name` that dispatches to `$impl` compiled for
+/// the best instruction set available. `$impl` takes a `const FMA: bool`
+/// and a `const L: usize` lane count as generic parameters.
+macro_rules! dispatch {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $imp:ident
+    ) => {
+        $(#[$doc])*
+        pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $imp::<true, 16>($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $imp::<true, 32>($($arg),*)
+                }
+                match level() {
+                    // SAFETY: the CPU supports the features, checked by `level`.
+                    Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    Level::Generic => {}
+                }
+            }
+            $imp::<false, 8>($($arg),*)
+        }
+    };
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Argmin over `c` of `norms[c] + dots[c]`; ties go to the lowest `c`.
+/// Returns (index, value). `dots` and `norms` have the same length > 0.
+#[inline(always)]
+fn argmin_plus<const L: usize>(dots: &[f32], norms: &[f32]) -> (u32, f32) {
+    let n = dots.len();
+    let mut bv = [f32::INFINITY; L];
+    let mut bi = [0u32; L];
+    let mut ci: [u32; L] = std::array::from_fn(|l| l as u32);
+    let full = n / L * L;
+    for (dc, nc) in dots[..full]
+        .chunks_exact(L)
+        .zip(norms[..full].chunks_exact(L))
+    {
+        for l in 0..L {
+            let v = dc[l] + nc[l];
+            let better = v < bv[l];
+            bv[l] = if better { v } else { bv[l] };
+            bi[l] = if better { ci[l] } else { bi[l] };
+            ci[l] += L as u32;
+        }
+    }
+    // Each lane holds its earliest minimum; pick the smallest value, then the
+    // smallest index among equal values.
+    let mut best_v = f32::INFINITY;
+    let mut best_i = u32::MAX;
+    for l in 0..L.min(full) {
+        if bv[l] < best_v || (bv[l] == best_v && bi[l] < best_i) {
+            best_v = bv[l];
+            best_i = bi[l];
+        }
+    }
+    // The tail has larger indices than every lane: strict `<` keeps ties low.
+    for c in full..n {
+        let v = dots[c] + norms[c];
+        if v < best_v || best_i == u32::MAX {
+            best_v = v;
+            best_i = c as u32;
+        }
+    }
+    if best_i == u32::MAX {
+        // Every value was +inf or NaN: fall back to the first centroid.
+        best_i = 0;
+    }
+    (best_i, best_v)
+}
+
+#[inline(always)]
+fn argmin_rows_impl<const FMA: bool, const L: usize>(
+    dots: &[f32],
+    kc: usize,
+    norms: &[f32],
+    c0: u32,
+    first: bool,
+    idx: &mut [u32],
+    val: &mut [f32],
+) {
+    for ((row, i), v) in dots.chunks_exact(kc).zip(idx.iter_mut()).zip(val.iter_mut()) {
+        let (bi, bv) = argmin_plus::<L>(row, norms);
+        if first || bv < *v {
+            *v = bv;
+            *i = c0 + bi;
+        }
+    }
+}
+
+dispatch! {
+    /// For each row of `dots` (`kc` values per row): argmin of `norms + row`,
+    /// merged into (`idx`, `val`) when strictly better (or when `first`).
+    fn argmin_rows(
+        dots: &[f32],
+        kc: usize,
+        norms: &[f32],
+        c0: u32,
+        first: bool,
+        idx: &mut [u32],
+        val: &mut [f32],
+    ) => argmin_rows_impl
+}
+
+#[inline(always)]
+fn sq_dist<const FMA: bool, const L: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; L];
+    let full = a.len() / L * L;
+    for (ac, bc) in a[..full].chunks_exact(L).zip(b[..full].chunks_exact(L)) {
+        for l in 0..L {
+            let t = ac[l] - bc[l];
+            acc[l] = madd::<FMA>(t, t, acc[l]);
+        }
+    }
+    let mut s = 0f32;
+    for (x, y) in a[full..].iter().zip(&b[full..]) {
+        let t = x - y;
+        s = madd::<FMA>(t, t, s);
+    }
+    acc.iter().sum::<f32>() + s
+}
+
+#[inline(always)]
+fn sq_norm<const FMA: bool, const L: usize>(a: &[f32]) -> f32 {
+    let mut acc = [0f32; L];
+    let full = a.len() / L * L;
+    for ac in a[..full].chunks_exact(L) {
+        for l in 0..L {
+            acc[l] = madd::<FMA>(ac[l], ac[l], acc[l]);
+        }
+    }
+    let mut s = 0f32;
+    for x in &a[full..] {
+        s = madd::<FMA>(*x, *x, s);
+    }
+    acc.iter().sum::<f32>() + s
+}
+
+#[inline(always)]
+fn min_dist_update_impl<const FMA: bool, const L: usize>(
+    x: &[f32],
+    s: usize,
+    c: &[f32],
+    mind: &mut [f32],
+) -> f64 {
+    let mut total = 0f64;
+    for (row, m) in x.chunks_exact(s).zip(mind.iter_mut()) {
+        let dist = sq_dist::<FMA, L>(row, c);
+        if dist < *m {
+            *m = dist;
+        }
+        total += *m as f64;
+    }
+    total
+}
+
+dispatch! {
+    /// k-means++ step: `mind[i] = min(mind[i], ||x_i - c||^2)` for the rows of
+    /// `x` (`s` values each); returns the f64 sum of the updated `mind`.
+    fn min_dist_update(x: &[f32], s: usize, c: &[f32], mind: &mut [f32]) -> f64
+        => min_dist_update_impl
+}
+
+#[inline(always)]
+fn row_sq_norms_impl<const FMA: bool, const L: usize>(x: &[f32], s: usize, out: &mut [f32]) {
+    for (row, o) in x.chunks_exact(s).zip(out.iter_mut()) {
+        *o = sq_norm::<FMA, L>(row);
+    }
+}
+
+dispatch! {
+    /// Squared L2 norm of each row of the dense `x` (`s` values per row).
+    fn row_sq_norms(x: &[f32], s: usize, out: &mut [f32]) => row_sq_norms_impl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmin_ties_go_low() {
+        for n in [1usize, 7, 16, 33, 64, 100] {
+            let dots = vec![0.0f32; n];
+            let mut norms = vec![1.0f32; n];
+            norms[n / 2] = 0.5;
+            if n > 3 {
+                norms[n - 1] = 0.5;
+            }
+            let (i, v) = argmin_plus::<16>(&dots, &norms);
+            assert_eq!((i, v), ((n / 2) as u32, 0.5));
+            let (i, _) = argmin_plus::<8>(&dots, &vec![2.0; n]);
+            assert_eq!(i, 0);
+        }
+    }
+
+    #[test]
+    fn nearest_matches_naive_across_chunks() {
+        // k > KC exercises the merge across centroid chunks.
+        let k = KC + 37;
+        let s = 5;
+        let rows = 9;
+        let cent: Vec<f32> = (0..k * s).map(|i| ((i * 7919) % 1013) as f32 / 97.0).collect();
+        let a: Vec<f32> = (0..rows * s).map(|i| ((i * 104_729) % 997) as f32 / 89.0).collect();
+        let mut norms = vec![0f32; k];
+        row_sq_norms(&cent, s, &mut norms);
+        let mut scratch = Vec::new();
+        let mut idx = vec![0u32; rows];
+        let mut val = vec![0f32; rows];
+        nearest(
+            MatRef::dense(&a, rows, s),
+            &cent,
+            &norms,
+            k,
+            &mut scratch,
+            &mut idx,
+            &mut val,
+        );
+        for r in 0..rows {
+            let x = &a[r * s..(r + 1) * s];
+            let d = |c: usize| -> f64 {
+                (0..s)
+                    .map(|t| (x[t] as f64 - cent[c * s + t] as f64).powi(2))
+                    .sum()
+            };
+            let best = (0..k).map(d).fold(f64::INFINITY, f64::min);
+            assert!(d(idx[r] as usize) <= best + 1e-3 * (1.0 + best));
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The tokenizer: one row of text to a bag of hashed token ids in `[0, bucket)`.
+//!
+//! Order of the ids, as fastText's `Dictionary::getLine` produces them for a supervised
+//! model: for each word, the word then its char n-grams; the EOS token `</s>`; then the
+//! word n-grams (over the word hashes, EOS included). Unlike fastText, words are hashed
+//! into the buckets too (no vocabulary), so tokenizing is stateless and streams.
+use super::hash::{fnv1a, word_ngram_hash};
+use crate::error::{MmqError, Result};
+use serde::{Deserialize, Serialize};
+
+/// fastText's end-of-sentence token, appended to every row.
+pub const EOS: &str = "</s>";
+
+/// Hashing parameters of the tokenizer (stored in every model file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenizerConfig {
+    /// Longest word n-gram (1 = words only), fastText's `wordNgrams`.
+    pub word_ngrams: u32,
+    /// Shortest char n-gram (0 = none), fastText's `minn`.
+    pub minn: u32,
+    /// Longest char n-gram (0 = none), fastText's `maxn`.
+    pub maxn: u32,
+    /// Number of hash buckets; every token id is in `[0, bucket)`.
+    pub bucket: u32,
+    /// Cut runs of characters from scripts written without spaces (Han, Hiragana,
+    /// Katakana, Thai, Lao, Khmer, Myanmar) into one word per character, so such text
+    /// gives per-character words and, with `word_ngrams >= 2`, character bigrams.
+    pub split_cjk: bool,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self {
+            word_ngrams: 1,
+            minn: 0,
+            maxn: 0,
+            bucket: 2_000_000,
+            split_cjk: true,
+        }
+    }
+}
+
+impl TokenizerConfig {
+    /// Check the parameters, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.bucket == 0 {
+            return Err(MmqError::InvalidParameter(
+                "bucket must be >= 1, got 0".into(),
+            ));
+        }
+        if self.word_ngrams == 0 {
+            return Err(MmqError::InvalidParameter(
+                "word_ngrams must be >= 1, got 0".into(),
+            ));
+        }
+        if self.maxn > 0 && (self.minn == 0 || self.minn > self.maxn) {
+            return Err(MmqError::InvalidParameter(format!(
+                "char n-grams need 1 <= minn <= maxn, got minn={} maxn={}",
+                self.minn, self.maxn
+            )));
+        }
+        if self.maxn == 0 && self.minn > 0 {
+            return Err(MmqError::InvalidParameter(format!(
+                "minn={} needs maxn >= minn, got maxn=0",
+                self.minn
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A stateless tokenizer; cheap to clone and share across threads.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    cfg: TokenizerConfig,
+    eos_hash: u32,
+}
+
+/// Reusable buffers so tokenizing a row allocates nothing once warm.
+#[derive(Default)]
+pub struct Scratch {
+    word_hashes: Vec<u32>,
+    bounded: Vec<u8>,
+}
+
+#[inline]
+fn is_space(b: u8) -> bool {
+    // fastText's Dictionary::readWord separators.
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0x0b | 0x0c | 0)
+}
+
+/// Characters of scripts conventionally written without spaces between words.
+#[inline]
+pub fn is_nospace_char(c: char) -> bool {
+    matches!(c as u32,
+        0x0E00..=0x0EFF      // Thai, Lao
+        | 0x1000..=0x109F    // Myanmar
+        | 0x1780..=0x17FF    // Khmer
+        | 0x3040..=0x30FF    // Hiragana, Katakana
+        | 0x31F0..=0x31FF    // Katakana phonetic extensions
+        | 0x3400..=0x4DBF    // CJK extension A
+        | 0x4E00..=0x9FFF    // CJK unified ideographs
+        | 0xF900..=0xFAFF    // CJK compatibility ideographs
+        | 0x20000..=0x2FA1F) // CJK extensions B.. and compatibility supplement
+}
+
+impl Tokenizer {
+    pub fn new(cfg: TokenizerConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            cfg,
+            eos_hash: fnv1a(EOS.as_bytes()),
+        })
+    }
+
+    pub fn config(&self) -> &TokenizerConfig {
+        &self.cfg
+    }
+
+    /// Token ids of one row, appended to `out`.
+    pub fn tokenize_into(&self, text: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
+        self.visit(text, scratch, &mut |id, _kind, _s| out.push(id));
+    }
+
+    /// Token ids of one row.
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut scratch = Scratch::default();
+        self.tokenize_into(text, &mut out, &mut scratch);
+        out
+    }
+
+    /// Token ids with a readable form of each token (for explanations and debugging).
+    pub fn tokenize_verbose(&self, text: &str) -> Vec<(u32, TokenKind, String)> {
+        let mut out = Vec::new();
+        let mut scratch = Scratch::default();
+        let words: Vec<&str> = self.words(text).collect();
+        self.visit(text, &mut scratch, &mut |id, kind, s| {
+            let shown = match s {
+                Shown::Str(s) => s.to_string(),
+                Shown::Ngram(start, n) => {
+                    let mut w: Vec<&str> = words[start..].iter().take(n).copied().collect();
+                    if start + n > words.len() {
+                        w.push(EOS);
+                    }
+                    w.join(" ")
+                }
+            };
+            out.push((id, kind, shown))
+        });
+        out
+    }
+
+    /// The words of a row, as this tokenizer cuts them (EOS not included).
+    pub fn words<'a>(&'a self, text: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let split_cjk = self.cfg.split_cjk;
+        text.split(|c: char| c.is_ascii() && is_space(c as u8))
+            .filter(|w| !w.is_empty())
+            .flat_map(move |w| {
+                let mut parts: Vec<&'a str> = Vec::new();
+                if split_cjk && !w.is_ascii() {
+                    let mut start = 0;
+                    for (i, c) in w.char_indices() {
+                        if is_nospace_char(c) {
+                            if start < i {
+                                parts.push(&w[start..i]);
+                            }
+                            parts.push(&w[i..i + c.len_utf8()]);
+                            start = i + c.len_utf8();
+                        }
+                    }
+                    if start < w.len() {
+                        parts.push(&w[start..]);
+                    }
+                } else {
+                    parts.push(w);
+                }
+                parts.into_iter()
+            })
+    }
+
+    fn visit<F: FnMut(u32, TokenKind, Shown<'_>)>(
+        &self,
+        text: &str,
+        scratch: &mut Scratch,
+        emit: &mut F,
+    ) {
+        let bucket = self.cfg.bucket;
+        scratch.word_hashes.clear();
+        for word in self.words(text) {
+            let h = fnv1a(word.as_bytes());
+            scratch.word_hashes.push(h);
+            emit(h % bucket, TokenKind::Word, Shown::Str(word));
+            if self.cfg.maxn > 0 {
+                self.char_ngrams(word, &mut scratch.bounded, emit);
+            }
+        }
+        scratch.word_hashes.push(self.eos_hash);
+        emit(self.eos_hash % bucket, TokenKind::Word, Shown::Str(EOS));
+        let n = self.cfg.word_ngrams as usize;
+        if n > 1 {
+            let hs = &scratch.word_hashes;
+            for i in 0..hs.len() {
+                let end = (i + n).min(hs.len());
+                for j in i + 2..=end {
+                    let h = word_ngram_hash(&hs[i..j]);
+                    emit(
+                        (h % bucket as u64) as u32,
+                        TokenKind::WordNgram,
+                        Shown::Ngram(i, j - i),
+                    );
+                }
+            }
+        }
+    }
+
+    /// fastText's `Dictionary::computeSubwords` over `<word>`: n counts UTF-8 characters;
+    /// the lone `<` and `>` are skipped; the hash is extended byte by byte.
+    fn char_ngrams<F: FnMut(u32, TokenKind, Shown<'_>)>(
+        &self,
+        word: &str,
+        buf: &mut Vec<u8>,
+        emit: &mut F,
+    ) {
+        let (minn, maxn, bucket) = (self.cfg.minn as usize, self.cfg.maxn as usize, self.cfg.bucket);
+        buf.clear();
+        buf.push(b'<');
+        buf.extend_from_slice(word.as_bytes());
+        buf.push(b'>');
+        let w = &buf[..];
+        let len = w.len();
+        for i in 0..len {
+            if (w[i] & 0xC0) == 0x80 {
+                continue;
+            }
+            let mut h: u32 = 2_166_136_261;
+            let mut j = i;
+            let mut n = 1;
+            while j < len && n <= maxn {
+                h = step(h, w[j]);
+                j += 1;
+                while j < len && (w[j] & 0xC0) == 0x80 {
+                    h = step(h, w[j]);
+                    j += 1;
+                }
+                if n >= minn && !(n == 1 && (i == 0 || j == len)) {
+                    let s = std::str::from_utf8(&w[i..j]).unwrap_or("");
+                    emit(h % bucket, TokenKind::CharNgram, Shown::Str(s));
+                }
+                n += 1;
+            }
+        }
+    }
+}
+
+#[inline]
+fn step(h: u32, b: u8) -> u32 {
+    (h ^ (b as i8) as u32).wrapping_mul(16_777_619)
+}
+
+enum Shown<'a> {
+    Str(&'a str),
+    Ngram(usize, usize),
+}
+
+/// What a token id stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Word,
+    WordNgram,
+    CharNgram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(word_ngrams: u32, minn: u32, maxn: u32, bucket: u32) -> Tokenizer {
+        Tokenizer::new(TokenizerConfig {
+            word_ngrams,
+            minn,
+            maxn,
+            bucket,
+            split_cjk: true,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn words_and_eos() {
+        let t = tok(1, 0, 0, 1 << 30);
+        let ids = t.tokenize("hello  world\t");
+        assert_eq!(
+            ids,
+            vec![
+                fnv1a(b"hello") % (1 << 30),
+                fnv1a(b"world") % (1 << 30),
+                fnv1a(b"</s>") % (1 << 30)
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_text_is_eos_only() {
+        let t = tok(2, 0, 0, 1000);
+        assert_eq!(t.tokenize("").len(), 1);
+        assert_eq!(t.tokenize("   ").len(), 1);
+    }
+
+    #[test]
+    fn bigram_count() {
+        let t = tok(2, 0, 0, 1000);
+        // 3 words + EOS, 3 bigrams.
+        assert_eq!(t.tokenize("a b c").len(), 4 + 3);
+        let t3 = tok(3, 0, 0, 1000);
+        assert_eq!(t3.tokenize("a b c").len(), 4 + 3 + 2);
+    }
+
+    #[test]
+    fn char_ngrams_of_short_word() {
+        let t = tok(1, 2, 3, 1 << 31);
+        let v = t.tokenize_verbose("ab");
+        let s: Vec<&str> = v.iter().map(|x| x.2.as_str()).collect();
+        // word, then "<a","<ab","ab","ab>","b>" and EOS
+        assert_eq!(s, vec!["ab", "<a", "<ab", "ab", "ab>", "b>", "</s>"]);
+    }
+
+    #[test]
+    fn cjk_is_split_per_char() {
+        let t = tok(2, 0, 0, 1000);
+        let words: Vec<&str> = t.words("我爱北京 abc日本").collect();
+        assert_eq!(words, vec!["我", "爱", "北", "京", "abc", "日", "本"]);
+        let keep = Tokenizer::new(TokenizerConfig {
+            split_cjk: false,
+            ..TokenizerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(keep.words("我爱北京").count(), 1);
+    }
+
+    #[test]
+    fn utf8_char_ngrams_count_chars() {
+        let t = Tokenizer::new(TokenizerConfig {
+            minn: 1,
+            maxn: 1,
+            split_cjk: false,
+            ..TokenizerConfig::default()
+        })
+        .unwrap();
+        let v = t.tokenize_verbose("éa");
+        let s: Vec<&str> = v.iter().map(|x| x.2.as_str()).collect();
+        assert_eq!(s, vec!["éa", "é", "a", "</s>"]);
+    }
+
+    #[test]
+    fn bad_config() {
+        assert!(Tokenizer::new(TokenizerConfig { bucket: 0, ..Default::default() }).is_err());
+        assert!(Tokenizer::new(TokenizerConfig { minn: 3, maxn: 2, ..Default::default() }).is_err());
+        assert!(Tokenizer::new(TokenizerConfig { word_ngrams: 0, ..Default::default() }).is_err());
+    }
+}

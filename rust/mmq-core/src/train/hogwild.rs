@@ -1,0 +1,66 @@
+//! Shared parameter matrices for lock-free (Hogwild) SGD.
+//!
+//! Hogwild lets every thread read and write the shared weights without locks; the races
+//! are part of the algorithm. In Rust a data race through `&mut`/`&` to plain `f32` is
+//! undefined behaviour, so the matrix stores each weight in an `AtomicU32` holding the
+//! f32 bits and every access is a `Relaxed` load or store. On x86-64 and AArch64 a relaxed
+//! load/store of an aligned 32-bit word compiles to a plain `mov`/`ldr`/`str`: the same
+//! machine code as fastText's racy C++, with no fences and no read-modify-write, so
+//! updates from two threads to the same weight may overwrite each other (as in fastText
+//! and the Hogwild paper) but no access is ever undefined. We chose relaxed atomics over
+//! `UnsafeCell` + raw pointers because the latter is still a data race under Rust's
+//! memory model; atomics make the racy design defined at no cost on these targets.
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+pub struct HogwildMatrix {
+    data: Vec<AtomicU32>,
+    cols: usize,
+}
+
+impl HogwildMatrix {
+    pub fn from_vec(v: Vec<f32>, cols: usize) -> Self {
+        Self {
+            data: v.into_iter().map(|x| AtomicU32::new(x.to_bits())).collect(),
+            cols,
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+            .into_iter()
+            .map(|a| f32::from_bits(a.into_inner()))
+            .collect()
+    }
+
+    #[inline]
+    fn row(&self, r: usize) -> &[AtomicU32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+
+    /// `out += a * row(r)`
+    #[inline]
+    pub fn add_row_to(&self, r: usize, a: f32, out: &mut [f32]) {
+        for (o, w) in out.iter_mut().zip(self.row(r)) {
+            *o += a * f32::from_bits(w.load(Relaxed));
+        }
+    }
+
+    /// `row(r) · v`
+    #[inline]
+    pub fn dot_row(&self, r: usize, v: &[f32]) -> f32 {
+        let mut s = 0.0f32;
+        for (x, w) in v.iter().zip(self.row(r)) {
+            s += x * f32::from_bits(w.load(Relaxed));
+        }
+        s
+    }
+
+    /// `row(r) += a * v`
+    #[inline]
+    pub fn add_to_row(&self, r: usize, a: f32, v: &[f32]) {
+        for (x, w) in v.iter().zip(self.row(r)) {
+            let cur = f32::from_bits(w.load(Relaxed));
+            w.store((cur + a * x).to_bits(), Relaxed);
+        }
+    }
+}

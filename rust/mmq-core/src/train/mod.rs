@@ -1,0 +1,366 @@
+//! The Hogwild SGD trainer (fastText's `FastText::trainThread` for supervised models).
+pub mod hogwild;
+
+use crate::error::{MmqError, Result};
+use crate::model::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
+use crate::model::{softmax_in_place, Model, ModelConfig, TokenIndex};
+use hogwild::HogwildMatrix;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Training rows in CSR form: the tokens of row `i` are `tokens[offsets[i]..offsets[i+1]]`
+/// (raw ids: hash buckets, plus any extra ids such as visual tokens), with optional
+/// per-token weights; its labels are `labels[label_offsets[i]..label_offsets[i+1]]`.
+pub struct Dataset<'a> {
+    pub offsets: &'a [usize],
+    pub tokens: &'a [u32],
+    pub weights: Option<&'a [f32]>,
+    pub label_offsets: &'a [usize],
+    pub labels: &'a [u32],
+}
+
+impl Dataset<'_> {
+    pub fn n_rows(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn validate(&self, n_labels: usize) -> Result<()> {
+        let bad = |m: String| Err(MmqError::InvalidInput(m));
+        if self.offsets.len() != self.label_offsets.len() {
+            return bad(format!(
+                "{} rows of tokens but {} rows of labels",
+                self.n_rows(),
+                self.label_offsets.len().saturating_sub(1)
+            ));
+        }
+        if self.n_rows() == 0 {
+            return bad("no training rows (empty input)".into());
+        }
+        if self.offsets.last() != Some(&self.tokens.len())
+            || self.label_offsets.last() != Some(&self.labels.len())
+        {
+            return bad("offsets do not match the token or label arrays".into());
+        }
+        if let Some(w) = self.weights {
+            if w.len() != self.tokens.len() {
+                return bad(format!("{} weights for {} tokens", w.len(), self.tokens.len()));
+            }
+            if let Some(i) = w.iter().position(|x| !x.is_finite() || *x < 0.0) {
+                return bad(format!("token weight {} at position {i} is not a finite number >= 0", w[i]));
+            }
+        }
+        if let Some(&l) = self.labels.iter().find(|&&l| l as usize >= n_labels) {
+            return bad(format!("label index {l} out of range for {n_labels} labels"));
+        }
+        for i in 0..self.n_rows() {
+            if self.label_offsets[i] == self.label_offsets[i + 1] {
+                return bad(format!("row {i} has no label"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the trainer reports while it runs.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Fraction of the work done, in [0, 1].
+    pub progress: f32,
+    pub epoch: usize,
+    pub lr: f32,
+    /// Average loss of the examples seen by the reporting thread.
+    pub loss: f32,
+    pub tokens_per_sec_per_thread: f64,
+}
+
+/// Train a classifier. `callback` is called from one training thread about every 100 ms
+/// and once at the end; training stops with [`MmqError::Interrupted`] when it returns false.
+pub fn train(
+    cfg: ModelConfig,
+    labels: Vec<String>,
+    data: &Dataset,
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+) -> Result<Model> {
+    cfg.validate()?;
+    let nl = labels.len();
+    data.validate(nl)?;
+    let mut counts = vec![0u64; nl];
+    for &l in data.labels {
+        counts[l as usize] += 1;
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count();
+    if present < 2 {
+        return Err(MmqError::InvalidInput(format!(
+            "training needs at least 2 distinct labels, found {present}{}",
+            labels.first().map(|l| format!(" ('{l}')")).unwrap_or_default()
+        )));
+    }
+
+    // Compact the token id space to the ids seen in training.
+    let mut index = TokenIndex::default();
+    let rows: Vec<u32> = data.tokens.iter().map(|&t| index.get_or_insert(t)).collect();
+    let dim = cfg.dim;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let bound = 1.0 / dim as f32;
+    let input: Vec<f32> = (0..index.len() * dim)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    let tree = (cfg.loss == LossKind::Hs).then(|| Tree::build(&counts));
+    let n_out = if cfg.loss == LossKind::Hs { nl - 1 } else { nl };
+    let negatives = if cfg.loss == LossKind::Ns {
+        negatives_table(&counts, &mut rng)
+    } else {
+        Vec::new()
+    };
+
+    let input = HogwildMatrix::from_vec(input, dim);
+    let output = HogwildMatrix::from_vec(vec![0.0; n_out * dim], dim);
+    let shared = Shared {
+        cfg: &cfg,
+        input: &input,
+        output: &output,
+        tree: tree.as_ref(),
+        negatives: &negatives,
+        rows: &rows,
+        data,
+        n_labels: nl,
+        processed: AtomicU64::new(0),
+        total: (data.tokens.len() as u64 * cfg.epoch as u64).max(1),
+        stop: AtomicBool::new(false),
+        start: Instant::now(),
+        callback,
+    };
+
+    let threads = cfg.threads;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| MmqError::InvalidParameter(format!("cannot start {threads} threads: {e}")))?;
+    let n = data.n_rows();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    for epoch in 0..cfg.epoch {
+        let mut erng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
+        for i in (1..n).rev() {
+            order.swap(i, erng.random_range(0..=i));
+        }
+        let chunk = n.div_ceil(threads);
+        let seed = cfg.seed;
+        let shared_ref = &shared;
+        let run = |(t, part): (usize, &[u32])| {
+            let mut w = Worker::new(shared_ref, seed.wrapping_add((epoch * threads + t) as u64 + 1));
+            w.run(part, epoch, t == 0);
+        };
+        if threads == 1 {
+            run((0, &order[..]));
+        } else {
+            pool.install(|| order.par_chunks(chunk).enumerate().for_each(run));
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(MmqError::Interrupted);
+        }
+    }
+    let elapsed = shared.start.elapsed().as_secs_f64().max(1e-9);
+    let done = Progress {
+        progress: 1.0,
+        epoch: cfg.epoch,
+        lr: 0.0,
+        loss: f32::NAN,
+        tokens_per_sec_per_thread: shared.total as f64 / elapsed / threads as f64,
+    };
+    if !callback(&done) {
+        return Err(MmqError::Interrupted);
+    }
+    drop(shared);
+    Ok(Model {
+        cfg,
+        labels,
+        label_counts: counts,
+        index,
+        input: input.into_vec(),
+        output: output.into_vec(),
+        tree,
+    })
+}
+
+struct Shared<'a> {
+    cfg: &'a ModelConfig,
+    input: &'a HogwildMatrix,
+    output: &'a HogwildMatrix,
+    tree: Option<&'a Tree>,
+    negatives: &'a [u32],
+    rows: &'a [u32],
+    data: &'a Dataset<'a>,
+    n_labels: usize,
+    processed: AtomicU64,
+    total: u64,
+    stop: AtomicBool,
+    start: Instant,
+    callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+}
+
+struct Worker<'a> {
+    s: &'a Shared<'a>,
+    rng: Xoshiro256PlusPlus,
+    hidden: Vec<f32>,
+    grad: Vec<f32>,
+    scores: Vec<f32>,
+    loss_sum: f64,
+    loss_n: u64,
+}
+
+impl<'a> Worker<'a> {
+    fn new(s: &'a Shared<'a>, seed: u64) -> Self {
+        let dim = s.cfg.dim;
+        Self {
+            s,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            hidden: vec![0.0; dim],
+            grad: vec![0.0; dim],
+            scores: vec![0.0; s.n_labels],
+            loss_sum: 0.0,
+            loss_n: 0,
+        }
+    }
+
+    fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
+        let s = self.s;
+        let lr0 = s.cfg.lr;
+        let mut last_report = Instant::now();
+        let mut pending = 0u64;
+        let mut done = s.processed.load(Ordering::Relaxed);
+        for (i, &row) in part.iter().enumerate() {
+            let (a, b) = (s.data.offsets[row as usize], s.data.offsets[row as usize + 1]);
+            let progress = (done as f64 / s.total as f64).min(1.0) as f32;
+            let lr = lr0 * (1.0 - progress);
+            let (la, lb) = (s.data.label_offsets[row as usize], s.data.label_offsets[row as usize + 1]);
+            let labels = &s.data.labels[la..lb];
+            let weights = s.data.weights.map(|w| &w[a..b]);
+            if a < b {
+                let loss = self.update(&s.rows[a..b], weights, labels, lr);
+                self.loss_sum += loss as f64;
+                self.loss_n += 1;
+            }
+            pending += (b - a) as u64;
+            if pending >= 256 {
+                done = s.processed.fetch_add(pending, Ordering::Relaxed) + pending;
+                pending = 0;
+            }
+            if i % 64 == 0 {
+                if s.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if reporter && last_report.elapsed().as_millis() >= 100 {
+                    last_report = Instant::now();
+                    let el = s.start.elapsed().as_secs_f64().max(1e-9);
+                    let p = Progress {
+                        progress,
+                        epoch,
+                        lr,
+                        loss: (self.loss_sum / self.loss_n.max(1) as f64) as f32,
+                        tokens_per_sec_per_thread: done as f64 / el / s.cfg.threads as f64,
+                    };
+                    if !(s.callback)(&p) {
+                        s.stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }
+        s.processed.fetch_add(pending, Ordering::Relaxed);
+    }
+
+    /// One SGD step on one row; returns its loss.
+    fn update(&mut self, rows: &[u32], weights: Option<&[f32]>, labels: &[u32], lr: f32) -> f32 {
+        let s = self.s;
+        self.hidden.fill(0.0);
+        let mut total = 0.0f32;
+        for (i, &r) in rows.iter().enumerate() {
+            let w = weights.map_or(1.0, |w| w[i]);
+            s.input.add_row_to(r as usize, w, &mut self.hidden);
+            total += w;
+        }
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let inv = 1.0 / total;
+        self.hidden.iter_mut().for_each(|h| *h *= inv);
+        self.grad.fill(0.0);
+        let loss = match s.cfg.loss {
+            LossKind::Ova => {
+                let mut loss = 0.0;
+                for l in 0..s.n_labels {
+                    let pos = labels.contains(&(l as u32));
+                    loss += self.binary_logistic(l, pos, lr);
+                }
+                loss
+            }
+            kind => {
+                let target = if labels.len() == 1 {
+                    labels[0]
+                } else {
+                    labels[self.rng.random_range(0..labels.len())]
+                } as usize;
+                match kind {
+                    LossKind::Softmax => self.softmax(target, lr),
+                    LossKind::Ns => {
+                        let mut loss = self.binary_logistic(target, true, lr);
+                        for _ in 0..s.cfg.neg {
+                            let neg = loop {
+                                let c = s.negatives[self.rng.random_range(0..s.negatives.len())] as usize;
+                                if c != target {
+                                    break c;
+                                }
+                            };
+                            loss += self.binary_logistic(neg, false, lr);
+                        }
+                        loss
+                    }
+                    LossKind::Hs => {
+                        let tree = s.tree.expect("hs has a tree");
+                        let mut loss = 0.0;
+                        for (&node, &code) in tree.paths[target].iter().zip(&tree.codes[target]) {
+                            loss += self.binary_logistic(node as usize, code, lr);
+                        }
+                        loss
+                    }
+                    LossKind::Ova => unreachable!(),
+                }
+            }
+        };
+        for (i, &r) in rows.iter().enumerate() {
+            let w = weights.map_or(1.0, |w| w[i]);
+            s.input.add_to_row(r as usize, w * inv, &self.grad);
+        }
+        loss
+    }
+
+    fn binary_logistic(&mut self, out_row: usize, label: bool, lr: f32) -> f32 {
+        let out = self.s.output;
+        let score = sigmoid(out.dot_row(out_row, &self.hidden));
+        let alpha = lr * (label as u8 as f32 - score);
+        out.add_row_to(out_row, alpha, &mut self.grad);
+        out.add_to_row(out_row, alpha, &self.hidden);
+        if label {
+            -safe_ln(score)
+        } else {
+            -safe_ln(1.0 - score)
+        }
+    }
+
+    fn softmax(&mut self, target: usize, lr: f32) -> f32 {
+        let out = self.s.output;
+        for (i, sc) in self.scores.iter_mut().enumerate() {
+            *sc = out.dot_row(i, &self.hidden);
+        }
+        softmax_in_place(&mut self.scores);
+        for i in 0..self.scores.len() {
+            let alpha = lr * ((i == target) as u8 as f32 - self.scores[i]);
+            out.add_row_to(i, alpha, &mut self.grad);
+            out.add_to_row(i, alpha, &self.hidden);
+        }
+        -safe_ln(self.scores[target])
+    }
+}
