@@ -1,9 +1,30 @@
-from pathlib import Path
-import polars as pl
-from polars.plugins import register_plugin_function
-from mmq._mmq import series_len
+"""mmq: fast multimodal classification — fastText's speed for rows with text and images.
 
-LIB = Path(__file__).parent
+Public API: :class:`Classifier`, :func:`load`, :func:`tokenize`, the ``mmq`` Polars
+expression namespace (registered on import), and the errors in :mod:`mmq.errors`.
+"""
+from mmq._mmq import __version__
+from mmq.classifier import Classifier, TestResult, load, tokenize
+from mmq.errors import (
+    InvalidInputError,
+    InvalidParameterError,
+    MmqError,
+    MmqIOError,
+    ModelFileError,
+    NotFittedError,
+)
+from mmq import namespace as _namespace  # noqa: F401  (registers pl.Expr.mmq)
 
-def probe(e):
-    return register_plugin_function(plugin_path=LIB, function_name="str_len_probe", args=[e], is_elementwise=True)
+__all__ = [
+    "__version__",
+    "Classifier",
+    "TestResult",
+    "load",
+    "tokenize",
+    "MmqError",
+    "InvalidParameterError",
+    "InvalidInputError",
+    "ModelFileError",
+    "NotFittedError",
+    "MmqIOError",
+]

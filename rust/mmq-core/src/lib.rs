@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod quant;
 pub mod text;
 pub mod train;
 

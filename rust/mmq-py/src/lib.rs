@@ -1,23 +1,16 @@
-use polars::prelude::*;
+//! `mmq._mmq`: PyO3 bindings of mmq-core and the Polars expression plugin.
+//! Every call extracts owned inputs, then releases the GIL around the Rust work.
+mod classifier;
+mod columns;
+mod errors;
+mod plugin;
+
 use pyo3::prelude::*;
-use pyo3_polars::derive::polars_expr;
-use pyo3_polars::PySeries;
-
-#[polars_expr(output_type=UInt32)]
-fn str_len_probe(inputs: &[Series]) -> PolarsResult<Series> {
-    let ca = inputs[0].str()?;
-    let out: UInt32Chunked = ca.iter().map(|o| o.map(|s| s.len() as u32)).collect();
-    Ok(out.into_series())
-}
-
-#[pyfunction]
-fn series_len(s: PySeries) -> usize {
-    let s: Series = s.into();
-    s.len()
-}
 
 #[pymodule]
 fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(series_len, m)?)?;
+    m.add_class::<classifier::PyClassifier>()?;
+    m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

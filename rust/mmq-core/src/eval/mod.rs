@@ -57,7 +57,12 @@ impl Evaluation {
 }
 
 /// Score predictions against gold label sets (CSR: `gold[gold_offsets[i]..gold_offsets[i+1]]`).
-pub fn evaluate(preds: &[Ranked], gold_offsets: &[usize], gold: &[u32], n_labels: usize) -> Evaluation {
+pub fn evaluate(
+    preds: &[Ranked],
+    gold_offsets: &[usize],
+    gold: &[u32],
+    n_labels: usize,
+) -> Evaluation {
     let mut e = Evaluation {
         per_label: vec![LabelScore::default(); n_labels],
         rows: preds.len() as u64,
@@ -66,7 +71,10 @@ pub fn evaluate(preds: &[Ranked], gold_offsets: &[usize], gold: &[u32], n_labels
     for (i, p) in preds.iter().enumerate() {
         let g = &gold[gold_offsets[i]..gold_offsets[i + 1]];
         for &l in g {
-            e.per_label[l as usize].gold += 1;
+            // Gold labels unknown to the model (index >= n_labels) count as misses.
+            if let Some(s) = e.per_label.get_mut(l as usize) {
+                s.gold += 1;
+            }
         }
         e.gold += g.len() as u64;
         for &(l, _) in p {
@@ -93,7 +101,14 @@ mod tests {
         assert_eq!((e.correct, e.predicted, e.gold), (2, 4, 3));
         assert!((e.precision() - 0.5).abs() < 1e-12);
         assert!((e.recall() - 2.0 / 3.0).abs() < 1e-12);
-        assert_eq!(e.per_label[1], LabelScore { tp: 0, predicted: 1, gold: 1 });
+        assert_eq!(
+            e.per_label[1],
+            LabelScore {
+                tp: 0,
+                predicted: 1,
+                gold: 1
+            }
+        );
         assert_eq!(e.per_label[2].f1(), 2.0 * 0.5 * 1.0 / 1.5);
     }
 }

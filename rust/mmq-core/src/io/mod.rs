@@ -20,8 +20,16 @@ pub enum Tensor {
 impl Tensor {
     fn bytes(&self) -> (Dtype, &[usize], Vec<u8>) {
         match self {
-            Tensor::F32(s, v) => (Dtype::F32, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            Tensor::U32(s, v) => (Dtype::U32, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Tensor::F32(s, v) => (
+                Dtype::F32,
+                s,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Tensor::U32(s, v) => (
+                Dtype::U32,
+                s,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
         }
     }
 }
@@ -56,18 +64,29 @@ pub fn to_bytes(header: &serde_json::Value, tensors: &[(&str, Tensor)]) -> Resul
 }
 
 /// Parse bytes written by [`to_bytes`]; `what` names the source in errors.
-pub fn from_bytes(bytes: &[u8], what: &str) -> Result<(serde_json::Value, HashMap<String, Tensor>)> {
-    let bad = |reason: String| MmqError::InvalidModelFile { path: what.to_string(), reason };
+pub fn from_bytes(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(serde_json::Value, HashMap<String, Tensor>)> {
+    let bad = |reason: String| MmqError::InvalidModelFile {
+        path: what.to_string(),
+        reason,
+    };
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let header = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(FORMAT))
-        .ok_or_else(|| bad("a safetensors file without an mmq header (not written by mmq)".into()))?;
+        .ok_or_else(|| {
+            bad("a safetensors file without an mmq header (not written by mmq)".into())
+        })?;
     let header: serde_json::Value =
         serde_json::from_str(header).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
-    let version = header.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    let version = header
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     if version == 0 || version > FORMAT_VERSION {
         return Err(bad(format!(
             "format version {version} is not supported by this mmq (reads 1..={FORMAT_VERSION})"
@@ -81,11 +100,15 @@ pub fn from_bytes(bytes: &[u8], what: &str) -> Result<(serde_json::Value, HashMa
         let t = match view.dtype() {
             Dtype::F32 => Tensor::F32(
                 shape,
-                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                data.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
             ),
             Dtype::U32 => Tensor::U32(
                 shape,
-                data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect(),
+                data.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
             ),
             d => return Err(bad(format!("tensor {name} has unsupported dtype {d:?}"))),
         };
@@ -96,12 +119,18 @@ pub fn from_bytes(bytes: &[u8], what: &str) -> Result<(serde_json::Value, HashMa
 
 /// Write bytes atomically: a temp file beside `path`, then rename over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_err = |source| MmqError::Io { path: path.display().to_string(), source };
+    let io_err = |source| MmqError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io_err)?;
     std::fs::rename(&tmp, path).map_err(|e| {
@@ -111,25 +140,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| MmqError::Io { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| MmqError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Take a tensor out of a read map, checking its type and element count.
-pub fn take_f32(t: &mut HashMap<String, Tensor>, name: &str, len: usize, what: &str) -> Result<Vec<f32>> {
+pub fn take_f32(
+    t: &mut HashMap<String, Tensor>,
+    name: &str,
+    len: usize,
+    what: &str,
+) -> Result<Vec<f32>> {
     match t.remove(name) {
         Some(Tensor::F32(_, v)) if v.len() == len => Ok(v),
         Some(Tensor::F32(_, v)) => Err(MmqError::InvalidModelFile {
             path: what.into(),
             reason: format!("tensor {name} has {} values, expected {len}", v.len()),
         }),
-        _ => Err(MmqError::InvalidModelFile { path: what.into(), reason: format!("missing f32 tensor {name}") }),
+        _ => Err(MmqError::InvalidModelFile {
+            path: what.into(),
+            reason: format!("missing f32 tensor {name}"),
+        }),
     }
 }
 
 pub fn take_u32(t: &mut HashMap<String, Tensor>, name: &str, what: &str) -> Result<Vec<u32>> {
     match t.remove(name) {
         Some(Tensor::U32(_, v)) => Ok(v),
-        _ => Err(MmqError::InvalidModelFile { path: what.into(), reason: format!("missing u32 tensor {name}") }),
+        _ => Err(MmqError::InvalidModelFile {
+            path: what.into(),
+            reason: format!("missing u32 tensor {name}"),
+        }),
     }
 }
 
@@ -140,7 +183,14 @@ mod tests {
     #[test]
     fn round_trip_and_foreign_bytes() {
         let h = serde_json::json!({"kind": "test"});
-        let b = to_bytes(&h, &[("a", Tensor::F32(vec![2], vec![1.0, 2.0])), ("b", Tensor::U32(vec![1], vec![7]))]).unwrap();
+        let b = to_bytes(
+            &h,
+            &[
+                ("a", Tensor::F32(vec![2], vec![1.0, 2.0])),
+                ("b", Tensor::U32(vec![1], vec![7])),
+            ],
+        )
+        .unwrap();
         let (hh, mut t) = from_bytes(&b, "mem").unwrap();
         assert_eq!(hh["kind"], "test");
         assert_eq!(take_f32(&mut t, "a", 2, "mem").unwrap(), vec![1.0, 2.0]);

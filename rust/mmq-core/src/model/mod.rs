@@ -197,7 +197,11 @@ impl Model {
                 softmax_in_place(out);
             }
             LossKind::Ns | LossKind::Ova => {
-                out.extend(self.output.chunks_exact(dim).map(|w| sigmoid(dot(w, hidden))));
+                out.extend(
+                    self.output
+                        .chunks_exact(dim)
+                        .map(|w| sigmoid(dot(w, hidden))),
+                );
             }
             LossKind::Hs => {
                 let tree = self.tree.as_ref().expect("hs model has a tree");
@@ -216,7 +220,13 @@ impl Model {
     }
 
     /// The `k` most probable labels with probability >= `threshold`, most probable first.
-    pub fn predict_hidden(&self, hidden: &[f32], k: usize, threshold: f32, buf: &mut Vec<f32>) -> Ranked {
+    pub fn predict_hidden(
+        &self,
+        hidden: &[f32],
+        k: usize,
+        threshold: f32,
+        buf: &mut Vec<f32>,
+    ) -> Ranked {
         self.probs(hidden, buf);
         top_k(buf, k, threshold)
     }
@@ -285,7 +295,11 @@ mod tests {
         let counts = [7u64, 3, 2, 2, 1];
         let dim = 3;
         let mut m = Model {
-            cfg: ModelConfig { dim, loss: LossKind::Hs, ..Default::default() },
+            cfg: ModelConfig {
+                dim,
+                loss: LossKind::Hs,
+                ..Default::default()
+            },
             labels: (0..5).map(|i| i.to_string()).collect(),
             label_counts: counts.to_vec(),
             index: TokenIndex::default(),

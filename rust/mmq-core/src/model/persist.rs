@@ -17,18 +17,33 @@ impl Model {
         io::to_bytes(
             &header,
             &[
-                ("input", Tensor::F32(vec![self.index.len(), dim], self.input.clone())),
-                ("output", Tensor::F32(vec![self.n_out(), dim], self.output.clone())),
-                ("token_ids", Tensor::U32(vec![self.index.len()], self.index.ids.clone())),
+                (
+                    "input",
+                    Tensor::F32(vec![self.index.len(), dim], self.input.clone()),
+                ),
+                (
+                    "output",
+                    Tensor::F32(vec![self.n_out(), dim], self.output.clone()),
+                ),
+                (
+                    "token_ids",
+                    Tensor::U32(vec![self.index.len()], self.index.ids.clone()),
+                ),
             ],
         )
     }
 
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
-        let bad = |reason: String| MmqError::InvalidModelFile { path: what.to_string(), reason };
+        let bad = |reason: String| MmqError::InvalidModelFile {
+            path: what.to_string(),
+            reason,
+        };
         let (header, mut t) = io::from_bytes(bytes, what)?;
         if header.get("kind").and_then(|k| k.as_str()) != Some("classifier") {
-            return Err(bad(format!("expected an mmq classifier, found kind {}", header["kind"])));
+            return Err(bad(format!(
+                "expected an mmq classifier, found kind {}",
+                header["kind"]
+            )));
         }
         let cfg: ModelConfig = serde_json::from_value(header["config"].clone())
             .map_err(|e| bad(format!("bad config: {e}")))?;
@@ -38,7 +53,11 @@ impl Model {
         let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())
             .map_err(|e| bad(format!("bad label counts: {e}")))?;
         if labels.len() < 2 || label_counts.len() != labels.len() {
-            return Err(bad(format!("{} labels with {} counts", labels.len(), label_counts.len())));
+            return Err(bad(format!(
+                "{} labels with {} counts",
+                labels.len(),
+                label_counts.len()
+            )));
         }
         let ids = io::take_u32(&mut t, "token_ids", what)?;
         let dim = cfg.dim;

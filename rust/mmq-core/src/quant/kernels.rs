@@ -250,7 +250,11 @@ fn argmin_rows_impl<const FMA: bool, const L: usize>(
     idx: &mut [u32],
     val: &mut [f32],
 ) {
-    for ((row, i), v) in dots.chunks_exact(kc).zip(idx.iter_mut()).zip(val.iter_mut()) {
+    for ((row, i), v) in dots
+        .chunks_exact(kc)
+        .zip(idx.iter_mut())
+        .zip(val.iter_mut())
+    {
         let (bi, bv) = argmin_plus::<L>(row, norms);
         if first || bv < *v {
             *v = bv;
@@ -370,8 +374,12 @@ mod tests {
         let k = KC + 37;
         let s = 5;
         let rows = 9;
-        let cent: Vec<f32> = (0..k * s).map(|i| ((i * 7919) % 1013) as f32 / 97.0).collect();
-        let a: Vec<f32> = (0..rows * s).map(|i| ((i * 104_729) % 997) as f32 / 89.0).collect();
+        let cent: Vec<f32> = (0..k * s)
+            .map(|i| ((i * 7919) % 1013) as f32 / 97.0)
+            .collect();
+        let a: Vec<f32> = (0..rows * s)
+            .map(|i| ((i * 104_729) % 997) as f32 / 89.0)
+            .collect();
         let mut norms = vec![0f32; k];
         row_sq_norms(&cent, s, &mut norms);
         let mut scratch = Vec::new();

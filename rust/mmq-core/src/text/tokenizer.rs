@@ -223,7 +223,11 @@ impl Tokenizer {
         buf: &mut Vec<u8>,
         emit: &mut F,
     ) {
-        let (minn, maxn, bucket) = (self.cfg.minn as usize, self.cfg.maxn as usize, self.cfg.bucket);
+        let (minn, maxn, bucket) = (
+            self.cfg.minn as usize,
+            self.cfg.maxn as usize,
+            self.cfg.bucket,
+        );
         buf.clear();
         buf.push(b'<');
         buf.extend_from_slice(word.as_bytes());
@@ -355,8 +359,21 @@ mod tests {
 
     #[test]
     fn bad_config() {
-        assert!(Tokenizer::new(TokenizerConfig { bucket: 0, ..Default::default() }).is_err());
-        assert!(Tokenizer::new(TokenizerConfig { minn: 3, maxn: 2, ..Default::default() }).is_err());
-        assert!(Tokenizer::new(TokenizerConfig { word_ngrams: 0, ..Default::default() }).is_err());
+        assert!(Tokenizer::new(TokenizerConfig {
+            bucket: 0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Tokenizer::new(TokenizerConfig {
+            minn: 3,
+            maxn: 2,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Tokenizer::new(TokenizerConfig {
+            word_ngrams: 0,
+            ..Default::default()
+        })
+        .is_err());
     }
 }

@@ -46,14 +46,23 @@ impl Dataset<'_> {
         }
         if let Some(w) = self.weights {
             if w.len() != self.tokens.len() {
-                return bad(format!("{} weights for {} tokens", w.len(), self.tokens.len()));
+                return bad(format!(
+                    "{} weights for {} tokens",
+                    w.len(),
+                    self.tokens.len()
+                ));
             }
             if let Some(i) = w.iter().position(|x| !x.is_finite() || *x < 0.0) {
-                return bad(format!("token weight {} at position {i} is not a finite number >= 0", w[i]));
+                return bad(format!(
+                    "token weight {} at position {i} is not a finite number >= 0",
+                    w[i]
+                ));
             }
         }
         if let Some(&l) = self.labels.iter().find(|&&l| l as usize >= n_labels) {
-            return bad(format!("label index {l} out of range for {n_labels} labels"));
+            return bad(format!(
+                "label index {l} out of range for {n_labels} labels"
+            ));
         }
         for i in 0..self.n_rows() {
             if self.label_offsets[i] == self.label_offsets[i + 1] {
@@ -95,13 +104,20 @@ pub fn train(
     if present < 2 {
         return Err(MmqError::InvalidInput(format!(
             "training needs at least 2 distinct labels, found {present}{}",
-            labels.first().map(|l| format!(" ('{l}')")).unwrap_or_default()
+            labels
+                .first()
+                .map(|l| format!(" ('{l}')"))
+                .unwrap_or_default()
         )));
     }
 
     // Compact the token id space to the ids seen in training.
     let mut index = TokenIndex::default();
-    let rows: Vec<u32> = data.tokens.iter().map(|&t| index.get_or_insert(t)).collect();
+    let rows: Vec<u32> = data
+        .tokens
+        .iter()
+        .map(|&t| index.get_or_insert(t))
+        .collect();
     let dim = cfg.dim;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let bound = 1.0 / dim as f32;
@@ -142,7 +158,8 @@ pub fn train(
     let n = data.n_rows();
     let mut order: Vec<u32> = (0..n as u32).collect();
     for epoch in 0..cfg.epoch {
-        let mut erng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
+        let mut erng =
+            Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
         for i in (1..n).rev() {
             order.swap(i, erng.random_range(0..=i));
         }
@@ -150,7 +167,10 @@ pub fn train(
         let seed = cfg.seed;
         let shared_ref = &shared;
         let run = |(t, part): (usize, &[u32])| {
-            let mut w = Worker::new(shared_ref, seed.wrapping_add((epoch * threads + t) as u64 + 1));
+            let mut w = Worker::new(
+                shared_ref,
+                seed.wrapping_add((epoch * threads + t) as u64 + 1),
+            );
             w.run(part, epoch, t == 0);
         };
         if threads == 1 {
@@ -232,10 +252,16 @@ impl<'a> Worker<'a> {
         let mut pending = 0u64;
         let mut done = s.processed.load(Ordering::Relaxed);
         for (i, &row) in part.iter().enumerate() {
-            let (a, b) = (s.data.offsets[row as usize], s.data.offsets[row as usize + 1]);
+            let (a, b) = (
+                s.data.offsets[row as usize],
+                s.data.offsets[row as usize + 1],
+            );
             let progress = (done as f64 / s.total as f64).min(1.0) as f32;
             let lr = lr0 * (1.0 - progress);
-            let (la, lb) = (s.data.label_offsets[row as usize], s.data.label_offsets[row as usize + 1]);
+            let (la, lb) = (
+                s.data.label_offsets[row as usize],
+                s.data.label_offsets[row as usize + 1],
+            );
             let labels = &s.data.labels[la..lb];
             let weights = s.data.weights.map(|w| &w[a..b]);
             if a < b {
@@ -309,7 +335,8 @@ impl<'a> Worker<'a> {
                         let mut loss = self.binary_logistic(target, true, lr);
                         for _ in 0..s.cfg.neg {
                             let neg = loop {
-                                let c = s.negatives[self.rng.random_range(0..s.negatives.len())] as usize;
+                                let c = s.negatives[self.rng.random_range(0..s.negatives.len())]
+                                    as usize;
                                 if c != target {
                                     break c;
                                 }

@@ -1,0 +1,269 @@
+"""The text classifier: fastText's architecture, trained by mmq's Rust core."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import polars as pl
+
+from mmq import _mmq
+from mmq._input import as_frame, check_k, label_series, text_series
+from mmq._progress import ProgressBar
+from mmq.errors import InvalidParameterError, NotFittedError
+
+LOSSES = ("softmax", "ns", "hs", "ova")
+TextInput = Union[pl.DataFrame, pl.LazyFrame, pl.Series, Sequence[str], str]
+
+
+@dataclass
+class TestResult:
+    """What :meth:`Classifier.test` returns: fastText's N, P@k, R@k, plus per-label scores."""
+
+    rows: int
+    k: int
+    precision: float
+    recall: float
+    per_label: pl.DataFrame
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+    def __str__(self) -> str:
+        return f"N\t{self.rows}\nP@{self.k}\t{self.precision:.3f}\nR@{self.k}\t{self.recall:.3f}"
+
+
+class Classifier:
+    """A fastText-style classifier over hashed word, word n-gram and char n-gram tokens.
+
+    Parameters follow fastText's names and defaults (``lr=0.1, dim=100, epoch=5,
+    word_ngrams=1, minn=maxn=0, neg=5, loss='softmax', bucket=2_000_000``).
+    ``threads`` defaults to all cores; ``threads=1`` with a ``seed`` is deterministic.
+    ``split_cjk`` cuts text written without spaces (Chinese, Japanese, Thai...) into one
+    word per character, so such text never becomes one token per sentence.
+
+    Example:
+        >>> import polars as pl, mmq
+        >>> df = pl.DataFrame({"text": ["good movie", "bad film", "great", "awful"] * 20,
+        ...                    "label": ["pos", "neg", "pos", "neg"] * 20})
+        >>> clf = mmq.Classifier(dim=10, epoch=20, lr=0.5, threads=1, progress=False).fit(df)
+        >>> clf.predict(["good film"])["label"].to_list()
+        ['pos']
+    """
+
+    def __init__(
+        self,
+        dim: int = 100,
+        epoch: int = 5,
+        lr: float = 0.1,
+        word_ngrams: int = 1,
+        minn: int = 0,
+        maxn: int = 0,
+        bucket: int = 2_000_000,
+        loss: str = "softmax",
+        neg: int = 5,
+        threads: Optional[int] = None,
+        seed: int = 0,
+        split_cjk: bool = True,
+        progress: Optional[bool] = None,
+    ):
+        if loss not in LOSSES:
+            raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
+        ints = dict(dim=dim, epoch=epoch, word_ngrams=word_ngrams, bucket=bucket, neg=neg)
+        for name, v in ints.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InvalidParameterError(f"{name} must be an integer >= 1, got {v!r}")
+        for name, v in dict(minn=minn, maxn=maxn, seed=seed).items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise InvalidParameterError(f"{name} must be an integer >= 0, got {v!r}")
+        if bucket >= 2**32:
+            raise InvalidParameterError(f"bucket must be < 2**32, got {bucket}")
+        if maxn > 0 and not (1 <= minn <= maxn):
+            raise InvalidParameterError(f"char n-grams need 1 <= minn <= maxn, got minn={minn} maxn={maxn}")
+        if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
+            raise InvalidParameterError(f"lr must be a finite number > 0, got {lr!r}")
+        if threads is None:
+            threads = os.cpu_count() or 1
+        if not isinstance(threads, int) or threads < 1:
+            raise InvalidParameterError(f"threads must be an integer >= 1, got {threads!r}")
+        self.dim, self.epoch, self.lr = dim, epoch, float(lr)
+        self.word_ngrams, self.minn, self.maxn, self.bucket = word_ngrams, minn, maxn, bucket
+        self.loss, self.neg, self.threads, self.seed = loss, neg, threads, seed
+        self.split_cjk, self.progress = split_cjk, progress
+        self._model: Optional[Any] = None
+
+    # -- configuration -------------------------------------------------------------
+    def _config(self) -> dict:
+        return {
+            "dim": self.dim,
+            "epoch": self.epoch,
+            "lr": self.lr,
+            "loss": self.loss,
+            "neg": self.neg,
+            "threads": self.threads,
+            "seed": self.seed,
+            "tokenizer": {
+                "word_ngrams": self.word_ngrams,
+                "minn": self.minn,
+                "maxn": self.maxn,
+                "bucket": self.bucket,
+                "split_cjk": self.split_cjk,
+            },
+        }
+
+    def get_params(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
+                      "neg", "threads", "seed", "split_cjk", "progress")
+        }
+
+    def __repr__(self) -> str:
+        state = "fitted" if self._model is not None else "not fitted"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"Classifier({args}) [{state}]"
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names, most frequent in training first."""
+        return self._fitted().labels
+
+    def _fitted(self):
+        if self._model is None:
+            raise NotFittedError("this Classifier is not fitted: call fit() or mmq.load() first")
+        return self._model
+
+    # -- training ------------------------------------------------------------------
+    def fit(self, data: Union[pl.DataFrame, pl.LazyFrame], text: str = "text", label: str = "label") -> "Classifier":
+        """Train on ``data[text]`` (String; null = empty text) and ``data[label]``
+        (String, or List[String] for multilabel rows). Rows are shuffled (seeded) every
+        epoch. Returns self."""
+        df = as_frame(data)
+        t = text_series(df, text)
+        y = label_series(df, label)
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        cb = ProgressBar() if show else None
+        self._model = _mmq.RustClassifier.fit(
+            json.dumps(self._config()), t, y, text, label, cb
+        )
+        return self
+
+    # -- prediction ----------------------------------------------------------------
+    def predict(self, data: TextInput, k: int = 1, threshold: float = 0.0, text: str = "text") -> pl.DataFrame:
+        """Most probable labels. With ``k=1``: columns ``label`` (String) and ``prob``
+        (Float32), null where no label reaches ``threshold``. With ``k>1``: ``label``
+        List[String] and ``prob`` List[Float32], most probable first."""
+        m = self._fitted()
+        check_k(k)
+        s = text_series(data, text)
+        idx, probs = m.predict(s, k, float(threshold))
+        names = pl.Series("label", m.labels, dtype=pl.String)
+        idx_s = pl.Series("i", idx)
+        lab = names.gather(pl.select(pl.when(idx_s >= 0).then(idx_s)).to_series())
+        prob = pl.Series("prob", probs, dtype=pl.Float32).fill_nan(None)
+        if k == 1:
+            return pl.DataFrame([lab.alias("label"), prob])
+        n = len(s)
+        lab_l = lab.reshape((n, k)).arr.to_list().list.drop_nulls()
+        prob_l = prob.reshape((n, k)).arr.to_list().list.drop_nulls()
+        return pl.DataFrame([lab_l.alias("label"), prob_l.alias("prob")])
+
+    def predict_proba(self, data: TextInput, text: str = "text") -> pl.DataFrame:
+        """Probability of every label (one Float32 column per label, in ``self.labels`` order)."""
+        m = self._fitted()
+        s = text_series(data, text)
+        p = m.predict_proba(s)
+        return pl.DataFrame({name: p[:, i] for i, name in enumerate(m.labels)})
+
+    def test(self, data: Union[pl.DataFrame, pl.LazyFrame], text: str = "text", label: str = "label",
+             k: int = 1, threshold: float = 0.0) -> TestResult:
+        """fastText's ``test``: precision and recall at k over all rows, plus per-label
+        precision, recall and F1 (``per_label``)."""
+        m = self._fitted()
+        check_k(k)
+        df = as_frame(data)
+        r = m.test(text_series(df, text), label_series(df, label), label, k, float(threshold))
+        per = np.array(r["per_label"], dtype=np.int64).reshape(-1, 3)
+        tp, pred, gold = per[:, 0], per[:, 1], per[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prec = np.where(pred > 0, tp / np.maximum(pred, 1), 0.0)
+            rec = np.where(gold > 0, tp / np.maximum(gold, 1), 0.0)
+            f1 = np.where(prec + rec > 0, 2 * prec * rec / np.where(prec + rec > 0, prec + rec, 1), 0.0)
+        per_label = pl.DataFrame({
+            "label": m.labels, "precision": prec, "recall": rec, "f1": f1,
+            "tp": tp, "predicted": pred, "gold": gold,
+        })
+        p = r["correct"] / r["predicted"] if r["predicted"] else 0.0
+        rc = r["correct"] / r["gold"] if r["gold"] else 0.0
+        return TestResult(rows=r["rows"], k=k, precision=p, recall=rc, per_label=per_label)
+
+    def explain(self, text: str, label: Optional[str] = None) -> pl.DataFrame:
+        """Tokens of ``text`` (words, word n-grams, char n-grams) known to the model, with
+        their contribution to ``label``'s score (default: the predicted label), largest first."""
+        m = self._fitted()
+        if label is None:
+            label = self.predict([text])["label"][0]
+        if label not in m.labels:
+            raise InvalidParameterError(f"unknown label {label!r}; labels are {m.labels}")
+        rows = m.explain(text, m.labels.index(label))
+        return pl.DataFrame(rows, schema={"token": pl.String, "kind": pl.String, "score": pl.Float32},
+                            orient="row").sort("score", descending=True)
+
+    def tokenize(self, data: TextInput, text: str = "text") -> pl.Series:
+        """Hashed token ids of each row, as this model's tokenizer computes them."""
+        return tokenize(data, text=text, word_ngrams=self.word_ngrams, minn=self.minn,
+                        maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk)
+
+    # -- persistence ---------------------------------------------------------------
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write one self-describing file (safetensors + JSON header), atomically."""
+        self._fitted().save(Path(path))
+
+    @classmethod
+    def _from_rust(cls, model) -> "Classifier":
+        cfg = json.loads(model.config_json)
+        tok = cfg["tokenizer"]
+        obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
+                  minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], loss=cfg["loss"],
+                  neg=max(cfg["neg"], 1), threads=cfg["threads"], seed=cfg["seed"],
+                  split_cjk=tok["split_cjk"])
+        obj._model = model
+        return obj
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_model"}
+        state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        b = state.pop("_model_bytes")
+        self.__dict__.update(state)
+        self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
+
+
+def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: int = 0, maxn: int = 0,
+             bucket: int = 2_000_000, split_cjk: bool = True) -> pl.Series:
+    """fastText-compatible hashed token ids (List[UInt32]) of each row; null rows stay null.
+
+    Each id is ``hash % bucket``: words, then their char n-grams (``minn..maxn``), the
+    end-of-sentence token ``</s>``, then word n-grams up to ``word_ngrams``.
+
+    Example:
+        >>> import mmq
+        >>> mmq.tokenize(["hello world"], word_ngrams=2).list.len().to_list()
+        [4]
+    """
+    s = text_series(data, text)
+    cfg = {"word_ngrams": word_ngrams, "minn": minn, "maxn": maxn, "bucket": bucket, "split_cjk": split_cjk}
+    return _mmq.tokenize(s, json.dumps(cfg))
+
+
+def load(path: Union[str, os.PathLike]) -> Classifier:
+    """Load a model written by :meth:`Classifier.save`."""
+    return Classifier._from_rust(_mmq.RustClassifier.load(Path(path)))
