@@ -167,11 +167,11 @@ macro_rules! dispatch {
             {
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    $imp::<true, 16>($($arg),*)
+                    $imp::<true, 8>($($arg),*)
                 }
                 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
                 fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    $imp::<true, 32>($($arg),*)
+                    $imp::<true, 16>($($arg),*)
                 }
                 match level() {
                     // SAFETY: the CPU supports the features, checked by `level`.
@@ -241,7 +241,7 @@ fn argmin_plus<const L: usize>(dots: &[f32], norms: &[f32]) -> (u32, f32) {
 }
 
 #[inline(always)]
-fn argmin_rows_impl<const FMA: bool, const L: usize>(
+fn argmin_rows_impl<const L: usize>(
     dots: &[f32],
     kc: usize,
     norms: &[f32],
@@ -263,18 +263,171 @@ fn argmin_rows_impl<const FMA: bool, const L: usize>(
     }
 }
 
-dispatch! {
-    /// For each row of `dots` (`kc` values per row): argmin of `norms + row`,
-    /// merged into (`idx`, `val`) when strictly better (or when `first`).
-    fn argmin_rows(
-        dots: &[f32],
-        kc: usize,
-        norms: &[f32],
-        c0: u32,
-        first: bool,
-        idx: &mut [u32],
-        val: &mut [f32],
-    ) => argmin_rows_impl
+/// For each row of `dots` (`kc` values per row): argmin of `norms + row`,
+/// merged into (`idx`, `val`) when strictly better (or when `first`).
+pub(crate) fn argmin_rows(
+    dots: &[f32],
+    kc: usize,
+    norms: &[f32],
+    c0: u32,
+    first: bool,
+    idx: &mut [u32],
+    val: &mut [f32],
+) {
+    let rows = idx.len().min(val.len());
+    assert!(norms.len() == kc && dots.len() >= kc * rows);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let lvl = level();
+        if lvl != Level::Generic {
+            for r in 0..rows {
+                let row = &dots[r * kc..(r + 1) * kc];
+                // SAFETY: the CPU has the features (checked by `level`).
+                let (bi, bv) = unsafe {
+                    if lvl == Level::Avx512 {
+                        x86::argmin_plus_avx512(row, norms)
+                    } else {
+                        x86::argmin_plus_avx2(row, norms)
+                    }
+                };
+                if first || bv < val[r] {
+                    val[r] = bv;
+                    idx[r] = c0 + bi;
+                }
+            }
+            return;
+        }
+    }
+    argmin_rows_impl::<8>(dots, kc, norms, c0, first, idx, val)
+}
+
+/// Hand-written argmin loops: LLVM does not vectorize the (value, index)
+/// select of the portable version.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Scalar tail shared by both versions: indices `from..` are larger than
+    /// every index seen so far, so strict `<` keeps ties on the lowest index.
+    #[inline(always)]
+    fn tail(dots: &[f32], norms: &[f32], from: usize, mut bi: u32, mut bv: f32) -> (u32, f32) {
+        for c in from..dots.len() {
+            let v = dots[c] + norms[c];
+            if v < bv {
+                bv = v;
+                bi = c as u32;
+            }
+        }
+        (bi, bv)
+    }
+
+    /// Argmin of `dots + norms` (same length), ties to the lowest index.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn argmin_plus_avx512(dots: &[f32], norms: &[f32]) -> (u32, f32) {
+        let n = dots.len().min(norms.len());
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let (mut v0, mut v1) = (inf, inf);
+        let (mut i0, mut i1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let mut cur0 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let mut cur1 = _mm512_add_epi32(cur0, _mm512_set1_epi32(16));
+        let step = _mm512_set1_epi32(32);
+        let mut c = 0;
+        // SAFETY (all loads): c + 32 <= n or c + 16 <= n is checked before
+        // each read of 16 floats at c or c + 16.
+        let load = |p: &[f32], c: usize| unsafe { _mm512_loadu_ps(p.as_ptr().add(c)) };
+        // Two independent (value, index) accumulators for instruction-level
+        // parallelism; each lane keeps its earliest minimum (strict `<`).
+        while c + 32 <= n {
+            let a = _mm512_add_ps(load(dots, c), load(norms, c));
+            let b = _mm512_add_ps(load(dots, c + 16), load(norms, c + 16));
+            let ma = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, v0);
+            let mb = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(b, v1);
+            v0 = _mm512_mask_mov_ps(v0, ma, a);
+            i0 = _mm512_mask_mov_epi32(i0, ma, cur0);
+            v1 = _mm512_mask_mov_ps(v1, mb, b);
+            i1 = _mm512_mask_mov_epi32(i1, mb, cur1);
+            cur0 = _mm512_add_epi32(cur0, step);
+            cur1 = _mm512_add_epi32(cur1, step);
+            c += 32;
+        }
+        // Merge: a lane of set 1 wins when smaller, or equal with a lower index.
+        let lt = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v1, v0);
+        let eq = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v1, v0);
+        let ilt = _mm512_cmplt_epu32_mask(i1, i0);
+        let m = lt | (eq & ilt);
+        v0 = _mm512_mask_mov_ps(v0, m, v1);
+        i0 = _mm512_mask_mov_epi32(i0, m, i1);
+        if c + 16 <= n {
+            let a = _mm512_add_ps(load(dots, c), load(norms, c));
+            let ma = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, v0);
+            v0 = _mm512_mask_mov_ps(v0, ma, a);
+            i0 = _mm512_mask_mov_epi32(i0, ma, cur0);
+            c += 16;
+        }
+        let (mut bi, mut bv) = (0, f32::INFINITY);
+        if c > 0 {
+            let minv = _mm512_reduce_min_ps(v0);
+            let eqm = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v0, _mm512_set1_ps(minv));
+            if eqm != 0 {
+                bi = _mm512_mask_reduce_min_epu32(eqm, i0);
+                bv = minv;
+            }
+        }
+        tail(&dots[..n], &norms[..n], c, bi, bv)
+    }
+
+    /// Argmin of `dots + norms` (same length), ties to the lowest index.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn argmin_plus_avx2(dots: &[f32], norms: &[f32]) -> (u32, f32) {
+        let n = dots.len().min(norms.len());
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let (mut v0, mut v1) = (inf, inf);
+        let (mut i0, mut i1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut cur0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mut cur1 = _mm256_add_epi32(cur0, _mm256_set1_epi32(8));
+        let step = _mm256_set1_epi32(16);
+        let mut c = 0;
+        // SAFETY (all loads): c + 16 <= n is checked before reading 8 floats
+        // at c and at c + 8.
+        let load = |p: &[f32], c: usize| unsafe { _mm256_loadu_ps(p.as_ptr().add(c)) };
+        while c + 16 <= n {
+            let a = _mm256_add_ps(load(dots, c), load(norms, c));
+            let b = _mm256_add_ps(load(dots, c + 8), load(norms, c + 8));
+            let ma = _mm256_cmp_ps::<_CMP_LT_OQ>(a, v0);
+            let mb = _mm256_cmp_ps::<_CMP_LT_OQ>(b, v1);
+            v0 = _mm256_blendv_ps(v0, a, ma);
+            i0 = _mm256_blendv_ps(i0, _mm256_castsi256_ps(cur0), ma);
+            v1 = _mm256_blendv_ps(v1, b, mb);
+            i1 = _mm256_blendv_ps(i1, _mm256_castsi256_ps(cur1), mb);
+            cur0 = _mm256_add_epi32(cur0, step);
+            cur1 = _mm256_add_epi32(cur1, step);
+            c += 16;
+        }
+        let mut vals = [0f32; 16];
+        let mut ids = [0f32; 16];
+        // SAFETY: both arrays hold 16 values; each store writes 8.
+        unsafe {
+            _mm256_storeu_ps(vals.as_mut_ptr(), v0);
+            _mm256_storeu_ps(vals.as_mut_ptr().add(8), v1);
+            _mm256_storeu_ps(ids.as_mut_ptr(), i0);
+            _mm256_storeu_ps(ids.as_mut_ptr().add(8), i1);
+        }
+        let (mut bi, mut bv) = (0u32, f32::INFINITY);
+        if c > 0 {
+            let mut best_i = u32::MAX;
+            for l in 0..16 {
+                let id = ids[l].to_bits();
+                if vals[l] < bv || (vals[l] == bv && id < best_i) {
+                    bv = vals[l];
+                    best_i = id;
+                }
+            }
+            if best_i != u32::MAX {
+                bi = best_i;
+            }
+        }
+        tail(&dots[..n], &norms[..n], c, bi, bv)
+    }
 }
 
 #[inline(always)]
@@ -365,6 +518,27 @@ mod tests {
             assert_eq!((i, v), ((n / 2) as u32, 0.5));
             let (i, _) = argmin_plus::<8>(&dots, &vec![2.0; n]);
             assert_eq!(i, 0);
+        }
+    }
+
+    #[test]
+    fn simd_argmin_matches_portable() {
+        // Values on a coarse grid so that ties are frequent.
+        for n in [1usize, 5, 15, 16, 17, 31, 32, 33, 48, 63, 64, 100, 256, 1000] {
+            for seed in 0..20u64 {
+                let f = |i: usize, m: u64| ((i as u64 * 2654435761 + seed * m) % 7) as f32;
+                let dots: Vec<f32> = (0..n).map(|i| f(i, 97)).collect();
+                let norms: Vec<f32> = (0..n).map(|i| f(i + 3, 31)).collect();
+                let want = argmin_plus::<8>(&dots, &norms);
+                let naive = (0..n)
+                    .map(|c| (c as u32, dots[c] + norms[c]))
+                    .fold((0u32, f32::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
+                assert_eq!(want, naive, "portable n={n} seed={seed}");
+                let mut idx = [7u32];
+                let mut val = [0f32];
+                argmin_rows(&dots, n, &norms, 0, true, &mut idx, &mut val);
+                assert_eq!((idx[0], val[0]), naive, "dispatched n={n} seed={seed}");
+            }
         }
     }
 

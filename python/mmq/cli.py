@@ -1,0 +1,207 @@
+"""The ``mmq`` command line: fastText's verbs for supervised models, plus ``demo``.
+
+    mmq supervised -input train.txt -output model [-dim 10 -epoch 5 -lr 0.1 -wordNgrams 2 ...]
+    mmq test model.mmq test.txt [k] [threshold]
+    mmq predict model.mmq test.txt [k] [threshold]
+    mmq predict-prob model.mmq test.txt [k] [threshold]
+    mmq demo
+
+Inputs are fastText text files (``__label__x some text`` per line; ``-`` is stdin) or
+Parquet files (columns ``text`` and ``label``; choose others with -textColumn/-labelColumn).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+LABEL_PREFIX = "__label__"
+
+
+def read_fasttext(path: str, prefix: str = LABEL_PREFIX) -> pl.DataFrame:
+    """Parse a fastText-format file: tokens starting with ``prefix`` are labels, the
+    rest of the line is the text."""
+    texts, labels = [], []
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+    with stream:
+        for line in stream:
+            toks = line.split()
+            labs = [t[len(prefix):] for t in toks if t.startswith(prefix)]
+            texts.append(" ".join(t for t in toks if not t.startswith(prefix)))
+            labels.append(labs)
+    return pl.DataFrame({"text": texts, "label": labels},
+                        schema={"text": pl.String, "label": pl.List(pl.String)})
+
+
+def read_input(path: str, text: str, label: str, prefix: str, need_label: bool = True) -> pl.DataFrame:
+    from mmq.errors import InvalidInputError
+
+    if path != "-" and not Path(path).exists():
+        raise InvalidInputError(f"input file '{path}' does not exist")
+    if path.endswith(".parquet"):
+        df = pl.read_parquet(path)
+        cols = [text] + ([label] if need_label and label in df.columns else [])
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise InvalidInputError(f"{path}: missing column(s) {missing}; found {df.columns}")
+        df = df.select(cols).rename({text: "text", **({label: "label"} if len(cols) > 1 else {})})
+        return df
+    df = read_fasttext(path, prefix)
+    if need_label:
+        # Single-label rows become a plain String column (fastText samples one label
+        # per update anyway; ova uses the full list).
+        if df["label"].list.len().max() == 1 and df["label"].list.len().min() == 1:
+            df = df.with_columns(pl.col("label").list.first())
+        n_empty = int((df["label"].list.len() == 0).sum()) if df["label"].dtype == pl.List(pl.String) else 0
+        if n_empty:
+            raise InvalidInputError(f"{path}: {n_empty} line(s) have no '{prefix}' label")
+    return df
+
+
+def _train(a: argparse.Namespace) -> int:
+    import mmq
+
+    df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
+    clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
+                         maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
+                         seed=a.seed, progress=not a.quiet)
+    t = time.perf_counter()
+    clf.fit(df)
+    out = a.output if a.output.endswith(".mmq") else a.output + ".mmq"
+    clf.save(out)
+    if not a.quiet:
+        print(f"Read {len(df):,} rows, {len(clf.labels)} labels; trained in "
+              f"{time.perf_counter() - t:.2f}s; saved {out}", file=sys.stderr)
+    return 0
+
+
+def _test(a: argparse.Namespace) -> int:
+    import mmq
+
+    clf = mmq.load(a.model)
+    df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
+    r = clf.test(df, k=a.k, threshold=a.threshold)
+    print(r)
+    if a.per_label:
+        print(r.per_label)
+    return 0
+
+
+def _predict(a: argparse.Namespace, probs: bool) -> int:
+    import mmq
+
+    clf = mmq.load(a.model)
+    df = read_input(a.input, a.textColumn, a.labelColumn, a.label, need_label=False)
+    pred = clf.predict(df, k=a.k, threshold=a.threshold)
+    labs = pred["label"].to_list()
+    ps = pred["prob"].to_list()
+    out = sys.stdout
+    for lab, p in zip(labs, ps):
+        if a.k == 1:
+            lab, p = ([lab], [p]) if lab is not None else ([], [])
+        if probs:
+            out.write(" ".join(f"{a.label}{x} {q:.6g}" for x, q in zip(lab, p)) + "\n")
+        else:
+            out.write(" ".join(f"{a.label}{x}" for x in lab) + "\n")
+    return 0
+
+
+def _demo(a: argparse.Namespace) -> int:
+    import tempfile
+
+    import mmq
+    from mmq.datasets import make_topics
+
+    print("mmq demo: a generated 5-topic data set (mmq.datasets.make_topics, seed 0)")
+    df = make_topics(n_rows=a.rows, seed=0)
+    train, test = df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "test")
+    print(f"  rows: {len(train):,} train / {len(test):,} test; e.g. {train['text'][0]!r} -> {train['label'][0]}")
+    params = dict(dim=20, epoch=10, lr=0.5, word_ngrams=2, threads=2, seed=0)
+    print(f"  training mmq.Classifier({', '.join(f'{k}={v}' for k, v in params.items())}) on the text column")
+    t = time.perf_counter()
+    clf = mmq.Classifier(**params, progress=not a.quiet).fit(train)
+    fit_s = time.perf_counter() - t
+    r = clf.test(test)
+    print(f"  trained in {fit_s:.2f}s; test accuracy (P@1) {r.precision:.3f} on {r.rows:,} rows")
+    print("  per-label scores:")
+    print(r.per_label.select("label", "precision", "recall", "f1"))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "demo.mmq"
+        clf.save(path)
+        size = path.stat().st_size
+        again = mmq.load(path)
+        same = again.predict(test)["label"].equals(clf.predict(test)["label"])
+    print(f"  saved and reloaded the model ({size / 1e6:.2f} MB): identical predictions: {same}")
+    sample = test["text"][0]
+    pred = clf.predict([sample], k=2)
+    print(f"  top-2 for {sample!r}: {pred['label'][0].to_list()} {[round(p, 3) for p in pred['prob'][0].to_list()]}")
+    print("  tokens that push the prediction most:")
+    print(clf.explain(sample).head(5))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mmq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def io_opts(sp):
+        sp.add_argument("-label", "--label", default=LABEL_PREFIX, help="label prefix [__label__]")
+        sp.add_argument("-textColumn", "--text-column", dest="textColumn", default="text")
+        sp.add_argument("-labelColumn", "--label-column", dest="labelColumn", default="label")
+
+    for verb in ("supervised", "train"):
+        sp = sub.add_parser(verb, help="train a classifier")
+        sp.add_argument("-input", "--input", required=True)
+        sp.add_argument("-output", "--output", required=True)
+        sp.add_argument("-lr", "--lr", type=float, default=0.1)
+        sp.add_argument("-dim", "--dim", type=int, default=100)
+        sp.add_argument("-epoch", "--epoch", type=int, default=5)
+        sp.add_argument("-wordNgrams", "--word-ngrams", dest="wordNgrams", type=int, default=1)
+        sp.add_argument("-minn", "--minn", type=int, default=0)
+        sp.add_argument("-maxn", "--maxn", type=int, default=0)
+        sp.add_argument("-bucket", "--bucket", type=int, default=2_000_000)
+        sp.add_argument("-loss", "--loss", default="softmax", choices=["softmax", "ns", "hs", "ova"])
+        sp.add_argument("-neg", "--neg", type=int, default=5)
+        sp.add_argument("-thread", "--thread", type=int, default=None)
+        sp.add_argument("-seed", "--seed", type=int, default=0)
+        sp.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
+        io_opts(sp)
+    for verb in ("test", "predict", "predict-prob"):
+        sp = sub.add_parser(verb)
+        sp.add_argument("model")
+        sp.add_argument("input")
+        sp.add_argument("k", nargs="?", type=int, default=1)
+        sp.add_argument("threshold", nargs="?", type=float, default=0.0)
+        if verb == "test":
+            sp.add_argument("--per-label", action="store_true", help="print per-label P/R/F1")
+        io_opts(sp)
+    sp = sub.add_parser("demo", help="train and evaluate on a generated data set")
+    sp.add_argument("--rows", type=int, default=20_000)
+    sp.add_argument("-quiet", "--quiet", action="store_true")
+
+    a = p.parse_args(argv)
+    from mmq.errors import MmqError
+
+    try:
+        if a.verb in ("supervised", "train"):
+            return _train(a)
+        if a.verb == "test":
+            return _test(a)
+        if a.verb == "predict":
+            return _predict(a, probs=False)
+        if a.verb == "predict-prob":
+            return _predict(a, probs=True)
+        return _demo(a)
+    except MmqError as e:
+        print(f"mmq {a.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nmmq {a.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

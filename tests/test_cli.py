@@ -1,0 +1,61 @@
+import subprocess
+import sys
+
+import polars as pl
+
+from mmq.cli import main, read_fasttext
+
+
+def write_ft(path, df):
+    with open(path, "w") as f:
+        for t, l in zip(df["text"], df["label"]):
+            f.write(f"__label__{l} {t}\n")
+
+
+def test_read_fasttext_format(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("__label__x hello world\nfoo __label__y __label__z bar\n")
+    df = read_fasttext(str(p))
+    assert df["text"].to_list() == ["hello world", "foo bar"]
+    assert df["label"].to_list() == [["x"], ["y", "z"]]
+
+
+def test_train_test_predict(tmp_path, topics, capsys):
+    train = topics.filter(pl.col("split") == "train")
+    test = topics.filter(pl.col("split") == "test")
+    write_ft(tmp_path / "train.txt", train)
+    write_ft(tmp_path / "test.txt", test)
+    model = str(tmp_path / "model")
+    assert main(["supervised", "-input", str(tmp_path / "train.txt"), "-output", model, "-dim", "10",
+                 "-epoch", "10", "-lr", "0.5", "-wordNgrams", "2", "-thread", "1", "-quiet"]) == 0
+    assert main(["test", model + ".mmq", str(tmp_path / "test.txt")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("N\t400\nP@1\t")
+    assert float(out.split("\n")[1].split("\t")[1]) > 0.6
+    assert main(["predict", model + ".mmq", str(tmp_path / "test.txt"), "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 400 and all(len(l.split()) == 2 and l.startswith("__label__") for l in lines)
+    assert main(["predict-prob", model + ".mmq", str(tmp_path / "test.txt")]) == 0
+    lab, p = capsys.readouterr().out.splitlines()[0].split()
+    assert 0 < float(p) <= 1
+    # Parquet input works too.
+    test.write_parquet(tmp_path / "test.parquet")
+    assert main(["test", model + ".mmq", str(tmp_path / "test.parquet")]) == 0
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["test", str(tmp_path / "nope.mmq"), str(tmp_path / "nope.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.mmq" in err and "No such file" in err
+    bad = tmp_path / "bad.mmq"
+    bad.write_bytes(b"garbage")
+    (tmp_path / "t.txt").write_text("__label__a x\n")
+    assert main(["test", str(bad), str(tmp_path / "t.txt")]) == 2
+    assert "not a safetensors" in capsys.readouterr().err
+
+
+def test_demo_runs():
+    r = subprocess.run([sys.executable, "-m", "mmq.cli", "demo", "--rows", "3000", "-quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "test accuracy" in r.stdout and "identical predictions: True" in r.stdout

@@ -1,0 +1,63 @@
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_series_equal
+
+import mmq
+from reference import fnv1a, tokenize as ref_tokenize
+
+ALPHABET = st.sampled_from(list("abcxyz  \t\néü日本語カナไทย😀<>-"))
+TEXT = st.text(alphabet=ALPHABET, max_size=40)
+
+
+def test_fnv_reference_known_values():
+    assert fnv1a(b"") == 2166136261
+    assert fnv1a(b"a") == 0xE40C292C
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(TEXT, min_size=1, max_size=5), wn=st.integers(1, 4),
+       mm=st.sampled_from([(0, 0), (1, 1), (2, 4), (3, 6)]),
+       bucket=st.sampled_from([97, 1000, 2_000_000, 2**31 - 1]), cjk=st.booleans())
+def test_tokenize_matches_python_reference(texts, wn, mm, bucket, cjk):
+    minn, maxn = mm
+    got = mmq.tokenize(texts, word_ngrams=wn, minn=minn, maxn=maxn, bucket=bucket, split_cjk=cjk)
+    want = [ref_tokenize(t, wn, minn, maxn, bucket, cjk) for t in texts]
+    assert got.to_list() == want
+
+
+@settings(max_examples=50, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), TEXT), min_size=1, max_size=8))
+def test_expression_equals_function(texts):
+    df = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    fn = mmq.tokenize(df["t"], word_ngrams=2, minn=2, maxn=3)
+    for engine in ("auto", "streaming"):
+        ex = df.lazy().select(pl.col("t").mmq.tokenize(word_ngrams=2, minn=2, maxn=3)).collect(engine=engine)["t"]
+        assert_series_equal(ex, fn, check_names=False)
+    # Nulls pass through as nulls.
+    assert fn.is_null().to_list() == [t is None for t in texts]
+
+
+def test_text_without_spaces_gives_many_tokens():
+    zh = "我们今天去北京看长城"
+    ids = mmq.tokenize([zh], word_ngrams=2)[0]
+    # 10 characters + EOS + 10 bigrams, not one token per sentence.
+    assert len(ids) == 21
+    kept = mmq.tokenize([zh], split_cjk=False)[0]
+    assert len(kept) == 2  # one word + EOS: why split_cjk is on by default
+    with_chars = mmq.tokenize([zh], split_cjk=False, minn=1, maxn=2)[0]
+    assert len(with_chars) > 15
+
+
+def test_tokenize_group_by():
+    df = pl.DataFrame({"g": [1, 1, 2], "t": ["a b", "c", "d e f"]})
+    out = df.group_by("g", maintain_order=True).agg(pl.col("t").mmq.tokenize().list.len().sum().alias("n"))
+    assert out["n"].to_list() == [3 + 2, 4]
+
+
+def test_tokenize_wrong_dtype():
+    with pytest.raises(mmq.InvalidInputError, match="String"):
+        mmq.tokenize(pl.Series("x", [1, 2]))
+    with pytest.raises(Exception, match="String"):
+        pl.DataFrame({"x": [1, 2]}).select(pl.col("x").mmq.tokenize())
