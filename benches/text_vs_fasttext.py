@@ -54,6 +54,7 @@ DATASETS = {  # name -> learning rate
 QUICK_DATASETS = ("sst2", "ag_news_small")
 COMMON = dict(dim=10, word_ngrams=2, epoch=5, bucket=10_000_000, min_count=1, threads=2)
 PREDICT_REPEATS = 3
+MIN_TIMING_S = 0.25  # each predict timing loops over the test set for at least this long
 
 # Reference figures from shared/data/README.md (fastText 0.9, same settings, 2-core machine).
 README_REFERENCE = {
@@ -109,17 +110,24 @@ def _load(name: str, seed: int):
 
 
 def _best_rate(fn, rows: int) -> tuple[float, list[float]]:
-    times = []
+    """Best of PREDICT_REPEATS timings, in rows/s. Each timing repeats ``fn`` until it has
+    run for at least MIN_TIMING_S, so tiny test sets (sst2: 872 rows) are measurable."""
+    t0 = time.perf_counter()
+    fn()  # warm-up (thread pools, caches); also sizes the loop
+    once = max(time.perf_counter() - t0, 1e-6)
+    calls = max(1, math.ceil(MIN_TIMING_S / once))
+    rates = []
     for _ in range(PREDICT_REPEATS):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return rows / min(times), times
+        for _ in range(calls):
+            fn()
+        rates.append(rows * calls / (time.perf_counter() - t0))
+    return max(rates), rates
 
 
 def worker(lib: str, name: str, seed: int, model_path: str | None) -> dict:
     lr = DATASETS[name]
-    out: dict = {"lib": lib, "dataset": name, "seed": seed, "ok": False}
+    out: dict = {"lib": lib, "dataset": name, "seed": seed, "ok": False, "loadavg_1m_start": _loadavg()}
     train, test = _load(name, seed)
     test_texts = test["text"].to_list()
     test_labels = test["label"].to_list()
@@ -153,7 +161,7 @@ def worker(lib: str, name: str, seed: int, model_path: str | None) -> dict:
             labels, _ = model.predict(test_texts)
             pred = [ls[0][len("__label__"):] if ls else None for ls in labels]
             out["accuracy"] = sum(p == g for p, g in zip(pred, gold)) / len(gold)
-            out["predict_list_rows_s"], out["predict_list_times"] = _best_rate(
+            out["predict_list_rows_s"], out["predict_list_rates"] = _best_rate(
                 lambda: model.predict(test_texts), len(test_texts))
             out["ok"] = True
         except Exception as e:  # e.g. "Encountered NaN" (fastText 0.9.3, < 10 threads)
@@ -177,7 +185,7 @@ def worker(lib: str, name: str, seed: int, model_path: str | None) -> dict:
             # set by the parent), on the model saved by the seed's mmq worker.
             clf = mmq.load(model_path)
             base_kb, base_peak_kb = _rss_now_kb(), _peak_kb()
-            out["predict_list_rows_s"], out["predict_list_times"] = _best_rate(
+            out["predict_list_rows_s"], out["predict_list_rates"] = _best_rate(
                 lambda: clf.predict(test_texts), len(test_texts))
             out["ok"] = True
         else:
@@ -195,22 +203,31 @@ def worker(lib: str, name: str, seed: int, model_path: str | None) -> dict:
                 pred = clf.predict(test_texts)["label"]
                 out["accuracy"] = float((pred == gold).fill_null(False).mean())
                 out["accuracy_test_method"] = clf.test(test).precision
-                out["predict_list_rows_s"], out["predict_list_times"] = _best_rate(
+                out["predict_list_rows_s"], out["predict_list_rates"] = _best_rate(
                     lambda: clf.predict(test_texts), len(test_texts))
-                out["predict_series_rows_s"], out["predict_series_times"] = _best_rate(
+                out["predict_series_rows_s"], out["predict_series_rates"] = _best_rate(
                     lambda: clf.predict(test_series), len(test_texts))
-                if model_path:
-                    clf.save(model_path)
                 out["ok"] = True
             except Exception as e:
                 out["error"] = f"{type(e).__name__}: {e}"
+            peak_kb = _peak_kb()  # before saving: serialising must not count
+            if model_path and out["ok"]:
+                clf.save(model_path)
 
-    peak_kb = _peak_kb()
+    if lib != "mmq":
+        peak_kb = _peak_kb()
     out["rss_base_kb"] = base_kb
     out["peak_before_base_kb"] = base_peak_kb
     out["peak_kb"] = peak_kb
     out["peak_over_base_kb"] = peak_kb - base_kb
     return out
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return math.nan
 
 
 def _dist_version(dist: str) -> str:
@@ -384,7 +401,8 @@ Notes:
   * Train wall: mmq = Classifier.fit on an in-memory DataFrame (tokenising included);
     fastText = train_supervised on its text file (reading/tokenising the file included,
     writing the file EXCLUDED).
-  * Predict rows/s: best of 3, on the test texts already in memory. fastText's predict on a
+  * Predict rows/s: best of 3 timings (each loops over the test set for >= 0.25 s, after one
+    warm-up call), on the test texts already in memory. fastText's predict on a
     list runs on one thread; mmq's predict uses rayon's global pool (all cores here). The
     '1 thr' row is mmq's predict with RAYON_NUM_THREADS=1 (seed-0 model reloaded) for an
     apples-to-apples single-thread comparison.
@@ -433,7 +451,9 @@ def main(argv=None) -> int:
     out_path = args.out or (REPO / "benches" / "results" /
                             ("text_vs_fasttext_quick.json" if args.quick else "text_vs_fasttext.json"))
 
-    print(f"mmq vs fastText on {', '.join(names)}; seeds {seeds}; data {ddir}", flush=True)
+    load0 = _loadavg()
+    print(f"mmq vs fastText on {', '.join(names)}; seeds {seeds}; data {ddir}; "
+          f"{os.cpu_count()} cores, load average {load0:.2f} at start", flush=True)
     runs: list[dict] = []
     libs = ["mmq"] + (["fasttext"] if have_ft else [])
     t_start = time.perf_counter()
@@ -462,6 +482,7 @@ def main(argv=None) -> int:
                         else:
                             print(f"  {name:<14} seed {seed} mmq_1t FAILED: {r1.get('error')}", flush=True)
     elapsed = time.perf_counter() - t_start
+    loads = [r["loadavg_1m_start"] for r in runs if not math.isnan(r.get("loadavg_1m_start", math.nan))]
 
     summary = summarise(runs, libs + ["mmq_1t"], names)
     chk = checks(summary, names, have_ft)
@@ -482,6 +503,9 @@ def main(argv=None) -> int:
         print(f"  {c['result']:<4} {c['dataset']:<14} {c['target']:<19} {c['detail']}")
     results = [c["result"] for c in chk]
     overall = "FAIL" if "FAIL" in results else ("PASS" if "PASS" in results else "N/A")
+    if loads and max(loads) > 0.75 * (os.cpu_count() or 1):
+        print(f"  (warning: 1-min load average reached {max(loads):.2f} on {os.cpu_count()} cores before "
+              f"some runs: other processes shared the machine, so timings are noisy)")
     print(f"Overall: {overall} ({results.count('PASS')} pass, {results.count('FAIL')} fail, "
           f"{results.count('N/A')} n/a); benchmark took {elapsed:.0f} s")
 
@@ -492,6 +516,7 @@ def main(argv=None) -> int:
         "data_dir": str(ddir),
         "hyperparameters": {**COMMON, "lr": {n: DATASETS[n] for n in names}, "loss": "softmax"},
         "predict_repeats": PREDICT_REPEATS,
+        "predict_min_timing_s": MIN_TIMING_S,
         "targets": {"accuracy_tolerance_pts": ACC_TOLERANCE_PTS, "train_speedup": TRAIN_SPEEDUP,
                     "predict_speedup": PREDICT_SPEEDUP, "peak_memory": "mmq <= fastText (over base)"},
         "fasttext_installed": have_ft,
@@ -501,6 +526,8 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
         "readme_reference_fasttext": {n: README_REFERENCE[n] for n in names if n in README_REFERENCE},
         "elapsed_s": elapsed,
+        "loadavg_1m_at_start": load0,
+        "loadavg_1m_max_before_runs": max(loads) if loads else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ expression namespace (registered on import), and the errors in :mod:`mmq.errors`
 """
 from mmq._mmq import __version__
 from mmq.classifier import Classifier, TestResult, load, tokenize
+from mmq.quant import PQ, RSPQ
 from mmq.errors import (
     InvalidInputError,
     InvalidParameterError,
@@ -21,6 +22,8 @@ __all__ = [
     "TestResult",
     "load",
     "tokenize",
+    "PQ",
+    "RSPQ",
     "MmqError",
     "InvalidParameterError",
     "InvalidInputError",

@@ -164,9 +164,14 @@ class Classifier:
         s = text_series(data, text)
         idx, probs = m.predict(s, k, float(threshold))
         names = pl.Series("label", m.labels, dtype=pl.String)
-        idx_s = pl.Series("i", idx)
-        lab = names.gather(pl.select(pl.when(idx_s >= 0).then(idx_s)).to_series())
-        prob = pl.Series("prob", probs, dtype=pl.Float32).fill_nan(None)
+        missing = idx < 0
+        if missing.any():
+            idx_s = pl.Series("i", idx)
+            lab = names.gather(pl.select(pl.when(idx_s >= 0).then(idx_s)).to_series())
+            prob = pl.Series("prob", probs, dtype=pl.Float32).fill_nan(None)
+        else:  # every row has k labels: no null handling needed
+            lab = names.gather(idx)
+            prob = pl.Series("prob", probs, dtype=pl.Float32)
         if k == 1:
             return pl.DataFrame([lab.alias("label"), prob])
         n = len(s)
@@ -264,6 +269,12 @@ def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: in
     return _mmq.tokenize(s, json.dumps(cfg))
 
 
-def load(path: Union[str, os.PathLike]) -> Classifier:
-    """Load a model written by :meth:`Classifier.save`."""
-    return Classifier._from_rust(_mmq.RustClassifier.load(Path(path)))
+def load(path: Union[str, os.PathLike]):
+    """Load a model or quantizer written by ``save`` (the file says which it is)."""
+    path = Path(path)
+    kind = _mmq.file_kind(path)
+    if kind == "quantizer":
+        from mmq.quant import _Quantizer
+
+        return _Quantizer._from_rust(_mmq.RustQuantizer.load(path))
+    return Classifier._from_rust(_mmq.RustClassifier.load(path))

@@ -4,13 +4,23 @@ mod classifier;
 mod columns;
 mod errors;
 mod plugin;
+mod quantizer;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<classifier::PyClassifier>()?;
+    m.add_class::<quantizer::PyQuantizer>()?;
+    m.add_function(wrap_pyfunction!(file_kind, m)?)?;
     m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+/// The kind of model stored in an mmq file ("classifier", "quantizer", ...).
+#[pyfunction]
+fn file_kind(path: std::path::PathBuf) -> PyResult<String> {
+    use errors::IntoPy;
+    mmq_core::io::peek_kind(&path).py_err()
 }

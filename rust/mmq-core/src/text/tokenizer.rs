@@ -153,31 +153,12 @@ impl Tokenizer {
     }
 
     /// The words of a row, as this tokenizer cuts them (EOS not included).
-    pub fn words<'a>(&'a self, text: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        let split_cjk = self.cfg.split_cjk;
-        text.split(|c: char| c.is_ascii() && is_space(c as u8))
-            .filter(|w| !w.is_empty())
-            .flat_map(move |w| {
-                let mut parts: Vec<&'a str> = Vec::new();
-                if split_cjk && !w.is_ascii() {
-                    let mut start = 0;
-                    for (i, c) in w.char_indices() {
-                        if is_nospace_char(c) {
-                            if start < i {
-                                parts.push(&w[start..i]);
-                            }
-                            parts.push(&w[i..i + c.len_utf8()]);
-                            start = i + c.len_utf8();
-                        }
-                    }
-                    if start < w.len() {
-                        parts.push(&w[start..]);
-                    }
-                } else {
-                    parts.push(w);
-                }
-                parts.into_iter()
-            })
+    pub fn words<'a>(&self, text: &'a str) -> Words<'a> {
+        Words {
+            rest: text,
+            pending: "",
+            split_cjk: self.cfg.split_cjk,
+        }
     }
 
     fn visit<F: FnMut(u32, TokenKind, Shown<'_>)>(
@@ -255,6 +236,56 @@ impl Tokenizer {
                 n += 1;
             }
         }
+    }
+}
+
+/// Iterator over the words of a row; allocates nothing.
+pub struct Words<'a> {
+    rest: &'a str,
+    /// The remainder of a non-ASCII word still being cut at no-space characters.
+    pending: &'a str,
+    split_cjk: bool,
+}
+
+impl<'a> Words<'a> {
+    /// Next piece of `pending`: a run of ordinary characters, or one no-space character.
+    fn cut_pending(&mut self) -> &'a str {
+        let p = self.pending;
+        let mut chars = p.char_indices();
+        let (_, first) = chars.next().expect("pending is not empty");
+        if is_nospace_char(first) {
+            let l = first.len_utf8();
+            self.pending = &p[l..];
+            return &p[..l];
+        }
+        let end = chars
+            .find(|&(_, c)| is_nospace_char(c))
+            .map_or(p.len(), |(i, _)| i);
+        self.pending = &p[end..];
+        &p[..end]
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if !self.pending.is_empty() {
+            return Some(self.cut_pending());
+        }
+        let bytes = self.rest.as_bytes();
+        let start = bytes.iter().position(|&b| !is_space(b))?;
+        let len = bytes[start..]
+            .iter()
+            .position(|&b| is_space(b))
+            .unwrap_or(bytes.len() - start);
+        let word = &self.rest[start..start + len];
+        self.rest = &self.rest[start + len..];
+        if self.split_cjk && !word.is_ascii() {
+            self.pending = word;
+            return Some(self.cut_pending());
+        }
+        Some(word)
     }
 }
 

@@ -1,0 +1,216 @@
+//! `mmq._mmq.RustQuantizer`: PQ / RSPQ for Python. Inputs arrive as C-contiguous
+//! float32 / uint16 NumPy arrays (the Python wrapper converts); the GIL is released
+//! around fit, encode, decode and error computation.
+use crate::errors::{input_err, IntoPy};
+use mmq_core::io::quant::{quantizer_from_bytes, quantizer_to_bytes};
+use mmq_core::quant::Quantizer;
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+#[pyclass(module = "mmq._mmq", name = "RustQuantizer")]
+pub struct PyQuantizer {
+    pub q: Quantizer,
+}
+
+fn dims<T: numpy::Element>(a: &PyReadonlyArray2<'_, T>) -> (usize, usize) {
+    let s = a.shape();
+    (s[0], s[1])
+}
+
+#[pymethods]
+impl PyQuantizer {
+    #[staticmethod]
+    #[pyo3(signature = (kind, d, m, k, seed, s=None, subspaces=None))]
+    fn new(
+        kind: &str,
+        d: usize,
+        m: usize,
+        k: usize,
+        seed: u64,
+        s: Option<usize>,
+        subspaces: Option<Vec<Vec<u32>>>,
+    ) -> PyResult<Self> {
+        let q = match (kind, subspaces) {
+            (_, Some(sub)) => Quantizer::with_subspaces(d, k, sub, seed),
+            ("pq", None) => Quantizer::pq(d, m, k, seed),
+            ("rspq", None) => Quantizer::rspq(d, m, s, k, seed),
+            (other, None) => return Err(input_err(format!("unknown quantizer kind {other:?}"))),
+        }
+        .py_err()?;
+        Ok(Self { q })
+    }
+
+    #[pyo3(signature = (x, max_iter, max_points_per_centroid, progress=None))]
+    fn fit(
+        &mut self,
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+        max_iter: usize,
+        max_points_per_centroid: usize,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let (n, d) = dims(&x);
+        if d != self.q.d() {
+            return Err(input_err(format!(
+                "expected vectors of dimension {}, got {d}",
+                self.q.d()
+            )));
+        }
+        self.q.set_max_iter(max_iter);
+        self.q
+            .set_max_points_per_centroid(max_points_per_centroid)
+            .py_err()?;
+        let data = x.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let q = &mut self.q;
+        let m = q.m();
+        let cb = |done: usize| -> bool {
+            Python::attach(|py| {
+                if py.check_signals().is_err() {
+                    return false;
+                }
+                if let Some(cb) = &progress {
+                    let _ = cb.call1(py, (done, m));
+                }
+                true
+            })
+        };
+        py.detach(|| q.fit_with_progress(data, n, &cb)).py_err()
+    }
+
+    /// Codes as uint8 (k <= 256) or uint16, shape n × m.
+    fn encode(&self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<Py<PyAny>> {
+        let (n, d) = dims(&x);
+        if d != self.q.d() {
+            return Err(input_err(format!(
+                "expected vectors of dimension {}, got {d}",
+                self.q.d()
+            )));
+        }
+        let data = x.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let m = self.q.m();
+        let q = &self.q;
+        if q.k() <= 256 {
+            let mut out = vec![0u8; n * m];
+            py.detach(|| q.encode_u8(data, n, &mut out)).py_err()?;
+            let a = numpy::ndarray::Array2::from_shape_vec((n, m), out)
+                .map_err(|e| input_err(e.to_string()))?;
+            Ok(a.into_pyarray(py).into_any().unbind())
+        } else {
+            let mut out = vec![0u16; n * m];
+            py.detach(|| q.encode_u16(data, n, &mut out)).py_err()?;
+            let a = numpy::ndarray::Array2::from_shape_vec((n, m), out)
+                .map_err(|e| input_err(e.to_string()))?;
+            Ok(a.into_pyarray(py).into_any().unbind())
+        }
+    }
+
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        codes: PyReadonlyArray2<'py, u16>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (n, m) = dims(&codes);
+        if m != self.q.m() {
+            return Err(input_err(format!(
+                "expected {} codes per row, got {m}",
+                self.q.m()
+            )));
+        }
+        let c = codes.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let q = &self.q;
+        let out = py.detach(|| q.decode(c, n)).py_err()?;
+        let a = numpy::ndarray::Array2::from_shape_vec((n, q.d()), out)
+            .map_err(|e| input_err(e.to_string()))?;
+        Ok(a.into_pyarray(py))
+    }
+
+    fn tokens<'py>(
+        &self,
+        py: Python<'py>,
+        codes: PyReadonlyArray2<'py, u16>,
+    ) -> PyResult<Bound<'py, PyArray2<u32>>> {
+        let (n, m) = dims(&codes);
+        if m != self.q.m() {
+            return Err(input_err(format!(
+                "expected {} codes per row, got {m}",
+                self.q.m()
+            )));
+        }
+        let c = codes.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let q = &self.q;
+        let out = py.detach(|| q.token_ids(c)).py_err()?;
+        let a = numpy::ndarray::Array2::from_shape_vec((n, m), out)
+            .map_err(|e| input_err(e.to_string()))?;
+        Ok(a.into_pyarray(py))
+    }
+
+    fn quantization_error(&self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<f64> {
+        let (n, d) = dims(&x);
+        if d != self.q.d() {
+            return Err(input_err(format!(
+                "expected vectors of dimension {}, got {d}",
+                self.q.d()
+            )));
+        }
+        let data = x.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let q = &self.q;
+        py.detach(|| q.quantization_error(data, n)).py_err()
+    }
+
+    /// Centroids of sub-quantizer j: a k × s_j array.
+    fn centroids<'py>(&self, py: Python<'py>, j: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        if j >= self.q.m() {
+            return Err(input_err(format!(
+                "sub-quantizer {j} out of range (m = {})",
+                self.q.m()
+            )));
+        }
+        let c = self.q.sub_centroids(j).to_vec();
+        let s = self.q.subspaces()[j].len();
+        let a = numpy::ndarray::Array2::from_shape_vec((self.q.k(), s), c)
+            .map_err(|e| input_err(e.to_string()))?;
+        Ok(a.into_pyarray(py))
+    }
+
+    #[getter]
+    fn params_json(&self) -> String {
+        serde_json::to_string(self.q.params()).unwrap_or_default()
+    }
+    #[getter]
+    fn is_fitted(&self) -> bool {
+        self.q.is_fitted()
+    }
+    #[getter]
+    fn subspaces(&self) -> Vec<Vec<u32>> {
+        self.q.subspaces().to_vec()
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &quantizer_to_bytes(&self.q).py_err()?))
+    }
+
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        let q = &self.q;
+        py.detach(|| mmq_core::io::write_atomic(&path, &quantizer_to_bytes(q)?))
+            .py_err()
+    }
+
+    #[staticmethod]
+    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let q = py
+            .detach(|| {
+                quantizer_from_bytes(&mmq_core::io::read(&path)?, &path.display().to_string())
+            })
+            .py_err()?;
+        Ok(Self { q })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (data, source="<bytes>"))]
+    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
+        Ok(Self {
+            q: quantizer_from_bytes(data, source).py_err()?,
+        })
+    }
+}
