@@ -14,9 +14,10 @@ import polars as pl
 from mmq import _mmq
 from mmq._input import as_frame, check_k, label_series, text_series
 from mmq._progress import ProgressBar
-from mmq.errors import InvalidParameterError, NotFittedError
+from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
 LOSSES = ("softmax", "ns", "hs", "ova")
+FUSIONS = ("discrete",)
 TextInput = Union[pl.DataFrame, pl.LazyFrame, pl.Series, Sequence[str], str]
 
 
@@ -72,6 +73,9 @@ class Classifier:
         seed: int = 0,
         split_cjk: bool = True,
         progress: Optional[bool] = None,
+        dense: Optional[dict] = None,
+        fusion: str = "discrete",
+        alpha: float = 1.0,
     ):
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -96,6 +100,20 @@ class Classifier:
         self.word_ngrams, self.minn, self.maxn, self.bucket = word_ngrams, minn, maxn, bucket
         self.loss, self.neg, self.threads, self.seed = loss, neg, threads, seed
         self.split_cjk, self.progress = split_cjk, progress
+        if fusion not in FUSIONS:
+            raise InvalidParameterError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha >= 0):
+            raise InvalidParameterError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        from mmq.quant import _Quantizer
+
+        dense = dict(dense or {})
+        for name, q in dense.items():
+            if not isinstance(name, str):
+                raise InvalidParameterError(f"dense column names must be str, got {name!r}")
+            if not isinstance(q, _Quantizer):
+                raise InvalidParameterError(
+                    f"dense['{name}'] must be an mmq.PQ or mmq.RSPQ quantizer, got {type(q).__name__}")
+        self.dense, self.fusion, self.alpha = dense, fusion, float(alpha)
         self._model: Optional[Any] = None
 
     # -- configuration -------------------------------------------------------------
@@ -108,6 +126,7 @@ class Classifier:
             "neg": self.neg,
             "threads": self.threads,
             "seed": self.seed,
+            "alpha": self.alpha,
             "tokenizer": {
                 "word_ngrams": self.word_ngrams,
                 "minn": self.minn,
@@ -121,7 +140,7 @@ class Classifier:
         return {
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
-                      "neg", "threads", "seed", "split_cjk", "progress")
+                      "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha")
         }
 
     def __repr__(self) -> str:
@@ -149,10 +168,61 @@ class Classifier:
         y = label_series(df, label)
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         cb = ProgressBar() if show else None
+        args = self._dense_args(df, fit=True)
+        quantizers = [(name, q._q) for name, q in self.dense.items()]
         self._model = _mmq.RustClassifier.fit(
-            json.dumps(self._config()), t, y, text, label, cb
+            json.dumps(self._config()), t, y, text, label, cb, quantizers, args
         )
         return self
+
+    def _dense_args(self, data: Any, fit: bool = False) -> list:
+        """(name, vectors | None, codes | None, present) per dense column, in order."""
+        if not self.dense:
+            return []
+        from mmq.quant import as_codes, as_matrix
+
+        if not isinstance(data, (pl.DataFrame, pl.LazyFrame)):
+            raise InvalidInputError(
+                f"this model reads dense column(s) {list(self.dense)}: pass a DataFrame that has them, "
+                f"not a {type(data).__name__}")
+        df = as_frame(data)
+        out = []
+        for name, q in self.dense.items():
+            if name not in df.columns:
+                raise InvalidInputError(
+                    f"dense column '{name}' not found; the frame has columns {df.columns}")
+            s = df.get_column(name)
+            present = ~s.is_null().to_numpy()
+            kept = s.filter(pl.Series(present))
+            inner = getattr(s.dtype, "inner", None)
+            is_codes = inner is not None and inner.is_integer()
+            if is_codes:
+                if not q.is_fitted:
+                    raise InvalidInputError(
+                        f"dense column '{name}' holds codes ({s.dtype}): its quantizer must be fitted already")
+                codes = as_codes(kept.to_numpy() if len(kept) else np.zeros((0, q.m)), q.m)
+                out.append((name, None, codes, present))
+                continue
+            if not (isinstance(s.dtype, (pl.Array, pl.List)) and inner is not None and inner.is_float()):
+                raise InvalidInputError(
+                    f"dense column '{name}' must be Array[Float32, d] or List[Float32] (or integer codes), found {s.dtype}")
+            if len(kept) == 0:
+                if fit and not q.is_fitted:
+                    raise InvalidInputError(f"dense column '{name}' is null in every row: nothing to fit its quantizer on")
+                vecs = np.zeros((0, q.d if q.is_fitted else 0), dtype=np.float32)
+            else:
+                vecs = as_matrix(kept, what=name)
+            finite = np.isfinite(vecs).all(axis=1)
+            if not finite.all():
+                row = int(np.flatnonzero(present)[np.flatnonzero(~finite)[0]])
+                raise InvalidInputError(f"dense column '{name}': row {row} has NaN or inf")
+            if fit and not q.is_fitted:
+                q.fit(vecs)
+            elif vecs.shape[0] and vecs.shape[1] != q.d:
+                raise InvalidInputError(
+                    f"dense column '{name}': expected vectors of dimension {q.d}, got {vecs.shape[1]}")
+            out.append((name, vecs, None, present))
+        return out
 
     # -- prediction ----------------------------------------------------------------
     def predict(self, data: TextInput, k: int = 1, threshold: float = 0.0, text: str = "text") -> pl.DataFrame:
@@ -162,7 +232,7 @@ class Classifier:
         m = self._fitted()
         check_k(k)
         s = text_series(data, text)
-        idx, probs = m.predict(s, k, float(threshold))
+        idx, probs = m.predict(s, k, float(threshold), self._dense_args(data))
         names = pl.Series("label", m.labels, dtype=pl.String)
         missing = idx < 0
         if missing.any():
@@ -183,7 +253,7 @@ class Classifier:
         """Probability of every label (one Float32 column per label, in ``self.labels`` order)."""
         m = self._fitted()
         s = text_series(data, text)
-        p = m.predict_proba(s)
+        p = m.predict_proba(s, self._dense_args(data))
         return pl.DataFrame({name: p[:, i] for i, name in enumerate(m.labels)})
 
     def test(self, data: Union[pl.DataFrame, pl.LazyFrame], text: str = "text", label: str = "label",
@@ -193,7 +263,8 @@ class Classifier:
         m = self._fitted()
         check_k(k)
         df = as_frame(data)
-        r = m.test(text_series(df, text), label_series(df, label), label, k, float(threshold))
+        r = m.test(text_series(df, text), label_series(df, label), label, k, float(threshold),
+                   self._dense_args(df))
         per = np.array(r["per_label"], dtype=np.int64).reshape(-1, 3)
         tp, pred, gold = per[:, 0], per[:, 1], per[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -208,15 +279,25 @@ class Classifier:
         rc = r["correct"] / r["gold"] if r["gold"] else 0.0
         return TestResult(rows=r["rows"], k=k, precision=p, recall=rc, per_label=per_label)
 
-    def explain(self, text: str, label: Optional[str] = None) -> pl.DataFrame:
-        """Tokens of ``text`` (words, word n-grams, char n-grams) known to the model, with
-        their contribution to ``label``'s score (default: the predicted label), largest first."""
+    def explain(self, text: str, label: Optional[str] = None, **dense: Any) -> pl.DataFrame:
+        """Tokens of one row — words, word n-grams, char n-grams and visual tokens
+        (``image[j]=c``: code c of sub-quantizer j) — known to the model, with their
+        contribution to ``label``'s score (default: the predicted label), largest first.
+        Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
+        row = pl.DataFrame({"text": [text]})
+        for name, q in self.dense.items():
+            if name not in dense:
+                raise InvalidInputError(f"explain needs the dense value of '{name}' (None if missing)")
+            v = dense[name]
+            width = q.d
+            row = row.with_columns(pl.Series(name, [None if v is None else np.asarray(v, dtype=np.float32)],
+                                             dtype=pl.Array(pl.Float32, width)))
         if label is None:
-            label = self.predict([text])["label"][0]
+            label = self.predict(row)["label"][0]
         if label not in m.labels:
             raise InvalidParameterError(f"unknown label {label!r}; labels are {m.labels}")
-        rows = m.explain(text, m.labels.index(label))
+        rows = m.explain(text, m.labels.index(label), self._dense_args(row))
         return pl.DataFrame(rows, schema={"token": pl.String, "kind": pl.String, "score": pl.Float32},
                             orient="row").sort("score", descending=True)
 
@@ -238,11 +319,17 @@ class Classifier:
                   minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], loss=cfg["loss"],
                   neg=max(cfg["neg"], 1), threads=cfg["threads"], seed=cfg["seed"],
                   split_cjk=tok["split_cjk"])
+        from mmq.quant import _Quantizer
+
+        obj.alpha = float(cfg.get("alpha", 1.0))
+        obj.dense = {name: _Quantizer._from_rust(model.dense_quantizer(i))
+                     for i, (name, *_rest) in enumerate(model.dense_columns)}
         obj._model = model
         return obj
 
     def __getstate__(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k != "_model"}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_model", "dense")}
+        state["dense"] = {} if self._model is not None else self.dense
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
         return state
 
@@ -250,6 +337,11 @@ class Classifier:
         b = state.pop("_model_bytes")
         self.__dict__.update(state)
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
+        if self._model is not None:
+            from mmq.quant import _Quantizer
+
+            self.dense = {name: _Quantizer._from_rust(self._model.dense_quantizer(i))
+                          for i, (name, *_rest) in enumerate(self._model.dense_columns)}
 
 
 def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: int = 0, maxn: int = 0,

@@ -1,11 +1,16 @@
 //! `mmq._mmq.Classifier`: the trained model, wrapped for Python.
 use crate::columns;
 use crate::errors::{input_err, IntoPy};
+use crate::quantizer::PyQuantizer;
 use mmq_core::eval::evaluate;
+use mmq_core::model::dense::{assign_offsets, DenseInput};
 use mmq_core::model::{Model, ModelConfig, Ranked};
 use mmq_core::text::{Scratch, Tokenizer};
 use mmq_core::train::{self, Dataset, Progress};
-use numpy::{IntoPyArray, PyArray1, PyArray2};
+use mmq_core::MmqError;
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use pyo3_polars::PySeries;
@@ -38,6 +43,169 @@ pub fn tokenize_rows(tok: &Tokenizer, texts: &[&str]) -> (Vec<usize>, Vec<u32>) 
     (offsets, ids)
 }
 
+/// One dense column of a batch, as Python passes it: the present rows' vectors (or
+/// codes), and a presence mask over all rows.
+pub type DenseArg<'py> = (
+    String,
+    Option<PyReadonlyArray2<'py, f32>>,
+    Option<PyReadonlyArray2<'py, u16>>,
+    PyReadonlyArray1<'py, bool>,
+);
+
+/// Codes of one dense column for a batch: `codes` has m values per present row;
+/// `row_of[i]` is the present-row index of row i (or u32::MAX when missing).
+pub struct DenseBatch {
+    codes: Vec<u16>,
+    row_of: Vec<u32>,
+}
+
+struct DenseView<'a> {
+    vectors: Option<(&'a [f32], usize)>,
+    codes: Option<(&'a [u16], usize)>,
+    present: &'a [bool],
+}
+
+fn dense_views<'a>(
+    dense: &'a [DenseInput],
+    args: &'a [DenseArg<'_>],
+    n: usize,
+) -> PyResult<Vec<DenseView<'a>>> {
+    if args.len() != dense.len() {
+        return Err(input_err(format!(
+            "the model has {} dense column(s) ({:?}); got {}",
+            dense.len(),
+            dense.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            args.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (d, (name, vec, codes, present)) in dense.iter().zip(args) {
+        if name != &d.name {
+            return Err(input_err(format!(
+                "expected dense column '{}', got '{name}'",
+                d.name
+            )));
+        }
+        let present = present.as_slice().map_err(|e| input_err(e.to_string()))?;
+        if present.len() != n {
+            return Err(input_err(format!(
+                "dense column '{name}': {} presence flags for {n} rows",
+                present.len()
+            )));
+        }
+        let n_present = present.iter().filter(|&&p| p).count();
+        let view = |shape: &[usize], what: &str, want: usize| -> PyResult<()> {
+            if shape[0] != n_present || shape[1] != want {
+                return Err(input_err(format!(
+                    "dense column '{name}': expected {n_present} {what} of width {want}, got {} × {}",
+                    shape[0], shape[1]
+                )));
+            }
+            Ok(())
+        };
+        let v = match vec {
+            Some(a) => {
+                view(a.shape(), "vectors", d.quantizer.d())?;
+                Some((
+                    a.as_slice().map_err(|e| input_err(e.to_string()))?,
+                    n_present,
+                ))
+            }
+            None => None,
+        };
+        let c = match codes {
+            Some(a) => {
+                view(a.shape(), "code rows", d.quantizer.m())?;
+                Some((
+                    a.as_slice().map_err(|e| input_err(e.to_string()))?,
+                    n_present,
+                ))
+            }
+            None => None,
+        };
+        if v.is_none() && c.is_none() {
+            return Err(input_err(format!(
+                "dense column '{name}': neither vectors nor codes given"
+            )));
+        }
+        out.push(DenseView {
+            vectors: v,
+            codes: c,
+            present,
+        });
+    }
+    Ok(out)
+}
+
+/// Encode (or check) every dense column of a batch; runs without the GIL.
+fn encode_batches(dense: &[DenseInput], views: &[DenseView]) -> mmq_core::Result<Vec<DenseBatch>> {
+    let mut out = Vec::new();
+    for (d, v) in dense.iter().zip(views) {
+        let q = &d.quantizer;
+        let codes = match (v.codes, v.vectors) {
+            (Some((c, _)), _) => {
+                if let Some(bad) = c.iter().position(|&x| x as usize >= q.k()) {
+                    return Err(MmqError::InvalidInput(format!(
+                        "dense column '{}': code {} at row {} is out of range for k = {}",
+                        d.name,
+                        c[bad],
+                        bad / q.m(),
+                        q.k()
+                    )));
+                }
+                c.to_vec()
+            }
+            (None, Some((x, n))) => q.encode(x, n).map_err(|e| match e {
+                MmqError::InvalidInput(m) => {
+                    MmqError::InvalidInput(format!("dense column '{}': {m}", d.name))
+                }
+                e => e,
+            })?,
+            (None, None) => unreachable!(),
+        };
+        let mut next = 0u32;
+        let row_of = v
+            .present
+            .iter()
+            .map(|&p| {
+                if p {
+                    next += 1;
+                    next - 1
+                } else {
+                    u32::MAX
+                }
+            })
+            .collect();
+        out.push(DenseBatch { codes, row_of });
+    }
+    Ok(out)
+}
+
+/// Append row i's visual tokens (and their weight) to `ids` / `weights`.
+fn push_dense(
+    dense: &[DenseInput],
+    batches: &[DenseBatch],
+    i: usize,
+    alpha: f32,
+    ids: &mut Vec<u32>,
+    weights: &mut Vec<f32>,
+) {
+    for (d, b) in dense.iter().zip(batches) {
+        let r = b.row_of[i];
+        if r == u32::MAX {
+            continue;
+        }
+        let m = d.quantizer.m();
+        for (j, &c) in b.codes[r as usize * m..(r as usize + 1) * m]
+            .iter()
+            .enumerate()
+        {
+            ids.push(d.token(j, c));
+            weights.push(alpha);
+        }
+    }
+}
+
 fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("progress", p.progress)?;
@@ -54,28 +222,64 @@ impl PyClassifier {
         Ok(Self { model, tokenizer })
     }
 
-    fn predict_rows(&self, texts: &[&str], k: usize, threshold: f32) -> Vec<Ranked> {
+    /// Token ids and weights of row i (text, then visual tokens).
+    fn row_tokens(
+        &self,
+        text: &str,
+        batches: &[DenseBatch],
+        i: usize,
+        scratch: &mut Scratch,
+        ids: &mut Vec<u32>,
+        w: &mut Vec<f32>,
+    ) {
+        ids.clear();
+        w.clear();
+        self.tokenizer.tokenize_into(text, ids, scratch);
+        if !batches.is_empty() {
+            w.resize(ids.len(), 1.0);
+            push_dense(&self.model.dense, batches, i, self.model.cfg.alpha, ids, w);
+        }
+    }
+
+    fn predict_rows(
+        &self,
+        texts: &[&str],
+        batches: &[DenseBatch],
+        k: usize,
+        threshold: f32,
+    ) -> Vec<Ranked> {
         let m = &self.model;
-        let tok = &self.tokenizer;
         texts
             .par_iter()
+            .enumerate()
             .map_init(
                 || {
                     (
                         Scratch::default(),
                         Vec::new(),
+                        Vec::new(),
                         vec![0.0f32; m.cfg.dim],
                         Vec::new(),
                     )
                 },
-                |(scratch, ids, hidden, buf), t| {
-                    ids.clear();
-                    tok.tokenize_into(t, ids, scratch);
-                    m.hidden(ids, None, hidden);
+                |(scratch, ids, w, hidden, buf), (i, t)| {
+                    self.row_tokens(t, batches, i, scratch, ids, w);
+                    m.hidden(ids, (!w.is_empty()).then_some(&w[..]), hidden);
                     m.predict_hidden(hidden, k, threshold, buf)
                 },
             )
             .collect()
+    }
+
+    fn batches(
+        &self,
+        py: Python<'_>,
+        dense: &[DenseArg<'_>],
+        n: usize,
+    ) -> PyResult<Vec<DenseBatch>> {
+        let views = dense_views(&self.model.dense, dense, n)?;
+        let d = &self.model.dense;
+        py.detach(|| encode_batches(d, &views)).py_err()
     }
 }
 
@@ -92,7 +296,8 @@ fn check_k(k: usize) -> PyResult<()> {
 impl PyClassifier {
     /// Train on a String column and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![]))]
+    #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
         config_json: &str,
@@ -101,6 +306,8 @@ impl PyClassifier {
         text_name: &str,
         label_name: &str,
         progress: Option<Py<PyAny>>,
+        quantizers: Vec<(String, PyRef<'_, PyQuantizer>)>,
+        dense: Vec<DenseArg<'_>>,
     ) -> PyResult<Self> {
         let cfg: ModelConfig = serde_json::from_str(config_json)
             .map_err(|e| input_err(format!("bad configuration: {e}")))?;
@@ -120,6 +327,13 @@ impl PyClassifier {
         }
         let texts = columns::texts(&text, text_name)?;
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+        let qs: Vec<(String, mmq_core::quant::Quantizer)> = quantizers
+            .iter()
+            .map(|(n, q)| (n.clone(), q.q.clone()))
+            .collect();
+        let dense_inputs = assign_offsets(cfg.tokenizer.bucket, qs).py_err()?;
+        let views = dense_views(&dense_inputs, &dense, texts.len())?;
+        let alpha = cfg.alpha;
         let callback = |p: &Progress| -> bool {
             Python::attach(|py| {
                 if py.check_signals().is_err() {
@@ -137,37 +351,63 @@ impl PyClassifier {
         };
         let model = py.detach(|| {
             let threads = cfg.threads;
-            let (offsets, ids) = rayon::ThreadPoolBuilder::new()
+            let batches = encode_batches(&dense_inputs, &views)?;
+            let (mut offsets, mut ids) = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .map(|p| p.install(|| tokenize_rows(&tokenizer, &texts)))
                 .unwrap_or_else(|_| tokenize_rows(&tokenizer, &texts));
+            let mut weights = Vec::new();
+            if !dense_inputs.is_empty() {
+                let (mut o2, mut i2, mut w2) = (
+                    vec![0usize],
+                    Vec::with_capacity(ids.len()),
+                    Vec::with_capacity(ids.len()),
+                );
+                for i in 0..texts.len() {
+                    let text_ids = &ids[offsets[i]..offsets[i + 1]];
+                    i2.extend_from_slice(text_ids);
+                    w2.resize(i2.len(), 1.0);
+                    push_dense(&dense_inputs, &batches, i, alpha, &mut i2, &mut w2);
+                    o2.push(i2.len());
+                }
+                (offsets, ids, weights) = (
+                    std::mem::take(&mut o2),
+                    std::mem::take(&mut i2),
+                    std::mem::take(&mut w2),
+                );
+            }
             let data = Dataset {
                 offsets: &offsets,
                 tokens: &ids,
-                weights: None,
+                weights: (!weights.is_empty()).then_some(&weights[..]),
                 label_offsets: &loffsets,
                 labels: &lidx,
             };
-            train::train(cfg, names, &data, &callback)
+            let mut model = train::train(cfg, names, &data, &callback)?;
+            model.dense = dense_inputs.clone();
+            Ok::<_, MmqError>(model)
         });
         Self::from_model(model.py_err()?)
     }
 
     /// Top-k label indices (-1 where fewer than k pass the threshold) and probabilities
     /// (NaN there), each a flat array of n*k values.
+    #[pyo3(signature = (text, k, threshold, dense=vec![]))]
     fn predict<'py>(
         &self,
         py: Python<'py>,
         text: PySeries,
         k: usize,
         threshold: f32,
+        dense: Vec<DenseArg<'py>>,
     ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
         check_k(k)?;
         let s = text.0;
         let texts = columns::texts(&s, "text")?;
+        let batches = self.batches(py, &dense, texts.len())?;
         let (idx, probs) = py.detach(|| {
-            let r = self.predict_rows(&texts, k, threshold);
+            let r = self.predict_rows(&texts, &batches, k, threshold);
             let mut idx = vec![-1i64; r.len() * k];
             let mut probs = vec![f32::NAN; r.len() * k];
             for (i, row) in r.iter().enumerate() {
@@ -182,24 +422,34 @@ impl PyClassifier {
     }
 
     /// Probability of every label for every row: an n × n_labels array.
+    #[pyo3(signature = (text, dense=vec![]))]
     fn predict_proba<'py>(
         &self,
         py: Python<'py>,
         text: PySeries,
+        dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let s = text.0;
         let texts = columns::texts(&s, "text")?;
+        let batches = self.batches(py, &dense, texts.len())?;
         let m = &self.model;
         let nl = m.n_labels();
         let flat: Vec<f32> = py.detach(|| {
             let rows: Vec<Vec<f32>> = texts
                 .par_iter()
+                .enumerate()
                 .map_init(
-                    || (Scratch::default(), Vec::new(), vec![0.0f32; m.cfg.dim]),
-                    |(scratch, ids, hidden), t| {
-                        ids.clear();
-                        self.tokenizer.tokenize_into(t, ids, scratch);
-                        m.hidden(ids, None, hidden);
+                    || {
+                        (
+                            Scratch::default(),
+                            Vec::new(),
+                            Vec::new(),
+                            vec![0.0f32; m.cfg.dim],
+                        )
+                    },
+                    |(scratch, ids, w, hidden), (i, t)| {
+                        self.row_tokens(t, &batches, i, scratch, ids, w);
+                        m.hidden(ids, (!w.is_empty()).then_some(&w[..]), hidden);
                         let mut p = Vec::with_capacity(nl);
                         m.probs(hidden, &mut p);
                         p
@@ -215,7 +465,8 @@ impl PyClassifier {
     }
 
     /// Evaluate on labelled rows: counts for P@k / R@k and per-label (tp, predicted, gold).
-    #[pyo3(signature = (text, labels, label_name, k, threshold))]
+    #[pyo3(signature = (text, labels, label_name, k, threshold, dense=vec![]))]
+    #[allow(clippy::too_many_arguments)]
     fn test<'py>(
         &self,
         py: Python<'py>,
@@ -224,13 +475,15 @@ impl PyClassifier {
         label_name: &str,
         k: usize,
         threshold: f32,
+        dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         check_k(k)?;
         let (s, l) = (text.0, labels.0);
         let texts = columns::texts(&s, "text")?;
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
+        let batches = self.batches(py, &dense, texts.len())?;
         let e = py.detach(|| {
-            let preds = self.predict_rows(&texts, k, threshold);
+            let preds = self.predict_rows(&texts, &batches, k, threshold);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
         });
         let d = PyDict::new(py);
@@ -285,29 +538,117 @@ impl PyClassifier {
 
     /// Embedding rows, label scores and token strings for `explain`: for each token of
     /// `text`, (token string, kind, contribution to each label's score).
-    fn explain(&self, text: &str, label: usize) -> PyResult<Vec<(String, String, f32)>> {
+    #[pyo3(signature = (text, label, dense=vec![]))]
+    fn explain<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        label: usize,
+        dense: Vec<DenseArg<'py>>,
+    ) -> PyResult<Vec<(String, String, f32)>> {
         let m = &self.model;
         if label >= m.n_labels() {
             return Err(input_err(format!("label index {label} out of range")));
         }
+        let batches = self.batches(py, &dense, 1)?;
         let dim = m.cfg.dim;
-        let toks = self.tokenizer.tokenize_verbose(text);
-        let known: Vec<_> = toks
-            .iter()
-            .filter_map(|(id, k, s)| m.index.get(*id).map(|r| (r, k, s)))
+        let mut toks: Vec<(u32, String, String, f32)> = self
+            .tokenizer
+            .tokenize_verbose(text)
+            .into_iter()
+            .map(|(id, k, s)| (id, s, format!("{k:?}"), 1.0))
             .collect();
-        let n = known.len().max(1) as f32;
+        let (mut ids, mut w) = (Vec::new(), Vec::new());
+        push_dense(&m.dense, &batches, 0, m.cfg.alpha, &mut ids, &mut w);
+        for (&id, &wt) in ids.iter().zip(&w) {
+            let (name, (j, c)) = m
+                .dense
+                .iter()
+                .find_map(|d| d.code_of(id).map(|jc| (d.name.as_str(), jc)))
+                .expect("visual token belongs to a column");
+            toks.push((id, format!("{name}[{j}]={c}"), "Dense".to_string(), wt));
+        }
+        let known: Vec<_> = toks
+            .into_iter()
+            .filter_map(|(id, s, k, wt)| m.index.get(id).map(|r| (r, s, k, wt)))
+            .collect();
+        let total: f32 = known.iter().map(|x| x.3).sum::<f32>().max(1e-12);
         let out_row = match m.cfg.loss {
             mmq_core::model::loss::LossKind::Hs => None,
             _ => Some(&m.output[label * dim..(label + 1) * dim]),
         };
         Ok(known
             .into_iter()
-            .map(|(r, k, s)| {
+            .map(|(r, s, k, wt)| {
                 let e = &m.input[r as usize * dim..(r as usize + 1) * dim];
-                let score = out_row.map_or(0.0, |o| mmq_core::model::dot(e, o) / n);
-                (s.clone(), format!("{k:?}"), score)
+                let score = out_row.map_or(0.0, |o| mmq_core::model::dot(e, o) * wt / total);
+                (s, k, score)
             })
             .collect())
+    }
+
+    /// Names of the model's dense columns, in order, with (d, m, k).
+    #[getter]
+    fn dense_columns(&self) -> Vec<(String, usize, usize, usize)> {
+        self.model
+            .dense
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.quantizer.d(),
+                    d.quantizer.m(),
+                    d.quantizer.k(),
+                )
+            })
+            .collect()
+    }
+
+    /// A copy of dense column i's quantizer.
+    fn dense_quantizer(&self, i: usize) -> PyResult<PyQuantizer> {
+        self.model
+            .dense
+            .get(i)
+            .map(|d| PyQuantizer {
+                q: d.quantizer.clone(),
+            })
+            .ok_or_else(|| input_err(format!("no dense column {i}")))
+    }
+
+    /// Learned embedding rows of the given raw token ids (NaN rows for unseen ids).
+    fn embeddings<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<u32>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let m = &self.model;
+        let dim = m.cfg.dim;
+        let mut out = vec![f32::NAN; ids.len() * dim];
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(r) = m.index.get(*id) {
+                out[i * dim..(i + 1) * dim]
+                    .copy_from_slice(&m.input[r as usize * dim..(r as usize + 1) * dim]);
+            }
+        }
+        let a = numpy::ndarray::Array2::from_shape_vec((ids.len(), dim), out)
+            .map_err(|e| input_err(e.to_string()))?;
+        Ok(a.into_pyarray(py))
+    }
+
+    /// Raw token id of code c of sub-quantizer j of dense column i.
+    fn dense_token(&self, i: usize, j: usize, c: u16) -> PyResult<u32> {
+        let d = self
+            .model
+            .dense
+            .get(i)
+            .ok_or_else(|| input_err(format!("no dense column {i}")))?;
+        if j >= d.quantizer.m() || c as usize >= d.quantizer.k() {
+            return Err(input_err(format!(
+                "({j}, {c}) out of range for m = {}, k = {}",
+                d.quantizer.m(),
+                d.quantizer.k()
+            )));
+        }
+        Ok(d.token(j, c))
     }
 }

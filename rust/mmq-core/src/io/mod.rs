@@ -37,7 +37,10 @@ impl Tensor {
 }
 
 /// Serialize a header (must be a JSON object with a `kind`) and named tensors to bytes.
-pub fn to_bytes(header: &serde_json::Value, tensors: &[(&str, Tensor)]) -> Result<Vec<u8>> {
+pub fn to_bytes<S: AsRef<str>>(
+    header: &serde_json::Value,
+    tensors: &[(S, Tensor)],
+) -> Result<Vec<u8>> {
     let mut h = header.clone();
     let obj = h
         .as_object_mut()
@@ -48,7 +51,7 @@ pub fn to_bytes(header: &serde_json::Value, tensors: &[(&str, Tensor)]) -> Resul
         .iter()
         .map(|(n, t)| {
             let (d, s, b) = t.bytes();
-            (n.to_string(), d, s.to_vec(), b)
+            (n.as_ref().to_string(), d, s.to_vec(), b)
         })
         .collect();
     let views: Vec<(String, TensorView)> = raw

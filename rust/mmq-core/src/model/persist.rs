@@ -1,36 +1,43 @@
 //! Model <-> bytes, through the self-describing file format of [`crate::io`].
+use super::dense::DenseInput;
 use super::loss::Tree;
 use super::{Model, ModelConfig, TokenIndex};
 use crate::error::{MmqError, Result};
+use crate::io::quant::{quantizer_from_parts, quantizer_parts};
 use crate::io::{self, Tensor};
 use serde_json::json;
 
 impl Model {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut dense = Vec::new();
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (i, d) in self.dense.iter().enumerate() {
+            let (params, t) = quantizer_parts(&d.quantizer, &format!("dense.{i}."))?;
+            dense.push(json!({"name": d.name, "offset": d.offset, "quantizer": params}));
+            tensors.extend(t);
+        }
         let header = json!({
             "kind": "classifier",
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
+            "dense": dense,
         });
         let dim = self.cfg.dim;
-        io::to_bytes(
-            &header,
-            &[
-                (
-                    "input",
-                    Tensor::F32(vec![self.index.len(), dim], self.input.clone()),
-                ),
-                (
-                    "output",
-                    Tensor::F32(vec![self.n_out(), dim], self.output.clone()),
-                ),
-                (
-                    "token_ids",
-                    Tensor::U32(vec![self.index.len()], self.index.ids.clone()),
-                ),
-            ],
-        )
+        let rows = self.index.len();
+        tensors.push((
+            "input".into(),
+            Tensor::F32(vec![rows, dim], self.input.clone()),
+        ));
+        tensors.push((
+            "output".into(),
+            Tensor::F32(vec![self.n_out(), dim], self.output.clone()),
+        ));
+        tensors.push((
+            "token_ids".into(),
+            Tensor::U32(vec![rows], self.index.ids.clone()),
+        ));
+        io::to_bytes(&header, &tensors)
     }
 
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
@@ -63,7 +70,26 @@ impl Model {
         let dim = cfg.dim;
         let input = io::take_f32(&mut t, "input", ids.len() * dim, what)?;
         let tree = (cfg.loss == super::loss::LossKind::Hs).then(|| Tree::build(&label_counts));
+        let mut dense = Vec::new();
+        if let Some(list) = header.get("dense").and_then(|d| d.as_array()) {
+            for (i, d) in list.iter().enumerate() {
+                let name = d["name"]
+                    .as_str()
+                    .ok_or_else(|| bad(format!("dense column {i} has no name")))?;
+                let offset = d["offset"]
+                    .as_u64()
+                    .ok_or_else(|| bad(format!("dense column {i} has no offset")))?;
+                let q =
+                    quantizer_from_parts(&d["quantizer"], &mut t, &format!("dense.{i}."), what)?;
+                dense.push(DenseInput {
+                    name: name.to_string(),
+                    quantizer: q,
+                    offset: offset as u32,
+                });
+            }
+        }
         let mut m = Model {
+            dense,
             index: TokenIndex::from_ids(ids).map_err(|e| bad(e.to_string()))?,
             cfg,
             labels,

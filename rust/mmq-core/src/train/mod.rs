@@ -202,6 +202,7 @@ pub fn train(
         input: input.into_vec(),
         output: output.into_vec(),
         tree,
+        dense: Vec::new(),
     })
 }
 
