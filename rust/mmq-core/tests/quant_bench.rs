@@ -71,9 +71,14 @@ fn bench_encode() {
         let mut codes = vec![0u8; n * m];
         q.encode_u8(&x[..2000 * d], 2000, &mut codes[..2000 * m])
             .unwrap();
-        let t = Instant::now();
-        q.encode_u8(&x, n, &mut codes).unwrap();
-        let s = t.elapsed().as_secs_f64();
+        // Best of 3: the machine may be shared.
+        let s = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                q.encode_u8(&x, n, &mut codes).unwrap();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
         let gflops =
             2.0 * n as f64 * 256.0 * q.subspaces().iter().map(|v| v.len()).sum::<usize>() as f64
                 / s

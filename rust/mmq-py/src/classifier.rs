@@ -43,6 +43,9 @@ pub fn tokenize_rows(tok: &Tokenizer, texts: &[&str]) -> (Vec<usize>, Vec<u32>) 
     (offsets, ids)
 }
 
+/// Top-k label indices and probabilities, flat n*k arrays.
+pub type Predictions<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
+
 /// One dense column of a batch, as Python passes it: the present rows' vectors (or
 /// codes), and a presence mask over all rows.
 pub type DenseArg<'py> = (
@@ -401,7 +404,7 @@ impl PyClassifier {
         k: usize,
         threshold: f32,
         dense: Vec<DenseArg<'py>>,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<Predictions<'py>> {
         check_k(k)?;
         let s = text.0;
         let texts = columns::texts(&s, "text")?;

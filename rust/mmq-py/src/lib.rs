@@ -3,6 +3,7 @@
 mod classifier;
 mod columns;
 mod errors;
+mod fusion;
 mod plugin;
 mod quantizer;
 
@@ -12,6 +13,7 @@ use pyo3::prelude::*;
 fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<classifier::PyClassifier>()?;
     m.add_class::<quantizer::PyQuantizer>()?;
+    m.add_class::<fusion::PyFusion>()?;
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;
     m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

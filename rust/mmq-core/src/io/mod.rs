@@ -181,6 +181,32 @@ pub fn take_u32(t: &mut HashMap<String, Tensor>, name: &str, what: &str) -> Resu
     }
 }
 
+/// The `kind` recorded in an mmq file's header ("classifier", "quantizer", ...).
+pub fn peek_kind(path: &Path) -> Result<String> {
+    let bytes = read(path)?;
+    let what = path.display().to_string();
+    let bad = |reason: String| MmqError::InvalidModelFile {
+        path: what.clone(),
+        reason,
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let header = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(FORMAT))
+        .ok_or_else(|| {
+            bad("a safetensors file without an mmq header (not written by mmq)".into())
+        })?;
+    let header: serde_json::Value =
+        serde_json::from_str(header).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
+    header
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| bad("header has no kind".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,30 +234,4 @@ mod tests {
         let foreign = safetensors::serialize(vec![("x", v)], None).unwrap();
         assert!(from_bytes(&foreign, "x").is_err());
     }
-}
-
-/// The `kind` recorded in an mmq file's header ("classifier", "quantizer", ...).
-pub fn peek_kind(path: &Path) -> Result<String> {
-    let bytes = read(path)?;
-    let what = path.display().to_string();
-    let bad = |reason: String| MmqError::InvalidModelFile {
-        path: what.clone(),
-        reason,
-    };
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let header = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(FORMAT))
-        .ok_or_else(|| {
-            bad("a safetensors file without an mmq header (not written by mmq)".into())
-        })?;
-    let header: serde_json::Value =
-        serde_json::from_str(header).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
-    header
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| bad("header has no kind".into()))
 }

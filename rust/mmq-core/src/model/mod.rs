@@ -1,10 +1,13 @@
 //! The shallow classifier: a bag of token embeddings, averaged, then a linear output
 //! layer with one of fastText's losses.
+pub mod dense;
+pub mod fusion;
 pub mod loss;
 mod persist;
 
 use crate::error::{MmqError, Result};
 use crate::text::TokenizerConfig;
+use dense::DenseInput;
 use loss::{sigmoid, LossKind, Tree};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,8 @@ pub struct ModelConfig {
     pub threads: usize,
     pub seed: u64,
     pub tokenizer: TokenizerConfig,
+    /// Weight of each visual (dense-code) token relative to a text token.
+    pub alpha: f32,
 }
 
 impl Default for ModelConfig {
@@ -33,6 +38,7 @@ impl Default for ModelConfig {
             threads: 1,
             seed: 0,
             tokenizer: TokenizerConfig::default(),
+            alpha: 1.0,
         }
     }
 }
@@ -51,6 +57,12 @@ impl ModelConfig {
         }
         if self.loss == LossKind::Ns && self.neg < 1 {
             return bad(format!("neg must be >= 1 with loss='ns', got {}", self.neg));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return bad(format!(
+                "alpha must be a finite number >= 0, got {}",
+                self.alpha
+            ));
         }
         if self.threads < 1 {
             return bad(format!("threads must be >= 1, got {}", self.threads));
@@ -147,6 +159,8 @@ pub struct Model {
     /// `n_out × dim`: one row per label (per inner tree node with `hs`).
     pub output: Vec<f32>,
     pub tree: Option<Tree>,
+    /// Dense columns whose codes are tokens of this model (discrete fusion).
+    pub dense: Vec<DenseInput>,
 }
 
 /// Top-k predictions of one row: (label, probability), most probable first.
@@ -206,14 +220,14 @@ impl Model {
             LossKind::Hs => {
                 let tree = self.tree.as_ref().expect("hs model has a tree");
                 out.resize(nl, 0.0);
-                for l in 0..nl {
+                for (l, o) in out.iter_mut().enumerate() {
                     let mut p = 1.0f32;
                     for (&node, &code) in tree.paths[l].iter().zip(&tree.codes[l]) {
                         let w = &self.output[node as usize * dim..(node as usize + 1) * dim];
                         let s = sigmoid(dot(w, hidden));
                         p *= if code { s } else { 1.0 - s };
                     }
-                    out[l] = p;
+                    *o = p;
                 }
             }
         }
@@ -306,6 +320,7 @@ mod tests {
             input: vec![],
             output: (0..4 * dim).map(|i| (i as f32 * 0.37).sin()).collect(),
             tree: Some(Tree::build(&counts)),
+            dense: vec![],
         };
         m.cfg.tokenizer = TokenizerConfig::default();
         let mut p = Vec::new();

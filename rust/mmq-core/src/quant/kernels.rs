@@ -58,29 +58,66 @@ impl<'a> MatRef<'a> {
     }
 
     /// A dense row-major `rows × cols` matrix.
+    #[cfg(test)]
     pub(crate) fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self::new(data, 0, rows, cols, cols, 1)
     }
 }
 
-/// Finds, for every row of `a`, the nearest of the `k` centroids (row-major
-/// `k × s`, `s == a.cols`) whose squared norms are `norms`.
+/// Centroids in the layout the distance GEMM wants: centered on a point `mu`
+/// and transposed (`s × k`, row-major, so `sgemm` packs it with contiguous
+/// copies), plus per-centroid offsets.
 ///
-/// Writes the index into `idx[i]` and `||c||^2 - 2 a_i·c` (the squared
-/// distance minus `||a_i||^2`) into `val[i]`. Ties go to the lowest index.
+/// With `c' = c - mu`, `||x - c||² = ||x - mu||² + (||c'||² + 2 mu·c') - 2 x·c'`.
+/// The GEMM computes `x·c'`; because the centered centroids are small, its
+/// rounding error stays small even when the data sit far from the origin
+/// (the plain expansion `||c||² - 2 x·c` loses digits there).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Codebook {
+    k: usize,
+    s: usize,
+    ct: Vec<f32>,
+    offsets: Vec<f32>,
+}
+
+impl Codebook {
+    /// From row-major `k × s` centroids, centered on `mu` (`s` values; use
+    /// the data mean).
+    pub(crate) fn new(centroids: &[f32], k: usize, s: usize, mu: &[f32]) -> Self {
+        assert_eq!(centroids.len(), k * s);
+        assert_eq!(mu.len(), s);
+        let mut ct = vec![0f32; k * s];
+        let mut offsets = vec![0f32; k];
+        for (c, row) in centroids.chunks_exact(s).enumerate() {
+            let mut off = 0f64;
+            for (p, (&v, &m)) in row.iter().zip(mu).enumerate() {
+                let cp = v - m;
+                ct[p * k + c] = cp;
+                let (cp, m) = (cp as f64, m as f64);
+                off += cp * cp + 2.0 * m * cp;
+            }
+            offsets[c] = off as f32;
+        }
+        Codebook { k, s, ct, offsets }
+    }
+}
+
+/// Finds, for every row of `a`, the nearest centroid of `book`
+/// (`a.cols == s`).
+///
+/// Writes the index into `idx[i]` and the squared distance minus
+/// `||a_i - mu||²` into `val[i]`. Ties go to the lowest index.
 /// `scratch` is reused between calls to avoid allocations.
 pub(crate) fn nearest(
     a: MatRef<'_>,
-    centroids: &[f32],
-    norms: &[f32],
-    k: usize,
+    book: &Codebook,
     scratch: &mut Vec<f32>,
     idx: &mut [u32],
     val: &mut [f32],
 ) {
     let rows = a.rows;
-    let s = a.cols;
-    assert!(centroids.len() == k * s && norms.len() == k);
+    let (k, s) = (book.k, book.s);
+    assert_eq!(a.cols, s);
     assert!(idx.len() >= rows && val.len() >= rows);
     let mut c0 = 0;
     while c0 < k {
@@ -88,11 +125,11 @@ pub(crate) fn nearest(
         if scratch.len() < rows * kc {
             scratch.resize(rows * kc, 0.0);
         }
-        let cblk = &centroids[c0 * s..(c0 + kc) * s];
-        // SAFETY: `a` was bounds-checked by `MatRef::new`; B is the dense
-        // `kc × s` block `cblk` read transposed (row stride 1, column stride
-        // s); C is the first `rows * kc` floats of `scratch`, dense row-major.
-        // With beta = 0, C is only written.
+        // SAFETY: `a` was bounds-checked by `MatRef::new`; B is columns
+        // c0..c0+kc of the dense `s × k` matrix `book.ct` (row stride k, last
+        // element (s-1)*k + c0 + kc - 1 < s*k); C is the first `rows * kc`
+        // floats of `scratch`, dense row-major. With beta = 0, C is only
+        // written.
         unsafe {
             matrixmultiply::sgemm(
                 rows,
@@ -102,9 +139,9 @@ pub(crate) fn nearest(
                 a.data.as_ptr().add(a.offset),
                 a.rs as isize,
                 a.cs as isize,
-                cblk.as_ptr(),
+                book.ct.as_ptr().add(c0),
+                k as isize,
                 1,
-                s as isize,
                 0.0,
                 scratch.as_mut_ptr(),
                 kc as isize,
@@ -114,7 +151,7 @@ pub(crate) fn nearest(
         argmin_rows(
             &scratch[..rows * kc],
             kc,
-            &norms[c0..c0 + kc],
+            &book.offsets[c0..c0 + kc],
             c0 as u32,
             c0 == 0,
             &mut idx[..rows],
@@ -430,6 +467,96 @@ mod x86 {
     }
 }
 
+/// Rows per group of the interleaved layout used by k-means++.
+pub(crate) const GROUP: usize = 16;
+
+/// Copies the dense `n × s` matrix `x` into groups of [`GROUP`] rows stored
+/// dimension-major (`out[(g * s + t) * GROUP + l]` = row `g * GROUP + l`,
+/// dim `t`), so that distances of a group to one point vectorize over rows.
+/// The last group is padded with zeros.
+pub(crate) fn interleave_rows(x: &[f32], n: usize, s: usize) -> Vec<f32> {
+    let groups = n.div_ceil(GROUP);
+    let mut out = vec![0f32; groups * s * GROUP];
+    for (i, row) in x.chunks_exact(s).take(n).enumerate() {
+        let (g, l) = (i / GROUP, i % GROUP);
+        let base = g * s * GROUP + l;
+        for (t, &v) in row.iter().enumerate() {
+            out[base + t * GROUP] = v;
+        }
+    }
+    out
+}
+
+#[inline(always)]
+fn group_dists<const FMA: bool, const Q: usize>(
+    groups: [&[f32]; Q],
+    c: &[f32],
+) -> [[f32; GROUP]; Q] {
+    // Q independent accumulators hide the FMA latency.
+    let mut acc = [[0f32; GROUP]; Q];
+    for (t, &ct) in c.iter().enumerate() {
+        for q in 0..Q {
+            let col: &[f32; GROUP] = groups[q][t * GROUP..(t + 1) * GROUP]
+                .try_into()
+                .expect("group column");
+            for l in 0..GROUP {
+                let d = col[l] - ct;
+                acc[q][l] = madd::<FMA>(d, d, acc[q][l]);
+            }
+        }
+    }
+    acc
+}
+
+#[inline(always)]
+fn min_dist_update_impl<const FMA: bool, const L: usize>(
+    xg: &[f32],
+    s: usize,
+    c: &[f32],
+    mind: &mut [f32],
+) -> f64 {
+    const Q: usize = 4;
+    let gs = s * GROUP;
+    let c = &c[..s];
+    let mut total = 0f64;
+    let mut groups = xg.chunks_exact(gs);
+    let mut minds = mind.chunks_mut(GROUP);
+    loop {
+        let rest = groups.len();
+        if rest == 0 {
+            break;
+        }
+        let mut accs = [[0f32; GROUP]; Q];
+        let used = if rest >= Q {
+            let g: [&[f32]; Q] = std::array::from_fn(|_| groups.next().expect("group"));
+            accs = group_dists::<FMA, Q>(g, c);
+            Q
+        } else {
+            let g = [groups.next().expect("group")];
+            accs[0] = group_dists::<FMA, 1>(g, c)[0];
+            1
+        };
+        for acc in &accs[..used] {
+            let Some(m) = minds.next() else { break };
+            for (mv, &a) in m.iter_mut().zip(acc) {
+                if a < *mv {
+                    *mv = a;
+                }
+                total += *mv as f64;
+            }
+        }
+    }
+    total
+}
+
+dispatch! {
+    /// k-means++ step: `mind[i] = min(mind[i], ||x_i - c||^2)` for the rows
+    /// of `xg` (interleaved by [`interleave_rows`], `s` dims, whole groups);
+    /// returns the f64 sum of the updated `mind`, in row order.
+    fn min_dist_update(xg: &[f32], s: usize, c: &[f32], mind: &mut [f32]) -> f64
+        => min_dist_update_impl
+}
+
 #[inline(always)]
 fn sq_dist<const FMA: bool, const L: usize>(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; L];
@@ -449,61 +576,87 @@ fn sq_dist<const FMA: bool, const L: usize>(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn sq_norm<const FMA: bool, const L: usize>(a: &[f32]) -> f32 {
-    let mut acc = [0f32; L];
-    let full = a.len() / L * L;
-    for ac in a[..full].chunks_exact(L) {
-        for l in 0..L {
-            acc[l] = madd::<FMA>(ac[l], ac[l], acc[l]);
+fn all_finite_impl<const FMA: bool, const L: usize>(x: &[f32]) -> bool {
+    // Integer max of the exponent bits: a branch-free reduction LLVM
+    // vectorizes (an early-exit search would not be).
+    const EXP: u32 = 0x7f80_0000;
+    let mut acc = [0u32; 16];
+    let full = x.len() / 16 * 16;
+    for ch in x[..full].chunks_exact(16) {
+        for l in 0..16 {
+            acc[l] = acc[l].max(ch[l].to_bits() & EXP);
         }
     }
-    let mut s = 0f32;
-    for x in &a[full..] {
-        s = madd::<FMA>(*x, *x, s);
-    }
-    acc.iter().sum::<f32>() + s
+    let tail = x[full..]
+        .iter()
+        .map(|v| v.to_bits() & EXP)
+        .max()
+        .unwrap_or(0);
+    acc.iter().copied().max().unwrap_or(0).max(tail) != EXP
+}
+
+dispatch! {
+    /// Whether every value is finite (no NaN, no ±inf).
+    fn all_finite(x: &[f32]) -> bool => all_finite_impl
 }
 
 #[inline(always)]
-fn min_dist_update_impl<const FMA: bool, const L: usize>(
+fn accumulate_impl<const FMA: bool, const L: usize>(
+    x: &[f32],
+    d: usize,
+    assign: &[u32],
+    sums: &mut [f64],
+    counts: &mut [usize],
+) {
+    for (row, &a) in x.chunks_exact(d).zip(assign) {
+        let a = a as usize;
+        counts[a] += 1;
+        for (s, &v) in sums[a * d..(a + 1) * d].iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+}
+
+dispatch! {
+    /// k-means update: adds each row of `x` (`d` values) to the f64 sums of
+    /// its cluster `assign[i]` and counts it, in row order.
+    fn accumulate(x: &[f32], d: usize, assign: &[u32], sums: &mut [f64], counts: &mut [usize])
+        => accumulate_impl
+}
+
+#[inline(always)]
+fn row_sq_dists_impl<const FMA: bool, const L: usize>(
     x: &[f32],
     s: usize,
-    c: &[f32],
-    mind: &mut [f32],
-) -> f64 {
-    let mut total = 0f64;
-    for (row, m) in x.chunks_exact(s).zip(mind.iter_mut()) {
-        let dist = sq_dist::<FMA, L>(row, c);
-        if dist < *m {
-            *m = dist;
-        }
-        total += *m as f64;
-    }
-    total
-}
-
-dispatch! {
-    /// k-means++ step: `mind[i] = min(mind[i], ||x_i - c||^2)` for the rows of
-    /// `x` (`s` values each); returns the f64 sum of the updated `mind`.
-    fn min_dist_update(x: &[f32], s: usize, c: &[f32], mind: &mut [f32]) -> f64
-        => min_dist_update_impl
-}
-
-#[inline(always)]
-fn row_sq_norms_impl<const FMA: bool, const L: usize>(x: &[f32], s: usize, out: &mut [f32]) {
+    mu: &[f32],
+    out: &mut [f32],
+) {
     for (row, o) in x.chunks_exact(s).zip(out.iter_mut()) {
-        *o = sq_norm::<FMA, L>(row);
+        *o = sq_dist::<FMA, L>(row, mu);
     }
 }
 
 dispatch! {
-    /// Squared L2 norm of each row of the dense `x` (`s` values per row).
-    fn row_sq_norms(x: &[f32], s: usize, out: &mut [f32]) => row_sq_norms_impl
+    /// `out[i] = ||x_i - mu||²` for the rows of the dense `x` (`s` values each).
+    fn row_sq_dists(x: &[f32], s: usize, mu: &[f32], out: &mut [f32]) => row_sq_dists_impl
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finite_check() {
+        let mut x = vec![1.5f32; 37];
+        assert!(all_finite(&x));
+        assert!(all_finite(&[]));
+        for (i, bad) in [(0, f32::NAN), (20, f32::INFINITY), (36, f32::NEG_INFINITY)] {
+            x[i] = bad;
+            assert!(!all_finite(&x));
+            x[i] = f32::MAX;
+            assert!(all_finite(&x));
+        }
+    }
 
     #[test]
     fn argmin_ties_go_low() {
@@ -524,7 +677,9 @@ mod tests {
     #[test]
     fn simd_argmin_matches_portable() {
         // Values on a coarse grid so that ties are frequent.
-        for n in [1usize, 5, 15, 16, 17, 31, 32, 33, 48, 63, 64, 100, 256, 1000] {
+        for n in [
+            1usize, 5, 15, 16, 17, 31, 32, 33, 48, 63, 64, 100, 256, 1000,
+        ] {
             for seed in 0..20u64 {
                 let f = |i: usize, m: u64| ((i as u64 * 2654435761 + seed * m) % 7) as f32;
                 let dots: Vec<f32> = (0..n).map(|i| f(i, 97)).collect();
@@ -538,6 +693,19 @@ mod tests {
                 let mut val = [0f32];
                 argmin_rows(&dots, n, &norms, 0, true, &mut idx, &mut val);
                 assert_eq!((idx[0], val[0]), naive, "dispatched n={n} seed={seed}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::is_x86_feature_detected!("avx2") {
+                        // SAFETY: feature checked just above.
+                        let got = unsafe { x86::argmin_plus_avx2(&dots, &norms) };
+                        assert_eq!(got, naive, "avx2 n={n} seed={seed}");
+                    }
+                    if std::is_x86_feature_detected!("avx512f") {
+                        // SAFETY: feature checked just above.
+                        let got = unsafe { x86::argmin_plus_avx512(&dots, &norms) };
+                        assert_eq!(got, naive, "avx512 n={n} seed={seed}");
+                    }
+                }
             }
         }
     }
@@ -554,16 +722,13 @@ mod tests {
         let a: Vec<f32> = (0..rows * s)
             .map(|i| ((i * 104_729) % 997) as f32 / 89.0)
             .collect();
-        let mut norms = vec![0f32; k];
-        row_sq_norms(&cent, s, &mut norms);
+        let book = Codebook::new(&cent, k, s, &[0.5; 5]);
         let mut scratch = Vec::new();
         let mut idx = vec![0u32; rows];
         let mut val = vec![0f32; rows];
         nearest(
             MatRef::dense(&a, rows, s),
-            &cent,
-            &norms,
-            k,
+            &book,
             &mut scratch,
             &mut idx,
             &mut val,

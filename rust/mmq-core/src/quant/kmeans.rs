@@ -2,14 +2,18 @@
 //!
 //! - **Sample cap**: at most `max_points_per_centroid * k` rows train (faiss's
 //!   rule, default 256 per centroid), drawn without replacement with the seed.
-//! - **Init**: k-means++ (D² sampling, one candidate per step).
+//! - **Init**: k-means++ (D² sampling, one candidate per step) on a seeded
+//!   subset of at most 32·k of the training rows: it makes k passes over its
+//!   rows, and a subset that stays in cache seeds as well as the full sample.
 //! - **Assignment**: a blocked distance GEMM (`||x||² - 2 x·c + ||c||²`, see
-//!   [`kernels`](super::kernels)), parallel over fixed blocks of rows.
+//!   the `kernels` module), parallel over fixed blocks of rows.
 //! - **Update**: centroids are f64 means of their rows.
-//! - **Empty clusters**: the largest cluster is split: its centroid is copied
-//!   and both copies are pushed apart by a small symmetric perturbation
-//!   (`±EPS` relative, alternating sign per dimension, as faiss does), and the
-//!   cluster's count is shared between the two.
+//! - **Empty clusters**: the largest cluster is split, as faiss does: its
+//!   centroid is copied and both copies are pushed apart by a small symmetric
+//!   perturbation (alternating sign per dimension), and the cluster's count is
+//!   shared between the two. The last update splits nothing.
+//! - **Precision**: distances are computed relative to the data mean (see
+//!   `kernels::Codebook`), so data far from the origin keep their digits.
 //! - **Stop**: after `max_iter` iterations, when no assignment changes, or when
 //!   the relative improvement of the objective falls under `tol`.
 //!
@@ -21,13 +25,16 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
-use super::kernels::{self, MatRef};
+use super::kernels::{self, Codebook, MatRef};
 use crate::error::{MmqError, Result};
 
 /// Rows per block of the assignment step.
 const ASSIGN_BLOCK: usize = 256;
 /// Rows per block of the k-means++ distance update.
 const INIT_BLOCK: usize = 2048;
+const _: () = assert!(INIT_BLOCK.is_multiple_of(kernels::GROUP));
+/// k-means++ seeding runs on at most this many rows per centroid.
+const INIT_POINTS_PER_CENTROID: usize = 32;
 /// Relative perturbation used when splitting a cluster (faiss uses 1/1024).
 const SPLIT_EPS: f32 = 1.0 / 1024.0;
 
@@ -220,20 +227,35 @@ pub(crate) struct LloydOptions {
     pub parallel: bool,
 }
 
-/// Runs `f` over the numbered chunks of `len` items (`block` per chunk), in
-/// parallel or not, and returns the results in chunk order.
+/// Runs `f` over the chunks of `len` items (`block` per chunk), in parallel
+/// or not, and returns the results in chunk order.
 fn map_blocks<T: Send>(
     len: usize,
     block: usize,
     parallel: bool,
-    f: impl Fn(usize, std::ops::Range<usize>) -> T + Sync + Send,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync + Send,
+) -> Vec<T> {
+    map_blocks_init(len, block, parallel, || (), |_, r| f(r))
+}
+
+/// [`map_blocks`] with a per-task scratch value made by `init`.
+fn map_blocks_init<S, T: Send>(
+    len: usize,
+    block: usize,
+    parallel: bool,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, std::ops::Range<usize>) -> T + Sync + Send,
 ) -> Vec<T> {
     let nb = len.div_ceil(block);
-    let run = |b: usize| f(b, b * block..((b + 1) * block).min(len));
+    let range = |b: usize| b * block..((b + 1) * block).min(len);
     if parallel {
-        (0..nb).into_par_iter().map(run).collect()
+        (0..nb)
+            .into_par_iter()
+            .map_init(&init, |s, b| f(s, range(b)))
+            .collect()
     } else {
-        (0..nb).map(run).collect()
+        let mut s = init();
+        (0..nb).map(|b| f(&mut s, range(b))).collect()
     }
 }
 
@@ -250,17 +272,66 @@ pub(crate) fn train(
     debug_assert!(k >= 1 && k <= n && x.len() == n * d);
     let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
-    let mut centroids = kmeans_pp(x, n, d, k, &mut rng, opts.parallel, &stopped)?;
+    // k-means++ makes k passes over its rows, so it runs on a seeded subset
+    // of at most INIT_POINTS_PER_CENTROID * k rows (kept in cache); Lloyd
+    // then uses every training row.
+    let init_n = n.min(INIT_POINTS_PER_CENTROID.saturating_mul(k));
+    let mut centroids = if init_n < n {
+        let mut rows = rand::seq::index::sample(&mut rng, n, init_n).into_vec();
+        rows.sort_unstable();
+        let mut sub = Vec::with_capacity(init_n * d);
+        for &r in &rows {
+            sub.extend_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        kmeans_pp(&sub, init_n, d, k, &mut rng, opts.parallel, &stopped)?
+    } else {
+        kmeans_pp(x, n, d, k, &mut rng, opts.parallel, &stopped)?
+    };
 
+    // Distances are computed relative to the data mean (see `Codebook`).
+    let mu = column_mean(x, d);
     let mut xnorms = vec![0f32; n];
-    kernels::row_sq_norms(x, d, &mut xnorms);
-    let mut cnorms = vec![0f32; k];
+    kernels::row_sq_dists(x, d, &mu, &mut xnorms);
+    // Column-major copy: `sgemm` packs it with contiguous copies.
+    let mut xt = vec![0f32; n * d];
+    for (i, row) in x.chunks_exact(d).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            xt[t * n + i] = v;
+        }
+    }
+    let xt = &xt[..];
     let mut assign = vec![u32::MAX; n];
     let mut new_assign = vec![0u32; n];
     let mut dist = vec![0f32; n];
     let mut counts = vec![0usize; k];
     let mut sums = vec![0f64; k * d];
-    let data_scale = rms(x);
+    // Scale of the data around its mean, for the cluster-split perturbation.
+    let spread = (xnorms.iter().map(|&v| v as f64).sum::<f64>() / (n * d) as f64).sqrt() as f32;
+
+    // Assignment step: fixed blocks of rows, partial objectives summed in
+    // block order. Returns the mean squared distance.
+    let assign_step = |centroids: &[f32], new_assign: &mut [u32], dist: &mut [f32]| -> f64 {
+        let book = Codebook::new(centroids, k, d, &mu);
+        let book = &book;
+        let xn = &xnorms;
+        let na = SyncSlice::new(new_assign);
+        let di = SyncSlice::new(dist);
+        let partial = map_blocks_init(n, ASSIGN_BLOCK, opts.parallel, Vec::new, |scratch, r| {
+            let rows = r.len();
+            // SAFETY: blocks are disjoint row ranges of `new_assign`/`dist`,
+            // which are not otherwise used until `map_blocks_init` returns.
+            let (idx, val) = unsafe { (na.range(r.clone()), di.range(r.clone())) };
+            let a = MatRef::new(xt, r.start, rows, d, 1, n);
+            kernels::nearest(a, book, scratch, idx, val);
+            let mut obj = 0f64;
+            for (v, &xn2) in val.iter_mut().zip(&xn[r]) {
+                *v = (*v + xn2).max(0.0);
+                obj += *v as f64;
+            }
+            obj
+        });
+        partial.iter().sum::<f64>() / n as f64
+    };
 
     let mut objective = f64::NAN;
     let mut prev_obj = f64::INFINITY;
@@ -271,30 +342,7 @@ pub(crate) fn train(
             return Err(MmqError::Interrupted);
         }
         iterations = it + 1;
-        kernels::row_sq_norms(&centroids, d, &mut cnorms);
-        // Assignment: fixed blocks, partial objectives summed in block order.
-        let partial = {
-            let cen = &centroids;
-            let cn = &cnorms;
-            let xn = &xnorms;
-            let na = SyncSlice::new(&mut new_assign);
-            let di = SyncSlice::new(&mut dist);
-            map_blocks(n, ASSIGN_BLOCK, opts.parallel, |_, r| {
-                let rows = r.len();
-                // SAFETY: blocks are disjoint row ranges of `new_assign`/`dist`.
-                let (idx, val) = unsafe { (na.range(r.clone()), di.range(r.clone())) };
-                let mut scratch = Vec::new();
-                let a = MatRef::new(x, r.start * d, rows, d, d, 1);
-                kernels::nearest(a, cen, cn, k, &mut scratch, idx, val);
-                let mut obj = 0f64;
-                for (v, &xn2) in val.iter_mut().zip(&xn[r]) {
-                    *v = (*v + xn2).max(0.0);
-                    obj += *v as f64;
-                }
-                obj
-            })
-        };
-        let obj = partial.iter().sum::<f64>() / n as f64;
+        let obj = assign_step(&centroids, &mut new_assign, &mut dist);
         let changed = assign
             .iter()
             .zip(&new_assign)
@@ -305,6 +353,16 @@ pub(crate) fn train(
         if changed == 0 {
             break;
         }
+        let converged = if prev_obj > 0.0 && prev_obj.is_finite() {
+            (prev_obj - obj) / prev_obj < opts.tol
+        } else {
+            prev_obj == 0.0
+        };
+        // The improvement is only meaningful when the previous update did
+        // not split clusters. The last update repairs nothing: no
+        // assignment step would follow to use the split.
+        let last = it + 1 == opts.max_iter || (!prev_repaired && converged);
+        let repair = (!last).then_some((&mu[..], spread));
         let repaired = update(
             x,
             d,
@@ -313,14 +371,9 @@ pub(crate) fn train(
             &mut centroids,
             &mut counts,
             &mut sums,
-            data_scale,
+            repair,
         );
-        let converged = if prev_obj > 0.0 && prev_obj.is_finite() {
-            (prev_obj - obj) / prev_obj < opts.tol
-        } else {
-            prev_obj == 0.0
-        };
-        if !prev_repaired && converged {
+        if last {
             break;
         }
         prev_obj = obj;
@@ -328,23 +381,7 @@ pub(crate) fn train(
     }
     if opts.max_iter == 0 {
         // Report the objective of the seeds.
-        kernels::row_sq_norms(&centroids, d, &mut cnorms);
-        let mut scratch = Vec::new();
-        kernels::nearest(
-            MatRef::dense(x, n, d),
-            &centroids,
-            &cnorms,
-            k,
-            &mut scratch,
-            &mut assign,
-            &mut dist,
-        );
-        objective = dist
-            .iter()
-            .zip(&xnorms)
-            .map(|(v, xn)| (v + xn).max(0.0) as f64)
-            .sum::<f64>()
-            / n as f64;
+        objective = assign_step(&centroids, &mut new_assign, &mut dist);
     }
     Ok(KMeansResult {
         centroids,
@@ -356,9 +393,17 @@ pub(crate) fn train(
     })
 }
 
-fn rms(x: &[f32]) -> f32 {
-    let s: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
-    (s / x.len().max(1) as f64).sqrt() as f32
+/// Per-column mean of the dense `n × d` matrix `x` (f64 sums, in row order).
+pub(crate) fn column_mean(x: &[f32], d: usize) -> Vec<f32> {
+    let mut s = vec![0f64; d];
+    let mut n = 0usize;
+    for row in x.chunks_exact(d) {
+        for (a, &v) in s.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+        n += 1;
+    }
+    s.iter().map(|&v| (v / n.max(1) as f64) as f32).collect()
 }
 
 /// k-means++ seeding: the first centroid uniformly, each next one with
@@ -376,7 +421,8 @@ fn kmeans_pp(
     let first = rng.random_range(0..n);
     centroids[..d].copy_from_slice(&x[first * d..(first + 1) * d]);
     let mut mind = vec![f32::INFINITY; n];
-    let mut block_sums = min_dist_pass(x, n, d, &centroids[..d], &mut mind, parallel);
+    let xg = kernels::interleave_rows(x, n, d);
+    let mut block_sums = min_dist_pass(&xg, n, d, &centroids[..d], &mut mind, parallel);
     for t in 1..k {
         if t % 16 == 0 && stopped() {
             return Err(MmqError::Interrupted);
@@ -391,14 +437,15 @@ fn kmeans_pp(
         };
         centroids[t * d..(t + 1) * d].copy_from_slice(&x[pick * d..(pick + 1) * d]);
         let c = &centroids[t * d..(t + 1) * d];
-        block_sums = min_dist_pass(x, n, d, c, &mut mind, parallel);
+        block_sums = min_dist_pass(&xg, n, d, c, &mut mind, parallel);
     }
     Ok(centroids)
 }
 
-/// Updates `mind` with the distances to `c`; returns per-block sums.
+/// Updates `mind` with the distances to `c` (`xg`: the rows interleaved by
+/// [`kernels::interleave_rows`]); returns per-block sums.
 fn min_dist_pass(
-    x: &[f32],
+    xg: &[f32],
     n: usize,
     d: usize,
     c: &[f32],
@@ -406,10 +453,18 @@ fn min_dist_pass(
     parallel: bool,
 ) -> Vec<f64> {
     let md = SyncSlice::new(mind);
-    map_blocks(n, INIT_BLOCK, parallel, |_, r| {
+    map_blocks(n, INIT_BLOCK, parallel, |r| {
         // SAFETY: blocks are disjoint row ranges of `mind`.
         let m = unsafe { md.range(r.clone()) };
-        kernels::min_dist_update(&x[r.start * d..r.end * d], d, c, m)
+        // INIT_BLOCK is a multiple of GROUP, so blocks start on a group.
+        let g0 = r.start / kernels::GROUP;
+        let g1 = r.end.div_ceil(kernels::GROUP);
+        kernels::min_dist_update(
+            &xg[g0 * d * kernels::GROUP..g1 * d * kernels::GROUP],
+            d,
+            c,
+            m,
+        )
     })
 }
 
@@ -440,8 +495,10 @@ fn pick_weighted(w: &[f32], block_sums: &[f64], mut r: f64) -> usize {
         .unwrap_or(0)
 }
 
-/// Lloyd update: centroids become the means of their rows; empty clusters are
-/// repaired by splitting the largest one. Returns whether a repair happened.
+/// Lloyd update: centroids become the means of their rows; when
+/// `repair_scale` is given, empty clusters are repaired by splitting the
+/// largest one (else they keep their centroid). Returns whether a repair
+/// happened.
 #[allow(clippy::too_many_arguments)]
 fn update(
     x: &[f32],
@@ -451,17 +508,11 @@ fn update(
     centroids: &mut [f32],
     counts: &mut [usize],
     sums: &mut [f64],
-    data_scale: f32,
+    repair: Option<(&[f32], f32)>,
 ) -> bool {
     counts.fill(0);
     sums.fill(0.0);
-    for (row, &a) in x.chunks_exact(d).zip(assign) {
-        let a = a as usize;
-        counts[a] += 1;
-        for (s, &v) in sums[a * d..(a + 1) * d].iter_mut().zip(row) {
-            *s += v as f64;
-        }
-    }
+    kernels::accumulate(x, d, assign, sums, counts);
     for c in 0..k {
         if counts[c] > 0 {
             let inv = 1.0 / counts[c] as f64;
@@ -473,6 +524,9 @@ fn update(
             }
         }
     }
+    let Some((mu, spread)) = repair else {
+        return false;
+    };
     let mut repaired = false;
     for ci in 0..k {
         if counts[ci] > 0 {
@@ -486,28 +540,23 @@ fn update(
                 cj = c;
             }
         }
-        split(centroids, d, ci, cj, data_scale);
+        split(centroids, d, ci, cj, mu, spread);
         counts[ci] = counts[cj] / 2;
         counts[cj] -= counts[ci];
     }
     repaired
 }
 
-/// Copies centroid `cj` into `ci` and pushes the two apart symmetrically.
-fn split(centroids: &mut [f32], d: usize, ci: usize, cj: usize, data_scale: f32) {
-    let src: Vec<f32> = centroids[cj * d..(cj + 1) * d].to_vec();
-    let crms = (src.iter().map(|v| v * v).sum::<f32>() / d as f32).sqrt();
-    let floor = if crms > 0.0 {
-        crms
-    } else if data_scale > 0.0 {
-        data_scale
-    } else {
-        1.0
-    };
-    for (t, &v) in src.iter().enumerate() {
-        // Relative perturbation as faiss, with a floor so that zero
-        // coordinates move too.
-        let delta = SPLIT_EPS * v.abs().max(floor * 1e-2);
+/// Copies centroid `cj` into `ci` and pushes the two apart symmetrically:
+/// `±SPLIT_EPS` times the coordinate's offset from the data mean `mu`
+/// (faiss perturbs relative to the raw coordinate, which is too much far
+/// from the origin), alternating sign per dimension, with a floor of 1% of
+/// the data `spread` so that coordinates at the mean move too.
+fn split(centroids: &mut [f32], d: usize, ci: usize, cj: usize, mu: &[f32], spread: f32) {
+    let floor = 0.01 * spread;
+    for t in 0..d {
+        let v = centroids[cj * d + t];
+        let delta = SPLIT_EPS * (v - mu[t]).abs().max(floor);
         let sign = if t % 2 == 0 { 1.0 } else { -1.0 };
         centroids[ci * d + t] = v + sign * delta;
         centroids[cj * d + t] = v - sign * delta;

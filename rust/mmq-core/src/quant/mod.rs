@@ -10,7 +10,7 @@
 //! the same result whatever the number of threads.
 mod kernels;
 pub mod kmeans;
-mod pq;
+pub mod pq;
 
 pub use kmeans::{kmeans, KMeansConfig, KMeansResult};
 pub use pq::{Quantizer, QuantizerKind, QuantizerParams, MAX_K};

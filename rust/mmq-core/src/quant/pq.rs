@@ -32,7 +32,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{self, MatRef};
+use super::kernels::{self, Codebook, MatRef};
 use super::kmeans::{self, KMeansConfig, LloydOptions};
 use crate::error::{MmqError, Result};
 
@@ -104,8 +104,8 @@ pub struct Quantizer {
     exact_cover: bool,
     /// Per sub-quantizer, `k × s_j` centroids (empty until fitted).
     centroids: Vec<Vec<f32>>,
-    /// Per sub-quantizer, the `k` squared centroid norms.
-    norms: Vec<Vec<f32>>,
+    /// Per sub-quantizer, the centroids in the GEMM layout.
+    books: Vec<Codebook>,
     /// Per-dim training mean (empty until fitted).
     mean: Vec<f32>,
 }
@@ -288,7 +288,7 @@ impl Quantizer {
             inv_cover,
             exact_cover,
             centroids: Vec::new(),
-            norms: Vec::new(),
+            books: Vec::new(),
             mean: Vec::new(),
         })
     }
@@ -373,13 +373,12 @@ impl Quantizer {
     }
 
     fn set_fitted(&mut self, centroids: Vec<Vec<f32>>, mean: Vec<f32>) {
-        self.norms = centroids
+        self.books = centroids
             .iter()
             .zip(&self.params.subspaces)
             .map(|(c, dims)| {
-                let mut n = vec![0f32; self.params.k];
-                kernels::row_sq_norms(c, dims.len(), &mut n);
-                n
+                let mu: Vec<f32> = dims.iter().map(|&t| mean[t as usize]).collect();
+                Codebook::new(c, self.params.k, dims.len(), &mu)
             })
             .collect();
         self.centroids = centroids;
@@ -483,25 +482,29 @@ impl Quantizer {
         }
     }
 
-    fn check_rows(&self, x: &[f32], n: usize) -> Result<()> {
+    /// Checks that `x` holds `n` rows of dimension `d`; `n == 0` is an error
+    /// unless `allow_empty` (an empty batch encodes to no codes).
+    fn check_rows(&self, x: &[f32], n: usize, allow_empty: bool) -> Result<()> {
         let d = self.params.d;
         if n == 0 {
-            return Err(MmqError::InvalidInput(
-                "empty input: expected at least 1 row, got 0".into(),
-            ));
+            if allow_empty && x.is_empty() {
+                return Ok(());
+            }
+            return Err(MmqError::InvalidInput(format!(
+                "empty input: expected at least 1 row, got 0 rows ({} values)",
+                x.len()
+            )));
         }
         if n.checked_mul(d) != Some(x.len()) {
-            if x.len() % d == 0 {
+            if x.len().is_multiple_of(n) {
                 return Err(MmqError::InvalidInput(format!(
-                    "expected {n} rows of dimension {d} ({} values), got {} values \
-                     ({} rows of dimension {d})",
-                    n.saturating_mul(d),
-                    x.len(),
-                    x.len() / d
+                    "expected dimension {d}, got {} ({} values for {n} rows)",
+                    x.len() / n,
+                    x.len()
                 )));
             }
             return Err(MmqError::InvalidInput(format!(
-                "expected dimension {d}: {n} rows x {d} = {} values, got {} values",
+                "expected {n} rows x {d} dims = {} values, got {} values",
                 n.saturating_mul(d),
                 x.len()
             )));
@@ -531,7 +534,7 @@ impl Quantizer {
     ) -> Result<()> {
         let p = &self.params;
         let (d, k, m) = (p.d, p.k, p.m);
-        self.check_rows(x, n)?;
+        self.check_rows(x, n, false)?;
         if k > n {
             return Err(MmqError::InvalidInput(format!(
                 "k = {k} centroids need at least {k} training rows, got {n}"
@@ -599,7 +602,11 @@ impl Quantizer {
     // ----- encoding --------------------------------------------------------
 
     /// Encodes the row-major `n × d` matrix `x` into `out` (`n × m` codes,
-    /// row-major). Needs `k <= 256`.
+    /// row-major), in parallel over blocks of rows. Needs `k <= 256`.
+    ///
+    /// Errors: not fitted, `x` not `n × d`, `out` not `n × m`, a NaN or inf
+    /// value (the first bad row and dim are named). `n = 0` (an empty batch)
+    /// is fine.
     pub fn encode_u8(&self, x: &[f32], n: usize, out: &mut [u8]) -> Result<()> {
         if self.params.k > 256 {
             return Err(MmqError::InvalidParameter(format!(
@@ -610,8 +617,7 @@ impl Quantizer {
         self.encode_into(x, n, out, |c| c as u8)
     }
 
-    /// Encodes the row-major `n × d` matrix `x` into `out` (`n × m` codes,
-    /// row-major). Works for every `k <= 65536`.
+    /// [`encode_u8`](Self::encode_u8) for every `k <= 65536`.
     pub fn encode_u16(&self, x: &[f32], n: usize, out: &mut [u16]) -> Result<()> {
         self.encode_into(x, n, out, |c| c as u16)
     }
@@ -631,7 +637,7 @@ impl Quantizer {
         conv: impl Fn(u32) -> T + Sync,
     ) -> Result<()> {
         self.require_fitted("encode")?;
-        self.check_rows(x, n)?;
+        self.check_rows(x, n, true)?;
         let (d, m) = (self.params.d, self.params.m);
         if out.len() != n * m {
             return Err(MmqError::InvalidInput(format!(
@@ -649,8 +655,10 @@ impl Quantizer {
                 let r0 = b * ROW_BLOCK;
                 let rows = ob.len() / m;
                 let xb = &x[r0 * d..(r0 + rows) * d];
-                if let Some(p) = xb.iter().position(|v| !v.is_finite()) {
-                    bad.fetch_min(r0 * d + p, Ordering::Relaxed);
+                if !kernels::all_finite(xb) {
+                    if let Some(p) = xb.iter().position(|v| !v.is_finite()) {
+                        bad.fetch_min(r0 * d + p, Ordering::Relaxed);
+                    }
                     return;
                 }
                 self.encode_block(xb, rows, scr);
@@ -671,7 +679,6 @@ impl Quantizer {
     /// Codes of the `rows` rows of `xb` into `scr.codes[j * ROW_BLOCK + r]`.
     fn encode_block(&self, xb: &[f32], rows: usize, scr: &mut EncodeScratch) {
         let d = self.params.d;
-        let k = self.params.k;
         scr.codes.resize(self.params.m * ROW_BLOCK, 0);
         scr.val.resize(ROW_BLOCK, 0.0);
         for (j, dims) in self.params.subspaces.iter().enumerate() {
@@ -679,19 +686,22 @@ impl Quantizer {
             let a = match self.contiguous[j] {
                 Some(start) => MatRef::new(xb, start, rows, s, d, 1),
                 None => {
-                    scr.gather.clear();
-                    for row in xb.chunks_exact(d) {
-                        scr.gather.extend(dims.iter().map(|&t| row[t as usize]));
+                    // Column-major gather: `sgemm` then packs it with
+                    // contiguous copies.
+                    scr.gather.resize(rows * s, 0.0);
+                    let g = &mut scr.gather[..rows * s];
+                    for (gcol, &dim) in g.chunks_exact_mut(rows).zip(dims) {
+                        for (o, row) in gcol.iter_mut().zip(xb.chunks_exact(d)) {
+                            *o = row[dim as usize];
+                        }
                     }
-                    MatRef::dense(&scr.gather, rows, s)
+                    MatRef::new(g, 0, rows, s, 1, rows)
                 }
             };
             let codes = &mut scr.codes[j * ROW_BLOCK..j * ROW_BLOCK + rows];
             kernels::nearest(
                 a,
-                &self.centroids[j],
-                &self.norms[j],
-                k,
+                &self.books[j],
                 &mut scr.dots,
                 codes,
                 &mut scr.val[..rows],
@@ -790,7 +800,7 @@ impl Quantizer {
                     codes.len()
                 )));
             }
-            None if codes.len() % m != 0 => {
+            None if !codes.len().is_multiple_of(m) => {
                 return Err(MmqError::InvalidInput(format!(
                     "expected a multiple of m = {m} codes, got {}",
                     codes.len()
@@ -830,6 +840,8 @@ impl Quantizer {
     /// `||x_i - decode(encode(x_i))||²` (summed over the `d` dims, not
     /// divided by `d`), accumulated in f64.
     pub fn quantization_error(&self, x: &[f32], n: usize) -> Result<f64> {
+        self.require_fitted("quantization_error")?;
+        self.check_rows(x, n, false)?;
         let codes = self.encode(x, n)?;
         let d = self.params.d;
         let m = self.params.m;

@@ -193,7 +193,6 @@ pub fn train(
     if !callback(&done) {
         return Err(MmqError::Interrupted);
     }
-    drop(shared);
     Ok(Model {
         cfg,
         labels,

@@ -1,0 +1,304 @@
+//! `mmq._mmq.RustFusionClassifier`: the continuous fusion modes (image, add, max, gated,
+//! bilinear, bilinear_gated) over a text column and one dense column.
+use crate::classifier::{tokenize_rows, DenseArg, Predictions};
+use crate::columns;
+use crate::errors::{input_err, IntoPy};
+use mmq_core::eval::evaluate;
+use mmq_core::model::fusion::{train_fusion, FusionConfig, FusionModel};
+use mmq_core::model::Ranked;
+use mmq_core::text::{Scratch, Tokenizer};
+use mmq_core::train::{Dataset, Progress};
+use numpy::{IntoPyArray, PyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use pyo3_polars::PySeries;
+use rayon::prelude::*;
+
+#[pyclass(module = "mmq._mmq", name = "RustFusionClassifier", frozen)]
+pub struct PyFusion {
+    model: FusionModel,
+    tokenizer: Tokenizer,
+}
+
+/// Full n × D matrix (zeros where missing; never read there) and the presence mask.
+fn full_dense(
+    arg: &DenseArg<'_>,
+    n: usize,
+    d: Option<usize>,
+) -> PyResult<(Vec<f32>, Vec<bool>, usize)> {
+    let (name, vecs, codes, present) = arg;
+    if codes.is_some() {
+        return Err(input_err(format!(
+            "dense column '{name}' holds codes; the continuous fusion modes need the float vectors"
+        )));
+    }
+    let present = present
+        .as_slice()
+        .map_err(|e| input_err(e.to_string()))?
+        .to_vec();
+    if present.len() != n {
+        return Err(input_err(format!(
+            "dense column '{name}': {} flags for {n} rows",
+            present.len()
+        )));
+    }
+    let vecs = vecs
+        .as_ref()
+        .ok_or_else(|| input_err(format!("dense column '{name}': no vectors")))?;
+    let shape = vecs.shape();
+    let dim = d.unwrap_or(shape[1]);
+    let n_present = present.iter().filter(|&&p| p).count();
+    if shape[0] != n_present || (shape[1] != dim && n_present > 0) {
+        return Err(input_err(format!(
+            "dense column '{name}': expected {n_present} vectors of dimension {dim}, got {} × {}",
+            shape[0], shape[1]
+        )));
+    }
+    let src = vecs.as_slice().map_err(|e| input_err(e.to_string()))?;
+    let mut full = vec![0.0f32; n * dim];
+    let mut r = 0;
+    for (i, &p) in present.iter().enumerate() {
+        if p {
+            full[i * dim..(i + 1) * dim].copy_from_slice(&src[r * dim..(r + 1) * dim]);
+            r += 1;
+        }
+    }
+    Ok((full, present, dim))
+}
+
+impl PyFusion {
+    fn rows(
+        &self,
+        texts: &[&str],
+        dense: &[f32],
+        present: &[bool],
+        k: usize,
+        threshold: f32,
+        all: bool,
+    ) -> Vec<Ranked> {
+        let m = &self.model;
+        let d = m.dense_dim;
+        texts
+            .par_iter()
+            .enumerate()
+            .map_init(
+                || (Scratch::default(), Vec::new(), Vec::new()),
+                |(scratch, ids, buf), (i, t)| {
+                    ids.clear();
+                    self.tokenizer.tokenize_into(t, ids, scratch);
+                    let x = present[i].then(|| &dense[i * d..(i + 1) * d]);
+                    if all {
+                        m.probs(ids, x, buf);
+                        buf.iter()
+                            .enumerate()
+                            .map(|(l, &p)| (l as u32, p))
+                            .collect()
+                    } else {
+                        m.predict(ids, x, k, threshold)
+                    }
+                },
+            )
+            .collect()
+    }
+
+    fn prepare<'a>(
+        &self,
+        text: &'a polars::prelude::Series,
+        dense: &DenseArg<'_>,
+    ) -> PyResult<(Vec<&'a str>, Vec<f32>, Vec<bool>)> {
+        let texts = columns::texts(text, "text")?;
+        let (full, present, _) = full_dense(dense, texts.len(), Some(self.model.dense_dim))?;
+        if dense.0 != self.model.cfg.dense_name {
+            return Err(input_err(format!(
+                "expected dense column '{}', got '{}'",
+                self.model.cfg.dense_name, dense.0
+            )));
+        }
+        for (i, &p) in present.iter().enumerate() {
+            if p {
+                let d = self.model.dense_dim;
+                self.model
+                    .check_dense(&full[i * d..(i + 1) * d])
+                    .map_err(|e| input_err(format!("row {i}: {e}")))?;
+            }
+        }
+        Ok((texts, full, present))
+    }
+}
+
+#[pymethods]
+impl PyFusion {
+    #[staticmethod]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, dense, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn fit(
+        py: Python<'_>,
+        config_json: &str,
+        text: PySeries,
+        labels: PySeries,
+        text_name: &str,
+        label_name: &str,
+        dense: DenseArg<'_>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let mut cfg: FusionConfig = serde_json::from_str(config_json)
+            .map_err(|e| input_err(format!("bad configuration: {e}")))?;
+        cfg.dense_name = dense.0.clone();
+        cfg.validate().py_err()?;
+        let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
+        let (text, labels) = (text.0, labels.0);
+        if text.is_empty() {
+            return Err(input_err("cannot fit on an empty frame (0 rows)"));
+        }
+        let texts = columns::texts(&text, text_name)?;
+        let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+        let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
+        let callback = |p: &Progress| -> bool {
+            Python::attach(|py| {
+                if py.check_signals().is_err() {
+                    return false;
+                }
+                if let Some(cb) = &progress {
+                    let d = PyDict::new(py);
+                    let _ = d.set_item("progress", p.progress);
+                    let _ = d.set_item("epoch", p.epoch);
+                    let _ = d.set_item("lr", p.lr);
+                    let _ = d.set_item("loss", p.loss);
+                    let _ = d.set_item("tokens_per_sec_per_thread", p.tokens_per_sec_per_thread);
+                    if let Err(e) = cb.call1(py, (d,)) {
+                        e.print(py);
+                    }
+                }
+                true
+            })
+        };
+        let model = py.detach(|| {
+            let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
+            let data = Dataset {
+                offsets: &offsets,
+                tokens: &ids,
+                weights: None,
+                label_offsets: &loffsets,
+                labels: &lidx,
+            };
+            train_fusion(cfg, names, &data, &full, dim, &present, &callback)
+        });
+        let model = model.py_err()?;
+        Ok(Self { tokenizer, model })
+    }
+
+    #[pyo3(signature = (text, k, threshold, dense))]
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        text: PySeries,
+        k: usize,
+        threshold: f32,
+        dense: DenseArg<'py>,
+    ) -> PyResult<Predictions<'py>> {
+        let s = text.0;
+        let (texts, full, present) = self.prepare(&s, &dense)?;
+        let (idx, probs) = py.detach(|| {
+            let r = self.rows(&texts, &full, &present, k, threshold, false);
+            let mut idx = vec![-1i64; r.len() * k];
+            let mut probs = vec![f32::NAN; r.len() * k];
+            for (i, row) in r.iter().enumerate() {
+                for (j, &(l, p)) in row.iter().enumerate() {
+                    idx[i * k + j] = l as i64;
+                    probs[i * k + j] = p;
+                }
+            }
+            (idx, probs)
+        });
+        Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+    }
+
+    fn predict_proba<'py>(
+        &self,
+        py: Python<'py>,
+        text: PySeries,
+        dense: DenseArg<'py>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let s = text.0;
+        let (texts, full, present) = self.prepare(&s, &dense)?;
+        let nl = self.model.n_labels();
+        let flat: Vec<f32> = py.detach(|| {
+            self.rows(&texts, &full, &present, nl, 0.0, true)
+                .into_iter()
+                .flat_map(|r| r.into_iter().map(|x| x.1))
+                .collect()
+        });
+        numpy::ndarray::Array2::from_shape_vec((texts.len(), nl), flat)
+            .map_err(|e| input_err(e.to_string()))
+            .map(|a| a.into_pyarray(py))
+    }
+
+    #[pyo3(signature = (text, labels, label_name, k, threshold, dense))]
+    #[allow(clippy::too_many_arguments)]
+    fn test<'py>(
+        &self,
+        py: Python<'py>,
+        text: PySeries,
+        labels: PySeries,
+        label_name: &str,
+        k: usize,
+        threshold: f32,
+        dense: DenseArg<'py>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (s, l) = (text.0, labels.0);
+        let (texts, full, present) = self.prepare(&s, &dense)?;
+        let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
+        let e = py.detach(|| {
+            let preds = self.rows(&texts, &full, &present, k, threshold, false);
+            evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
+        });
+        let d = PyDict::new(py);
+        d.set_item("rows", e.rows)?;
+        d.set_item("predicted", e.predicted)?;
+        d.set_item("gold", e.gold)?;
+        d.set_item("correct", e.correct)?;
+        let per: Vec<(u64, u64, u64)> = e
+            .per_label
+            .iter()
+            .map(|s| (s.tp, s.predicted, s.gold))
+            .collect();
+        d.set_item("per_label", per)?;
+        Ok(d)
+    }
+
+    #[getter]
+    fn labels(&self) -> Vec<String> {
+        self.model.labels.clone()
+    }
+    #[getter]
+    fn config_json(&self) -> String {
+        serde_json::to_string(&self.model.cfg).unwrap_or_default()
+    }
+    #[getter]
+    fn dense_dim(&self) -> usize {
+        self.model.dense_dim
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.model.to_bytes().py_err()?))
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (data, source="<bytes>"))]
+    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
+        let model = FusionModel::from_bytes(data, source).py_err()?;
+        let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
+        Ok(Self { model, tokenizer })
+    }
+
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        py.detach(|| self.model.save(&path)).py_err()
+    }
+
+    #[staticmethod]
+    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let model = py.detach(|| FusionModel::load(&path)).py_err()?;
+        let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
+        Ok(Self { model, tokenizer })
+    }
+}
