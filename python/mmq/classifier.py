@@ -17,7 +17,8 @@ from mmq._progress import ProgressBar
 from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
 LOSSES = ("softmax", "ns", "hs", "ova")
-FUSIONS = ("discrete",)
+FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated")
+CONTINUOUS = FUSIONS[1:]
 TextInput = Union[pl.DataFrame, pl.LazyFrame, pl.Series, Sequence[str], str]
 
 
@@ -76,6 +77,7 @@ class Classifier:
         dense: Optional[dict] = None,
         fusion: str = "discrete",
         alpha: float = 1.0,
+        rank: Optional[int] = None,
     ):
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -106,14 +108,26 @@ class Classifier:
             raise InvalidParameterError(f"alpha must be a finite number >= 0, got {alpha!r}")
         from mmq.quant import _Quantizer
 
+        if isinstance(dense, (list, tuple)):
+            dense = {name: None for name in dense}
         dense = dict(dense or {})
         for name, q in dense.items():
             if not isinstance(name, str):
                 raise InvalidParameterError(f"dense column names must be str, got {name!r}")
-            if not isinstance(q, _Quantizer):
+            if fusion == "discrete" and not isinstance(q, _Quantizer):
                 raise InvalidParameterError(
-                    f"dense['{name}'] must be an mmq.PQ or mmq.RSPQ quantizer, got {type(q).__name__}")
-        self.dense, self.fusion, self.alpha = dense, fusion, float(alpha)
+                    f"dense['{name}'] must be an mmq.PQ or mmq.RSPQ quantizer with fusion='discrete', "
+                    f"got {type(q).__name__}")
+        if fusion in CONTINUOUS:
+            if len(dense) != 1:
+                raise InvalidParameterError(
+                    f"fusion={fusion!r} fuses the text with exactly one dense column, got {list(dense)}")
+            if loss != "softmax":
+                raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
+            dense = {name: None for name in dense}
+        if rank is not None and (not isinstance(rank, int) or rank < 1):
+            raise InvalidParameterError(f"rank must be an integer >= 1, got {rank!r}")
+        self.dense, self.fusion, self.alpha, self.rank = dense, fusion, float(alpha), rank
         self._model: Optional[Any] = None
 
     # -- configuration -------------------------------------------------------------
@@ -140,7 +154,7 @@ class Classifier:
         return {
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
-                      "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha")
+                      "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank")
         }
 
     def __repr__(self) -> str:
@@ -169,11 +183,22 @@ class Classifier:
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         cb = ProgressBar() if show else None
         args = self._dense_args(df, fit=True)
+        if self.fusion in CONTINUOUS:
+            cfg = self._config()
+            cfg = {"mode": self.fusion, "dim": cfg["dim"], "rank": self.rank, "epoch": cfg["epoch"],
+                   "lr": cfg["lr"], "threads": cfg["threads"], "seed": cfg["seed"], "tokenizer": cfg["tokenizer"]}
+            self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb)
+            return self
         quantizers = [(name, q._q) for name, q in self.dense.items()]
         self._model = _mmq.RustClassifier.fit(
             json.dumps(self._config()), t, y, text, label, cb, quantizers, args
         )
         return self
+
+    def _dargs(self, data: Any):
+        """Dense arguments for the Rust model: a list (discrete) or the one column (continuous)."""
+        args = self._dense_args(data)
+        return args[0] if self.fusion in CONTINUOUS else args
 
     def _dense_args(self, data: Any, fit: bool = False) -> list:
         """(name, vectors | None, codes | None, present) per dense column, in order."""
@@ -197,6 +222,9 @@ class Classifier:
             inner = getattr(s.dtype, "inner", None)
             is_codes = inner is not None and inner.is_integer()
             if is_codes:
+                if q is None:
+                    raise InvalidInputError(
+                        f"dense column '{name}' holds codes ({s.dtype}); fusion={self.fusion!r} needs float vectors")
                 if not q.is_fitted:
                     raise InvalidInputError(
                         f"dense column '{name}' holds codes ({s.dtype}): its quantizer must be fitted already")
@@ -207,6 +235,12 @@ class Classifier:
                 raise InvalidInputError(
                     f"dense column '{name}' must be Array[Float32, d] or List[Float32] (or integer codes), found {s.dtype}")
             if len(kept) == 0:
+                if q is None:
+                    if fit:
+                        raise InvalidInputError(f"dense column '{name}' is null in every row")
+                    width = self._model.dense_dim
+                    out.append((name, np.zeros((0, width), dtype=np.float32), None, present))
+                    continue
                 if fit and not q.is_fitted:
                     raise InvalidInputError(f"dense column '{name}' is null in every row: nothing to fit its quantizer on")
                 vecs = np.zeros((0, q.d if q.is_fitted else 0), dtype=np.float32)
@@ -216,7 +250,9 @@ class Classifier:
             if not finite.all():
                 row = int(np.flatnonzero(present)[np.flatnonzero(~finite)[0]])
                 raise InvalidInputError(f"dense column '{name}': row {row} has NaN or inf")
-            if fit and not q.is_fitted:
+            if q is None:
+                pass  # continuous fusion: the Rust model checks the dimension
+            elif fit and not q.is_fitted:
                 q.fit(vecs)
             elif vecs.shape[0] and vecs.shape[1] != q.d:
                 raise InvalidInputError(
@@ -232,7 +268,7 @@ class Classifier:
         m = self._fitted()
         check_k(k)
         s = text_series(data, text)
-        idx, probs = m.predict(s, k, float(threshold), self._dense_args(data))
+        idx, probs = m.predict(s, k, float(threshold), self._dargs(data))
         names = pl.Series("label", m.labels, dtype=pl.String)
         missing = idx < 0
         if missing.any():
@@ -253,7 +289,7 @@ class Classifier:
         """Probability of every label (one Float32 column per label, in ``self.labels`` order)."""
         m = self._fitted()
         s = text_series(data, text)
-        p = m.predict_proba(s, self._dense_args(data))
+        p = m.predict_proba(s, self._dargs(data))
         return pl.DataFrame({name: p[:, i] for i, name in enumerate(m.labels)})
 
     def test(self, data: Union[pl.DataFrame, pl.LazyFrame], text: str = "text", label: str = "label",
@@ -264,7 +300,7 @@ class Classifier:
         check_k(k)
         df = as_frame(data)
         r = m.test(text_series(df, text), label_series(df, label), label, k, float(threshold),
-                   self._dense_args(df))
+                   self._dargs(df))
         per = np.array(r["per_label"], dtype=np.int64).reshape(-1, 3)
         tp, pred, gold = per[:, 0], per[:, 1], per[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -285,6 +321,10 @@ class Classifier:
         contribution to ``label``'s score (default: the predicted label), largest first.
         Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
+        if self.fusion in CONTINUOUS:
+            from mmq.errors import MmqError
+
+            raise MmqError(f"explain works for text and discrete-fusion models, not fusion={self.fusion!r}")
         row = pl.DataFrame({"text": [text]})
         for name, q in self.dense.items():
             if name not in dense:
@@ -327,15 +367,30 @@ class Classifier:
         obj._model = model
         return obj
 
+    @classmethod
+    def _from_rust_fusion(cls, model) -> "Classifier":
+        cfg = json.loads(model.config_json)
+        tok = cfg["tokenizer"]
+        obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
+                  minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
+                  seed=cfg["seed"], split_cjk=tok["split_cjk"], fusion=cfg["mode"],
+                  dense=[cfg["dense_name"]], rank=cfg.get("rank"))
+        obj._model = model
+        return obj
+
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items() if k not in ("_model", "dense")}
-        state["dense"] = {} if self._model is not None else self.dense
+        keep = self._model is None or self.fusion in CONTINUOUS
+        state["dense"] = self.dense if keep else {}
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
         return state
 
     def __setstate__(self, state: dict) -> None:
         b = state.pop("_model_bytes")
         self.__dict__.update(state)
+        if b is not None and self.fusion in CONTINUOUS:
+            self._model = _mmq.RustFusionClassifier.from_bytes(b, "<pickle>")
+            return
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
         if self._model is not None:
             from mmq.quant import _Quantizer
@@ -365,6 +420,8 @@ def load(path: Union[str, os.PathLike]):
     """Load a model or quantizer written by ``save`` (the file says which it is)."""
     path = Path(path)
     kind = _mmq.file_kind(path)
+    if kind == "fusion_classifier":
+        return Classifier._from_rust_fusion(_mmq.RustFusionClassifier.load(path))
     if kind == "quantizer":
         from mmq.quant import _Quantizer
 
