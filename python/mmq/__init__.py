@@ -14,7 +14,7 @@ from mmq.errors import (
     ModelFileError,
     NotFittedError,
 )
-from mmq import namespace as _namespace  # noqa: F401  (registers pl.Expr.mmq)
+from mmq.namespace import predict, predict_proba  # also registers pl.Expr.mmq
 
 __all__ = [
     "__version__",
@@ -22,6 +22,8 @@ __all__ = [
     "TestResult",
     "load",
     "tokenize",
+    "predict",
+    "predict_proba",
     "PQ",
     "RSPQ",
     "MmqError",

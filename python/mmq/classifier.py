@@ -180,6 +180,7 @@ class Classifier:
         df = as_frame(data)
         t = text_series(df, text)
         y = label_series(df, label)
+        self._plugin_path = None  # a refit object is re-saved for the Polars plugin
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         cb = ProgressBar() if show else None
         args = self._dense_args(df, fit=True)

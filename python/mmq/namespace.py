@@ -1,18 +1,63 @@
-"""The ``mmq`` Polars expression namespace: ``pl.col("text").mmq.tokenize(...)``."""
+"""The ``mmq`` Polars expressions: ``pl.col("text").mmq.tokenize(...)``,
+``pl.col("image").mmq.encode(quantizer)``, ``mmq.predict(model, ...)`` and
+``mmq.predict_proba(model, ...)``. They run in eager, lazy and streaming queries.
+
+A quantizer or model is passed as an object or as a path to its file. The plugin loads
+the file once and caches it, reloading it when the file changes. An object that was
+not saved yet is written once to a temporary file (removed at exit).
+"""
 from __future__ import annotations
 
+import atexit
+import os
+import tempfile
+import uuid
 from pathlib import Path
+from typing import Any, Mapping, Optional, Union
 
 import polars as pl
 from polars.plugins import register_plugin_function
 
+from mmq.errors import InvalidInputError
+
 _LIB = Path(__file__).parent
+_TEMP: list[str] = []
+
+
+@atexit.register
+def _cleanup() -> None:
+    for p in _TEMP:
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
+def _path_of(obj: Any) -> str:
+    if isinstance(obj, (str, os.PathLike)):
+        p = Path(obj)
+        if not p.exists():
+            raise InvalidInputError(f"model file '{p}' does not exist")
+        return str(p.resolve())
+    p = getattr(obj, "_plugin_path", None)
+    if p and os.path.exists(p):
+        return p
+    d = Path(tempfile.gettempdir()) / "mmq-plugin"
+    d.mkdir(exist_ok=True)
+    path = str(d / f"{uuid.uuid4().hex}.mmq")
+    obj.save(path)
+    obj._plugin_path = path
+    _TEMP.append(path)
+    return path
+
+
+def _as_expr(e: Union[str, pl.Expr]) -> pl.Expr:
+    return pl.col(e) if isinstance(e, str) else e
 
 
 @pl.api.register_expr_namespace("mmq")
 class MmqExpr:
-    """Expressions backed by mmq's Rust plugin; they run in eager, lazy and streaming
-    queries and stay on Polars' threads when Polars already runs them in parallel."""
+    """Expressions backed by mmq's Rust plugin. Nulls pass through as nulls."""
 
     def __init__(self, expr: pl.Expr):
         self._expr = expr
@@ -20,7 +65,8 @@ class MmqExpr:
     def tokenize(self, word_ngrams: int = 1, minn: int = 0, maxn: int = 0,
                  bucket: int = 2_000_000, split_cjk: bool = True) -> pl.Expr:
         """fastText-compatible hashed token ids (List[UInt32]) of a String column; the
-        same ids as :func:`mmq.tokenize`. Nulls stay null.
+        same ids as :func:`mmq.tokenize`. When Polars already runs the expression in
+        parallel (e.g. under ``group_by``), it stays on Polars' thread.
 
         Example:
             >>> import polars as pl, mmq
@@ -35,3 +81,73 @@ class MmqExpr:
                     "bucket": bucket, "split_cjk": split_cjk},
             is_elementwise=True,
         )
+
+    def encode(self, quantizer: Any) -> pl.Expr:
+        """PQ/RSPQ codes of an Array[Float32, d] column: Array[UInt8, m] (UInt16 when
+        k > 256). ``quantizer``: a fitted :class:`mmq.PQ`/:class:`mmq.RSPQ` or its file.
+
+        Example:
+            >>> import numpy as np, polars as pl, mmq
+            >>> x = np.random.default_rng(0).normal(size=(500, 16)).astype("float32")
+            >>> q = mmq.PQ(m=4, k=8).fit(x)
+            >>> df = pl.DataFrame({"v": pl.Series(x, dtype=pl.Array(pl.Float32, 16))})
+            >>> df.select(pl.col("v").mmq.encode(q)).dtypes
+            [Array(UInt8, shape=(4,))]
+        """
+        path = _path_of(quantizer)
+        if isinstance(quantizer, (str, os.PathLike)):
+            from mmq.classifier import load
+
+            quantizer = load(path)
+        return register_plugin_function(
+            plugin_path=_LIB,
+            function_name="mmq_encode",
+            args=[self._expr],
+            kwargs={"path": path, "m": quantizer.m, "k": quantizer.k},
+            is_elementwise=True,
+        )
+
+
+def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[str, Union[str, pl.Expr]]]):
+    from mmq.classifier import load
+
+    path = _path_of(model)
+    if isinstance(model, (str, os.PathLike)):
+        model = load(path)
+    names = list(model.dense)
+    dense = dict(dense or {})
+    missing = [n for n in names if n not in dense]
+    if not dense and names:
+        dense = {n: n for n in names}  # default: columns named as in training
+    elif missing:
+        raise InvalidInputError(f"the model reads dense column(s) {names}; missing {missing}")
+    args = [_as_expr(text)] + [_as_expr(dense[n]) for n in names]
+    return path, model, args
+
+
+def predict(model: Any, text: Union[str, pl.Expr] = "text",
+            dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None, threshold: float = 0.0) -> pl.Expr:
+    """The most probable label (String; null under ``threshold``) as an expression.
+    ``dense`` maps the model's dense column names to columns or expressions (default:
+    the same names).
+
+    Example:
+        >>> import polars as pl, mmq
+        >>> df = pl.DataFrame({"text": ["good", "bad"] * 20, "label": ["p", "n"] * 20})
+        >>> clf = mmq.Classifier(dim=4, epoch=20, lr=0.5, threads=1, progress=False).fit(df)
+        >>> df.head(2).select(mmq.predict(clf)).to_series().to_list()
+        ['p', 'n']
+    """
+    path, _, args = _model_args(model, text, dense)
+    return register_plugin_function(plugin_path=_LIB, function_name="mmq_predict", args=args,
+                                    kwargs={"path": path, "threshold": float(threshold)},
+                                    is_elementwise=True)
+
+
+def predict_proba(model: Any, text: Union[str, pl.Expr] = "text",
+                  dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None) -> pl.Expr:
+    """Probability of every label: Array[Float32, n_labels] in ``model.labels`` order."""
+    path, m, args = _model_args(model, text, dense)
+    return register_plugin_function(plugin_path=_LIB, function_name="mmq_predict_proba", args=args,
+                                    kwargs={"path": path, "n_labels": len(m.labels)},
+                                    is_elementwise=True)

@@ -126,6 +126,7 @@ class _Quantizer:
         a = as_matrix(x)
         if a.shape[0] == 0:
             raise InvalidInputError("cannot fit a quantizer on empty input (0 rows)")
+        self._plugin_path = None  # a refit object is re-saved for the Polars plugin
         q = _mmq.RustQuantizer.new(self._kind, a.shape[1], self.m, self.k, self.seed, self.s, self._subspaces)
         cb = None
         if progress:

@@ -62,10 +62,10 @@ pub struct DenseBatch {
     row_of: Vec<u32>,
 }
 
-struct DenseView<'a> {
-    vectors: Option<(&'a [f32], usize)>,
-    codes: Option<(&'a [u16], usize)>,
-    present: &'a [bool],
+pub struct DenseView<'a> {
+    pub vectors: Option<(&'a [f32], usize)>,
+    pub codes: Option<(&'a [u16], usize)>,
+    pub present: &'a [bool],
 }
 
 fn dense_views<'a>(
@@ -141,7 +141,10 @@ fn dense_views<'a>(
 }
 
 /// Encode (or check) every dense column of a batch; runs without the GIL.
-fn encode_batches(dense: &[DenseInput], views: &[DenseView]) -> mmq_core::Result<Vec<DenseBatch>> {
+pub fn encode_batches(
+    dense: &[DenseInput],
+    views: &[DenseView],
+) -> mmq_core::Result<Vec<DenseBatch>> {
     let mut out = Vec::new();
     for (d, v) in dense.iter().zip(views) {
         let q = &d.quantizer;
@@ -226,7 +229,7 @@ impl PyClassifier {
     }
 
     /// Token ids and weights of row i (text, then visual tokens).
-    fn row_tokens(
+    pub fn row_tokens(
         &self,
         text: &str,
         batches: &[DenseBatch],
@@ -244,7 +247,7 @@ impl PyClassifier {
         }
     }
 
-    fn predict_rows(
+    pub fn predict_rows(
         &self,
         texts: &[&str],
         batches: &[DenseBatch],

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 
 #[pyclass(module = "mmq._mmq", name = "RustFusionClassifier", frozen)]
 pub struct PyFusion {
-    model: FusionModel,
-    tokenizer: Tokenizer,
+    pub model: FusionModel,
+    pub tokenizer: Tokenizer,
 }
 
 /// Full n × D matrix (zeros where missing; never read there) and the presence mask.
@@ -67,7 +67,7 @@ fn full_dense(
 }
 
 impl PyFusion {
-    fn rows(
+    pub fn rows(
         &self,
         texts: &[&str],
         dense: &[f32],

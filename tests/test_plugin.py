@@ -1,0 +1,91 @@
+"""The Polars expressions (encode, predict, predict_proba) against the Python API."""
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal, assert_series_equal
+
+import mmq
+
+
+@pytest.fixture(scope="module")
+def data():
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=3000, dense_dim=16, seed=4)  # 10% null images
+    return df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "test")
+
+
+ENGINES = ["in-memory", "streaming"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_encode_expression_equals_api(data, engine):
+    train, test = data
+    q = mmq.RSPQ(m=4, k=8).fit(train["image"].drop_nulls())
+    out = test.lazy().select(pl.col("image").mmq.encode(q)).collect(engine=engine)["image"]
+    assert out.dtype == pl.Array(pl.UInt8, 4)
+    assert out.is_null().to_list() == test["image"].is_null().to_list()
+    present = test["image"].drop_nulls()
+    np.testing.assert_array_equal(out.drop_nulls().to_numpy(), q.encode(present))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["text", "discrete", "gated"])
+def test_predict_expressions_equal_api(data, kind, engine, tmp_path):
+    train, test = data
+    p = dict(dim=8, epoch=5, lr=0.2, threads=1, progress=False)
+    if kind == "discrete":
+        p["dense"] = {"image": mmq.PQ(m=4, k=8)}
+    elif kind == "gated":
+        p.update(fusion="gated", dense=["image"])
+    clf = mmq.Classifier(**p).fit(train)
+    got = test.lazy().select(mmq.predict(clf).alias("label")).collect(engine=engine)["label"]
+    assert_series_equal(got, clf.predict(test)["label"])
+    proba = test.lazy().select(mmq.predict_proba(clf)).collect(engine=engine).to_series().to_numpy()
+    np.testing.assert_allclose(proba, clf.predict_proba(test).to_numpy(), atol=1e-6)
+    # By path, too.
+    clf.save(tmp_path / "m.mmq")
+    by_path = test.select(mmq.predict(tmp_path / "m.mmq").alias("label"))["label"]
+    assert_series_equal(by_path, clf.predict(test)["label"])
+
+
+def test_predict_in_group_by(data):
+    train, test = data
+    clf = mmq.Classifier(dim=8, epoch=5, threads=1, progress=False).fit(train)
+    out = test.group_by("split").agg(mmq.predict(clf).alias("p"))
+    assert out["p"].list.len().sum() == test.height
+
+
+def test_plugin_reloads_changed_file(data, tmp_path):
+    train, test = data
+    path = tmp_path / "m.mmq"
+    a = mmq.Classifier(dim=8, epoch=1, seed=0, threads=1, progress=False).fit(train)
+    a.save(path)
+    first = test.select(mmq.predict_proba(path)).to_series().to_numpy()
+    time.sleep(0.05)
+    b = mmq.Classifier(dim=8, epoch=8, lr=0.5, seed=1, threads=1, progress=False).fit(train)
+    b.save(path)
+    second = test.select(mmq.predict_proba(path)).to_series().to_numpy()
+    np.testing.assert_allclose(second, b.predict_proba(test).to_numpy(), atol=1e-6)
+    assert not np.allclose(first, second)
+
+
+def test_expression_errors(data, tmp_path):
+    train, test = data
+    q = mmq.PQ(m=4, k=8).fit(train["image"].drop_nulls())
+    with pytest.raises(Exception, match="mmq.encode.*Array"):
+        test.select(pl.col("text").mmq.encode(q))
+    wrong = test.with_columns(pl.Series("image", np.zeros((len(test), 8), np.float32), dtype=pl.Array(pl.Float32, 8)))
+    with pytest.raises(Exception, match="dimension 8, the model expects 16"):
+        wrong.select(pl.col("image").mmq.encode(q))
+    with pytest.raises(mmq.InvalidInputError, match="does not exist"):
+        mmq.predict(tmp_path / "nope.mmq")
+    bad = tmp_path / "bad.mmq"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(mmq.ModelFileError, match="not a safetensors"):
+        mmq.predict(str(bad))
+    clf = mmq.Classifier(dim=8, epoch=1, threads=1, progress=False).fit(train)
+    with pytest.raises(Exception, match="must be String"):
+        test.select(mmq.predict(clf, text="image"))
