@@ -123,9 +123,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 enum Loaded {
-    Quantizer(Quantizer),
-    Classifier(PyClassifier),
-    Fusion(PyFusion),
+    Quantizer(Box<Quantizer>),
+    Classifier(Box<PyClassifier>),
+    Fusion(Box<PyFusion>),
 }
 
 type CacheMap = HashMap<PathBuf, (SystemTime, u64, Arc<Loaded>)>;
@@ -153,7 +153,9 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
     let kind = mmq_core::io::peek_kind(&p).map_err(err)?;
     let bytes = mmq_core::io::read(&p).map_err(err)?;
     let loaded = match kind.as_str() {
-        "quantizer" => Loaded::Quantizer(quantizer_from_bytes(&bytes, path).map_err(err)?),
+        "quantizer" => {
+            Loaded::Quantizer(Box::new(quantizer_from_bytes(&bytes, path).map_err(err)?))
+        }
         "classifier" => {
             let m = mmq_core::model::Model::from_bytes(&bytes, path).map_err(err)?;
             Loaded::Classifier(
@@ -165,7 +167,7 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
             let model =
                 mmq_core::model::fusion::FusionModel::from_bytes(&bytes, path).map_err(err)?;
             let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).map_err(err)?;
-            Loaded::Fusion(PyFusion { model, tokenizer })
+            Loaded::Fusion(Box::new(PyFusion { model, tokenizer }))
         }
         other => {
             polars_bail!(ComputeError: "{}: '{}' holds an mmq {}, not a quantizer or classifier", expr, path, other)
