@@ -158,10 +158,9 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
         }
         "classifier" => {
             let m = mmq_core::model::Model::from_bytes(&bytes, path).map_err(err)?;
-            Loaded::Classifier(
-                PyClassifier::from_model(m)
-                    .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?,
-            )
+            let c = PyClassifier::from_model(m)
+                .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?;
+            Loaded::Classifier(Box::new(c))
         }
         "fusion_classifier" => {
             let model =
