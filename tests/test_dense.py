@@ -104,3 +104,20 @@ def test_bad_dense_input(data):
         clf.predict(test.with_columns(pl.Series("image", nan, dtype=pl.Array(pl.Float32, 32))))
     with pytest.raises(mmq.InvalidInputError, match="image"):
         mmq.Classifier(**params(), dense={"image": mmq.PQ(m=4)}).fit(train.with_columns(pl.lit("x").alias("image")))
+
+
+def test_visual_token_neighbors_and_rows(data):
+    train, _ = data
+    q = mmq.PQ(m=4, k=8)
+    clf = mmq.Classifier(**params(), dense={"image": q}).fit(train)
+    near = clf.rows_near_centroid(train, "image", 1, 5, n=4)
+    present = train.with_row_index("row").filter(pl.col("image").is_not_null())
+    x = present["image"].to_numpy()
+    d2 = ((x[:, q.subspaces[1]] - q.centroids(1)[5]) ** 2).sum(1)
+    np.testing.assert_allclose(near["distance"].to_numpy(), np.sort(d2)[:4], rtol=1e-5)
+    assert near["row"].to_list() == present["row"].to_numpy()[np.argsort(d2, kind="stable")[:4]].tolist()
+    nb = clf.visual_neighbors("image", 1, 5, n=3, words=["alpha"])
+    assert nb.height == 3 and nb["similarity"].is_sorted(descending=True)
+    assert (nb["similarity"] <= 1.0 + 1e-6).all()
+    with pytest.raises(mmq.InvalidParameterError, match="not a dense column"):
+        clf.visual_neighbors("text", 0, 0)

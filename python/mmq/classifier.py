@@ -342,6 +342,63 @@ class Classifier:
         return pl.DataFrame(rows, schema={"token": pl.String, "kind": pl.String, "score": pl.Float32},
                             orient="row").sort("score", descending=True)
 
+    def _dense_index(self, column: str) -> int:
+        names = list(self.dense)
+        if self.fusion != "discrete" or column not in names:
+            raise InvalidParameterError(
+                f"{column!r} is not a dense column of this discrete-fusion model (dense columns: {names})")
+        return names.index(column)
+
+    def visual_neighbors(self, column: str, j: int, c: int, n: int = 10,
+                         words: Optional[Sequence[str]] = None) -> pl.DataFrame:
+        """Tokens nearest (cosine similarity of learned embeddings) to the visual token
+        ``column[j]=c`` (centroid c of sub-quantizer j): the model's other visual tokens,
+        and the given ``words`` if any (e.g. a vocabulary), most similar first."""
+        m = self._fitted()
+        ci = self._dense_index(column)
+        target = m.embeddings([m.dense_token(ci, j, c)])[0]
+        if np.isnan(target).any():
+            raise InvalidInputError(f"visual token {column}[{j}]={c} never occurred in training")
+        names, ids = [], []
+        for di, (name, _d, mm, kk) in enumerate(m.dense_columns):
+            for jj in range(mm):
+                for cc in range(kk):
+                    if (di, jj, cc) != (ci, j, c):
+                        names.append(f"{name}[{jj}]={cc}")
+                        ids.append(m.dense_token(di, jj, cc))
+        kinds = ["Dense"] * len(ids)
+        if words:
+            wid = tokenize(list(words), bucket=self.bucket, split_cjk=False).list.first().to_list()
+            names += list(words)
+            ids += wid
+            kinds += ["Word"] * len(wid)
+        emb = m.embeddings(ids)
+        seen = ~np.isnan(emb).any(axis=1)
+        emb = emb[seen]
+        sim = emb @ target / (np.linalg.norm(emb, axis=1) * np.linalg.norm(target) + 1e-12)
+        out = pl.DataFrame({"token": np.array(names, dtype=object)[seen].tolist(),
+                            "kind": np.array(kinds, dtype=object)[seen].tolist(), "similarity": sim})
+        return out.sort("similarity", descending=True).head(n)
+
+    def rows_near_centroid(self, data: Union[pl.DataFrame, pl.LazyFrame], column: str, j: int, c: int,
+                           n: int = 5) -> pl.DataFrame:
+        """The ``n`` rows of ``data`` whose sub-vector (sub-quantizer j's dimensions of
+        ``column``) is nearest to centroid c, with the squared distance: what the visual
+        token ``column[j]=c`` looks like. Rows with a null ``column`` are skipped."""
+        from mmq.quant import as_matrix
+
+        self._dense_index(column)
+        q = self.dense[column]
+        if not 0 <= j < q.m or not 0 <= c < q.k:
+            raise InvalidParameterError(f"({j}, {c}) out of range for m = {q.m}, k = {q.k}")
+        df = as_frame(data).with_row_index("row")
+        df = df.filter(pl.col(column).is_not_null())
+        x = as_matrix(df.get_column(column), what=column)
+        dims = q.subspaces[j]
+        d2 = ((x[:, dims] - q.centroids(j)[c]) ** 2).sum(axis=1)
+        order = np.argsort(d2, kind="stable")[:n]
+        return df[order.tolist()].drop(column).with_columns(pl.Series("distance", d2[order]))
+
     def tokenize(self, data: TextInput, text: str = "text") -> pl.Series:
         """Hashed token ids of each row, as this model's tokenizer computes them."""
         return tokenize(data, text=text, word_ngrams=self.word_ngrams, minn=self.minn,
