@@ -212,7 +212,7 @@ fn push_dense(
     }
 }
 
-fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
+pub fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("progress", p.progress)?;
     d.set_item("epoch", p.epoch)?;
@@ -220,6 +220,56 @@ fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDi
     d.set_item("loss", p.loss)?;
     d.set_item("tokens_per_sec_per_thread", p.tokens_per_sec_per_thread)?;
     Ok(d)
+}
+
+/// Top-k rows as flat n*k arrays: label index (-1 past a row's predictions) and
+/// probability (NaN there).
+pub fn flatten_ranked(r: &[Ranked], k: usize) -> (Vec<i64>, Vec<f32>) {
+    let mut idx = vec![-1i64; r.len() * k];
+    let mut probs = vec![f32::NAN; r.len() * k];
+    for (i, row) in r.iter().enumerate() {
+        for (j, &(l, p)) in row.iter().enumerate() {
+            idx[i * k + j] = l as i64;
+            probs[i * k + j] = p;
+        }
+    }
+    (idx, probs)
+}
+
+/// An evaluation as the dict the Python layer reads.
+pub fn eval_dict<'py>(
+    py: Python<'py>,
+    e: &mmq_core::eval::Evaluation,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("rows", e.rows)?;
+    d.set_item("predicted", e.predicted)?;
+    d.set_item("gold", e.gold)?;
+    d.set_item("correct", e.correct)?;
+    let per: Vec<(u64, u64, u64)> = e
+        .per_label
+        .iter()
+        .map(|s| (s.tp, s.predicted, s.gold))
+        .collect();
+    d.set_item("per_label", per)?;
+    Ok(d)
+}
+
+/// Calls a Python progress callable (if any) from a training thread; false on Ctrl-C.
+pub fn report_progress(progress: &Option<Py<PyAny>>, p: &Progress) -> bool {
+    Python::attach(|py| {
+        if py.check_signals().is_err() {
+            return false;
+        }
+        if let Some(cb) = progress {
+            if let Ok(d) = progress_dict(py, p) {
+                if let Err(e) = cb.call1(py, (d,)) {
+                    e.print(py);
+                }
+            }
+        }
+        true
+    })
 }
 
 impl PyClassifier {
@@ -340,21 +390,7 @@ impl PyClassifier {
         let dense_inputs = assign_offsets(cfg.tokenizer.bucket, qs).py_err()?;
         let views = dense_views(&dense_inputs, &dense, texts.len())?;
         let alpha = cfg.alpha;
-        let callback = |p: &Progress| -> bool {
-            Python::attach(|py| {
-                if py.check_signals().is_err() {
-                    return false;
-                }
-                if let Some(cb) = &progress {
-                    if let Ok(d) = progress_dict(py, p) {
-                        if let Err(e) = cb.call1(py, (d,)) {
-                            e.print(py);
-                        }
-                    }
-                }
-                true
-            })
-        };
+        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
         let model = py.detach(|| {
             let threads = cfg.threads;
             let batches = encode_batches(&dense_inputs, &views)?;
@@ -412,18 +448,8 @@ impl PyClassifier {
         let s = text.0;
         let texts = columns::texts(&s, "text")?;
         let batches = self.batches(py, &dense, texts.len())?;
-        let (idx, probs) = py.detach(|| {
-            let r = self.predict_rows(&texts, &batches, k, threshold);
-            let mut idx = vec![-1i64; r.len() * k];
-            let mut probs = vec![f32::NAN; r.len() * k];
-            for (i, row) in r.iter().enumerate() {
-                for (j, &(l, p)) in row.iter().enumerate() {
-                    idx[i * k + j] = l as i64;
-                    probs[i * k + j] = p;
-                }
-            }
-            (idx, probs)
-        });
+        let (idx, probs) =
+            py.detach(|| flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold), k));
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
 
@@ -492,18 +518,7 @@ impl PyClassifier {
             let preds = self.predict_rows(&texts, &batches, k, threshold);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
         });
-        let d = PyDict::new(py);
-        d.set_item("rows", e.rows)?;
-        d.set_item("predicted", e.predicted)?;
-        d.set_item("gold", e.gold)?;
-        d.set_item("correct", e.correct)?;
-        let per: Vec<(u64, u64, u64)> = e
-            .per_label
-            .iter()
-            .map(|s| (s.tp, s.predicted, s.gold))
-            .collect();
-        d.set_item("per_label", per)?;
-        Ok(d)
+        eval_dict(py, &e)
     }
 
     #[getter]

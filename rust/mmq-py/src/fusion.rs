@@ -1,6 +1,8 @@
 //! `mmq._mmq.RustFusionClassifier`: the continuous fusion modes (image, add, max, gated,
 //! bilinear, bilinear_gated) over a text column and one dense column.
-use crate::classifier::{tokenize_rows, DenseArg, Predictions};
+use crate::classifier::{
+    eval_dict, flatten_ranked, report_progress, tokenize_rows, DenseArg, Predictions,
+};
 use crate::columns;
 use crate::errors::{input_err, IntoPy};
 use mmq_core::eval::evaluate;
@@ -153,25 +155,7 @@ impl PyFusion {
         let texts = columns::texts(&text, text_name)?;
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
         let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
-        let callback = |p: &Progress| -> bool {
-            Python::attach(|py| {
-                if py.check_signals().is_err() {
-                    return false;
-                }
-                if let Some(cb) = &progress {
-                    let d = PyDict::new(py);
-                    let _ = d.set_item("progress", p.progress);
-                    let _ = d.set_item("epoch", p.epoch);
-                    let _ = d.set_item("lr", p.lr);
-                    let _ = d.set_item("loss", p.loss);
-                    let _ = d.set_item("tokens_per_sec_per_thread", p.tokens_per_sec_per_thread);
-                    if let Err(e) = cb.call1(py, (d,)) {
-                        e.print(py);
-                    }
-                }
-                true
-            })
-        };
+        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
         let model = py.detach(|| {
             let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
             let data = Dataset {
@@ -198,18 +182,8 @@ impl PyFusion {
     ) -> PyResult<Predictions<'py>> {
         let s = text.0;
         let (texts, full, present) = self.prepare(&s, &dense)?;
-        let (idx, probs) = py.detach(|| {
-            let r = self.rows(&texts, &full, &present, k, threshold, false);
-            let mut idx = vec![-1i64; r.len() * k];
-            let mut probs = vec![f32::NAN; r.len() * k];
-            for (i, row) in r.iter().enumerate() {
-                for (j, &(l, p)) in row.iter().enumerate() {
-                    idx[i * k + j] = l as i64;
-                    probs[i * k + j] = p;
-                }
-            }
-            (idx, probs)
-        });
+        let (idx, probs) = py
+            .detach(|| flatten_ranked(&self.rows(&texts, &full, &present, k, threshold, false), k));
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
 
@@ -252,18 +226,7 @@ impl PyFusion {
             let preds = self.rows(&texts, &full, &present, k, threshold, false);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
         });
-        let d = PyDict::new(py);
-        d.set_item("rows", e.rows)?;
-        d.set_item("predicted", e.predicted)?;
-        d.set_item("gold", e.gold)?;
-        d.set_item("correct", e.correct)?;
-        let per: Vec<(u64, u64, u64)> = e
-            .per_label
-            .iter()
-            .map(|s| (s.tp, s.predicted, s.gold))
-            .collect();
-        d.set_item("per_label", per)?;
-        Ok(d)
+        eval_dict(py, &e)
     }
 
     #[getter]
