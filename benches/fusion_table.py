@@ -678,12 +678,19 @@ def main() -> int:
     add(f"best discrete within {T_DISC_VS_CONT_PTS} point of the best continuous mode",
         gap >= -T_DISC_VS_CONT_PTS,
         f"{names[bd]} {final[bd]['test_acc']:.4f} vs {names[bc]} {final[bc]['test_acc']:.4f}: {gap:+.2f} pts")
-    ratio = final[bd]["train_s"] / final["text"]["train_s"]
-    add(f"discrete train time (classifier alone) <= {T_DISC_TIME_RATIO}x text-only", ratio <= T_DISC_TIME_RATIO,
-        f"{names[bd]} {final[bd]['train_s']:.3f}s vs text-only {final['text']['train_s']:.3f}s: {ratio:.2f}x "
-        f"(of which vectors -> codes {final[bd]['encode_s']:.3f}s; at text's own dim/epoch/lr: {matched[bd]['train_s']:.3f}s = "
-        f"{matched[bd]['train_s'] / final['text']['train_s']:.2f}x; with the quantizer fit: "
-        f"{final[bd]['train_with_quantizer_s']:.3f}s)")
+    # interleaved timings (paired_timing): text-only vs the discrete models, classifier alone
+    tt = paired["text"]
+    for suffix, what in (("", "as tuned"), ("@text", "at text-only's dim/epoch/lr")):
+        pv = paired[bd + suffix]
+        ratio, cratio = pv["wall_s"] / tt["wall_s"], pv["cpu_s"] / tt["cpu_s"]
+        other = [k for k in DISC_KINDS if k != bd][0]
+        po = paired[other + suffix]
+        add(f"discrete train time (classifier alone) <= {T_DISC_TIME_RATIO}x text-only, {what}",
+            ratio <= T_DISC_TIME_RATIO,
+            f"{names[bd]} {pv['wall_s']:.3f}s vs text-only {tt['wall_s']:.3f}s: {ratio:.2f}x wall, "
+            f"{cratio:.2f}x CPU ({names[other]}: {po['wall_s'] / tt['wall_s']:.2f}x)"
+            + (f"; vectors -> codes {final[bd]['encode_s']:.3f}s of it; with the quantizer fit "
+               f"{final[bd]['train_with_quantizer_s']:.3f}s" if not suffix else ""))
     d = pts(final[bm]["test_acc"] - sk["sk_late"]["test_acc"])
     add("mmq best multimodal >= sklearn late fusion", d >= 0,
         f"{names[bm]} {final[bm]['test_acc']:.4f} vs late fusion {sk['sk_late']['test_acc']:.4f}: {d:+.2f} pts")
@@ -732,7 +739,7 @@ def main() -> int:
         "mmq_module": str(Path(mmq.__file__).parent), "mmq_so_sha256": so_sha256(),
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "quick": args.quick, "total_s": total_s, "tuning_s": tune_s, "stages": stages,
-        "results": allres, "discrete_at_text_hyperparameters": matched,
+        "results": allres, "discrete_at_text_hyperparameters": matched, "paired_train_timing": paired,
         "chosen": chosen, "tuning": notes, "targets": checks, "notes_alt_selection": alt,
         "table": table,
     }

@@ -111,6 +111,48 @@ def loadavg() -> float:
         return math.nan
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def system_busy_s() -> float:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat; NaN elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return math.nan
+    # user nice system idle iowait irq softirq steal ...
+    return (v[0] + v[1] + v[2] + sum(v[5:8])) / _TICK
+
+
+class OtherLoad:
+    """Share of the machine (0..1 of all cores) that *other* processes used while in the
+    ``with`` block: system busy time minus this process's CPU time."""
+
+    def __enter__(self):
+        self.b0, self.p0, self.t0 = system_busy_s(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        others = (system_busy_s() - self.b0) - (time.process_time() - self.p0)
+        self.share = max(0.0, others) / max(wall * n_cores(), 1e-9) if wall > 0.05 else math.nan
+        return False
+
+
+def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> float:
+    """Wait (at most ``max_wait_s``) until other processes use under ``threshold`` of the
+    machine over a 2 s window; returns the last measured share."""
+    deadline = time.perf_counter() + max_wait_s
+    while True:
+        with OtherLoad() as ol:
+            time.sleep(2.0)
+        if not ol.share > threshold or time.perf_counter() >= deadline:
+            return ol.share
+        log(f"    (machine busy: others use {100 * ol.share:.0f}% of the cores; waiting)")
+        time.sleep(5.0)
+
+
 def dist_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -209,15 +251,18 @@ def run_method(name: str, fit, encode, decode, x: np.ndarray, x_train: np.ndarra
     """Train (unless ``fitted`` = (model, train_s, loadavg) is given), time the encode, score."""
     if fitted is None:
         la = loadavg()
-        c0, t0 = time.process_time(), time.perf_counter()
-        model = fit(x_train)
-        train_s = time.perf_counter() - t0
-        train_cpu_s = time.process_time() - c0
+        with OtherLoad() as ol_train:
+            c0, t0 = time.process_time(), time.perf_counter()
+            model = fit(x_train)
+            train_s = time.perf_counter() - t0
+            train_cpu_s = time.process_time() - c0
+        other_train = ol_train.share
     else:
-        model, train_s, la = fitted
+        model, train_s, la, other_train = fitted
         train_cpu_s = None
     xe = x if encode_rows is None else x[:encode_rows]
-    vps, codes, times = time_encode(lambda a: encode(model, a), xe)
+    with OtherLoad() as ol_enc:
+        vps, codes, times = time_encode(lambda a: encode(model, a), xe)
     err = row_errors(lambda c: decode(model, c), codes, xe)
     res = {
         "method": name,
@@ -228,10 +273,13 @@ def run_method(name: str, fit, encode, decode, x: np.ndarray, x_train: np.ndarra
         "encode_rows": int(xe.shape[0]),
         "mse": float(err.mean()),
         "loadavg_1m_start": la,
+        "others_cpu_share_train": other_train,
+        "others_cpu_share_encode": ol_enc.share,
         "codes_dtype": str(codes.dtype),
     }
     log(f"    {name:<9} train {train_s:7.2f} s | encode {vps:12,.0f} vec/s "
-        f"(rows {xe.shape[0]:,}) | MSE {res['mse']:.5g}")
+        f"(rows {xe.shape[0]:,}) | MSE {res['mse']:.5g} | others' CPU share "
+        f"train {100 * other_train:.0f}% encode {100 * ol_enc.share:.0f}%")
     return res | {"_model": model, "_err": err}
 
 
@@ -248,8 +296,8 @@ def bench_nanopq(x: np.ndarray, x_train: np.ndarray, m: int, train_budget_s: flo
     ds = d // m
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # Probe: a few k-means iterations on sub-space 0 of at most 4,096 rows.
-        pr, it = min(nt, 4_096), 5
+        # Probe: a few k-means iterations on sub-space 0 of at most 16,384 rows.
+        pr, it = min(nt, 16_384), 3
         sub = np.ascontiguousarray(x_train[:pr, :ds])
         np.random.seed(SEED)
         t0 = time.perf_counter()
@@ -258,9 +306,10 @@ def bench_nanopq(x: np.ndarray, x_train: np.ndarray, m: int, train_budget_s: flo
         train_rows = nt if est_train <= train_budget_s else max(20 * K, int(nt * train_budget_s / est_train))
         train_rows = min(train_rows, nt)
         la = loadavg()
-        t0 = time.perf_counter()
-        model = nanopq.PQ(M=m, Ks=K, verbose=False).fit(x_train[:train_rows], iter=MAX_ITER, seed=SEED)
-        train_s = time.perf_counter() - t0
+        with OtherLoad() as ol:
+            t0 = time.perf_counter()
+            model = nanopq.PQ(M=m, Ks=K, verbose=False).fit(x_train[:train_rows], iter=MAX_ITER, seed=SEED)
+            train_s = time.perf_counter() - t0
     probe = x[: min(n, 2_000)]
     t0 = time.perf_counter()
     model.encode(probe)
@@ -274,7 +323,7 @@ def bench_nanopq(x: np.ndarray, x_train: np.ndarray, m: int, train_budget_s: flo
             f"encode and MSE on the first {rows:,} rows")
     full_train_s = train_s * nt / train_rows
     r = run_method("nanopq", None, lambda q, a: q.encode(a), lambda q, c: q.decode(c), x, x_train,
-                   encode_rows=rows, fitted=(model, full_train_s, la))
+                   encode_rows=rows, fitted=(model, full_train_s, la, ol.share))
     r.update({"train_rows": train_rows, "train_s_measured": train_s, "train_estimated": train_rows < nt,
               "train_estimate_probe_s": est_train, "encode_estimate_full_s": est_enc,
               "subset": rows is not None})
@@ -282,14 +331,16 @@ def bench_nanopq(x: np.ndarray, x_train: np.ndarray, m: int, train_budget_s: flo
 
 
 def bench_case(label: str, x: np.ndarray, m: int, threads: int, with_nanopq: bool,
-               nanopq_train_budget: float) -> dict:
+               nanopq_train_budget: float, wait_quiet_s: float = 0.0) -> dict:
     import faiss
     import mmq
 
     n, d = x.shape
+    quiet = wait_quiet(wait_quiet_s) if wait_quiet_s > 0 else math.nan
     x_train = train_sample(x)
     case = {"data": label, "n": n, "d": d, "m": m, "k": K, "s_rspq": d // m,
-            "train_rows": int(x_train.shape[0]), "loadavg_1m_start": loadavg(), "methods": {}}
+            "train_rows": int(x_train.shape[0]), "loadavg_1m_start": loadavg(),
+            "others_cpu_share_before": quiet, "methods": {}}
     log(f"  [{label}] d={d} m={m} n={n:,} train_rows={x_train.shape[0]:,} "
         f"(load avg {case['loadavg_1m_start']:.2f})")
 
@@ -368,9 +419,19 @@ def bench_case(label: str, x: np.ndarray, m: int, threads: int, with_nanopq: boo
 # --------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------
+NOISY_SHARE = 0.25
+
+
+def _others_cell(r: dict) -> str:
+    a, b = r.get("others_cpu_share_train"), r.get("others_cpu_share_encode")
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return "?"
+    return f"{100 * a:.0f}/{100 * b:.0f}" + (" !" if max(a, b) > NOISY_SHARE else "")
+
+
 def fmt_table(cases: list[dict]) -> str:
     head = ["data", "d", "m", "method", "train s", "encode vec/s", "MSE",
-            "enc x faiss", "train / faiss", "MSE / faiss", "note"]
+            "enc x faiss", "train / faiss", "MSE / faiss", "others %", "note"]
     rows = []
     for c in cases:
         for name, r in c["methods"].items():
@@ -393,10 +454,11 @@ def fmt_table(cases: list[dict]) -> str:
                 "1" if is_ref else f"{r['ratio_encode_vs_faiss']:.2f}x",
                 "1" if is_ref else f"{r['ratio_train_vs_faiss']:.2f}",
                 "1" if is_ref else f"{r['ratio_mse_vs_faiss']:.3f}",
+                _others_cell(r),
                 note,
             ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    right = {1, 2, 4, 5, 6, 7, 8, 9}
+    right = {1, 2, 4, 5, 6, 7, 8, 9, 10}
 
     def line(cells):
         return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -440,6 +502,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nanopq-train-budget", type=float, default=None, metavar="S",
                     help="train nanopq on fewer rows when the full sample would take longer than S s "
                          "(estimated; default 20, 8 with --quick; 0 = always the full sample)")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each case, wait up to S s for other processes to use < 15%% of the cores")
     ap.add_argument("--no-real", action="store_true", help="skip mvsa_tweets")
     ap.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = ap.parse_args(argv)
@@ -475,13 +539,13 @@ def main(argv=None) -> int:
             if d % m:
                 log(f"  skip d={d} m={m}: faiss and nanopq need d % m == 0")
                 continue
-            cases.append(bench_case("synthetic", x, m, threads, with_nanopq, args.nanopq_train_budget))
+            cases.append(bench_case("synthetic", x, m, threads, with_nanopq, args.nanopq_train_budget, args.wait_quiet))
         del x
     if with_real:
         x = load_mvsa()
         if x is not None:
             for m in MS:
-                cases.append(bench_case("mvsa_image", x, m, threads, with_nanopq, args.nanopq_train_budget))
+                cases.append(bench_case("mvsa_image", x, m, threads, with_nanopq, args.nanopq_train_budget, args.wait_quiet))
     elif not args.quick:
         log("mvsa_tweets skipped (--no-real)")
     total = time.perf_counter() - t_start
@@ -491,6 +555,8 @@ def main(argv=None) -> int:
     loads = [c["loadavg_1m_start"] for c in cases] + [c["loadavg_1m_end"] for c in cases]
     load_warn = [f"{c['data']} d={c['d']} m={c['m']}: {c['loadavg_1m_start']:.2f}"
                  for c in cases if c["loadavg_1m_start"] > threads + 0.5]
+    noisy = [f"{c['data']} d={c['d']} m={c['m']} {name}" for c in cases for name, r in c["methods"].items()
+             if max(r.get("others_cpu_share_train") or 0, r.get("others_cpu_share_encode") or 0) > NOISY_SHARE]
     print()
     print(f"PQ benchmark: k={K}, {MAX_ITER} iterations max, train on "
           f"{TRAIN_ROWS:,} rows (or all), encode best of {ENCODE_REPEATS}, "
@@ -504,6 +570,12 @@ def main(argv=None) -> int:
     if load_warn:
         print("WARNING: load average above the core count (+0.5) at the start of: " + "; ".join(load_warn)
               + " -- other processes competed for the CPU; timings there are noisy.")
+    print("'others %' = share of the machine's cores used by other processes during the train / the "
+          f"encode timing ('!' above {100 * NOISY_SHARE:.0f}%: that timing is inflated by contention; "
+          "faiss's OpenMP loops suffer most from it).")
+    if noisy:
+        print(f"WARNING: {len(noisy)} of {sum(len(c['methods']) for c in cases)} measurements ran while other "
+              "processes took over " f"{100 * NOISY_SHARE:.0f}% of the CPU: " + ", ".join(noisy))
     print("note: mmq's k-means also stops once the relative objective improvement is < 1e-4 "
           "(default tol); faiss and nanopq run all 25 iterations.")
     print("note: mmq RSPQ draws s=d/m dimensions per sub-quantizer independently, so about "
