@@ -51,6 +51,12 @@ Run from the repository root::
 
     PYTHONPATH=python python benches/pq_vs_faiss.py            # full (~8-10 min on 2 cores)
     PYTHONPATH=python python benches/pq_vs_faiss.py --quick    # smoke: d=512 only, n=50k
+
+On a shared machine, ``--wait-quiet 60`` waits (up to 60 s per case) for other processes to
+go quiet first; every row of the table shows the share of the cores other processes took
+during its train / encode timing ("others %"). faiss's OpenMP loops spin-wait by default and
+slow down several-fold when another process holds a core (mmq's rayon pool barely notices);
+``--omp-passive`` sets ``OMP_WAIT_POLICY=PASSIVE`` for it, which mostly removes that.
 """
 from __future__ import annotations
 
@@ -504,6 +510,9 @@ def main(argv=None) -> int:
                          "(estimated; default 20, 8 with --quick; 0 = always the full sample)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before each case, wait up to S s for other processes to use < 15%% of the cores")
+    ap.add_argument("--omp-passive", action="store_true",
+                    help="set OMP_WAIT_POLICY=PASSIVE for faiss (much faster for it on a busy machine, "
+                         "possibly slower on an idle one)")
     ap.add_argument("--no-real", action="store_true", help="skip mvsa_tweets")
     ap.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = ap.parse_args(argv)
@@ -512,6 +521,10 @@ def main(argv=None) -> int:
     elif args.nanopq_train_budget <= 0:
         args.nanopq_train_budget = math.inf
 
+    if args.omp_passive:
+        if "faiss" in sys.modules:
+            log("WARNING: --omp-passive has no effect: faiss was imported before")
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     import faiss
     import mmq
 
@@ -593,6 +606,7 @@ def main(argv=None) -> int:
                      "min_timing_s": MIN_TIMING_S, "n_synthetic": n, "dims": list(dims), "ms": list(MS),
                      "threads": threads, "nanopq_encode_limit_s": NANOPQ_ENCODE_LIMIT_S,
                      "nanopq_subset_rows": NANOPQ_SUBSET,
+                     "wait_quiet_s": args.wait_quiet,
                      "nanopq_train_budget_s": None if math.isinf(args.nanopq_train_budget) else args.nanopq_train_budget,
                      "mse": "mean over rows of ||x - decode(encode(x))||^2, float64 accumulation"},
         "targets": {"encode_speedup_vs_faiss": TARGET_ENCODE_SPEEDUP, "train_time_ratio_max": 1.0,
@@ -601,7 +615,8 @@ def main(argv=None) -> int:
                 "cpu_count": os.cpu_count(), "threads": threads,
                 "mmq": getattr(mmq, "__version__", dist_version("mmq")), "faiss": faiss.__version__,
                 "nanopq": dist_version("nanopq"), "numpy": np.__version__, "scipy": dist_version("scipy"),
-                "loadavg_1m_start": la0, "loadavg_1m_end": loadavg()},
+                "loadavg_1m_start": la0, "loadavg_1m_end": loadavg(),
+                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
         "total_s": total,
         "cases": cases,
         "verdicts": verdict,
