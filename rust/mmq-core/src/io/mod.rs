@@ -69,10 +69,8 @@ pub fn to_bytes<S: AsRef<str>>(
 }
 
 /// Parse bytes written by [`to_bytes`]; `what` names the source in errors.
-pub fn from_bytes(
-    bytes: &[u8],
-    what: &str,
-) -> Result<(serde_json::Value, HashMap<String, Tensor>)> {
+/// The JSON header of an mmq file, checked for format and version.
+fn read_header(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
     let bad = |reason: String| MmqError::InvalidModelFile {
         path: what.to_string(),
         reason,
@@ -97,6 +95,18 @@ pub fn from_bytes(
             "format version {version} is not supported by this mmq (reads 1..={FORMAT_VERSION})"
         )));
     }
+    Ok(header)
+}
+
+pub fn from_bytes(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(serde_json::Value, HashMap<String, Tensor>)> {
+    let bad = |reason: String| MmqError::InvalidModelFile {
+        path: what.to_string(),
+        reason,
+    };
+    let header = read_header(bytes, what)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensors: {e}")))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
@@ -183,28 +193,16 @@ pub fn take_u32(t: &mut HashMap<String, Tensor>, name: &str, what: &str) -> Resu
 
 /// The `kind` recorded in an mmq file's header ("classifier", "quantizer", ...).
 pub fn peek_kind(path: &Path) -> Result<String> {
-    let bytes = read(path)?;
     let what = path.display().to_string();
-    let bad = |reason: String| MmqError::InvalidModelFile {
-        path: what.clone(),
-        reason,
-    };
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let header = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(FORMAT))
-        .ok_or_else(|| {
-            bad("a safetensors file without an mmq header (not written by mmq)".into())
-        })?;
-    let header: serde_json::Value =
-        serde_json::from_str(header).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
+    let header = read_header(&read(path)?, &what)?;
     header
         .get("kind")
         .and_then(|k| k.as_str())
         .map(str::to_string)
-        .ok_or_else(|| bad("header has no kind".into()))
+        .ok_or_else(|| MmqError::InvalidModelFile {
+            path: what,
+            reason: "header has no kind".into(),
+        })
 }
 
 #[cfg(test)]
