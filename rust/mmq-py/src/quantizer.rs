@@ -18,6 +18,44 @@ fn dims<T: numpy::Element>(a: &PyReadonlyArray2<'_, T>) -> (usize, usize) {
     (s[0], s[1])
 }
 
+/// A Rust buffer as an n × w NumPy array.
+fn array2<T: numpy::Element>(
+    py: Python<'_>,
+    n: usize,
+    w: usize,
+    v: Vec<T>,
+) -> PyResult<Bound<'_, PyArray2<T>>> {
+    let a =
+        numpy::ndarray::Array2::from_shape_vec((n, w), v).map_err(|e| input_err(e.to_string()))?;
+    Ok(a.into_pyarray(py))
+}
+
+impl PyQuantizer {
+    /// Rows of `x` as a slice, after checking their dimension.
+    fn vectors<'a>(&self, x: &'a PyReadonlyArray2<'_, f32>) -> PyResult<(&'a [f32], usize)> {
+        let (n, d) = dims(x);
+        if d != self.q.d() {
+            return Err(input_err(format!(
+                "expected vectors of dimension {}, got {d}",
+                self.q.d()
+            )));
+        }
+        Ok((x.as_slice().map_err(|e| input_err(e.to_string()))?, n))
+    }
+
+    /// Codes as a slice, after checking their width.
+    fn codes<'a>(&self, codes: &'a PyReadonlyArray2<'_, u16>) -> PyResult<(&'a [u16], usize)> {
+        let (n, m) = dims(codes);
+        if m != self.q.m() {
+            return Err(input_err(format!(
+                "expected {} codes per row, got {m}",
+                self.q.m()
+            )));
+        }
+        Ok((codes.as_slice().map_err(|e| input_err(e.to_string()))?, n))
+    }
+}
+
 #[pymethods]
 impl PyQuantizer {
     #[staticmethod]
@@ -50,18 +88,11 @@ impl PyQuantizer {
         max_points_per_centroid: usize,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let (n, d) = dims(&x);
-        if d != self.q.d() {
-            return Err(input_err(format!(
-                "expected vectors of dimension {}, got {d}",
-                self.q.d()
-            )));
-        }
+        let (data, n) = self.vectors(&x)?;
         self.q.set_max_iter(max_iter);
         self.q
             .set_max_points_per_centroid(max_points_per_centroid)
             .py_err()?;
-        let data = x.as_slice().map_err(|e| input_err(e.to_string()))?;
         let q = &mut self.q;
         let m = q.m();
         let cb = |done: usize| -> bool {
@@ -80,28 +111,16 @@ impl PyQuantizer {
 
     /// Codes as uint8 (k <= 256) or uint16, shape n × m.
     fn encode(&self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<Py<PyAny>> {
-        let (n, d) = dims(&x);
-        if d != self.q.d() {
-            return Err(input_err(format!(
-                "expected vectors of dimension {}, got {d}",
-                self.q.d()
-            )));
-        }
-        let data = x.as_slice().map_err(|e| input_err(e.to_string()))?;
-        let m = self.q.m();
-        let q = &self.q;
+        let (data, n) = self.vectors(&x)?;
+        let (q, m) = (&self.q, self.q.m());
         if q.k() <= 256 {
             let mut out = vec![0u8; n * m];
             py.detach(|| q.encode_u8(data, n, &mut out)).py_err()?;
-            let a = numpy::ndarray::Array2::from_shape_vec((n, m), out)
-                .map_err(|e| input_err(e.to_string()))?;
-            Ok(a.into_pyarray(py).into_any().unbind())
+            Ok(array2(py, n, m, out)?.into_any().unbind())
         } else {
             let mut out = vec![0u16; n * m];
             py.detach(|| q.encode_u16(data, n, &mut out)).py_err()?;
-            let a = numpy::ndarray::Array2::from_shape_vec((n, m), out)
-                .map_err(|e| input_err(e.to_string()))?;
-            Ok(a.into_pyarray(py).into_any().unbind())
+            Ok(array2(py, n, m, out)?.into_any().unbind())
         }
     }
 
@@ -110,19 +129,10 @@ impl PyQuantizer {
         py: Python<'py>,
         codes: PyReadonlyArray2<'py, u16>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (n, m) = dims(&codes);
-        if m != self.q.m() {
-            return Err(input_err(format!(
-                "expected {} codes per row, got {m}",
-                self.q.m()
-            )));
-        }
-        let c = codes.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let (c, n) = self.codes(&codes)?;
         let q = &self.q;
         let out = py.detach(|| q.decode(c, n)).py_err()?;
-        let a = numpy::ndarray::Array2::from_shape_vec((n, q.d()), out)
-            .map_err(|e| input_err(e.to_string()))?;
-        Ok(a.into_pyarray(py))
+        array2(py, n, q.d(), out)
     }
 
     fn tokens<'py>(
@@ -130,30 +140,14 @@ impl PyQuantizer {
         py: Python<'py>,
         codes: PyReadonlyArray2<'py, u16>,
     ) -> PyResult<Bound<'py, PyArray2<u32>>> {
-        let (n, m) = dims(&codes);
-        if m != self.q.m() {
-            return Err(input_err(format!(
-                "expected {} codes per row, got {m}",
-                self.q.m()
-            )));
-        }
-        let c = codes.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let (c, n) = self.codes(&codes)?;
         let q = &self.q;
         let out = py.detach(|| q.token_ids(c)).py_err()?;
-        let a = numpy::ndarray::Array2::from_shape_vec((n, m), out)
-            .map_err(|e| input_err(e.to_string()))?;
-        Ok(a.into_pyarray(py))
+        array2(py, n, q.m(), out)
     }
 
     fn quantization_error(&self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<f64> {
-        let (n, d) = dims(&x);
-        if d != self.q.d() {
-            return Err(input_err(format!(
-                "expected vectors of dimension {}, got {d}",
-                self.q.d()
-            )));
-        }
-        let data = x.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let (data, n) = self.vectors(&x)?;
         let q = &self.q;
         py.detach(|| q.quantization_error(data, n)).py_err()
     }
