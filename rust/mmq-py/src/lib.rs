@@ -6,6 +6,7 @@ mod errors;
 mod fusion;
 mod plugin;
 mod quantizer;
+mod sets;
 
 use pyo3::prelude::*;
 
@@ -14,6 +15,7 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<classifier::PyClassifier>()?;
     m.add_class::<quantizer::PyQuantizer>()?;
     m.add_class::<fusion::PyFusion>()?;
+    m.add_class::<sets::PySets>()?;
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;
     m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

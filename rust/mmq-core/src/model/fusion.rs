@@ -329,7 +329,7 @@ impl Dims {
 
 /// Read access to a weight matrix: the plain one of a trained model, or the shared
 /// Hogwild one during training.
-trait Weights {
+pub(super) trait Weights {
     /// `row(r) · v`
     fn dot_row(&self, r: usize, v: &[f32]) -> f32;
     /// `out += a * row(r)`
@@ -349,14 +349,14 @@ impl Weights for HogwildMatrix {
 
 /// A plain row-major matrix.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Mat {
-    data: Vec<f32>,
-    cols: usize,
+pub(super) struct Mat {
+    pub(super) data: Vec<f32>,
+    pub(super) cols: usize,
 }
 
 impl Mat {
     #[inline]
-    fn row(&self, r: usize) -> &[f32] {
+    pub(super) fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
     }
 }

@@ -4,6 +4,7 @@ pub mod dense;
 pub mod fusion;
 pub mod loss;
 mod persist;
+pub mod sets;
 
 use crate::error::{MmqError, Result};
 use crate::text::TokenizerConfig;

@@ -63,4 +63,11 @@ impl HogwildMatrix {
             w.store((cur + a * x).to_bits(), Relaxed);
         }
     }
+
+    /// `row(r)[c] += a`
+    #[inline]
+    pub fn add_at(&self, r: usize, c: usize, a: f32) {
+        let w = &self.data[r * self.cols + c];
+        w.store((f32::from_bits(w.load(Relaxed)) + a).to_bits(), Relaxed);
+    }
 }

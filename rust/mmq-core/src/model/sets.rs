@@ -1,0 +1,1845 @@
+//! Models over any number of modalities, each a *set of tokens*: text columns (hashed
+//! word / n-gram tokens), categorical columns (one token per value) and dense columns
+//! (the m PQ/RSPQ code tokens of the row's vector). A null value of a modality is the
+//! empty set: it adds nothing, and is never replaced by a zero placeholder.
+//!
+//! # Notation
+//!
+//! `K` modalities, `S_k` the token set of modality `k` in a row (its embedding rows
+//! `E[r]`, `r ∈ S_k`; tokens unseen in training are dropped at prediction), `P` the
+//! modalities with a non-empty set, `d` = `dim`, `L` labels. Every modality has its own
+//! token table: the word "red" of a `title` column and of a `body` column are two rows.
+//!
+//! # Fusion (`h`: the fused vector)
+//!
+//! ```text
+//! bag:        h = Σ_k a_k Σ_{r∈S_k} E[r] / Σ_k a_k |S_k|       a_k = alpha (dense), 1 (others)
+//!             (mmq's discrete fusion, over many columns)
+//! deepset:    v_k = pool(E[S_k]) for k ∈ P;  h = pool'({v_k : k ∈ P})
+//!             pool / pool' ∈ {mean, sum, max (elementwise)}   (Deep Multi-Modal Sets)
+//! attention:  t = mean of E over the tokens of every non-dense modality   (MI2P-style)
+//!             for each dense modality k ∈ P with code tokens r_1..r_m:
+//!                 a_j = K[r_j]·t / √d,  α = softmax(a),  o_k = Σ_j α_j E[r_j]
+//!             h = t + Σ_{dense k ∈ P} o_k
+//! ```
+//! `h = 0` when no modality is present (or, in bag mode, when all weights are 0). In
+//! attention mode `K` is a second table over the dense tokens (keys), `E` holds their
+//! values; each sub-quantizer's codes have their own rows in both.
+//!
+//! Output: `s = W h + b`, `q = softmax(s)`, loss `−ln q_y`. A row where every modality is
+//! null therefore predicts `softmax(b)`: the label prior the bias has learned.
+//!
+//! # Gradient-Blending (`blend = gblend`; Wang, Tran, Feiszli, CVPR 2020)
+//!
+//! One more softmax head per modality on `v_k = pool(E[S_k])`: `q_k = softmax(W_k v_k +
+//! b_k)`. The row's loss is `w_0 (−ln q_y) + Σ_{k∈P} w_k (−ln q_{k,y})`. Before training a
+//! seeded `holdout` fraction of the rows is set aside (never trained on) and a training
+//! subset `T` of the same size is drawn. After each epoch `n` the mean loss of every head
+//! `i` (0 = fused) is measured on both: `V_i(n)`, `T_i(n)` (`n = 0`: before training).
+//! Then, as the paper's online estimate,
+//!
+//! ```text
+//! G_i = V_i(n−1) − V_i(n)                          (generalisation gained)
+//! O_i = (V_i(n) − T_i(n)) − (V_i(n−1) − T_i(n−1))  (overfitting added)
+//! w_i ∝ max(G_i, 0) / (O_i² + 1e-4),   Σ_i w_i = 1
+//! ```
+//! are the weights of the next epoch (the first epoch uses `w_i = 1/(K+1)`; if no head
+//! gained, the weights are kept). Every epoch's weights and losses are stored in the model
+//! ([`SetModel::history`]). Prediction uses the fused head only. The held-out slice must
+//! have at least `max(30, 3 L)` rows, else training stops with a clear error.
+//!
+//! # Training
+//!
+//! Hogwild SGD as the other models: seeded init (`E, K ~ U(±1/d)`, `W = b = 0`), a seeded
+//! shuffle per epoch, fastText's linear lr decay, rayon threads, progress every ~100 ms.
+//! Within a row's step every weight is read for back-propagation before it is written,
+//! so with one thread the step is exact SGD (checked against finite differences).
+// Index loops over the d dimensions read like the formulas above.
+#![allow(clippy::needless_range_loop)]
+use super::fusion::{Mat, Weights};
+use super::loss::safe_ln;
+use super::{softmax_in_place, top_k, Ranked, TokenIndex};
+use crate::error::{MmqError, Result};
+use crate::io::quant::{quantizer_from_parts, quantizer_parts};
+use crate::io::{self, Tensor};
+use crate::quant::Quantizer;
+use crate::text::TokenizerConfig;
+use crate::train::hogwild::HogwildMatrix;
+use crate::train::Progress;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What a modality's tokens are made from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModalityKind {
+    /// A String column, tokenized like the text model.
+    Text,
+    /// One token per distinct value.
+    Categorical,
+    /// The code tokens of a quantized dense column.
+    Dense,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Modality {
+    pub name: String,
+    pub kind: ModalityKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetFusion {
+    Bag,
+    Deepset,
+    Attention,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    Mean,
+    Sum,
+    Max,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blend {
+    None,
+    Gblend,
+}
+
+/// Hyperparameters of a set model (stored in the model file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetConfig {
+    pub fusion: SetFusion,
+    /// Pooling of a modality's tokens (deepset, and the G-Blend heads).
+    pub pool: Pool,
+    /// Pooling of the modality vectors (deepset).
+    pub outer_pool: Pool,
+    pub blend: Blend,
+    pub dim: usize,
+    pub epoch: usize,
+    pub lr: f32,
+    pub threads: usize,
+    pub seed: u64,
+    /// Bag mode: weight of a dense token relative to a text or categorical token.
+    pub alpha: f32,
+    /// G-Blend: fraction of the training rows held out to estimate the weights.
+    pub holdout: f32,
+    pub tokenizer: TokenizerConfig,
+    pub modalities: Vec<Modality>,
+}
+
+impl Default for SetConfig {
+    fn default() -> Self {
+        Self {
+            fusion: SetFusion::Deepset,
+            pool: Pool::Mean,
+            outer_pool: Pool::Mean,
+            blend: Blend::None,
+            dim: 100,
+            epoch: 5,
+            lr: 0.1,
+            threads: 1,
+            seed: 0,
+            alpha: 1.0,
+            holdout: 0.1,
+            tokenizer: TokenizerConfig::default(),
+            modalities: Vec::new(),
+        }
+    }
+}
+
+impl SetConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(MmqError::InvalidParameter(m));
+        if self.dim < 1 {
+            return bad(format!("dim must be >= 1, got {}", self.dim));
+        }
+        if self.epoch < 1 {
+            return bad(format!("epoch must be >= 1, got {}", self.epoch));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be a finite number > 0, got {}", self.lr));
+        }
+        if self.threads < 1 {
+            return bad(format!("threads must be >= 1, got {}", self.threads));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return bad(format!(
+                "alpha must be a finite number >= 0, got {}",
+                self.alpha
+            ));
+        }
+        if !(self.holdout > 0.0 && self.holdout <= 0.5) {
+            return bad(format!("holdout must be in (0, 0.5], got {}", self.holdout));
+        }
+        if self.modalities.is_empty() {
+            return bad("a set model needs at least one modality".into());
+        }
+        for (i, m) in self.modalities.iter().enumerate() {
+            if m.name.is_empty() {
+                return bad(format!("modality {i} has an empty name"));
+            }
+            if self.modalities[..i].iter().any(|o| o.name == m.name) {
+                return bad(format!(
+                    "modality names collide: '{}' is given twice (each column can be one modality)",
+                    m.name
+                ));
+            }
+        }
+        if self.fusion == SetFusion::Attention {
+            let dense = self
+                .modalities
+                .iter()
+                .filter(|m| m.kind == ModalityKind::Dense)
+                .count();
+            if dense == 0 || dense == self.modalities.len() {
+                return bad(format!(
+                    "fusion 'attention' needs at least one dense column and one text or \
+                     categorical column, got {} dense of {} modalities",
+                    dense,
+                    self.modalities.len()
+                ));
+            }
+        }
+        self.tokenizer.validate()
+    }
+}
+
+/// One modality's raw token ids for `n` rows, CSR: row `i` is `ids[offsets[i]..offsets[i+1]]`.
+#[derive(Clone, Copy, Debug)]
+pub struct ModalityRows<'a> {
+    pub offsets: &'a [usize],
+    pub ids: &'a [u32],
+}
+
+/// G-Blend's record of one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlendEpoch {
+    pub epoch: usize,
+    /// Loss weights used during this epoch: fused head, then one per modality.
+    pub weights: Vec<f32>,
+    /// Mean loss of each head on the held-out slice after this epoch.
+    pub holdout_loss: Vec<f32>,
+    /// Mean loss of each head on the training subset after this epoch.
+    pub train_loss: Vec<f32>,
+}
+
+// Parameter slots.
+const EMB: usize = 0;
+const OUT: usize = 1;
+const OUT_B: usize = 2;
+const KEY: usize = 3;
+const HEAD: usize = 4;
+const HEAD_B: usize = 5;
+const N_PARAMS: usize = 6;
+const PARAM_NAMES: [&str; N_PARAMS] = [
+    "input",
+    "output",
+    "output_bias",
+    "key",
+    "heads",
+    "heads_bias",
+];
+
+/// Everything that fixes the shapes and the graph.
+#[derive(Clone, Debug)]
+struct Dims {
+    fusion: SetFusion,
+    pool: Pool,
+    outer: Pool,
+    gblend: bool,
+    alpha: f32,
+    d: usize,
+    nl: usize,
+    kinds: Vec<ModalityKind>,
+    /// First embedding row of each modality; last entry = number of rows.
+    row_off: Vec<usize>,
+    /// First key row of each modality (dense ones have keys in attention mode).
+    key_off: Vec<usize>,
+}
+
+impl Dims {
+    fn new(cfg: &SetConfig, nl: usize, sizes: &[usize]) -> Self {
+        let mut row_off = vec![0];
+        let mut key_off = vec![0];
+        for (m, &s) in cfg.modalities.iter().zip(sizes) {
+            row_off.push(row_off.last().unwrap() + s);
+            let keys = cfg.fusion == SetFusion::Attention && m.kind == ModalityKind::Dense;
+            key_off.push(key_off.last().unwrap() + if keys { s } else { 0 });
+        }
+        Self {
+            fusion: cfg.fusion,
+            pool: cfg.pool,
+            outer: cfg.outer_pool,
+            gblend: cfg.blend == Blend::Gblend,
+            alpha: cfg.alpha,
+            d: cfg.dim,
+            nl,
+            kinds: cfg.modalities.iter().map(|m| m.kind).collect(),
+            row_off,
+            key_off,
+        }
+    }
+    fn k(&self) -> usize {
+        self.kinds.len()
+    }
+    fn shapes(&self) -> [(usize, usize); N_PARAMS] {
+        let (d, nl, k) = (self.d, self.nl, self.k());
+        let heads = if self.gblend { k * nl } else { 0 };
+        [
+            (*self.row_off.last().unwrap(), d),
+            (nl, d),
+            (1, nl),
+            (*self.key_off.last().unwrap(), d),
+            (heads, d),
+            (if self.gblend { k } else { 0 }, nl),
+        ]
+    }
+    /// Whether the per-modality vectors `v_k` are needed.
+    fn needs_v(&self) -> bool {
+        self.fusion == SetFusion::Deepset || self.gblend
+    }
+    fn key_row(&self, k: usize, r: u32) -> usize {
+        r as usize - self.row_off[k] + self.key_off[k]
+    }
+}
+
+/// Activations of one row and scratch for its gradients.
+struct Cache {
+    present: Vec<bool>,
+    /// `v_k`, K × d.
+    v: Vec<f32>,
+    /// Max pooling: index (within `S_k`) of the token that gave each dimension, K × d.
+    arg: Vec<u32>,
+    /// Outer max pooling: the modality that gave each dimension of `h`.
+    win: Vec<u32>,
+    h: Vec<f32>,
+    t: Vec<f32>,
+    t_total: f32,
+    bag_total: f32,
+    /// Attention weights of the dense tokens, modality after modality.
+    att: Vec<f32>,
+    att_off: Vec<usize>,
+    q: Vec<f32>,
+    /// Head probabilities, K × L.
+    qk: Vec<f32>,
+    ds: Vec<f32>,
+    /// Head score gradients, K × L.
+    dq: Vec<f32>,
+    dh: Vec<f32>,
+    dv: Vec<f32>,
+    dt: Vec<f32>,
+    da: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+impl Cache {
+    fn new(dm: &Dims) -> Self {
+        let (k, d, nl) = (dm.k(), dm.d, dm.nl);
+        Self {
+            present: vec![false; k],
+            v: vec![0.0; k * d],
+            arg: vec![0; k * d],
+            win: vec![0; d],
+            h: vec![0.0; d],
+            t: vec![0.0; d],
+            t_total: 0.0,
+            bag_total: 0.0,
+            att: Vec::new(),
+            att_off: vec![0; k + 1],
+            q: vec![0.0; nl],
+            qk: vec![0.0; k * nl],
+            ds: vec![0.0; nl],
+            dq: vec![0.0; k * nl],
+            dh: vec![0.0; d],
+            dv: vec![0.0; k * d],
+            dt: vec![0.0; d],
+            da: Vec::new(),
+            tmp: vec![0.0; d],
+        }
+    }
+}
+
+/// `out = pool(E[rows])` (rows non-empty); `arg` gets the argmax positions for max.
+fn pool_into<W: Weights>(
+    pool: Pool,
+    emb: &W,
+    rows: &[u32],
+    out: &mut [f32],
+    arg: &mut [u32],
+    tmp: &mut [f32],
+) {
+    match pool {
+        Pool::Mean | Pool::Sum => {
+            out.fill(0.0);
+            for &r in rows {
+                emb.add_row_to(r as usize, 1.0, out);
+            }
+            if pool == Pool::Mean {
+                let inv = 1.0 / rows.len() as f32;
+                out.iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+        Pool::Max => {
+            for (j, &r) in rows.iter().enumerate() {
+                tmp.fill(0.0);
+                emb.add_row_to(r as usize, 1.0, tmp);
+                if j == 0 {
+                    out.copy_from_slice(tmp);
+                    arg.fill(0);
+                } else {
+                    for i in 0..out.len() {
+                        if tmp[i] > out[i] {
+                            out[i] = tmp[i];
+                            arg[i] = j as u32;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out = softmax(W[head·L..(head+1)·L] x + b[head])`.
+fn softmax_scores<W: Weights>(w: &W, b: &W, head: usize, x: &[f32], out: &mut [f32]) {
+    let nl = out.len();
+    for (l, o) in out.iter_mut().enumerate() {
+        *o = w.dot_row(head * nl + l, x);
+    }
+    b.add_row_to(head, 1.0, out);
+    softmax_in_place(out);
+}
+
+/// Forward pass: fills `c` from the row's compacted embedding rows per modality.
+fn forward<W: Weights>(dm: &Dims, w: &[W; N_PARAMS], rows: &[&[u32]], c: &mut Cache) {
+    let d = dm.d;
+    let nl = dm.nl;
+    let emb = &w[EMB];
+    for (k, r) in rows.iter().enumerate() {
+        c.present[k] = !r.is_empty();
+        if dm.needs_v() && c.present[k] {
+            pool_into(
+                dm.pool,
+                emb,
+                r,
+                &mut c.v[k * d..(k + 1) * d],
+                &mut c.arg[k * d..(k + 1) * d],
+                &mut c.tmp,
+            );
+        }
+    }
+    c.h.fill(0.0);
+    match dm.fusion {
+        SetFusion::Bag => {
+            let mut total = 0.0f32;
+            for (k, r) in rows.iter().enumerate() {
+                let a = if dm.kinds[k] == ModalityKind::Dense {
+                    dm.alpha
+                } else {
+                    1.0
+                };
+                for &x in r.iter() {
+                    emb.add_row_to(x as usize, a, &mut c.h);
+                }
+                total += a * r.len() as f32;
+            }
+            c.bag_total = total;
+            if total > 0.0 {
+                let inv = 1.0 / total;
+                c.h.iter_mut().for_each(|x| *x *= inv);
+            } else {
+                c.h.fill(0.0);
+            }
+        }
+        SetFusion::Deepset => {
+            let np = c.present.iter().filter(|&&p| p).count();
+            let mut first = true;
+            for k in (0..dm.k()).filter(|&k| c.present[k]) {
+                let v = &c.v[k * d..(k + 1) * d];
+                match dm.outer {
+                    Pool::Mean | Pool::Sum => {
+                        for (h, x) in c.h.iter_mut().zip(v) {
+                            *h += x;
+                        }
+                    }
+                    Pool::Max => {
+                        for i in 0..d {
+                            if first || v[i] > c.h[i] {
+                                c.h[i] = v[i];
+                                c.win[i] = k as u32;
+                            }
+                        }
+                    }
+                }
+                first = false;
+            }
+            if dm.outer == Pool::Mean && np > 0 {
+                let inv = 1.0 / np as f32;
+                c.h.iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+        SetFusion::Attention => {
+            c.t.fill(0.0);
+            let mut total = 0.0f32;
+            for (k, r) in rows.iter().enumerate() {
+                if dm.kinds[k] != ModalityKind::Dense {
+                    for &x in r.iter() {
+                        emb.add_row_to(x as usize, 1.0, &mut c.t);
+                    }
+                    total += r.len() as f32;
+                }
+            }
+            c.t_total = total;
+            if total > 0.0 {
+                let inv = 1.0 / total;
+                c.t.iter_mut().for_each(|x| *x *= inv);
+            }
+            c.h.copy_from_slice(&c.t);
+            c.att.clear();
+            let scale = 1.0 / (d as f32).sqrt();
+            for (k, r) in rows.iter().enumerate() {
+                c.att_off[k] = c.att.len();
+                if dm.kinds[k] != ModalityKind::Dense || r.is_empty() {
+                    continue;
+                }
+                let s0 = c.att.len();
+                for &x in r.iter() {
+                    c.att.push(scale * w[KEY].dot_row(dm.key_row(k, x), &c.t));
+                }
+                softmax_in_place(&mut c.att[s0..]);
+                for (j, &x) in r.iter().enumerate() {
+                    emb.add_row_to(x as usize, c.att[s0 + j], &mut c.h);
+                }
+            }
+            c.att_off[dm.k()] = c.att.len();
+        }
+    }
+    softmax_scores(&w[OUT], &w[OUT_B], 0, &c.h, &mut c.q);
+    if dm.gblend {
+        for k in (0..dm.k()).filter(|&k| c.present[k]) {
+            softmax_scores(
+                &w[HEAD],
+                &w[HEAD_B],
+                k,
+                &c.v[k * d..(k + 1) * d],
+                &mut c.qk[k * nl..(k + 1) * nl],
+            );
+        }
+    }
+}
+
+/// Receives gradients: `∇param[row] += a·v`, or one element `∇param[row][col] += a`.
+trait Sink {
+    fn add(&mut self, param: usize, row: usize, a: f32, v: &[f32]);
+    fn add_at(&mut self, param: usize, row: usize, col: usize, a: f32);
+}
+
+struct Sgd<'a> {
+    w: &'a [HogwildMatrix; N_PARAMS],
+    lr: f32,
+}
+
+impl Sink for Sgd<'_> {
+    #[inline]
+    fn add(&mut self, param: usize, row: usize, a: f32, v: &[f32]) {
+        if a != 0.0 {
+            self.w[param].add_to_row(row, -self.lr * a, v);
+        }
+    }
+    #[inline]
+    fn add_at(&mut self, param: usize, row: usize, col: usize, a: f32) {
+        if a != 0.0 {
+            self.w[param].add_at(row, col, -self.lr * a);
+        }
+    }
+}
+
+/// The row's loss for head weights `hw` (fused, then per modality) after [`forward`].
+fn row_loss(dm: &Dims, c: &Cache, target: usize, hw: &[f32]) -> f32 {
+    let mut l = hw[0] * -safe_ln(c.q[target]);
+    if dm.gblend {
+        for k in (0..dm.k()).filter(|&k| c.present[k]) {
+            l += hw[k + 1] * -safe_ln(c.qk[k * dm.nl + target]);
+        }
+    }
+    l
+}
+
+/// Gradients of [`row_loss`] after [`forward`] on the same row. Every weight is read
+/// before its own gradient is sent.
+#[allow(clippy::too_many_arguments)]
+fn backward<W: Weights, S: Sink>(
+    dm: &Dims,
+    w: &[W; N_PARAMS],
+    rows: &[&[u32]],
+    target: usize,
+    hw: &[f32],
+    c: &mut Cache,
+    sink: &mut S,
+) {
+    let (d, nl, km) = (dm.d, dm.nl, dm.k());
+    // Fused head.
+    for (l, ds) in c.ds.iter_mut().enumerate() {
+        *ds = hw[0] * (c.q[l] - if l == target { 1.0 } else { 0.0 });
+    }
+    c.dh.fill(0.0);
+    for (l, &ds) in c.ds.iter().enumerate() {
+        w[OUT].add_row_to(l, ds, &mut c.dh);
+    }
+    for (l, &ds) in c.ds.iter().enumerate() {
+        sink.add(OUT, l, ds, &c.h);
+    }
+    sink.add(OUT_B, 0, 1.0, &c.ds);
+    // Modality heads.
+    c.dv.fill(0.0);
+    if dm.gblend {
+        let db = &mut c.dq;
+        for k in (0..km).filter(|&k| c.present[k]) {
+            for l in 0..nl {
+                let y = if l == target { 1.0 } else { 0.0 };
+                db[k * nl + l] = hw[k + 1] * (c.qk[k * nl + l] - y);
+            }
+            let dv = &mut c.dv[k * d..(k + 1) * d];
+            for l in 0..nl {
+                w[HEAD].add_row_to(k * nl + l, db[k * nl + l], dv);
+            }
+            for l in 0..nl {
+                sink.add(HEAD, k * nl + l, db[k * nl + l], &c.v[k * d..(k + 1) * d]);
+            }
+            sink.add(HEAD_B, k, 1.0, &db[k * nl..(k + 1) * nl]);
+        }
+    }
+    // Fusion.
+    match dm.fusion {
+        SetFusion::Bag => {
+            if c.bag_total > 0.0 {
+                for (k, r) in rows.iter().enumerate() {
+                    let a = if dm.kinds[k] == ModalityKind::Dense {
+                        dm.alpha
+                    } else {
+                        1.0
+                    };
+                    for &x in r.iter() {
+                        sink.add(EMB, x as usize, a / c.bag_total, &c.dh);
+                    }
+                }
+            }
+        }
+        SetFusion::Deepset => {
+            let np = c.present.iter().filter(|&&p| p).count();
+            for k in (0..km).filter(|&k| c.present[k]) {
+                let dv = &mut c.dv[k * d..(k + 1) * d];
+                match dm.outer {
+                    Pool::Mean | Pool::Sum => {
+                        let a = if dm.outer == Pool::Mean {
+                            1.0 / np as f32
+                        } else {
+                            1.0
+                        };
+                        for (x, g) in dv.iter_mut().zip(&c.dh) {
+                            *x += a * g;
+                        }
+                    }
+                    Pool::Max => {
+                        for i in 0..d {
+                            if c.win[i] as usize == k {
+                                dv[i] += c.dh[i];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        SetFusion::Attention => {
+            c.dt.copy_from_slice(&c.dh);
+            let scale = 1.0 / (d as f32).sqrt();
+            for (k, r) in rows.iter().enumerate() {
+                if dm.kinds[k] != ModalityKind::Dense || r.is_empty() {
+                    continue;
+                }
+                let att = &c.att[c.att_off[k]..c.att_off[k] + r.len()];
+                // δα_j = δh · E[r_j];  δa_j = α_j (δα_j − Σ_l α_l δα_l)
+                c.da.clear();
+                for &x in r.iter() {
+                    c.da.push(w[EMB].dot_row(x as usize, &c.dh));
+                }
+                let mean: f32 = att.iter().zip(&c.da).map(|(a, g)| a * g).sum();
+                for (g, a) in c.da.iter_mut().zip(att) {
+                    *g = a * (*g - mean);
+                }
+                for (j, &x) in r.iter().enumerate() {
+                    w[KEY].add_row_to(dm.key_row(k, x), scale * c.da[j], &mut c.dt);
+                }
+                for (j, &x) in r.iter().enumerate() {
+                    sink.add(KEY, dm.key_row(k, x), scale * c.da[j], &c.t);
+                    sink.add(EMB, x as usize, att[j], &c.dh);
+                }
+            }
+            if c.t_total > 0.0 {
+                for (k, r) in rows.iter().enumerate() {
+                    if dm.kinds[k] != ModalityKind::Dense {
+                        for &x in r.iter() {
+                            sink.add(EMB, x as usize, 1.0 / c.t_total, &c.dt);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Modality vectors back to their tokens.
+    if dm.needs_v() {
+        for (k, r) in rows.iter().enumerate() {
+            if r.is_empty() {
+                continue;
+            }
+            let dv = &c.dv[k * d..(k + 1) * d];
+            match dm.pool {
+                Pool::Mean | Pool::Sum => {
+                    let a = if dm.pool == Pool::Mean {
+                        1.0 / r.len() as f32
+                    } else {
+                        1.0
+                    };
+                    for &x in r.iter() {
+                        sink.add(EMB, x as usize, a, dv);
+                    }
+                }
+                Pool::Max => {
+                    for i in 0..d {
+                        let x = r[c.arg[k * d + i] as usize];
+                        sink.add_at(EMB, x as usize, i, dv[i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A trained set model.
+pub struct SetModel {
+    pub cfg: SetConfig,
+    pub labels: Vec<String>,
+    pub label_counts: Vec<u64>,
+    /// Token ids of each modality with an embedding row.
+    pub indexes: Vec<TokenIndex>,
+    /// The quantizer of each dense modality (`None` for the others).
+    pub quantizers: Vec<Option<Quantizer>>,
+    /// G-Blend weights and losses per epoch (empty without G-Blend).
+    pub history: Vec<BlendEpoch>,
+    params: [Mat; N_PARAMS],
+}
+
+/// One modality's share of a prediction (see [`SetModel::explain_modalities`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModalityShare {
+    /// Contribution to the label's score (logit).
+    pub score: f32,
+    /// Outer max pooling: how many dimensions of `h` this modality gave.
+    pub dims_won: u32,
+    pub present: bool,
+}
+
+impl SetModel {
+    pub fn n_labels(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn dims(&self) -> Dims {
+        let sizes: Vec<usize> = self.indexes.iter().map(|i| i.len()).collect();
+        Dims::new(&self.cfg, self.labels.len(), &sizes)
+    }
+
+    /// Compact raw ids (one slice per modality) into embedding rows; unseen ids dropped.
+    fn compact(&self, dm: &Dims, raw: &[&[u32]], out: &mut Vec<Vec<u32>>) -> Result<()> {
+        if raw.len() != self.indexes.len() {
+            return Err(MmqError::InvalidInput(format!(
+                "the model has {} modalities, got {}",
+                self.indexes.len(),
+                raw.len()
+            )));
+        }
+        out.resize(raw.len(), Vec::new());
+        for (k, ids) in raw.iter().enumerate() {
+            out[k].clear();
+            let off = dm.row_off[k] as u32;
+            out[k].extend(
+                ids.iter()
+                    .filter_map(|&t| self.indexes[k].get(t).map(|r| r + off)),
+            );
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        dm: &Dims,
+        raw: &[&[u32]],
+        c: &mut Cache,
+        scratch: &mut Vec<Vec<u32>>,
+    ) -> Result<()> {
+        self.compact(dm, raw, scratch)?;
+        let rows: Vec<&[u32]> = scratch.iter().map(|v| v.as_slice()).collect();
+        forward(dm, &self.params, &rows, c);
+        Ok(())
+    }
+
+    /// Probabilities of every label for each row; `rows[k]` is modality k's raw ids.
+    pub fn probs_batch(&self, rows: &[ModalityRows]) -> Result<Vec<Vec<f32>>> {
+        let n = check_rows(rows, self.indexes.len())?;
+        let dm = self.dims();
+        (0..n)
+            .into_par_iter()
+            .map_init(
+                || (Cache::new(&dm), Vec::new()),
+                |(c, scratch), i| {
+                    let raw: Vec<&[u32]> = rows
+                        .iter()
+                        .map(|m| &m.ids[m.offsets[i]..m.offsets[i + 1]])
+                        .collect();
+                    self.run(&dm, &raw, c, scratch)?;
+                    Ok(c.q.clone())
+                },
+            )
+            .collect()
+    }
+
+    /// Top-k labels of each row.
+    pub fn predict_batch(
+        &self,
+        rows: &[ModalityRows],
+        k: usize,
+        threshold: f32,
+    ) -> Result<Vec<Ranked>> {
+        Ok(self
+            .probs_batch(rows)?
+            .into_iter()
+            .map(|p| top_k(&p, k, threshold))
+            .collect())
+    }
+
+    /// Each modality's contribution to `label`'s score for one row (raw ids per
+    /// modality); the scores plus the returned bias sum to the label's logit.
+    pub fn explain_modalities(
+        &self,
+        raw: &[&[u32]],
+        label: usize,
+    ) -> Result<(Vec<ModalityShare>, f32)> {
+        if label >= self.n_labels() {
+            return Err(MmqError::InvalidParameter(format!(
+                "label index {label} out of range for {} labels",
+                self.n_labels()
+            )));
+        }
+        let dm = self.dims();
+        let d = dm.d;
+        let mut c = Cache::new(&dm);
+        let mut scratch = Vec::new();
+        self.run(&dm, raw, &mut c, &mut scratch)?;
+        let wy = self.params[OUT].row(label);
+        let emb = &self.params[EMB];
+        let np = c.present.iter().filter(|&&p| p).count().max(1) as f32;
+        let mut out = Vec::new();
+        for (k, r) in scratch.iter().enumerate() {
+            let mut vec = vec![0.0f32; d];
+            let mut won = 0u32;
+            match dm.fusion {
+                SetFusion::Bag => {
+                    if c.bag_total > 0.0 {
+                        let a = if dm.kinds[k] == ModalityKind::Dense {
+                            dm.alpha
+                        } else {
+                            1.0
+                        };
+                        for &x in r {
+                            emb.add_row_to(x as usize, a / c.bag_total, &mut vec);
+                        }
+                    }
+                }
+                SetFusion::Deepset if c.present[k] => {
+                    let v = &c.v[k * d..(k + 1) * d];
+                    match dm.outer {
+                        Pool::Mean => vec.iter_mut().zip(v).for_each(|(o, x)| *o = x / np),
+                        Pool::Sum => vec.copy_from_slice(v),
+                        Pool::Max => {
+                            for i in 0..d {
+                                if c.win[i] as usize == k {
+                                    vec[i] = c.h[i];
+                                    won += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                SetFusion::Deepset => {}
+                SetFusion::Attention => {
+                    if dm.kinds[k] == ModalityKind::Dense {
+                        let a0 = c.att_off[k];
+                        for (j, &x) in r.iter().enumerate() {
+                            emb.add_row_to(x as usize, c.att[a0 + j], &mut vec);
+                        }
+                    } else if c.t_total > 0.0 {
+                        for &x in r {
+                            emb.add_row_to(x as usize, 1.0 / c.t_total, &mut vec);
+                        }
+                    }
+                }
+            }
+            out.push(ModalityShare {
+                score: super::dot(&vec, wy),
+                dims_won: won,
+                present: c.present[k],
+            });
+        }
+        Ok((out, self.params[OUT_B].data[label]))
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        let mut quants = Vec::new();
+        for (k, q) in self.quantizers.iter().enumerate() {
+            if let Some(q) = q {
+                let (p, t) = quantizer_parts(q, &format!("quantizer.{k}."))?;
+                quants.push(json!({"modality": k, "params": p}));
+                tensors.extend(t);
+            }
+        }
+        let header = json!({
+            "kind": "set_classifier",
+            "config": self.cfg,
+            "labels": self.labels,
+            "label_counts": self.label_counts,
+            "history": self.history,
+            "quantizers": quants,
+        });
+        for (k, idx) in self.indexes.iter().enumerate() {
+            if !idx.is_empty() {
+                tensors.push((
+                    format!("tokens.{k}"),
+                    Tensor::U32(vec![idx.len()], idx.ids.clone()),
+                ));
+            }
+        }
+        for (p, &(rows, cols)) in self.dims().shapes().iter().enumerate() {
+            if rows * cols > 0 {
+                tensors.push((
+                    PARAM_NAMES[p].to_string(),
+                    Tensor::F32(vec![rows, cols], self.params[p].data.clone()),
+                ));
+            }
+        }
+        io::to_bytes(&header, &tensors)
+    }
+
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        let bad = |reason: String| MmqError::InvalidModelFile {
+            path: what.to_string(),
+            reason,
+        };
+        let (header, mut t) = io::from_bytes(bytes, what)?;
+        if header.get("kind").and_then(|k| k.as_str()) != Some("set_classifier") {
+            return Err(bad(format!(
+                "expected an mmq set classifier, found kind {}",
+                header["kind"]
+            )));
+        }
+        let cfg: SetConfig = serde_json::from_value(header["config"].clone())
+            .map_err(|e| bad(format!("bad config: {e}")))?;
+        cfg.validate().map_err(|e| bad(e.to_string()))?;
+        let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
+            .map_err(|e| bad(format!("bad labels: {e}")))?;
+        let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())
+            .map_err(|e| bad(format!("bad label counts: {e}")))?;
+        if labels.len() < 2 || label_counts.len() != labels.len() {
+            return Err(bad(format!(
+                "{} labels with {} counts",
+                labels.len(),
+                label_counts.len()
+            )));
+        }
+        let history: Vec<BlendEpoch> = serde_json::from_value(header["history"].clone())
+            .map_err(|e| bad(format!("bad history: {e}")))?;
+        let km = cfg.modalities.len();
+        let mut quantizers: Vec<Option<Quantizer>> = vec![None; km];
+        if let Some(list) = header.get("quantizers").and_then(|q| q.as_array()) {
+            for q in list {
+                let k = q["modality"]
+                    .as_u64()
+                    .filter(|&k| (k as usize) < km)
+                    .ok_or_else(|| bad("quantizer of an unknown modality".into()))?
+                    as usize;
+                quantizers[k] = Some(quantizer_from_parts(
+                    &q["params"],
+                    &mut t,
+                    &format!("quantizer.{k}."),
+                    what,
+                )?);
+            }
+        }
+        let mut indexes = Vec::with_capacity(km);
+        for k in 0..km {
+            let name = format!("tokens.{k}");
+            let ids = if t.contains_key(&name) {
+                io::take_u32(&mut t, &name, what)?
+            } else {
+                Vec::new()
+            };
+            indexes.push(TokenIndex::from_ids(ids).map_err(|e| bad(e.to_string()))?);
+        }
+        let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
+        let dm = Dims::new(&cfg, labels.len(), &sizes);
+        let mut params: [Mat; N_PARAMS] = Default::default();
+        for (p, &(rows, cols)) in dm.shapes().iter().enumerate() {
+            let len = rows * cols;
+            let data = if len == 0 {
+                Vec::new()
+            } else {
+                io::take_f32(&mut t, PARAM_NAMES[p], len, what)?
+            };
+            params[p] = Mat { data, cols };
+        }
+        Ok(Self {
+            cfg,
+            labels,
+            label_counts,
+            indexes,
+            quantizers,
+            history,
+            params,
+        })
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        io::write_atomic(path, &self.to_bytes()?)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        Self::from_bytes(&io::read(path)?, &path.display().to_string())
+    }
+}
+
+/// Check that every modality's CSR covers the same rows; returns the row count.
+fn check_rows(rows: &[ModalityRows], km: usize) -> Result<usize> {
+    if rows.len() != km {
+        return Err(MmqError::InvalidInput(format!(
+            "expected {km} modalities, got {}",
+            rows.len()
+        )));
+    }
+    let n = rows
+        .first()
+        .map_or(0, |m| m.offsets.len().saturating_sub(1));
+    for (k, m) in rows.iter().enumerate() {
+        if m.offsets.len() != n + 1 || m.offsets.last() != Some(&m.ids.len()) || m.offsets[0] != 0 {
+            return Err(MmqError::InvalidInput(format!(
+                "modality {k}: offsets do not describe {n} rows of its ids"
+            )));
+        }
+    }
+    Ok(n)
+}
+
+/// Train a set model. `rows[k]`: modality k's raw token ids for every row (CSR, empty
+/// where the value is null); `label_offsets`/`labels`: the labels of each row (CSR of
+/// label indices). `callback` as for [`crate::train::train`].
+pub fn train_sets(
+    cfg: SetConfig,
+    labels: Vec<String>,
+    rows: &[ModalityRows],
+    label_offsets: &[usize],
+    label_ids: &[u32],
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+) -> Result<SetModel> {
+    cfg.validate()?;
+    let nl = labels.len();
+    if nl < 2 {
+        return Err(MmqError::InvalidInput(format!(
+            "a classifier needs at least 2 labels, got {nl}"
+        )));
+    }
+    let km = cfg.modalities.len();
+    let n = check_rows(rows, km)?;
+    if n == 0 {
+        return Err(MmqError::InvalidInput(
+            "no training rows (empty input)".into(),
+        ));
+    }
+    if label_offsets.len() != n + 1 || label_offsets.last() != Some(&label_ids.len()) {
+        return Err(MmqError::InvalidInput(format!(
+            "{n} rows of tokens but labels for {}",
+            label_offsets.len().saturating_sub(1)
+        )));
+    }
+    if let Some(&l) = label_ids.iter().find(|&&l| l as usize >= nl) {
+        return Err(MmqError::InvalidInput(format!(
+            "label index {l} out of range for {nl} labels"
+        )));
+    }
+    if let Some(i) = (0..n).find(|&i| label_offsets[i] == label_offsets[i + 1]) {
+        return Err(MmqError::InvalidInput(format!("row {i} has no label")));
+    }
+    let mut counts = vec![0u64; nl];
+    for &l in label_ids {
+        counts[l as usize] += 1;
+    }
+    let distinct = counts.iter().filter(|&&c| c > 0).count();
+    if distinct < 2 {
+        return Err(MmqError::InvalidInput(format!(
+            "training needs at least 2 distinct labels, found {distinct}"
+        )));
+    }
+    let gblend = cfg.blend == Blend::Gblend;
+
+    // Rows: G-Blend holds a slice out and draws a training subset of the same size.
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let mut all: Vec<u32> = (0..n as u32).collect();
+    let (train_rows, holdout_rows, probe_rows) = if gblend {
+        for i in (1..n).rev() {
+            all.swap(i, rng.random_range(0..=i));
+        }
+        let hold = (cfg.holdout as f64 * n as f64).round() as usize;
+        let need = (3 * nl).max(30);
+        if hold < need || n - hold < hold {
+            return Err(MmqError::InvalidParameter(format!(
+                "G-Blend holds out {hold} of {n} rows (holdout={}) to estimate its weights; it \
+                 needs at least {need} (max(30, 3 × {nl} labels)): raise holdout or give more rows",
+                cfg.holdout
+            )));
+        }
+        let holdout = all[n - hold..].to_vec();
+        let mut train = all[..n - hold].to_vec();
+        train.sort_unstable();
+        let probe = all[..hold].to_vec();
+        (train, holdout, probe)
+    } else {
+        (all, Vec::new(), Vec::new())
+    };
+
+    // Compact each modality's ids, in its own table.
+    let mut indexes: Vec<TokenIndex> = Vec::with_capacity(km);
+    let mut local: Vec<Vec<u32>> = Vec::with_capacity(km);
+    for m in rows {
+        let mut idx = TokenIndex::default();
+        local.push(m.ids.iter().map(|&t| idx.get_or_insert(t)).collect());
+        indexes.push(idx);
+    }
+    let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
+    let dm = Dims::new(&cfg, nl, &sizes);
+    for (k, l) in local.iter_mut().enumerate() {
+        let off = dm.row_off[k] as u32;
+        l.iter_mut().for_each(|r| *r += off);
+    }
+    let shapes = dm.shapes();
+    let b = 1.0 / cfg.dim as f32;
+    let mut mats = Vec::with_capacity(N_PARAMS);
+    for (p, &(prow, cols)) in shapes.iter().enumerate() {
+        let len = prow * cols;
+        let v: Vec<f32> = if p == EMB || p == KEY {
+            (0..len).map(|_| rng.random_range(-b..b)).collect()
+        } else {
+            vec![0.0; len]
+        };
+        mats.push(HogwildMatrix::from_vec(v, cols));
+    }
+    let w: [HogwildMatrix; N_PARAMS] = mats
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N_PARAMS matrices"));
+    let n_heads = km + 1;
+    let hw: Vec<AtomicU32> = (0..n_heads)
+        .map(|i| {
+            let x = if gblend {
+                1.0 / n_heads as f32
+            } else if i == 0 {
+                1.0
+            } else {
+                0.0
+            };
+            AtomicU32::new(x.to_bits())
+        })
+        .collect();
+    let tokens_per_epoch: u64 = train_rows
+        .iter()
+        .map(|&r| {
+            let r = r as usize;
+            rows.iter()
+                .map(|m| (m.offsets[r + 1] - m.offsets[r]) as u64)
+                .sum::<u64>()
+                + 1
+        })
+        .sum();
+    let shared = Shared {
+        cfg: &cfg,
+        dm: &dm,
+        w: &w,
+        local: &local,
+        rows,
+        label_offsets,
+        label_ids,
+        hw: &hw,
+        processed: AtomicU64::new(0),
+        total: (tokens_per_epoch * cfg.epoch as u64).max(1),
+        stop: AtomicBool::new(false),
+        diverged_lr: AtomicU32::new(0),
+        start: Instant::now(),
+        callback,
+    };
+    let threads = cfg.threads;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| MmqError::InvalidParameter(format!("cannot start {threads} threads: {e}")))?;
+    let mut history = Vec::new();
+    let mut prev = if gblend {
+        Some((
+            pool.install(|| shared.head_losses(&holdout_rows)),
+            pool.install(|| shared.head_losses(&probe_rows)),
+        ))
+    } else {
+        None
+    };
+    let mut order = train_rows.clone();
+    let nt = order.len();
+    for epoch in 0..cfg.epoch {
+        let mut erng =
+            Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
+        for i in (1..nt).rev() {
+            order.swap(i, erng.random_range(0..=i));
+        }
+        let chunk = nt.div_ceil(threads);
+        let seed = cfg.seed;
+        let sref = &shared;
+        let run = |(t, part): (usize, &[u32])| {
+            let mut wk = Worker::new(sref, seed.wrapping_add((epoch * threads + t) as u64 + 1));
+            wk.run(part, epoch, t == 0);
+        };
+        if threads == 1 {
+            run((0, &order[..]));
+        } else {
+            pool.install(|| order.par_chunks(chunk).enumerate().for_each(run));
+        }
+        let bits = shared.diverged_lr.load(Ordering::Relaxed);
+        if bits != 0 {
+            return Err(MmqError::InvalidParameter(format!(
+                "training diverged (non-finite scores) in epoch {epoch} at learning rate {}: lower lr (now {})",
+                f32::from_bits(bits),
+                cfg.lr
+            )));
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(MmqError::Interrupted);
+        }
+        if let Some((pv, pt)) = prev.take() {
+            let v = pool.install(|| shared.head_losses(&holdout_rows));
+            let t = pool.install(|| shared.head_losses(&probe_rows));
+            let used: Vec<f32> = hw
+                .iter()
+                .map(|a| f32::from_bits(a.load(Ordering::Relaxed)))
+                .collect();
+            let next = blend_weights(&pv, &pt, &v, &t, &used);
+            for (a, x) in hw.iter().zip(&next) {
+                a.store(x.to_bits(), Ordering::Relaxed);
+            }
+            history.push(BlendEpoch {
+                epoch,
+                weights: used,
+                holdout_loss: v.clone(),
+                train_loss: t.clone(),
+            });
+            prev = Some((v, t));
+        }
+    }
+    let elapsed = shared.start.elapsed().as_secs_f64().max(1e-9);
+    let done = Progress {
+        progress: 1.0,
+        epoch: cfg.epoch,
+        lr: 0.0,
+        loss: f32::NAN,
+        tokens_per_sec_per_thread: shared.total as f64 / elapsed / threads as f64,
+    };
+    if !callback(&done) {
+        return Err(MmqError::Interrupted);
+    }
+    let mut params: [Mat; N_PARAMS] = Default::default();
+    for (p, m) in w.into_iter().enumerate() {
+        params[p] = Mat {
+            data: m.into_vec(),
+            cols: shapes[p].1,
+        };
+    }
+    if !params.iter().all(|m| m.data.iter().all(|x| x.is_finite())) {
+        return Err(MmqError::InvalidParameter(format!(
+            "training diverged (non-finite weights): lower lr (now {})",
+            cfg.lr
+        )));
+    }
+    Ok(SetModel {
+        quantizers: vec![None; km],
+        cfg,
+        labels,
+        label_counts: counts,
+        indexes,
+        history,
+        params,
+    })
+}
+
+/// G-Blend's next weights from the head losses on the held-out slice (`v`) and the
+/// training subset (`t`) after two consecutive epochs (see the module docs).
+pub fn blend_weights(pv: &[f32], pt: &[f32], v: &[f32], t: &[f32], used: &[f32]) -> Vec<f32> {
+    let raw: Vec<f32> = (0..v.len())
+        .map(|i| {
+            let g = pv[i] - v[i];
+            let o = (v[i] - t[i]) - (pv[i] - pt[i]);
+            if g.is_finite() && o.is_finite() && g > 0.0 {
+                g / (o * o + 1e-4)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let z: f32 = raw.iter().sum();
+    if z > 0.0 && z.is_finite() {
+        raw.iter().map(|r| r / z).collect()
+    } else {
+        used.to_vec()
+    }
+}
+
+struct Shared<'a> {
+    cfg: &'a SetConfig,
+    dm: &'a Dims,
+    w: &'a [HogwildMatrix; N_PARAMS],
+    /// Compacted embedding rows per modality, aligned with `rows[k].ids`.
+    local: &'a [Vec<u32>],
+    rows: &'a [ModalityRows<'a>],
+    label_offsets: &'a [usize],
+    label_ids: &'a [u32],
+    /// Loss weight of each head (f32 bits): fused, then per modality.
+    hw: &'a [AtomicU32],
+    processed: AtomicU64,
+    total: u64,
+    stop: AtomicBool,
+    diverged_lr: AtomicU32,
+    start: Instant,
+    callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+}
+
+impl Shared<'_> {
+    fn row_slices(&self, row: usize) -> Vec<&[u32]> {
+        self.rows
+            .iter()
+            .zip(self.local)
+            .map(|(m, l)| &l[m.offsets[row]..m.offsets[row + 1]])
+            .collect()
+    }
+
+    /// Mean loss of every head (fused, then per modality, over the rows where that
+    /// modality is present) on `which` rows; a row's loss is the mean over its labels.
+    fn head_losses(&self, which: &[u32]) -> Vec<f32> {
+        let dm = self.dm;
+        let nh = dm.k() + 1;
+        let (sum, cnt) = which
+            .par_iter()
+            .map_init(
+                || Cache::new(dm),
+                |c, &row| {
+                    let row = row as usize;
+                    let slices = self.row_slices(row);
+                    forward(dm, self.w, &slices, c);
+                    let labels =
+                        &self.label_ids[self.label_offsets[row]..self.label_offsets[row + 1]];
+                    let mut s = vec![0.0f64; nh];
+                    let mut n = vec![0u64; nh];
+                    for &y in labels {
+                        s[0] += -safe_ln(c.q[y as usize]) as f64 / labels.len() as f64;
+                        for k in (0..dm.k()).filter(|&k| c.present[k]) {
+                            s[k + 1] +=
+                                -safe_ln(c.qk[k * dm.nl + y as usize]) as f64 / labels.len() as f64;
+                        }
+                    }
+                    n[0] = 1;
+                    for k in (0..dm.k()).filter(|&k| c.present[k]) {
+                        n[k + 1] = 1;
+                    }
+                    (s, n)
+                },
+            )
+            .reduce(
+                || (vec![0.0; nh], vec![0; nh]),
+                |(mut a, mut b), (x, y)| {
+                    a.iter_mut().zip(&x).for_each(|(p, q)| *p += q);
+                    b.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
+                    (a, b)
+                },
+            );
+        sum.iter()
+            .zip(&cnt)
+            .map(|(s, &c)| {
+                if c > 0 {
+                    (s / c as f64) as f32
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect()
+    }
+}
+
+struct Worker<'a> {
+    s: &'a Shared<'a>,
+    rng: Xoshiro256PlusPlus,
+    c: Cache,
+    hw: Vec<f32>,
+    loss_sum: f64,
+    loss_n: u64,
+}
+
+impl<'a> Worker<'a> {
+    fn new(s: &'a Shared<'a>, seed: u64) -> Self {
+        Self {
+            s,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            c: Cache::new(s.dm),
+            hw: s
+                .hw
+                .iter()
+                .map(|a| f32::from_bits(a.load(Ordering::Relaxed)))
+                .collect(),
+            loss_sum: 0.0,
+            loss_n: 0,
+        }
+    }
+
+    fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
+        let s = self.s;
+        let lr0 = s.cfg.lr;
+        let mut last = Instant::now();
+        let mut pending = 0u64;
+        let mut done = s.processed.load(Ordering::Relaxed);
+        for (i, &row) in part.iter().enumerate() {
+            let row = row as usize;
+            let progress = (done as f64 / s.total as f64).min(1.0) as f32;
+            let lr = lr0 * (1.0 - progress);
+            let slices = s.row_slices(row);
+            let labels = &s.label_ids[s.label_offsets[row]..s.label_offsets[row + 1]];
+            let target = if labels.len() == 1 {
+                labels[0]
+            } else {
+                labels[self.rng.random_range(0..labels.len())]
+            } as usize;
+            forward(s.dm, s.w, &slices, &mut self.c);
+            if !self.c.q.iter().all(|q| q.is_finite()) {
+                s.diverged_lr.store(lr.to_bits(), Ordering::Relaxed);
+                s.stop.store(true, Ordering::Relaxed);
+                return;
+            }
+            self.loss_sum += row_loss(s.dm, &self.c, target, &self.hw) as f64;
+            self.loss_n += 1;
+            let mut sink = Sgd { w: s.w, lr };
+            backward(s.dm, s.w, &slices, target, &self.hw, &mut self.c, &mut sink);
+            pending += slices.iter().map(|x| x.len() as u64).sum::<u64>() + 1;
+            if pending >= 256 {
+                done = s.processed.fetch_add(pending, Ordering::Relaxed) + pending;
+                pending = 0;
+            }
+            if i % 64 == 0 {
+                if s.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if reporter && last.elapsed().as_millis() >= 100 {
+                    last = Instant::now();
+                    let el = s.start.elapsed().as_secs_f64().max(1e-9);
+                    let p = Progress {
+                        progress,
+                        epoch,
+                        lr,
+                        loss: (self.loss_sum / self.loss_n.max(1) as f64) as f32,
+                        tokens_per_sec_per_thread: done as f64 / el / s.cfg.threads as f64,
+                    };
+                    if !(s.callback)(&p) {
+                        s.stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }
+        s.processed.fetch_add(pending, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Grads(Vec<Vec<f32>>, Vec<usize>);
+    impl Sink for Grads {
+        fn add(&mut self, param: usize, row: usize, a: f32, v: &[f32]) {
+            let cols = self.1[param];
+            for (g, x) in self.0[param][row * cols..(row + 1) * cols]
+                .iter_mut()
+                .zip(v)
+            {
+                *g += a * x;
+            }
+        }
+        fn add_at(&mut self, param: usize, row: usize, col: usize, a: f32) {
+            let cols = self.1[param];
+            self.0[param][row * cols + col] += a;
+        }
+    }
+
+    fn cfg(fusion: SetFusion, pool: Pool, outer: Pool, blend: Blend) -> SetConfig {
+        SetConfig {
+            fusion,
+            pool,
+            outer_pool: outer,
+            blend,
+            dim: 4,
+            alpha: 0.7,
+            modalities: vec![
+                Modality {
+                    name: "title".into(),
+                    kind: ModalityKind::Text,
+                },
+                Modality {
+                    name: "brand".into(),
+                    kind: ModalityKind::Categorical,
+                },
+                Modality {
+                    name: "image".into(),
+                    kind: ModalityKind::Dense,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn params(dm: &Dims, seed: u64) -> [Mat; N_PARAMS] {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut out: [Mat; N_PARAMS] = Default::default();
+        for (p, &(r, c)) in dm.shapes().iter().enumerate() {
+            out[p] = Mat {
+                data: (0..r * c).map(|_| rng.random_range(-1.0..1.0f32)).collect(),
+                cols: c,
+            };
+        }
+        out
+    }
+
+    /// Every mode's analytic gradient equals central finite differences.
+    #[test]
+    fn set_gradients_match_finite_differences() {
+        let sizes = [4usize, 2, 6];
+        // Rows: title tokens (one repeated), brand, image codes; and rows with gaps.
+        let rows_sets: [[Vec<u32>; 3]; 3] = [
+            [vec![0, 2, 2], vec![0], vec![0, 3, 5]],
+            [vec![1], vec![], vec![2, 4]],
+            [vec![], vec![1], vec![]],
+        ];
+        let hw = [0.5f32, 0.2, 0.1, 0.3];
+        let mut checked = 0;
+        for fusion in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention] {
+            for pool in [Pool::Mean, Pool::Sum, Pool::Max] {
+                for outer in [Pool::Mean, Pool::Sum, Pool::Max] {
+                    for blend in [Blend::None, Blend::Gblend] {
+                        if fusion != SetFusion::Deepset && outer != Pool::Mean {
+                            continue;
+                        }
+                        if fusion != SetFusion::Deepset
+                            && blend == Blend::None
+                            && pool != Pool::Mean
+                        {
+                            continue;
+                        }
+                        let c0 = cfg(fusion, pool, outer, blend);
+                        let dm = Dims::new(&c0, 3, &sizes);
+                        for (ri, set) in rows_sets.iter().enumerate() {
+                            let rows: Vec<Vec<u32>> = set
+                                .iter()
+                                .enumerate()
+                                .map(|(k, v)| v.iter().map(|&x| x + dm.row_off[k] as u32).collect())
+                                .collect();
+                            let rs: Vec<&[u32]> = rows.iter().map(|v| v.as_slice()).collect();
+                            let target = 1;
+                            let w = params(&dm, 7 + ri as u64);
+                            let mut c = Cache::new(&dm);
+                            let loss = |w: &[Mat; N_PARAMS], c: &mut Cache| {
+                                forward(&dm, w, &rs, c);
+                                row_loss(&dm, c, target, &hw)
+                            };
+                            loss(&w, &mut c);
+                            let shapes = dm.shapes();
+                            let mut g = Grads(
+                                shapes.iter().map(|&(r, c)| vec![0.0; r * c]).collect(),
+                                shapes.iter().map(|s| s.1).collect(),
+                            );
+                            backward(&dm, &w, &rs, target, &hw, &mut c, &mut g);
+                            let eps = 1e-3f32;
+                            for p in 0..N_PARAMS {
+                                for i in 0..w[p].data.len() {
+                                    let mut wp = w.clone();
+                                    wp[p].data[i] += eps;
+                                    let lp = loss(&wp, &mut c);
+                                    wp[p].data[i] -= 2.0 * eps;
+                                    let lm = loss(&wp, &mut c);
+                                    let num = (lp - lm) / (2.0 * eps);
+                                    let ana = g.0[p][i];
+                                    assert!(
+                                        (num - ana).abs() <= 3e-3 + 2e-2 * num.abs(),
+                                        "{fusion:?} {pool:?}/{outer:?} {blend:?} row {ri}: d/d{}[{i}] numeric {num} analytic {ana}",
+                                        PARAM_NAMES[p]
+                                    );
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+    }
+
+    /// A task where the label is in the text for some rows and in a categorical column
+    /// for others; a third, dense-code modality is noise and often missing.
+    fn synth(n: usize, seed: u64) -> (Vec<[Vec<u32>; 3]>, Vec<u32>) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for _ in 0..n {
+            let y: u32 = rng.random_range(0..3);
+            let text_informative = rng.random_bool(0.5);
+            let mut title: Vec<u32> = (0..3).map(|_| rng.random_range(100..200)).collect();
+            if text_informative {
+                title.push(y);
+            }
+            let brand = if text_informative {
+                vec![rng.random_range(10..20)]
+            } else {
+                vec![50 + y]
+            };
+            let image = if rng.random_bool(0.3) {
+                vec![]
+            } else {
+                (0..4).map(|j| j * 8 + rng.random_range(0..8)).collect()
+            };
+            rows.push([title, brand, image]);
+            labels.push(y);
+        }
+        (rows, labels)
+    }
+
+    struct Csr {
+        offsets: Vec<Vec<usize>>,
+        ids: Vec<Vec<u32>>,
+    }
+    fn csr(rows: &[[Vec<u32>; 3]]) -> Csr {
+        let mut c = Csr {
+            offsets: vec![vec![0]; 3],
+            ids: vec![Vec::new(); 3],
+        };
+        for r in rows {
+            for k in 0..3 {
+                c.ids[k].extend_from_slice(&r[k]);
+                c.offsets[k].push(c.ids[k].len());
+            }
+        }
+        c
+    }
+    fn views(c: &Csr) -> Vec<ModalityRows<'_>> {
+        (0..3)
+            .map(|k| ModalityRows {
+                offsets: &c.offsets[k],
+                ids: &c.ids[k],
+            })
+            .collect()
+    }
+
+    fn accuracy(m: &SetModel, rows: &[[Vec<u32>; 3]], labels: &[u32]) -> f32 {
+        let c = csr(rows);
+        let p = m.predict_batch(&views(&c), 1, 0.0).unwrap();
+        p.iter().zip(labels).filter(|(r, &y)| r[0].0 == y).count() as f32 / labels.len() as f32
+    }
+
+    fn fit(c: SetConfig, rows: &[[Vec<u32>; 3]], labels: &[u32]) -> SetModel {
+        let x = csr(rows);
+        let loffs: Vec<usize> = (0..=labels.len()).collect();
+        let names = vec!["a".to_string(), "b".into(), "c".into()];
+        train_sets(c, names, &views(&x), &loffs, labels, &|_| true).unwrap()
+    }
+
+    #[test]
+    fn set_modes_learn_from_any_modality() {
+        let (tr, ytr) = synth(3000, 1);
+        let (te, yte) = synth(1000, 2);
+        for (fusion, pool, outer, blend) in [
+            (SetFusion::Bag, Pool::Mean, Pool::Mean, Blend::None),
+            (SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::None),
+            (SetFusion::Deepset, Pool::Max, Pool::Max, Blend::None),
+            (SetFusion::Deepset, Pool::Sum, Pool::Sum, Blend::None),
+            (SetFusion::Attention, Pool::Mean, Pool::Mean, Blend::None),
+            (SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::Gblend),
+            (SetFusion::Bag, Pool::Mean, Pool::Mean, Blend::Gblend),
+        ] {
+            let mut c = cfg(fusion, pool, outer, blend);
+            c.dim = 16;
+            c.epoch = 10;
+            c.lr = if pool == Pool::Sum { 0.05 } else { 0.5 };
+            let m = fit(c, &tr, &ytr);
+            let acc = accuracy(&m, &te, &yte);
+            assert!(acc > 0.95, "{fusion:?} {pool:?}/{outer:?} {blend:?}: {acc}");
+            if blend == Blend::Gblend {
+                assert_eq!(m.history.len(), 10);
+                for h in &m.history {
+                    let s: f32 = h.weights.iter().sum();
+                    assert!((s - 1.0).abs() < 1e-4, "{:?}", h.weights);
+                }
+                // The noise modality (image codes) gains nothing on held-out rows.
+                let last = m.history.last().unwrap();
+                assert!(
+                    last.weights[3] < last.weights[0].max(last.weights[1]),
+                    "{:?}",
+                    m.history
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn set_model_round_trips_and_is_deterministic() {
+        let (tr, ytr) = synth(600, 3);
+        let mut c = cfg(SetFusion::Attention, Pool::Mean, Pool::Mean, Blend::Gblend);
+        c.dim = 8;
+        let a = fit(c.clone(), &tr, &ytr);
+        let b = fit(c, &tr, &ytr);
+        let x = csr(&tr[..50]);
+        let pa = a.probs_batch(&views(&x)).unwrap();
+        assert_eq!(pa, b.probs_batch(&views(&x)).unwrap());
+        let back = SetModel::from_bytes(&a.to_bytes().unwrap(), "mem").unwrap();
+        assert_eq!(back.history, a.history);
+        assert_eq!(pa, back.probs_batch(&views(&x)).unwrap());
+    }
+
+    #[test]
+    fn empty_row_predicts_the_bias_prior_and_shares_sum_to_the_logit() {
+        let (mut tr, mut ytr) = synth(900, 4);
+        // Label 2 is the most common among rows with nothing at all.
+        for _ in 0..300 {
+            tr.push([vec![], vec![], vec![]]);
+            ytr.push(2);
+        }
+        let mut c = cfg(SetFusion::Deepset, Pool::Mean, Pool::Max, Blend::None);
+        c.dim = 8;
+        c.epoch = 5;
+        let m = fit(c, &tr, &ytr);
+        let empty: [&[u32]; 3] = [&[], &[], &[]];
+        let x = Csr {
+            offsets: vec![vec![0, 0]; 3],
+            ids: vec![vec![]; 3],
+        };
+        let p = m.probs_batch(&views(&x)).unwrap();
+        let top = p[0]
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(top, 2);
+        let (shares, bias) = m.explain_modalities(&empty, 2).unwrap();
+        assert!(shares.iter().all(|s| !s.present && s.score == 0.0));
+        assert!(bias > 0.0);
+        // Shares + bias = the logit, and dims won add up to d.
+        let row: [&[u32]; 3] = [&[150, 1], &[12], &[3, 9]];
+        let (shares, bias) = m.explain_modalities(&row, 1).unwrap();
+        assert_eq!(shares.iter().map(|s| s.dims_won).sum::<u32>(), 8);
+        let total: f32 = shares.iter().map(|s| s.score).sum::<f32>() + bias;
+        let x = Csr {
+            offsets: vec![vec![0, 2], vec![0, 1], vec![0, 2]],
+            ids: vec![vec![150, 1], vec![12], vec![3, 9]],
+        };
+        let p = m.probs_batch(&views(&x)).unwrap();
+        let logits: Vec<f32> = {
+            let dm = m.dims();
+            let mut cc = Cache::new(&dm);
+            let mut s = Vec::new();
+            m.run(&dm, &row, &mut cc, &mut s).unwrap();
+            (0..3)
+                .map(|l| super::super::dot(m.params[OUT].row(l), &cc.h) + m.params[OUT_B].data[l])
+                .collect()
+        };
+        assert!((total - logits[1]).abs() < 1e-4, "{total} vs {}", logits[1]);
+        assert!(
+            (p[0][1] - {
+                let mut l = logits.clone();
+                softmax_in_place(&mut l);
+                l[1]
+            })
+            .abs()
+                < 1e-6
+        );
+    }
+
+    #[test]
+    fn set_validation_errors() {
+        let (tr, ytr) = synth(200, 5);
+        let x = csr(&tr);
+        let loffs: Vec<usize> = (0..=ytr.len()).collect();
+        let names = vec!["a".to_string(), "b".into(), "c".into()];
+        let err = |c: SetConfig| {
+            train_sets(c, names.clone(), &views(&x), &loffs, &ytr, &|_| true)
+                .err()
+                .expect("an error")
+                .to_string()
+        };
+        let mut c = cfg(SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::None);
+        c.modalities[1].name = "title".into();
+        assert!(err(c).contains("collide"));
+        let mut c = cfg(SetFusion::Attention, Pool::Mean, Pool::Mean, Blend::None);
+        c.modalities[2].kind = ModalityKind::Text;
+        assert!(err(c).contains("attention"));
+        // 200 rows × 0.1 = 20 held-out rows < 30.
+        let c = cfg(SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::Gblend);
+        assert!(err(c).contains("G-Blend holds out 20"));
+        let mut c = cfg(SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::None);
+        c.holdout = 0.9;
+        assert!(err(c).contains("holdout"));
+    }
+
+    #[test]
+    fn blend_weights_follow_gain_over_overfitting_squared() {
+        // Head 0 gains 0.2 with no extra gap; head 1 gains 0.2 but overfits by 0.1;
+        // head 2 gets worse.
+        let w = blend_weights(
+            &[1.0, 1.0, 1.0],
+            &[1.0, 1.0, 1.0],
+            &[0.8, 0.8, 1.1],
+            &[0.8, 0.7, 1.0],
+            &[0.3, 0.3, 0.4],
+        );
+        let r0 = 0.2 / 1e-4;
+        let r1 = 0.2 / (0.01 + 1e-4);
+        assert!((w[0] - r0 / (r0 + r1)).abs() < 1e-5);
+        assert!((w[1] - r1 / (r0 + r1)).abs() < 1e-5);
+        assert_eq!(w[2], 0.0);
+        // Nothing gained: the weights are kept.
+        assert_eq!(
+            blend_weights(
+                &[1.0, 1.0],
+                &[1.0, 1.0],
+                &[1.2, 1.1],
+                &[1.0, 1.0],
+                &[0.6, 0.4]
+            ),
+            vec![0.6, 0.4]
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! `mmq._mmq.RustSetClassifier`: models over many modalities (deepset, attention, bag
+//! fusion, G-Blend), wrapped for Python.
+use crate::classifier::{eval_dict, flatten_ranked, report_progress, tokenize_rows, Predictions};
+use crate::columns;
+use crate::errors::{input_err, IntoPy};
+use crate::quantizer::PyQuantizer;
+use mmq_core::eval::evaluate;
+use mmq_core::model::sets::{train_sets, ModalityKind, ModalityRows, SetConfig, SetModel};
+use mmq_core::quant::Quantizer;
+use mmq_core::text::{fnv1a, Tokenizer};
+use mmq_core::train::Progress;
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use pyo3_polars::PySeries;
+
+/// One modality of a batch as Python passes it: its name, and a String column (text,
+/// categorical) or the present rows' codes plus a presence mask (dense).
+pub type ModalityArg<'py> = (
+    String,
+    Option<PySeries>,
+    Option<PyReadonlyArray2<'py, u16>>,
+    Option<PyReadonlyArray1<'py, bool>>,
+);
+
+#[pyclass(module = "mmq._mmq", name = "RustSetClassifier", frozen)]
+pub struct PySets {
+    model: SetModel,
+    tokenizer: Tokenizer,
+}
+
+type Csr = (Vec<usize>, Vec<u32>);
+/// Per modality (score, dims won, present), and the label's bias.
+type Shares = (Vec<(f32, u32, bool)>, f32);
+
+/// Token ids of every modality of a batch (CSR per modality) and the row count.
+fn modality_csr(
+    py: Python<'_>,
+    cfg: &SetConfig,
+    tokenizer: &Tokenizer,
+    quantizers: &[Option<Quantizer>],
+    args: &[ModalityArg<'_>],
+) -> PyResult<(Vec<Csr>, usize)> {
+    if args.len() != cfg.modalities.len() {
+        return Err(input_err(format!(
+            "the model reads {} column(s) {:?}, got {}",
+            cfg.modalities.len(),
+            cfg.modalities
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>(),
+            args.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(args.len());
+    let mut n_rows: Option<usize> = None;
+    for (m, (name, series, codes, present)) in cfg.modalities.iter().zip(args) {
+        if name != &m.name {
+            return Err(input_err(format!(
+                "expected column '{}', got '{name}'",
+                m.name
+            )));
+        }
+        let csr = match m.kind {
+            ModalityKind::Text => {
+                let s = &series
+                    .as_ref()
+                    .ok_or_else(|| input_err(format!("text column '{name}' not given")))?
+                    .0;
+                let texts = columns::texts(s, name)?;
+                let (offsets, ids) = py.detach(|| tokenize_rows(tokenizer, &texts));
+                if s.null_count() == 0 {
+                    (offsets, ids)
+                } else {
+                    // A null text is the empty set (not the end-of-sentence token of "").
+                    let ca = s.str().map_err(|e| input_err(e.to_string()))?;
+                    let mut o2 = Vec::with_capacity(offsets.len());
+                    o2.push(0);
+                    let mut i2 = Vec::with_capacity(ids.len());
+                    for (i, v) in ca.iter().enumerate() {
+                        if v.is_some() {
+                            i2.extend_from_slice(&ids[offsets[i]..offsets[i + 1]]);
+                        }
+                        o2.push(i2.len());
+                    }
+                    (o2, i2)
+                }
+            }
+            ModalityKind::Categorical => {
+                let s = &series
+                    .as_ref()
+                    .ok_or_else(|| input_err(format!("categorical column '{name}' not given")))?
+                    .0;
+                let ca = s.str().map_err(|_| {
+                    input_err(format!(
+                        "categorical column '{name}' must reach the core as String, found {}",
+                        s.dtype()
+                    ))
+                })?;
+                let mut offsets = Vec::with_capacity(ca.len() + 1);
+                offsets.push(0);
+                let mut ids = Vec::with_capacity(ca.len());
+                for v in ca.iter() {
+                    if let Some(v) = v {
+                        ids.push(fnv1a(v.as_bytes()));
+                    }
+                    offsets.push(ids.len());
+                }
+                (offsets, ids)
+            }
+            ModalityKind::Dense => {
+                let k_idx = cfg
+                    .modalities
+                    .iter()
+                    .position(|x| x.name == m.name)
+                    .unwrap_or(0);
+                let q = quantizers
+                    .get(k_idx)
+                    .and_then(|q| q.as_ref())
+                    .ok_or_else(|| {
+                        input_err(format!("dense column '{name}' has no fitted quantizer"))
+                    })?;
+                let present = present
+                    .as_ref()
+                    .ok_or_else(|| input_err(format!("dense column '{name}': no presence mask")))?;
+                let present = present.as_slice().map_err(|e| input_err(e.to_string()))?;
+                let codes = codes
+                    .as_ref()
+                    .ok_or_else(|| input_err(format!("dense column '{name}': no codes")))?;
+                let np = present.iter().filter(|&&p| p).count();
+                let (mq, kq) = (q.m(), q.k());
+                if codes.shape() != [np, mq] {
+                    return Err(input_err(format!(
+                        "dense column '{name}': expected {np} code rows of width {mq}, got {:?}",
+                        codes.shape()
+                    )));
+                }
+                let codes = codes.as_slice().map_err(|e| input_err(e.to_string()))?;
+                if let Some(bad) = codes.iter().position(|&c| c as usize >= kq) {
+                    return Err(input_err(format!(
+                        "dense column '{name}': code {} in present row {} is out of range for k = {kq}",
+                        codes[bad],
+                        bad / mq
+                    )));
+                }
+                let mut offsets = Vec::with_capacity(present.len() + 1);
+                offsets.push(0);
+                let mut ids = Vec::with_capacity(np * mq);
+                let mut r = 0usize;
+                for &p in present {
+                    if p {
+                        for (j, &c) in codes[r * mq..(r + 1) * mq].iter().enumerate() {
+                            ids.push((j * kq) as u32 + c as u32);
+                        }
+                        r += 1;
+                    }
+                    offsets.push(ids.len());
+                }
+                (offsets, ids)
+            }
+        };
+        let rows = csr.0.len() - 1;
+        match n_rows {
+            None => n_rows = Some(rows),
+            Some(n) if n != rows => {
+                return Err(input_err(format!(
+                    "column '{name}' has {rows} rows, the others {n}"
+                )))
+            }
+            _ => {}
+        }
+        out.push(csr);
+    }
+    Ok((out, n_rows.unwrap_or(0)))
+}
+
+fn views(csr: &[Csr]) -> Vec<ModalityRows<'_>> {
+    csr.iter()
+        .map(|(o, i)| ModalityRows { offsets: o, ids: i })
+        .collect()
+}
+
+impl PySets {
+    fn from_model(model: SetModel) -> PyResult<Self> {
+        let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
+        Ok(Self { model, tokenizer })
+    }
+
+    fn csr(&self, py: Python<'_>, args: &[ModalityArg<'_>]) -> PyResult<(Vec<Csr>, usize)> {
+        modality_csr(
+            py,
+            &self.model.cfg,
+            &self.tokenizer,
+            &self.model.quantizers,
+            args,
+        )
+    }
+}
+
+#[pymethods]
+impl PySets {
+    /// Train on the modality columns and a String or List[String] label column.
+    #[staticmethod]
+    #[pyo3(signature = (config_json, inputs, labels, label_name, progress=None, quantizers=vec![]))]
+    fn fit(
+        py: Python<'_>,
+        config_json: &str,
+        inputs: Vec<ModalityArg<'_>>,
+        labels: PySeries,
+        label_name: &str,
+        progress: Option<Py<PyAny>>,
+        quantizers: Vec<Option<PyRef<'_, PyQuantizer>>>,
+    ) -> PyResult<Self> {
+        let cfg: SetConfig = serde_json::from_str(config_json)
+            .map_err(|e| input_err(format!("bad configuration: {e}")))?;
+        cfg.validate().py_err()?;
+        let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
+        let qs: Vec<Option<Quantizer>> = quantizers
+            .iter()
+            .map(|q| q.as_ref().map(|q| q.q.clone()))
+            .collect();
+        if qs.len() != cfg.modalities.len() {
+            return Err(input_err("one quantizer slot per modality expected"));
+        }
+        let (csr, n) = modality_csr(py, &cfg, &tokenizer, &qs, &inputs)?;
+        let labels = labels.0;
+        if labels.len() != n {
+            return Err(input_err(format!(
+                "the feature columns have {n} rows but '{label_name}' has {}",
+                labels.len()
+            )));
+        }
+        if n == 0 {
+            return Err(input_err("cannot fit on an empty frame (0 rows)"));
+        }
+        let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
+        let model = py.detach(|| {
+            let mut m = train_sets(cfg, names, &views(&csr), &loffsets, &lidx, &callback)?;
+            m.quantizers = qs;
+            Ok::<_, mmq_core::MmqError>(m)
+        });
+        Self::from_model(model.py_err()?)
+    }
+
+    /// Top-k label indices (-1 past a row's predictions) and probabilities (NaN there).
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<ModalityArg<'py>>,
+        k: usize,
+        threshold: f32,
+    ) -> PyResult<Predictions<'py>> {
+        if k < 1 {
+            return Err(crate::errors::to_py(mmq_core::MmqError::InvalidParameter(
+                format!("k must be >= 1, got {k}"),
+            )));
+        }
+        let (csr, _) = self.csr(py, &inputs)?;
+        let ranked = py
+            .detach(|| self.model.predict_batch(&views(&csr), k, threshold))
+            .py_err()?;
+        let (idx, probs) = flatten_ranked(&ranked, k);
+        Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+    }
+
+    /// Probability of every label for every row (n × n_labels).
+    fn predict_proba<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<ModalityArg<'py>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (csr, n) = self.csr(py, &inputs)?;
+        let nl = self.model.n_labels();
+        let rows = py
+            .detach(|| self.model.probs_batch(&views(&csr)))
+            .py_err()?;
+        numpy::ndarray::Array2::from_shape_vec((n, nl), rows.concat())
+            .map_err(|e| input_err(e.to_string()))
+            .map(|a| a.into_pyarray(py))
+    }
+
+    /// Counts for P@k / R@k and per-label (tp, predicted, gold).
+    fn test<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<ModalityArg<'py>>,
+        labels: PySeries,
+        label_name: &str,
+        k: usize,
+        threshold: f32,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (csr, n) = self.csr(py, &inputs)?;
+        let l = labels.0;
+        if l.len() != n {
+            return Err(input_err(format!(
+                "{n} rows but '{label_name}' has {}",
+                l.len()
+            )));
+        }
+        let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
+        let e = py.detach(|| {
+            let preds = self.model.predict_batch(&views(&csr), k, threshold)?;
+            Ok::<_, mmq_core::MmqError>(evaluate(&preds, &loffsets, &lidx, self.model.n_labels()))
+        });
+        eval_dict(py, &e.py_err()?)
+    }
+
+    /// Per modality of the one given row: (contribution to `label`'s score, dimensions
+    /// won under outer max pooling, present); and the label's bias.
+    fn explain_modalities(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<ModalityArg<'_>>,
+        label: usize,
+    ) -> PyResult<Shares> {
+        let (csr, n) = self.csr(py, &inputs)?;
+        if n != 1 {
+            return Err(input_err(format!("explain takes one row, got {n}")));
+        }
+        let raw: Vec<&[u32]> = csr.iter().map(|(_, ids)| ids.as_slice()).collect();
+        let (shares, bias) = self.model.explain_modalities(&raw, label).py_err()?;
+        Ok((
+            shares
+                .into_iter()
+                .map(|s| (s.score, s.dims_won, s.present))
+                .collect(),
+            bias,
+        ))
+    }
+
+    #[getter]
+    fn labels(&self) -> Vec<String> {
+        self.model.labels.clone()
+    }
+
+    #[getter]
+    fn config_json(&self) -> String {
+        serde_json::to_string(&self.model.cfg).unwrap_or_default()
+    }
+
+    /// G-Blend's per-epoch weights and losses, as JSON.
+    #[getter]
+    fn history_json(&self) -> String {
+        serde_json::to_string(&self.model.history).unwrap_or_default()
+    }
+
+    /// A copy of modality k's quantizer (None unless it is dense).
+    fn quantizer(&self, k: usize) -> Option<PyQuantizer> {
+        self.model
+            .quantizers
+            .get(k)
+            .and_then(|q| q.clone())
+            .map(|q| PyQuantizer { q })
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let b = self.model.to_bytes().py_err()?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (data, source="<bytes>"))]
+    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
+        Self::from_model(SetModel::from_bytes(data, source).py_err()?)
+    }
+
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        py.detach(|| self.model.save(&path)).py_err()
+    }
+
+    #[staticmethod]
+    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let m = py.detach(|| SetModel::load(&path)).py_err()?;
+        Self::from_model(m)
+    }
+}

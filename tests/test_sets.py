@@ -1,0 +1,181 @@
+"""Many modalities: deepset, attention, G-Blend, several text and categorical columns."""
+import pickle
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import mmq
+from mmq.errors import InvalidInputError, InvalidParameterError, MmqError
+
+
+def make_data():
+    """make_topics plus a second text column and a categorical column that each carry
+    part of the label, with nulls in every modality."""
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=4000, dense_dim=16, seed=5)
+    rng = np.random.default_rng(0)
+    n = df.height
+    lab = df["label"].to_numpy()
+    brand = np.where(rng.random(n) < 0.5, lab, rng.choice(np.unique(lab), n))
+    df = df.with_columns(
+        pl.Series("brand", brand).cast(pl.Categorical),
+        pl.Series("title", [f"t{l} x{rng.integers(50)}" if rng.random() < 0.5 else None for l in lab]),
+    )
+    # Nulls in the text, brand and image columns.
+    df = df.with_columns(
+        pl.when(pl.Series(rng.random(n) < 0.1)).then(None).otherwise(pl.col("brand")).alias("brand"),
+        pl.when(pl.Series(rng.random(n) < 0.1)).then(None).otherwise(pl.col("text")).alias("text"),
+    )
+    return df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "test")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data()
+
+
+def model(**kw):
+    p = dict(dim=16, epoch=10, lr=0.5, word_ngrams=1, threads=1, seed=0, progress=False,
+             dense={"image": mmq.PQ(m=4, k=16, seed=0)})
+    p.update(kw)
+    return mmq.Classifier(**p)
+
+
+def fit(clf, train):
+    return clf.fit(train, text=["text", "title"], categorical=["brand"])
+
+
+CASES = [
+    dict(fusion="discrete"),
+    dict(fusion="deepset"),
+    dict(fusion="deepset", pool="max", outer_pool="max", lr=0.1),
+    dict(fusion="deepset", pool="sum", outer_pool="sum", lr=0.05),
+    dict(fusion="attention"),
+    dict(fusion="deepset", blend="gblend"),
+    dict(fusion="discrete", blend="gblend"),
+]
+
+
+@pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_modes_learn_and_round_trip(data, kw, tmp_path):
+    train, test = data
+    clf = fit(model(**kw), train)
+    text_only = mmq.Classifier(dim=16, epoch=10, lr=0.5, threads=1, seed=0, progress=False).fit(
+        train.with_columns(pl.col("text").fill_null("")))
+    acc = clf.test(test).precision
+    assert acc > text_only.test(test.with_columns(pl.col("text").fill_null(""))).precision + 0.05, (kw, acc)
+    clf.save(tmp_path / "s.mmq")
+    again = mmq.load(tmp_path / "s.mmq")
+    assert (again.fusion, again.pool, again.outer_pool, again.blend) == (clf.fusion, clf.pool, clf.outer_pool, clf.blend)
+    assert_frame_equal(clf.predict_proba(test), again.predict_proba(test))
+    assert_frame_equal(clf.predict(test, k=2), pickle.loads(pickle.dumps(clf)).predict(test, k=2))
+    assert_frame_equal(clf.history, again.history)
+
+
+def test_modality_scores_explain_the_log_odds(data):
+    """Scores + bias are each label's logit: their differences equal the log-odds of
+    predict_proba (an independent path through the model)."""
+    train, test = data
+    for kw in CASES[:5]:
+        clf = fit(model(**kw), train)
+        for i in range(5):
+            row = test[i:i + 1]
+            p = clf.predict_proba(row).row(0)
+            logit = []
+            for lab in clf.labels:
+                e = clf.explain_modalities(row, label=lab)
+                logit.append(float(e["score"].sum()))
+            lp = np.log(np.asarray(p, dtype=np.float64))
+            np.testing.assert_allclose(np.subtract.outer(logit, logit), np.subtract.outer(lp, lp), atol=2e-3)
+
+
+def test_missing_modality_is_an_empty_set(data):
+    """Outer mean pooling averages the present modalities only: dropping the image makes
+    the text's share of the fused vector grow from 1/4 to 1/3 (a zero placeholder would
+    keep 1/4) and the image scores exactly 0."""
+    train, test = data
+    clf = fit(model(fusion="deepset"), train)
+    row = test.filter(pl.col("image").is_not_null() & pl.col("brand").is_not_null()
+                      & pl.col("title").is_not_null() & pl.col("text").is_not_null())[:1]
+    full = clf.explain_modalities(row, label=clf.labels[0])
+    gone = clf.explain_modalities(row.with_columns(pl.lit(None).cast(row["image"].dtype).alias("image")),
+                                  label=clf.labels[0])
+    s_full = dict(zip(full["modality"], full["score"]))
+    s_gone = dict(zip(gone["modality"], gone["score"]))
+    assert s_gone["image"] == 0 and not gone.filter(pl.col("modality") == "image")["present"][0]
+    for m in ("text", "title", "brand"):
+        assert s_gone[m] == pytest.approx(s_full[m] * 4 / 3, rel=1e-4, abs=1e-6)
+
+
+def test_all_null_row_predicts_the_label_prior(data):
+    train, test = data
+    clf = fit(model(fusion="deepset"), train)
+    empty = test[:1].with_columns(
+        pl.lit(None, pl.String).alias("text"), pl.lit(None, pl.String).alias("title"),
+        pl.lit(None).cast(test["brand"].dtype).alias("brand"), pl.lit(None).cast(test["image"].dtype).alias("image"))
+    e = clf.explain_modalities(empty)
+    assert (e.filter(pl.col("kind") != "bias")["score"] == 0).all()
+    p = np.asarray(clf.predict_proba(empty).row(0))
+    # The bias row alone gives the probabilities: softmax(bias).
+    bias = np.array([clf.explain_modalities(empty, label=l)["score"][-1] for l in clf.labels])
+    np.testing.assert_allclose(p, np.exp(bias) / np.exp(bias).sum(), rtol=1e-4)
+
+
+def test_max_pooling_reports_the_winning_modality(data):
+    train, test = data
+    clf = fit(model(fusion="deepset", pool="max", outer_pool="max", lr=0.1), train)
+    e = clf.explain_modalities(test[:1])
+    assert e["dims_won"].drop_nulls().sum() == clf.dim
+
+
+def test_gblend_weights_follow_the_papers_estimate(data):
+    """Recompute each epoch's weights from the recorded losses with NumPy:
+    w ∝ max(G, 0) / (O² + 1e-4), G = drop of held-out loss, O = change of the gap."""
+    train, _ = data
+    clf = fit(model(fusion="deepset", blend="gblend", epoch=6, lr=0.2), train)
+    h = clf.history
+    heads = ["fused", "text", "title", "brand", "image"]
+    assert h["head"].to_list()[:5] == heads and h["epoch"].max() == 5
+    w = h["weight"].to_numpy().reshape(6, 5)
+    v = h["holdout_loss"].to_numpy().reshape(6, 5).astype(np.float64)
+    t = h["train_loss"].to_numpy().reshape(6, 5).astype(np.float64)
+    np.testing.assert_allclose(w.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(w[0], 0.2, rtol=1e-6)
+    for e in range(1, 5):
+        g = v[e - 1] - v[e]
+        o = (v[e] - t[e]) - (v[e - 1] - t[e - 1])
+        raw = np.where(g > 0, g / (o * o + 1e-4), 0)
+        want = raw / raw.sum() if raw.sum() > 0 else w[e]
+        np.testing.assert_allclose(w[e + 1], want, rtol=2e-3, atol=1e-5)
+
+
+def test_bad_input(data):
+    train, test = data
+    with pytest.raises(InvalidParameterError, match="collide.*text"):
+        model(fusion="deepset").fit(train, text=["text", "text"])
+    with pytest.raises(InvalidParameterError, match="collide.*'image'"):
+        model(fusion="deepset").fit(train, text=["text"], categorical=["image"])
+    with pytest.raises(InvalidParameterError, match="collide.*label"):
+        model(fusion="deepset").fit(train, text=["text"], categorical=["label"])
+    with pytest.raises(InvalidInputError, match="categorical column 'score'.*Float64"):
+        model(fusion="deepset").fit(train.with_columns(score=pl.lit(1.5)), categorical=["score"])
+    with pytest.raises(InvalidInputError, match="'nope' not found"):
+        model(fusion="deepset").fit(train, categorical=["nope"])
+    with pytest.raises(InvalidParameterError, match="G-Blend holds out 5 of 50 rows"):
+        model(fusion="deepset", blend="gblend").fit(train[:50])
+    with pytest.raises(InvalidParameterError, match="blend"):
+        mmq.Classifier(fusion="gated", dense=["image"], blend="gblend")
+    with pytest.raises(InvalidParameterError, match="pool"):
+        model(fusion="deepset", pool="median")
+    with pytest.raises(InvalidParameterError, match="attention"):
+        mmq.Classifier(fusion="attention").fit(train.with_columns(pl.col("text").fill_null("")))
+    clf = fit(model(fusion="attention"), train)
+    with pytest.raises(InvalidInputError, match="'image' not found"):
+        clf.predict(test.drop("image"))
+    with pytest.raises(InvalidInputError, match="'brand' not found"):
+        clf.predict(test.drop("brand"))
+    with pytest.raises(MmqError, match="explain_modalities"):
+        clf.explain("some text")
