@@ -132,6 +132,56 @@ pub fn from_bytes(
     Ok((header, out))
 }
 
+/// What every classifier file holds: the header, the tensors, and the header's `config`
+/// (as `C`), `labels` and `label_counts` (at least 2 labels, one count each), after
+/// checking that the file is of `kind` ("an mmq {noun}" names it in the error).
+pub struct ClassifierFile<C> {
+    pub header: serde_json::Value,
+    pub tensors: HashMap<String, Tensor>,
+    pub cfg: C,
+    pub labels: Vec<String>,
+    pub label_counts: Vec<u64>,
+}
+
+pub fn read_classifier<C: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    kind: &str,
+    noun: &str,
+    what: &str,
+) -> Result<ClassifierFile<C>> {
+    let bad = |reason: String| MmqError::InvalidModelFile {
+        path: what.to_string(),
+        reason,
+    };
+    let (header, tensors) = from_bytes(bytes, what)?;
+    if header.get("kind").and_then(|k| k.as_str()) != Some(kind) {
+        return Err(bad(format!(
+            "expected an mmq {noun}, found kind {}",
+            header["kind"]
+        )));
+    }
+    let cfg: C = serde_json::from_value(header["config"].clone())
+        .map_err(|e| bad(format!("bad config: {e}")))?;
+    let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
+        .map_err(|e| bad(format!("bad labels: {e}")))?;
+    let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())
+        .map_err(|e| bad(format!("bad label counts: {e}")))?;
+    if labels.len() < 2 || label_counts.len() != labels.len() {
+        return Err(bad(format!(
+            "{} labels with {} counts",
+            labels.len(),
+            label_counts.len()
+        )));
+    }
+    Ok(ClassifierFile {
+        header,
+        tensors,
+        cfg,
+        labels,
+        label_counts,
+    })
+}
+
 /// Write bytes atomically: a temp file beside `path`, then rename over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io_err = |source| MmqError::Io {

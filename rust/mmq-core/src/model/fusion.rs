@@ -121,15 +121,14 @@ use super::{softmax_in_place, top_k, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::{self, Tensor};
 use crate::text::TokenizerConfig;
+use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
 use crate::train::{Dataset, Progress};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// How the text vector `t` and the dense vector are fused (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -886,27 +885,19 @@ impl FusionModel {
             path: what.to_string(),
             reason,
         };
-        let (header, mut t) = io::from_bytes(bytes, what)?;
-        if header.get("kind").and_then(|k| k.as_str()) != Some("fusion_classifier") {
-            return Err(bad(format!(
-                "expected an mmq fusion classifier, found kind {}",
-                header["kind"]
-            )));
-        }
-        let cfg: FusionConfig = serde_json::from_value(header["config"].clone())
-            .map_err(|e| bad(format!("bad config: {e}")))?;
+        let io::ClassifierFile {
+            header,
+            tensors: mut t,
+            cfg,
+            labels,
+            label_counts,
+        } = io::read_classifier::<FusionConfig>(
+            bytes,
+            "fusion_classifier",
+            "fusion classifier",
+            what,
+        )?;
         cfg.validate().map_err(|e| bad(e.to_string()))?;
-        let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
-            .map_err(|e| bad(format!("bad labels: {e}")))?;
-        let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())
-            .map_err(|e| bad(format!("bad label counts: {e}")))?;
-        if labels.len() < 2 || label_counts.len() != labels.len() {
-            return Err(bad(format!(
-                "{} labels with {} counts",
-                labels.len(),
-                label_counts.len()
-            )));
-        }
         let dense_dim = header
             .get("dense_dim")
             .and_then(|v| v.as_u64())
@@ -1056,6 +1047,12 @@ pub fn train_fusion(
         .try_into()
         .unwrap_or_else(|_| unreachable!("N_PARAMS matrices"));
 
+    let threads = cfg.threads;
+    let clock = Clock::new(
+        (data.tokens.len() + n) as u64 * cfg.epoch as u64,
+        threads,
+        callback,
+    );
     let shared = Shared {
         cfg: &cfg,
         dm,
@@ -1066,60 +1063,22 @@ pub fn train_fusion(
         present,
         mean: &dense_mean,
         scale: &scale,
-        processed: AtomicU64::new(0),
-        total: ((data.tokens.len() + n) as u64 * cfg.epoch as u64).max(1),
-        stop: AtomicBool::new(false),
         diverged_lr: AtomicU32::new(0),
-        start: Instant::now(),
-        callback,
+        clock: &clock,
     };
-
-    let threads = cfg.threads;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| MmqError::InvalidParameter(format!("cannot start {threads} threads: {e}")))?;
     let mut order: Vec<u32> = (0..n as u32).collect();
-    for epoch in 0..cfg.epoch {
-        let mut erng =
-            Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
-        for i in (1..n).rev() {
-            order.swap(i, erng.random_range(0..=i));
-        }
-        let chunk = n.div_ceil(threads);
-        let seed = cfg.seed;
-        let shared_ref = &shared;
-        let run = |(t, part): (usize, &[u32])| {
-            let mut wk = Worker::new(
-                shared_ref,
-                seed.wrapping_add((epoch * threads + t) as u64 + 1),
-            );
-            wk.run(part, epoch, t == 0);
-        };
-        if threads == 1 {
-            run((0, &order[..]));
-        } else {
-            pool.install(|| order.par_chunks(chunk).enumerate().for_each(run));
-        }
-        let bits = shared.diverged_lr.load(Ordering::Relaxed);
-        if bits != 0 {
-            return Err(diverged(epoch, f32::from_bits(bits), cfg.lr));
-        }
-        if shared.stop.load(Ordering::Relaxed) {
-            return Err(MmqError::Interrupted);
-        }
-    }
-    let elapsed = shared.start.elapsed().as_secs_f64().max(1e-9);
-    let done = Progress {
-        progress: 1.0,
-        epoch: cfg.epoch,
-        lr: 0.0,
-        loss: f32::NAN,
-        tokens_per_sec_per_thread: shared.total as f64 / elapsed / threads as f64,
+    let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
+        Worker::new(&shared, seed).run(part, epoch, t == 0)
     };
-    if !callback(&done) {
-        return Err(MmqError::Interrupted);
-    }
+    let mut after = |epoch: usize| match shared.diverged_lr.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        bits => Err(diverged(epoch, f32::from_bits(bits), cfg.lr)),
+    };
+    let pool = clock::pool(threads)?;
+    run_epochs(
+        &pool, threads, cfg.seed, cfg.epoch, &mut order, &clock, &work, &mut after,
+    )?;
+    clock.finish(cfg.epoch)?;
     let params: [Mat; N_PARAMS] = {
         let mut out: [Mat; N_PARAMS] = Default::default();
         for (p, m) in w.into_iter().enumerate() {
@@ -1165,21 +1124,15 @@ struct Shared<'a> {
     present: &'a [bool],
     mean: &'a [f32],
     scale: &'a [f32],
-    processed: AtomicU64,
-    total: u64,
-    stop: AtomicBool,
     /// Bits of the learning rate at which a row's scores became non-finite (0: none).
     diverged_lr: AtomicU32,
-    start: Instant,
-    callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+    clock: &'a Clock<'a>,
 }
 
 struct Worker<'a> {
     s: &'a Shared<'a>,
     rng: Xoshiro256PlusPlus,
     c: Cache,
-    loss_sum: f64,
-    loss_n: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -1188,59 +1141,28 @@ impl<'a> Worker<'a> {
             s,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             c: Cache::new(&s.dm),
-            loss_sum: 0.0,
-            loss_n: 0,
         }
     }
 
     fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
         let s = self.s;
-        let lr0 = s.cfg.lr;
-        let mut last_report = Instant::now();
-        let mut pending = 0u64;
-        let mut done = s.processed.load(Ordering::Relaxed);
+        let mut tick = Ticker::new(s.clock, reporter);
         for (i, &row) in part.iter().enumerate() {
             let row = row as usize;
             let (a, b) = (s.data.offsets[row], s.data.offsets[row + 1]);
-            let progress = (done as f64 / s.total as f64).min(1.0) as f32;
-            let lr = lr0 * (1.0 - progress);
+            let (_, lr) = tick.lr(s.clock, s.cfg.lr);
             let (la, lb) = (s.data.label_offsets[row], s.data.label_offsets[row + 1]);
             let labels = &s.data.labels[la..lb];
             match self.update(row, a, b, labels, lr) {
-                Some(loss) => {
-                    self.loss_sum += loss as f64;
-                    self.loss_n += 1;
-                }
-                None if s.stop.load(Ordering::Relaxed) => return,
+                Some(loss) => tick.loss(loss),
+                None if s.clock.stopped() => return,
                 None => {}
             }
-            pending += (b - a) as u64 + 1;
-            if pending >= 256 {
-                done = s.processed.fetch_add(pending, Ordering::Relaxed) + pending;
-                pending = 0;
-            }
-            if i % 64 == 0 {
-                if s.stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                if reporter && last_report.elapsed().as_millis() >= 100 {
-                    last_report = Instant::now();
-                    let el = s.start.elapsed().as_secs_f64().max(1e-9);
-                    let p = Progress {
-                        progress,
-                        epoch,
-                        lr,
-                        loss: (self.loss_sum / self.loss_n.max(1) as f64) as f32,
-                        tokens_per_sec_per_thread: done as f64 / el / s.cfg.threads as f64,
-                    };
-                    if !(s.callback)(&p) {
-                        s.stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                }
+            if !tick.tick(s.clock, i, (b - a) as u64 + 1, epoch, s.cfg.lr) {
+                return;
             }
         }
-        s.processed.fetch_add(pending, Ordering::Relaxed);
+        tick.flush(s.clock);
     }
 
     /// One SGD step on row `row` (tokens `a..b`); its loss, or `None` when the row carries
@@ -1288,7 +1210,7 @@ impl<'a> Worker<'a> {
         if !c.q.iter().all(|q| q.is_finite()) {
             // Diverged: stop every thread rather than spread NaN through the weights.
             s.diverged_lr.store(lr.to_bits(), Ordering::Relaxed);
-            s.stop.store(true, Ordering::Relaxed);
+            s.clock.request_stop();
             return None;
         }
         let loss = -safe_ln(c.q[target]);

@@ -45,27 +45,14 @@ impl Model {
             path: what.to_string(),
             reason,
         };
-        let (header, mut t) = io::from_bytes(bytes, what)?;
-        if header.get("kind").and_then(|k| k.as_str()) != Some("classifier") {
-            return Err(bad(format!(
-                "expected an mmq classifier, found kind {}",
-                header["kind"]
-            )));
-        }
-        let cfg: ModelConfig = serde_json::from_value(header["config"].clone())
-            .map_err(|e| bad(format!("bad config: {e}")))?;
+        let io::ClassifierFile {
+            header,
+            tensors: mut t,
+            cfg,
+            labels,
+            label_counts,
+        } = io::read_classifier::<ModelConfig>(bytes, "classifier", "classifier", what)?;
         cfg.validate().map_err(|e| bad(e.to_string()))?;
-        let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
-            .map_err(|e| bad(format!("bad labels: {e}")))?;
-        let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())
-            .map_err(|e| bad(format!("bad label counts: {e}")))?;
-        if labels.len() < 2 || label_counts.len() != labels.len() {
-            return Err(bad(format!(
-                "{} labels with {} counts",
-                labels.len(),
-                label_counts.len()
-            )));
-        }
         let ids = io::take_u32(&mut t, "token_ids", what)?;
         let dim = cfg.dim;
         let input = io::take_f32(&mut t, "input", ids.len() * dim, what)?;

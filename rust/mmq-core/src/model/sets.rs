@@ -64,6 +64,7 @@ use crate::io::quant::{quantizer_from_parts, quantizer_parts};
 use crate::io::{self, Tensor};
 use crate::quant::Quantizer;
 use crate::text::TokenizerConfig;
+use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
 use crate::train::Progress;
 use rand::{Rng, SeedableRng};
@@ -71,8 +72,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What a modality's tokens are made from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -945,27 +945,14 @@ impl SetModel {
             path: what.to_string(),
             reason,
         };
-        let (header, mut t) = io::from_bytes(bytes, what)?;
-        if header.get("kind").and_then(|k| k.as_str()) != Some("set_classifier") {
-            return Err(bad(format!(
-                "expected an mmq set classifier, found kind {}",
-                header["kind"]
-            )));
-        }
-        let cfg: SetConfig = serde_json::from_value(header["config"].clone())
-            .map_err(|e| bad(format!("bad config: {e}")))?;
+        let io::ClassifierFile {
+            header,
+            tensors: mut t,
+            cfg,
+            labels,
+            label_counts,
+        } = io::read_classifier::<SetConfig>(bytes, "set_classifier", "set classifier", what)?;
         cfg.validate().map_err(|e| bad(e.to_string()))?;
-        let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
-            .map_err(|e| bad(format!("bad labels: {e}")))?;
-        let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())
-            .map_err(|e| bad(format!("bad label counts: {e}")))?;
-        if labels.len() < 2 || label_counts.len() != labels.len() {
-            return Err(bad(format!(
-                "{} labels with {} counts",
-                labels.len(),
-                label_counts.len()
-            )));
-        }
         let history: Vec<BlendEpoch> = serde_json::from_value(header["history"].clone())
             .map_err(|e| bad(format!("bad history: {e}")))?;
         let km = cfg.modalities.len();
@@ -1176,6 +1163,8 @@ pub fn train_sets(
                 + 1
         })
         .sum();
+    let threads = cfg.threads;
+    let clock = Clock::new(tokens_per_epoch * cfg.epoch as u64, threads, callback);
     let shared = Shared {
         cfg: &cfg,
         dm: &dm,
@@ -1185,47 +1174,24 @@ pub fn train_sets(
         label_offsets,
         label_ids,
         hw: &hw,
-        processed: AtomicU64::new(0),
-        total: (tokens_per_epoch * cfg.epoch as u64).max(1),
-        stop: AtomicBool::new(false),
         diverged_lr: AtomicU32::new(0),
-        start: Instant::now(),
-        callback,
+        clock: &clock,
     };
-    let threads = cfg.threads;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| MmqError::InvalidParameter(format!("cannot start {threads} threads: {e}")))?;
+    let pool = clock::pool(threads)?;
     let mut history = Vec::new();
-    let mut prev = if gblend {
-        Some((
-            pool.install(|| shared.head_losses(&holdout_rows)),
-            pool.install(|| shared.head_losses(&probe_rows)),
-        ))
-    } else {
-        None
+    let mut prev = gblend.then(|| {
+        pool.install(|| {
+            (
+                shared.head_losses(&holdout_rows),
+                shared.head_losses(&probe_rows),
+            )
+        })
+    });
+    let mut order = train_rows;
+    let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
+        Worker::new(&shared, seed).run(part, epoch, t == 0)
     };
-    let mut order = train_rows.clone();
-    let nt = order.len();
-    for epoch in 0..cfg.epoch {
-        let mut erng =
-            Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
-        for i in (1..nt).rev() {
-            order.swap(i, erng.random_range(0..=i));
-        }
-        let chunk = nt.div_ceil(threads);
-        let seed = cfg.seed;
-        let sref = &shared;
-        let run = |(t, part): (usize, &[u32])| {
-            let mut wk = Worker::new(sref, seed.wrapping_add((epoch * threads + t) as u64 + 1));
-            wk.run(part, epoch, t == 0);
-        };
-        if threads == 1 {
-            run((0, &order[..]));
-        } else {
-            pool.install(|| order.par_chunks(chunk).enumerate().for_each(run));
-        }
+    let mut after = |epoch: usize| {
         let bits = shared.diverged_lr.load(Ordering::Relaxed);
         if bits != 0 {
             return Err(MmqError::InvalidParameter(format!(
@@ -1234,12 +1200,14 @@ pub fn train_sets(
                 cfg.lr
             )));
         }
-        if shared.stop.load(Ordering::Relaxed) {
-            return Err(MmqError::Interrupted);
-        }
-        if let Some((pv, pt)) = prev.take() {
-            let v = pool.install(|| shared.head_losses(&holdout_rows));
-            let t = pool.install(|| shared.head_losses(&probe_rows));
+        // G-Blend: measure every head, then set the next epoch's weights.
+        if let (Some((pv, pt)), false) = (prev.take(), shared.clock.stopped()) {
+            let (v, t) = pool.install(|| {
+                (
+                    shared.head_losses(&holdout_rows),
+                    shared.head_losses(&probe_rows),
+                )
+            });
             let used: Vec<f32> = hw
                 .iter()
                 .map(|a| f32::from_bits(a.load(Ordering::Relaxed)))
@@ -1256,18 +1224,12 @@ pub fn train_sets(
             });
             prev = Some((v, t));
         }
-    }
-    let elapsed = shared.start.elapsed().as_secs_f64().max(1e-9);
-    let done = Progress {
-        progress: 1.0,
-        epoch: cfg.epoch,
-        lr: 0.0,
-        loss: f32::NAN,
-        tokens_per_sec_per_thread: shared.total as f64 / elapsed / threads as f64,
+        Ok(())
     };
-    if !callback(&done) {
-        return Err(MmqError::Interrupted);
-    }
+    run_epochs(
+        &pool, threads, cfg.seed, cfg.epoch, &mut order, &clock, &work, &mut after,
+    )?;
+    clock.finish(cfg.epoch)?;
     let mut params: [Mat; N_PARAMS] = Default::default();
     for (p, m) in w.into_iter().enumerate() {
         params[p] = Mat {
@@ -1325,12 +1287,8 @@ struct Shared<'a> {
     label_ids: &'a [u32],
     /// Loss weight of each head (f32 bits): fused, then per modality.
     hw: &'a [AtomicU32],
-    processed: AtomicU64,
-    total: u64,
-    stop: AtomicBool,
     diverged_lr: AtomicU32,
-    start: Instant,
-    callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+    clock: &'a Clock<'a>,
 }
 
 impl Shared<'_> {
@@ -1399,8 +1357,6 @@ struct Worker<'a> {
     rng: Xoshiro256PlusPlus,
     c: Cache,
     hw: Vec<f32>,
-    loss_sum: f64,
-    loss_n: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -1414,21 +1370,15 @@ impl<'a> Worker<'a> {
                 .iter()
                 .map(|a| f32::from_bits(a.load(Ordering::Relaxed)))
                 .collect(),
-            loss_sum: 0.0,
-            loss_n: 0,
         }
     }
 
     fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
         let s = self.s;
-        let lr0 = s.cfg.lr;
-        let mut last = Instant::now();
-        let mut pending = 0u64;
-        let mut done = s.processed.load(Ordering::Relaxed);
+        let mut tick = Ticker::new(s.clock, reporter);
         for (i, &row) in part.iter().enumerate() {
             let row = row as usize;
-            let progress = (done as f64 / s.total as f64).min(1.0) as f32;
-            let lr = lr0 * (1.0 - progress);
+            let (_, lr) = tick.lr(s.clock, s.cfg.lr);
             let slices = s.row_slices(row);
             let labels = &s.label_ids[s.label_offsets[row]..s.label_offsets[row + 1]];
             let target = if labels.len() == 1 {
@@ -1439,40 +1389,18 @@ impl<'a> Worker<'a> {
             forward(s.dm, s.w, &slices, &mut self.c);
             if !self.c.q.iter().all(|q| q.is_finite()) {
                 s.diverged_lr.store(lr.to_bits(), Ordering::Relaxed);
-                s.stop.store(true, Ordering::Relaxed);
+                s.clock.request_stop();
                 return;
             }
-            self.loss_sum += row_loss(s.dm, &self.c, target, &self.hw) as f64;
-            self.loss_n += 1;
+            tick.loss(row_loss(s.dm, &self.c, target, &self.hw));
             let mut sink = Sgd { w: s.w, lr };
             backward(s.dm, s.w, &slices, target, &self.hw, &mut self.c, &mut sink);
-            pending += slices.iter().map(|x| x.len() as u64).sum::<u64>() + 1;
-            if pending >= 256 {
-                done = s.processed.fetch_add(pending, Ordering::Relaxed) + pending;
-                pending = 0;
-            }
-            if i % 64 == 0 {
-                if s.stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                if reporter && last.elapsed().as_millis() >= 100 {
-                    last = Instant::now();
-                    let el = s.start.elapsed().as_secs_f64().max(1e-9);
-                    let p = Progress {
-                        progress,
-                        epoch,
-                        lr,
-                        loss: (self.loss_sum / self.loss_n.max(1) as f64) as f32,
-                        tokens_per_sec_per_thread: done as f64 / el / s.cfg.threads as f64,
-                    };
-                    if !(s.callback)(&p) {
-                        s.stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                }
+            let work = slices.iter().map(|x| x.len() as u64).sum::<u64>() + 1;
+            if !tick.tick(s.clock, i, work, epoch, s.cfg.lr) {
+                return;
             }
         }
-        s.processed.fetch_add(pending, Ordering::Relaxed);
+        tick.flush(s.clock);
     }
 }
 

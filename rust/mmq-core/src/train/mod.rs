@@ -1,15 +1,14 @@
 //! The Hogwild SGD trainer (fastText's `FastText::trainThread` for supervised models).
+pub(crate) mod clock;
 pub mod hogwild;
 
 use crate::error::{MmqError, Result};
 use crate::model::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
 use crate::model::{softmax_in_place, Model, ModelConfig, TokenIndex};
+use clock::{run_epochs, Clock, Ticker};
 use hogwild::HogwildMatrix;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 
 /// Training rows in CSR form: the tokens of row `i` are `tokens[offsets[i]..offsets[i+1]]`
 /// (raw ids: hash buckets, plus any extra ids such as visual tokens), with optional
@@ -134,6 +133,12 @@ pub fn train(
 
     let input = HogwildMatrix::from_vec(input, dim);
     let output = HogwildMatrix::from_vec(vec![0.0; n_out * dim], dim);
+    let threads = cfg.threads;
+    let clock = Clock::new(
+        data.tokens.len() as u64 * cfg.epoch as u64,
+        threads,
+        callback,
+    );
     let shared = Shared {
         cfg: &cfg,
         input: &input,
@@ -143,56 +148,24 @@ pub fn train(
         rows: &rows,
         data,
         n_labels: nl,
-        processed: AtomicU64::new(0),
-        total: (data.tokens.len() as u64 * cfg.epoch as u64).max(1),
-        stop: AtomicBool::new(false),
-        start: Instant::now(),
-        callback,
+        clock: &clock,
     };
-
-    let threads = cfg.threads;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| MmqError::InvalidParameter(format!("cannot start {threads} threads: {e}")))?;
-    let n = data.n_rows();
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    for epoch in 0..cfg.epoch {
-        let mut erng =
-            Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
-        for i in (1..n).rev() {
-            order.swap(i, erng.random_range(0..=i));
-        }
-        let chunk = n.div_ceil(threads);
-        let seed = cfg.seed;
-        let shared_ref = &shared;
-        let run = |(t, part): (usize, &[u32])| {
-            let mut w = Worker::new(
-                shared_ref,
-                seed.wrapping_add((epoch * threads + t) as u64 + 1),
-            );
-            w.run(part, epoch, t == 0);
-        };
-        if threads == 1 {
-            run((0, &order[..]));
-        } else {
-            pool.install(|| order.par_chunks(chunk).enumerate().for_each(run));
-        }
-        if shared.stop.load(Ordering::Relaxed) {
-            return Err(MmqError::Interrupted);
-        }
-    }
-    let elapsed = shared.start.elapsed().as_secs_f64().max(1e-9);
-    let done = Progress {
-        progress: 1.0,
-        epoch: cfg.epoch,
-        lr: 0.0,
-        loss: f32::NAN,
-        tokens_per_sec_per_thread: shared.total as f64 / elapsed / threads as f64,
+    let mut order: Vec<u32> = (0..data.n_rows() as u32).collect();
+    let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
+        Worker::new(&shared, seed).run(part, epoch, t == 0)
     };
-    if !callback(&done) {
-        return Err(MmqError::Interrupted);
-    }
+    let pool = clock::pool(threads)?;
+    run_epochs(
+        &pool,
+        threads,
+        cfg.seed,
+        cfg.epoch,
+        &mut order,
+        &clock,
+        &work,
+        &mut |_| Ok(()),
+    )?;
+    clock.finish(cfg.epoch)?;
     Ok(Model {
         cfg,
         labels,
@@ -214,11 +187,7 @@ struct Shared<'a> {
     rows: &'a [u32],
     data: &'a Dataset<'a>,
     n_labels: usize,
-    processed: AtomicU64,
-    total: u64,
-    stop: AtomicBool,
-    start: Instant,
-    callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+    clock: &'a Clock<'a>,
 }
 
 struct Worker<'a> {
@@ -227,8 +196,6 @@ struct Worker<'a> {
     hidden: Vec<f32>,
     grad: Vec<f32>,
     scores: Vec<f32>,
-    loss_sum: f64,
-    loss_n: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -240,62 +207,27 @@ impl<'a> Worker<'a> {
             hidden: vec![0.0; dim],
             grad: vec![0.0; dim],
             scores: vec![0.0; s.n_labels],
-            loss_sum: 0.0,
-            loss_n: 0,
         }
     }
 
     fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
         let s = self.s;
-        let lr0 = s.cfg.lr;
-        let mut last_report = Instant::now();
-        let mut pending = 0u64;
-        let mut done = s.processed.load(Ordering::Relaxed);
+        let mut tick = Ticker::new(s.clock, reporter);
         for (i, &row) in part.iter().enumerate() {
-            let (a, b) = (
-                s.data.offsets[row as usize],
-                s.data.offsets[row as usize + 1],
-            );
-            let progress = (done as f64 / s.total as f64).min(1.0) as f32;
-            let lr = lr0 * (1.0 - progress);
-            let (la, lb) = (
-                s.data.label_offsets[row as usize],
-                s.data.label_offsets[row as usize + 1],
-            );
+            let row = row as usize;
+            let (a, b) = (s.data.offsets[row], s.data.offsets[row + 1]);
+            let (_, lr) = tick.lr(s.clock, s.cfg.lr);
+            let (la, lb) = (s.data.label_offsets[row], s.data.label_offsets[row + 1]);
             let labels = &s.data.labels[la..lb];
             let weights = s.data.weights.map(|w| &w[a..b]);
             if a < b {
-                let loss = self.update(&s.rows[a..b], weights, labels, lr);
-                self.loss_sum += loss as f64;
-                self.loss_n += 1;
+                tick.loss(self.update(&s.rows[a..b], weights, labels, lr));
             }
-            pending += (b - a) as u64;
-            if pending >= 256 {
-                done = s.processed.fetch_add(pending, Ordering::Relaxed) + pending;
-                pending = 0;
-            }
-            if i % 64 == 0 {
-                if s.stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                if reporter && last_report.elapsed().as_millis() >= 100 {
-                    last_report = Instant::now();
-                    let el = s.start.elapsed().as_secs_f64().max(1e-9);
-                    let p = Progress {
-                        progress,
-                        epoch,
-                        lr,
-                        loss: (self.loss_sum / self.loss_n.max(1) as f64) as f32,
-                        tokens_per_sec_per_thread: done as f64 / el / s.cfg.threads as f64,
-                    };
-                    if !(s.callback)(&p) {
-                        s.stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                }
+            if !tick.tick(s.clock, i, (b - a) as u64, epoch, s.cfg.lr) {
+                return;
             }
         }
-        s.processed.fetch_add(pending, Ordering::Relaxed);
+        tick.flush(s.clock);
     }
 
     /// One SGD step on one row; returns its loss.

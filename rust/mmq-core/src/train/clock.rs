@@ -1,0 +1,195 @@
+//! The skeleton every Hogwild trainer shares (text model, continuous fusion, set models):
+//! seeded per-epoch shuffles split over a rayon pool, work counted for fastText's linear
+//! learning-rate decay, progress reports about every 100 ms, and stopping on request.
+use super::Progress;
+use crate::error::{MmqError, Result};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Work done so far by all workers of one training run.
+pub(crate) struct Clock<'a> {
+    processed: AtomicU64,
+    /// Work units of the whole run (at least 1).
+    pub total: u64,
+    stop: AtomicBool,
+    start: Instant,
+    threads: usize,
+    callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+}
+
+impl<'a> Clock<'a> {
+    pub fn new(
+        total: u64,
+        threads: usize,
+        callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+    ) -> Self {
+        Self {
+            processed: AtomicU64::new(0),
+            total: total.max(1),
+            stop: AtomicBool::new(false),
+            start: Instant::now(),
+            threads,
+            callback,
+        }
+    }
+
+    /// Ask every worker to stop (the callback refused, or training diverged).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The final report; [`MmqError::Interrupted`] when the callback refuses it.
+    pub fn finish(&self, epochs: usize) -> Result<()> {
+        let elapsed = self.start.elapsed().as_secs_f64().max(1e-9);
+        let done = Progress {
+            progress: 1.0,
+            epoch: epochs,
+            lr: 0.0,
+            loss: f32::NAN,
+            tokens_per_sec_per_thread: self.total as f64 / elapsed / self.threads as f64,
+        };
+        if (self.callback)(&done) {
+            Ok(())
+        } else {
+            Err(MmqError::Interrupted)
+        }
+    }
+}
+
+/// One worker's bookkeeping: its work is added to the clock in batches, and the
+/// reporting worker calls the progress callback.
+pub(crate) struct Ticker {
+    last: Instant,
+    pending: u64,
+    done: u64,
+    reporter: bool,
+    loss_sum: f64,
+    loss_n: u64,
+}
+
+impl Ticker {
+    pub fn new(clock: &Clock, reporter: bool) -> Self {
+        Self {
+            last: Instant::now(),
+            pending: 0,
+            done: clock.processed.load(Ordering::Relaxed),
+            reporter,
+            loss_sum: 0.0,
+            loss_n: 0,
+        }
+    }
+
+    /// Fraction of the run done (as this worker last saw it) and the learning rate
+    /// `lr0 · (1 − progress)`.
+    pub fn lr(&self, clock: &Clock, lr0: f32) -> (f32, f32) {
+        let p = (self.done as f64 / clock.total as f64).min(1.0) as f32;
+        (p, lr0 * (1.0 - p))
+    }
+
+    pub fn loss(&mut self, l: f32) {
+        self.loss_sum += l as f64;
+        self.loss_n += 1;
+    }
+
+    /// Count the `work` of row number `i` of this worker's part; every 64 rows look for
+    /// a stop request and (reporting worker) report progress. False: stop now.
+    pub fn tick(&mut self, clock: &Clock, i: usize, work: u64, epoch: usize, lr0: f32) -> bool {
+        self.pending += work;
+        if self.pending >= 256 {
+            self.done = clock.processed.fetch_add(self.pending, Ordering::Relaxed) + self.pending;
+            self.pending = 0;
+        }
+        if !i.is_multiple_of(64) {
+            return true;
+        }
+        if clock.stopped() {
+            return false;
+        }
+        if self.reporter && self.last.elapsed().as_millis() >= 100 {
+            self.last = Instant::now();
+            let el = clock.start.elapsed().as_secs_f64().max(1e-9);
+            let (progress, lr) = self.lr(clock, lr0);
+            let p = Progress {
+                progress,
+                epoch,
+                lr,
+                loss: (self.loss_sum / self.loss_n.max(1) as f64) as f32,
+                tokens_per_sec_per_thread: self.done as f64 / el / clock.threads as f64,
+            };
+            if !(clock.callback)(&p) {
+                clock.request_stop();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hand the work not yet counted to the clock (end of the worker's part).
+    pub fn flush(&mut self, clock: &Clock) {
+        clock.processed.fetch_add(self.pending, Ordering::Relaxed);
+        self.pending = 0;
+    }
+}
+
+/// `work(epoch, part index, worker seed, rows of the part)`.
+pub(crate) type EpochWork<'a> = dyn Fn(usize, usize, u64, &[u32]) + Sync + 'a;
+
+/// A rayon pool of `threads` threads.
+pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| MmqError::InvalidParameter(format!("cannot start {threads} threads: {e}")))
+}
+
+/// Run `epochs` epochs over the rows in `order`: each epoch reshuffles them with a
+/// permutation seeded by (`seed`, epoch), splits them into one contiguous part per
+/// thread and calls `work(epoch, part index, worker seed, part)` on `pool` (inline with
+/// one thread, so one-thread training is deterministic). After each epoch `after(epoch)`
+/// runs (its error ends training); then a stop request ends it with
+/// [`MmqError::Interrupted`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_epochs(
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    seed: u64,
+    epochs: usize,
+    order: &mut [u32],
+    clock: &Clock,
+    work: &EpochWork,
+    after: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<()> {
+    let n = order.len();
+    for epoch in 0..epochs {
+        let mut erng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
+        for i in (1..n).rev() {
+            order.swap(i, erng.random_range(0..=i));
+        }
+        let chunk = n.div_ceil(threads).max(1);
+        let run = |(t, part): (usize, &[u32])| {
+            work(
+                epoch,
+                t,
+                seed.wrapping_add((epoch * threads + t) as u64 + 1),
+                part,
+            )
+        };
+        if threads == 1 {
+            run((0, &order[..]));
+        } else {
+            pool.install(|| order.par_chunks(chunk).enumerate().for_each(run));
+        }
+        after(epoch)?;
+        if clock.stopped() {
+            return Err(MmqError::Interrupted);
+        }
+    }
+    Ok(())
+}
