@@ -5,11 +5,14 @@ use crate::columns;
 use crate::errors::{input_err, IntoPy};
 use crate::quantizer::PyQuantizer;
 use mmq_core::eval::evaluate;
-use mmq_core::model::sets::{train_sets, ModalityKind, ModalityRows, SetConfig, SetModel};
+use mmq_core::model::sets::{
+    train_sets, Modality, ModalityKind, ModalityRows, SetConfig, SetModel,
+};
 use mmq_core::quant::Quantizer;
 use mmq_core::text::{fnv1a, Tokenizer};
 use mmq_core::train::Progress;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use polars::prelude::{Series, StringChunked};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use pyo3_polars::PySeries;
@@ -33,7 +36,150 @@ type Csr = (Vec<usize>, Vec<u32>);
 /// Per modality (score, dims won, present), and the label's bias.
 type Shares = (Vec<(f32, u32, bool)>, f32);
 
-/// Token ids of every modality of a batch (CSR per modality) and the row count.
+/// One modality of a batch, as plain data.
+pub enum Input<'a> {
+    /// A String column (text, or categorical values cast to String).
+    Strings(&'a Series),
+    /// Codes of the present rows (m per row) and the presence mask over all rows.
+    Codes(&'a [u16], &'a [bool]),
+}
+
+/// Token ids (CSR) of one modality of a batch; an error message names the column.
+pub fn modality_tokens(
+    m: &Modality,
+    tokenizer: &Tokenizer,
+    quantizer: Option<&Quantizer>,
+    input: Input<'_>,
+) -> Result<Csr, String> {
+    let name = &m.name;
+    let strings = |s: &Series| -> Result<StringChunked, String> {
+        s.str().cloned().map_err(|_| {
+            format!(
+                "{} column '{name}' must be String, found {}",
+                if m.kind == ModalityKind::Text {
+                    "text"
+                } else {
+                    "categorical"
+                },
+                s.dtype()
+            )
+        })
+    };
+    match (m.kind, input) {
+        (ModalityKind::Text, Input::Strings(s)) => {
+            let ca = strings(s)?;
+            let texts: Vec<&str> = ca.iter().map(|o| o.unwrap_or("")).collect();
+            let (offsets, ids) = tokenize_rows(tokenizer, &texts);
+            if ca.null_count() == 0 {
+                return Ok((offsets, ids));
+            }
+            // A null text is the empty set (not the end-of-sentence token of "").
+            let mut o2 = Vec::with_capacity(offsets.len());
+            o2.push(0);
+            let mut i2 = Vec::with_capacity(ids.len());
+            for (i, v) in ca.iter().enumerate() {
+                if v.is_some() {
+                    i2.extend_from_slice(&ids[offsets[i]..offsets[i + 1]]);
+                }
+                o2.push(i2.len());
+            }
+            Ok((o2, i2))
+        }
+        (ModalityKind::Categorical, Input::Strings(s)) => {
+            let ca = strings(s)?;
+            let mut offsets = Vec::with_capacity(ca.len() + 1);
+            offsets.push(0);
+            let mut ids = Vec::with_capacity(ca.len());
+            for v in ca.iter() {
+                if let Some(v) = v {
+                    ids.push(fnv1a(v.as_bytes()));
+                }
+                offsets.push(ids.len());
+            }
+            Ok((offsets, ids))
+        }
+        (ModalityKind::Dense, Input::Codes(codes, present)) => {
+            let q = quantizer
+                .ok_or_else(|| format!("dense column '{name}' has no fitted quantizer"))?;
+            let np = present.iter().filter(|&&p| p).count();
+            let (mq, kq) = (q.m(), q.k());
+            if codes.len() != np * mq {
+                return Err(format!(
+                    "dense column '{name}': expected {np} code rows of width {mq}, got {} codes",
+                    codes.len()
+                ));
+            }
+            if let Some(bad) = codes.iter().position(|&c| c as usize >= kq) {
+                return Err(format!(
+                    "dense column '{name}': code {} in present row {} is out of range for k = {kq}",
+                    codes[bad],
+                    bad / mq
+                ));
+            }
+            let mut offsets = Vec::with_capacity(present.len() + 1);
+            offsets.push(0);
+            let mut ids = Vec::with_capacity(np * mq);
+            let mut r = 0usize;
+            for &p in present {
+                if p {
+                    for (j, &c) in codes[r * mq..(r + 1) * mq].iter().enumerate() {
+                        ids.push((j * kq) as u32 + c as u32);
+                    }
+                    r += 1;
+                }
+                offsets.push(ids.len());
+            }
+            Ok((offsets, ids))
+        }
+        (kind, _) => Err(format!(
+            "column '{name}' ({kind:?}) was given in the wrong form"
+        )),
+    }
+}
+
+/// Token ids of every modality of a batch (CSR per modality), checking that all have
+/// the same number of rows; returns them and the row count.
+pub fn batch_tokens(
+    cfg: &SetConfig,
+    tokenizer: &Tokenizer,
+    quantizers: &[Option<Quantizer>],
+    inputs: Vec<Input<'_>>,
+) -> Result<(Vec<Csr>, usize), String> {
+    if inputs.len() != cfg.modalities.len() {
+        return Err(format!(
+            "the model reads {} column(s) {:?}, got {}",
+            cfg.modalities.len(),
+            cfg.modalities
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>(),
+            inputs.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    for (k, (m, input)) in cfg.modalities.iter().zip(inputs).enumerate() {
+        let csr = modality_tokens(
+            m,
+            tokenizer,
+            quantizers.get(k).and_then(|q| q.as_ref()),
+            input,
+        )?;
+        if let Some((first, _)) = out.first() {
+            let (n, rows) = (Vec::len(first) - 1, csr.0.len() - 1);
+            if n != rows {
+                return Err(format!(
+                    "column '{}' has {rows} rows, the others {n}",
+                    m.name
+                ));
+            }
+        }
+        out.push(csr);
+    }
+    let n = out.first().map_or(0, |(o, _)| o.len() - 1);
+    Ok((out, n))
+}
+
+/// [`batch_tokens`] for the arguments Python passes.
 fn modality_csr(
     py: Python<'_>,
     cfg: &SetConfig,
@@ -41,19 +187,7 @@ fn modality_csr(
     quantizers: &[Option<Quantizer>],
     args: &[ModalityArg<'_>],
 ) -> PyResult<(Vec<Csr>, usize)> {
-    if args.len() != cfg.modalities.len() {
-        return Err(input_err(format!(
-            "the model reads {} column(s) {:?}, got {}",
-            cfg.modalities.len(),
-            cfg.modalities
-                .iter()
-                .map(|m| m.name.as_str())
-                .collect::<Vec<_>>(),
-            args.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(args.len());
-    let mut n_rows: Option<usize> = None;
+    let mut inputs = Vec::with_capacity(args.len());
     for (m, (name, series, codes, present)) in cfg.modalities.iter().zip(args) {
         if name != &m.name {
             return Err(input_err(format!(
@@ -61,117 +195,25 @@ fn modality_csr(
                 m.name
             )));
         }
-        let csr = match m.kind {
-            ModalityKind::Text => {
-                let s = &series
-                    .as_ref()
-                    .ok_or_else(|| input_err(format!("text column '{name}' not given")))?
-                    .0;
-                let texts = columns::texts(s, name)?;
-                let (offsets, ids) = py.detach(|| tokenize_rows(tokenizer, &texts));
-                if s.null_count() == 0 {
-                    (offsets, ids)
-                } else {
-                    // A null text is the empty set (not the end-of-sentence token of "").
-                    let ca = s.str().map_err(|e| input_err(e.to_string()))?;
-                    let mut o2 = Vec::with_capacity(offsets.len());
-                    o2.push(0);
-                    let mut i2 = Vec::with_capacity(ids.len());
-                    for (i, v) in ca.iter().enumerate() {
-                        if v.is_some() {
-                            i2.extend_from_slice(&ids[offsets[i]..offsets[i + 1]]);
-                        }
-                        o2.push(i2.len());
-                    }
-                    (o2, i2)
-                }
-            }
-            ModalityKind::Categorical => {
-                let s = &series
-                    .as_ref()
-                    .ok_or_else(|| input_err(format!("categorical column '{name}' not given")))?
-                    .0;
-                let ca = s.str().map_err(|_| {
-                    input_err(format!(
-                        "categorical column '{name}' must reach the core as String, found {}",
-                        s.dtype()
-                    ))
-                })?;
-                let mut offsets = Vec::with_capacity(ca.len() + 1);
-                offsets.push(0);
-                let mut ids = Vec::with_capacity(ca.len());
-                for v in ca.iter() {
-                    if let Some(v) = v {
-                        ids.push(fnv1a(v.as_bytes()));
-                    }
-                    offsets.push(ids.len());
-                }
-                (offsets, ids)
-            }
-            ModalityKind::Dense => {
-                let k_idx = cfg
-                    .modalities
-                    .iter()
-                    .position(|x| x.name == m.name)
-                    .unwrap_or(0);
-                let q = quantizers
-                    .get(k_idx)
-                    .and_then(|q| q.as_ref())
-                    .ok_or_else(|| {
-                        input_err(format!("dense column '{name}' has no fitted quantizer"))
-                    })?;
-                let present = present
-                    .as_ref()
-                    .ok_or_else(|| input_err(format!("dense column '{name}': no presence mask")))?;
-                let present = present.as_slice().map_err(|e| input_err(e.to_string()))?;
-                let codes = codes
-                    .as_ref()
-                    .ok_or_else(|| input_err(format!("dense column '{name}': no codes")))?;
-                let np = present.iter().filter(|&&p| p).count();
-                let (mq, kq) = (q.m(), q.k());
-                if codes.shape() != [np, mq] {
-                    return Err(input_err(format!(
-                        "dense column '{name}': expected {np} code rows of width {mq}, got {:?}",
-                        codes.shape()
-                    )));
-                }
-                let codes = codes.as_slice().map_err(|e| input_err(e.to_string()))?;
-                if let Some(bad) = codes.iter().position(|&c| c as usize >= kq) {
-                    return Err(input_err(format!(
-                        "dense column '{name}': code {} in present row {} is out of range for k = {kq}",
-                        codes[bad],
-                        bad / mq
-                    )));
-                }
-                let mut offsets = Vec::with_capacity(present.len() + 1);
-                offsets.push(0);
-                let mut ids = Vec::with_capacity(np * mq);
-                let mut r = 0usize;
-                for &p in present {
-                    if p {
-                        for (j, &c) in codes[r * mq..(r + 1) * mq].iter().enumerate() {
-                            ids.push((j * kq) as u32 + c as u32);
-                        }
-                        r += 1;
-                    }
-                    offsets.push(ids.len());
-                }
-                (offsets, ids)
-            }
+        let input = match (series, codes, present) {
+            (Some(s), _, _) => Input::Strings(&s.0),
+            (None, Some(c), Some(p)) => Input::Codes(
+                c.as_slice().map_err(|e| input_err(e.to_string()))?,
+                p.as_slice().map_err(|e| input_err(e.to_string()))?,
+            ),
+            _ => return Err(input_err(format!("column '{name}' not given"))),
         };
-        let rows = csr.0.len() - 1;
-        match n_rows {
-            None => n_rows = Some(rows),
-            Some(n) if n != rows => {
-                return Err(input_err(format!(
-                    "column '{name}' has {rows} rows, the others {n}"
-                )))
-            }
-            _ => {}
-        }
-        out.push(csr);
+        inputs.push(input);
     }
-    Ok((out, n_rows.unwrap_or(0)))
+    if inputs.len() != args.len() {
+        return Err(input_err(format!(
+            "{} columns for {} modalities",
+            args.len(),
+            cfg.modalities.len()
+        )));
+    }
+    py.detach(|| batch_tokens(cfg, tokenizer, quantizers, inputs))
+        .map_err(input_err)
 }
 
 fn views(csr: &[Csr]) -> Vec<ModalityRows<'_>> {
