@@ -28,6 +28,35 @@ is fixed. The grid is pruned in stages (printed in the notes section):
    (epochs 2-30, lr 0.02-0.2), then dim in {10, 20, 50} at the best (lr, epoch);
 3. discrete: all text hyperparameters reused, then m x k x alpha; then epoch x lr
    re-tuned at the best (m, k, alpha). Quantizer fits are cached per (kind, m, k, seed).
+4. set models (printed as "stage 3"): see below.
+
+Set models (``mmq.sets``, issue 6; fitted with ``fit(df, text=["text"])``): Deep
+Multi-Modal Sets ``fusion="deepset"`` with mean/mean and max/max pooling; MI2P-style
+``fusion="attention"``; Gradient-Blending ``blend="gblend"`` (holdout 0.1) over the
+deepset and over the bag of all tokens (``fusion="discrete"``), each beside its naive
+joint-training counterpart (the same model without ``blend``: "deepset mean/mean" and
+"bag (naive joint)"); and the single-modality references of the same set model, "set
+text-only" (``dense={}``) and "set image-only" (``fit(df, text=[])``, the image's code
+tokens alone). They reuse the quantizer kind / m / k (and, for the bag, alpha) of the
+best discrete model by valid and the text model's tokenizer; their stage ("stage 3") tunes lr x
+epoch (lr 0.2-2 for mean pooling, 0.02-0.2 for max pooling) at one dim, then dim, then
+lr x epoch again if the dim moved, then char n-grams on/off. Targets: each G-Blend row
+>= the best single-modality set model and >= its naive counterpart (test, mean of the
+seeds); attention's train time <= 1.5x discrete fusion's (interleaved in one process,
+same data, same dim/epoch/lr/tokenizer/quantizer, quantizers fitted beforehand).
+
+Missing images (after the table, in evaluation processes that read the test split; every
+model at its tuned hyperparameters, seeds 0-2; per seed a seeded 30% of the rows, the
+same for every model): (i) models trained on the full training split, tested with the
+images of 30% of the test rows removed; (ii) trained with 30% of the training images
+removed and tested on the same 30%-missing test rows (a deployment where images are
+missing at the same rate in training and in use). Drops are paired per seed against
+the model trained and tested on full data. Continuous modes (gated, add,
+bilinear_gated) are run with the missing vectors ZERO-FILLED (the naive approach: a zero
+vector in place of the null before fit / predict) and, for reference, with the null
+itself (the library's text-vector-alone path); discrete fusion and the set models get
+the null (no visual tokens / the empty set). Target: deepset loses less accuracy than
+every zero-filled continuous mode, in both settings.
 
 Tuning runs in ``--workers`` processes (default 2; each model single-threaded). Timings
 are taken afterwards, serially, in this process: train time is the fit wall time (per
@@ -86,18 +115,40 @@ FULL_GRID = dict(
     m=(8, 16, 32, 64),
     k=(16, 32, 64, 256),
     alpha=(0.25, 0.5, 1.0, 2.0, 4.0),       # 4: a first run put PQ at the edge (2)
+    # set models (deepset, attention, bag, G-Blend): mean pooling wants a high lr
+    epoch_set=(5, 10, 20, 30),
+    lr_set=(0.2, 0.5, 1.0, 2.0),
+    lr_set_max=(0.02, 0.05, 0.1, 0.2),      # max pooling diverges / stalls above ~0.1-0.2
+    set_stage1_dim=20,
 )
 QUICK_GRID = dict(
     dim=(10, 20), epoch=(5, 10), lr_text=(0.1, 0.5), word_ngrams=(1, 2), char=(),
     epoch_cont=(2, 5), lr_cont=(0.05,), cont_stage1_dim=10, m=(8, 16), k=(16, 64), alpha=(0.5, 1.0),
+    epoch_set=(5, 10), lr_set=(0.5, 1.0), lr_set_max=(0.1,), set_stage1_dim=10,
 )
 CONT_MODES = ("image", "add", "max", "gated", "bilinear", "bilinear_gated")
 DISC_KINDS = ("pq", "rspq")
+# set models (mmq.sets): method -> Classifier options; "text"/"image" say which modalities
+SET_SPEC = {
+    "set_text": dict(fusion="deepset", image=False),             # text modality alone
+    "set_image": dict(fusion="deepset", text=False),             # image code tokens alone
+    "deepset": dict(fusion="deepset"),                           # mean / mean
+    "deepset_max": dict(fusion="deepset", pool="max", outer_pool="max"),
+    "attention": dict(fusion="attention"),
+    "bag": dict(fusion="discrete"),                              # set-model bag of all tokens
+    "bag_gblend": dict(fusion="discrete", blend="gblend"),
+    "deepset_gblend": dict(fusion="deepset", blend="gblend"),
+}
+SET_METHODS = tuple(SET_SPEC)
+GBLEND = {"deepset_gblend": "deepset", "bag_gblend": "bag"}   # G-Blend row -> naive joint row
+MISSING_FRAC = 0.3
+MISSING_CONT = ("gated", "add", "bilinear_gated")
 
 # ---- targets -------------------------------------------------------------------------
 T_DISC_GAIN_PTS = 1.0      # best discrete >= text-only + 1 point (test, mean of seeds)
 T_DISC_VS_CONT_PTS = 1.0   # best discrete >= best continuous - 1 point
 T_DISC_TIME_RATIO = 1.3    # discrete train time (classifier alone) <= 1.3 x text-only's
+T_ATT_TIME_RATIO = 1.5     # attention train time <= 1.5 x discrete fusion's (same dim/epoch)
 
 
 def data_dir() -> Path:
@@ -147,9 +198,26 @@ def make_quantizer(kind: str, m: int, k: int, seed: int):
     return mmq.PQ(m=m, k=k, seed=seed) if kind == "pq" else mmq.RSPQ(m=m, k=k, seed=seed)
 
 
+def qkind(method: str, p: dict):
+    """The quantizer kind ("pq" / "rspq") a method needs, or None."""
+    if method in DISC_KINDS:
+        return method
+    if method in SET_SPEC and SET_SPEC[method].get("image", True):
+        return p["q"]
+    return None
+
+
+def fit_kw(method: str) -> dict:
+    """Keyword arguments of ``fit`` (a list of text columns selects the set model)."""
+    if method in SET_SPEC:
+        return dict(text=["text"] if SET_SPEC[method].get("text", True) else [])
+    return {}
+
+
 def make_clf(method: str, p: dict, seed: int, dense: str, quantizer=None):
     """A Classifier for a table row. ``p`` holds dim, epoch, lr, word_ngrams, minn, maxn
-    (+ m, k, alpha for discrete). ``quantizer`` (discrete only): fitted or not."""
+    (+ m, k, alpha for discrete; + q, m, k (, alpha) for set models). ``quantizer``
+    (discrete and set models with the image): fitted or not."""
     import mmq
 
     base = dict(dim=p["dim"], epoch=p["epoch"], lr=p["lr"], word_ngrams=p["word_ngrams"],
@@ -161,6 +229,14 @@ def make_clf(method: str, p: dict, seed: int, dense: str, quantizer=None):
     if method in DISC_KINDS:
         q = quantizer if quantizer is not None else make_quantizer(method, p["m"], p["k"], seed)
         return mmq.Classifier(**base, dense={dense: q}, alpha=p["alpha"])
+    if method in SET_SPEC:
+        s = SET_SPEC[method]
+        d = {}
+        if qkind(method, p):
+            d = {dense: quantizer if quantizer is not None else make_quantizer(p["q"], p["m"], p["k"], seed)}
+        return mmq.Classifier(**base, dense=d, fusion=s["fusion"], pool=s.get("pool", "mean"),
+                              outer_pool=s.get("outer_pool", "mean"), blend=s.get("blend"),
+                              alpha=p.get("alpha", 1.0))
     raise ValueError(method)
 
 
@@ -174,7 +250,7 @@ def ckey(p: dict) -> str:
 _W: dict = {}
 
 
-def _init_worker(path: str, dense: str) -> None:
+def _init_worker(path: str, dense: str, with_test: bool = False) -> None:
     # one core per worker: the models run with threads=1; keep the quantizers' k-means
     # (rayon's global pool, read on first use) on one thread too
     os.environ["RAYON_NUM_THREADS"] = "1"
@@ -182,7 +258,7 @@ def _init_worker(path: str, dense: str) -> None:
 
     faulthandler.enable()  # a crash in the native core prints a traceback
     _W["dense"] = dense
-    _W.update(load_splits(path, dense, with_test=False))
+    _W.update(load_splits(path, dense, with_test=with_test))
     _W["qcache"] = {}
 
 
@@ -203,10 +279,11 @@ def job(method: str, configs: list, seed: int) -> list:
 
     out = []
     for p in configs:
-        q = _quantizer(method, p["m"], p["k"], seed) if method in DISC_KINDS else None
+        kind = qkind(method, p)
+        q = _quantizer(kind, p["m"], p["k"], seed) if kind else None
         t0 = time.perf_counter()
         try:
-            clf = make_clf(method, p, seed, _W["dense"], q).fit(_W["train"])
+            clf = make_clf(method, p, seed, _W["dense"], q).fit(_W["train"], **fit_kw(method))
             fit_s = time.perf_counter() - t0
             acc = clf.test(_W["valid"]).precision
             if not math.isfinite(acc):
@@ -215,6 +292,59 @@ def job(method: str, configs: list, seed: int) -> list:
             fit_s, acc = time.perf_counter() - t0, None
             p = dict(p, error=str(e)[:120])
         out.append((p, seed, acc, fit_s))
+    return out
+
+
+def missing_rows(n: int, frac: float, seed: int, stream: int):
+    """Boolean mask of a seeded ``frac`` of ``n`` rows (exactly round(frac * n) rows)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, stream])
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, int(round(frac * n)), replace=False)] = True
+    return mask
+
+
+def drop_dense(frame, dense: str, mask, how: str):
+    """Remove the dense value of the rows in ``mask``: ``how="null"`` sets them null (the
+    library's missing modality); ``how="zero"`` is the naive approach, a zero vector in
+    place of every missing value (the rows in ``mask`` and any null already there)."""
+    import numpy as np
+    import polars as pl
+
+    if how == "null":
+        return frame.with_columns(
+            pl.when(pl.Series(mask)).then(pl.lit(None, dtype=frame.schema[dense])).otherwise(pl.col(dense)).alias(dense))
+    x, present = dense_matrix(frame, dense)
+    full = np.zeros((frame.height, x.shape[1]), dtype=np.float32)
+    full[present] = x
+    full[mask] = 0.0
+    return frame.with_columns(pl.Series(dense, full).cast(frame.schema[dense]))
+
+
+def missing_job(method: str, p: dict, how: str, seed: int, frac: float) -> dict:
+    """Missing-image experiment for one model and seed (evaluation workers: they hold the
+    test split; hyperparameters come from the tuning on valid).
+    full: trained on full train, tested on full test; test_missing: the same model on the
+    test split with ``frac`` of its images removed; train_test_missing: trained with
+    ``frac`` of the training images removed, tested on the same test rows as test_missing.
+    ``how``: "null" (missing value = null: empty set / text alone) or "zero" (zero-filled)."""
+    dense, tr, te = _W["dense"], _W["train"], _W["test"]
+    m_te = missing_rows(te.height, frac, seed, 1)
+    m_tr = missing_rows(tr.height, frac, seed, 2)
+    none_te = missing_rows(te.height, 0.0, seed, 1)
+    none_tr = missing_rows(tr.height, 0.0, seed, 2)
+    kw = fit_kw(method)
+    t0 = time.perf_counter()
+    full_tr = drop_dense(tr, dense, none_tr, how) if how == "zero" else tr
+    full_te = drop_dense(te, dense, none_te, how) if how == "zero" else te
+    clf = make_clf(method, p, seed, dense).fit(full_tr, **kw)
+    out = {"method": method, "how": how, "seed": seed,
+           "full": clf.test(full_te).precision,
+           "test_missing": clf.test(drop_dense(te, dense, m_te, how)).precision}
+    clf2 = make_clf(method, p, seed, dense).fit(drop_dense(tr, dense, m_tr, how), **kw)
+    out["train_test_missing"] = clf2.test(drop_dense(te, dense, m_te, how)).precision
+    out["s"] = time.perf_counter() - t0
     return out
 
 
@@ -268,21 +398,21 @@ class Tuner:
 # --------------------------------------------------------------------------------------
 # final measurements (serial, in this process)
 # --------------------------------------------------------------------------------------
-def one_fit(clf, train):
-    """(wall s, CPU s of this process) of ``clf.fit(train)``."""
+def one_fit(clf, train, **kw):
+    """(wall s, CPU s of this process) of ``clf.fit(train, **kw)``."""
     c0, t0 = time.process_time(), time.perf_counter()
-    clf.fit(train)
+    clf.fit(train, **kw)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def timed_fit(make, train, min_total_s: float = 0.6, max_repeats: int = 3):
+def timed_fit(make, train, min_total_s: float = 0.6, max_repeats: int = 3, kw=None):
     """Fit ``make()`` on train; best wall time of up to ``max_repeats`` fits (repeat only
     while the total stays under ``min_total_s``; fits are deterministic with threads=1).
     Returns (model, wall s, CPU s of that fit)."""
     best, total, clf, n, cpu = math.inf, 0.0, None, 0, math.inf
     while n < max_repeats and (n == 0 or total < min_total_s):
         c = make()
-        dt, dc = one_fit(c, train)
+        dt, dc = one_fit(c, train, **(kw or {}))
         total += dt
         n += 1
         if dt < best:
@@ -297,12 +427,12 @@ def paired_timing(variants: dict, splits: dict, dense: str, seeds, reps: int = 3
     ``variants``: name -> (method, params)."""
     out = {name: {"wall": [], "cpu": []} for name in variants}
     for seed in seeds:
-        qs = {name: make_quantizer(m, p["m"], p["k"], seed).fit(splits["train_vecs"])
-              for name, (m, p) in variants.items() if m in DISC_KINDS}
+        qs = {name: make_quantizer(qkind(m, p), p["m"], p["k"], seed).fit(splits["train_vecs"])
+              for name, (m, p) in variants.items() if qkind(m, p)}
         best = {name: (math.inf, math.inf) for name in variants}
         for _ in range(reps):
             for name, (m, p) in variants.items():
-                w, c = one_fit(make_clf(m, p, seed, dense, qs.get(name)), splits["train"])
+                w, c = one_fit(make_clf(m, p, seed, dense, qs.get(name)), splits["train"], **fit_kw(m))
                 if w < best[name][0]:
                     best[name] = (w, c)
         for name in variants:
@@ -324,23 +454,30 @@ def measure(method: str, p: dict, splits: dict, dense: str, seeds) -> dict:
     runs = []
     for seed in seeds:
         r = {"seed": seed}
-        if method in DISC_KINDS:
+        kw = fit_kw(method)
+        kind = qkind(method, p)
+        if kind:
             # quantizer fitted first and passed in: times the classifier alone
             tq0 = time.perf_counter()
-            q = make_quantizer(method, p["m"], p["k"], seed).fit(splits["train_vecs"])
+            q = make_quantizer(kind, p["m"], p["k"], seed).fit(splits["train_vecs"])
             r["quantizer_fit_s"] = time.perf_counter() - tq0
             # the part of fit() that text-only does not have: vectors out of the frame, encoded
             te0 = time.perf_counter()
             q.encode(dense_matrix(splits["train"], dense)[0])
             r["encode_s"] = time.perf_counter() - te0
             clf, r["train_s"], r["train_cpu_s"] = timed_fit(
-                lambda: make_clf(method, p, seed, dense, q), splits["train"])
+                lambda: make_clf(method, p, seed, dense, q), splits["train"], kw=kw)
             # quantizer fitted inside fit(): the full pipeline
             _, r["train_with_quantizer_s"], _ = timed_fit(
-                lambda: make_clf(method, p, seed, dense, None), splits["train"])
+                lambda: make_clf(method, p, seed, dense, None), splits["train"], kw=kw)
         else:
             clf, r["train_s"], r["train_cpu_s"] = timed_fit(
-                lambda: make_clf(method, p, seed, dense), splits["train"])
+                lambda: make_clf(method, p, seed, dense), splits["train"], kw=kw)
+        if method in SET_SPEC and SET_SPEC[method].get("blend"):
+            h = clf.history
+            r["gblend_history"] = h.to_dicts()
+            last = h.filter(h["epoch"] == h["epoch"].max())
+            r["gblend_last_weights"] = dict(zip(last["head"].to_list(), last["weight"].to_list()))
         r["valid_acc"] = clf.test(splits["valid"]).precision
         r["test_acc"] = clf.test(splits["test"]).precision
         r["model_bytes"] = saved_size(clf)
@@ -471,6 +608,13 @@ def fmt_p(method: str, p: dict) -> str:
             s += f" char={p['minn']}-{p['maxn']}"
     if method in DISC_KINDS:
         s += f" m={p['m']} k={p['k']} alpha={p['alpha']}"
+    if method in SET_SPEC:
+        if not SET_SPEC[method].get("text", True):
+            s = f"dim={p['dim']} epoch={p['epoch']} lr={p['lr']}"
+        if qkind(method, p):
+            s += f" {p['q'].upper()} m={p['m']} k={p['k']}"
+        if SET_SPEC[method]["fusion"] == "discrete":
+            s += f" alpha={p.get('alpha', 1.0)}"
     return s
 
 
@@ -595,8 +739,65 @@ def main() -> int:
         stages["stage2b"] = {"s": time.perf_counter() - t0}
         print(f"[{time.perf_counter() - t_start:6.1f}s] stage 2b done (continuous dim; discrete epoch x lr)")
 
+        # -- stage 3: set models (mmq.sets): deepset, attention, bag, G-Blend, refs ------
+        # quantizer kind / m / k (and bag's alpha) of the best discrete model by valid;
+        # tokenizer of the text model; then lr x epoch at a fixed dim, dim, lr x epoch again
+        # at the new dim if it moved, and char n-grams toggled at the best.
+        t0 = time.perf_counter()
+        set_q = max(DISC_KINDS, key=lambda kd: tuner.ranked(kd)[0][0])
+        qb = tuner.ranked(set_q)[0][2]
+        n_set_cfgs = 0
+
+        def set_p(method, **kw):
+            p = dict(shared_tok, **kw)
+            if SET_SPEC[method].get("image", True):
+                p.update(q=set_q, m=qb["m"], k=qb["k"])
+                if SET_SPEC[method]["fusion"] == "discrete":
+                    p["alpha"] = qb["alpha"]
+            return p
+
+        def set_lrs(method):
+            return grid["lr_set_max"] if SET_SPEC[method].get("pool") == "max" else grid["lr_set"]
+
+        def run_set_stage(make_cfgs, batch_by=None):
+            nonlocal n_set_cfgs
+            futs = {}
+            for method in SET_METHODS:
+                cfgs = [c for c in make_cfgs(method) if ckey(c) not in tuner.results.get(method, {})]
+                n_set_cfgs += len(cfgs)
+                if cfgs:
+                    futs[method] = tuner.submit(method, cfgs, batch_by=batch_by)
+            for method, fs in futs.items():
+                tuner.collect(method, fs)
+
+        d1 = grid["set_stage1_dim"]
+        run_set_stage(lambda mt: [set_p(mt, dim=d1, epoch=e, lr=lr)
+                                  for lr, e in itertools.product(set_lrs(mt), grid["epoch_set"])],
+                      batch_by=lambda p: p["lr"])
+        run_set_stage(lambda mt: [dict(tuner.ranked(mt)[0][2], dim=d) for d in grid["dim"]])
+
+        def retune(mt):
+            b = tuner.ranked(mt)[0][2]
+            if b["dim"] == d1:
+                return []
+            return [dict(b, epoch=e, lr=lr) for lr, e in itertools.product(set_lrs(mt), grid["epoch_set"])]
+        run_set_stage(retune, batch_by=lambda p: p["lr"])
+
+        def toggle_char(mt):
+            b = tuner.ranked(mt)[0][2]
+            if not SET_SPEC[mt].get("text", True):
+                return []
+            if b["maxn"]:
+                return [dict(b, minn=0, maxn=0)]
+            return [dict(b, minn=c[0], maxn=c[1]) for c in grid["char"]]
+        run_set_stage(toggle_char)
+        stages["stage3"] = {"configs": n_set_cfgs, "s": time.perf_counter() - t0, "quantizer": set_q,
+                            "m": qb["m"], "k": qb["k"], "alpha": qb["alpha"]}
+        print(f"[{time.perf_counter() - t_start:6.1f}s] stage 3 done (set models: {n_set_cfgs} configs x "
+              f"{len(seeds)} seeds; {set_q.upper()} m={qb['m']} k={qb['k']} from the discrete tuning)")
+
     tune_s = time.perf_counter() - t_start
-    methods = ["text"] + list(CONT_MODES) + list(DISC_KINDS)
+    methods = ["text"] + list(CONT_MODES) + list(DISC_KINDS) + list(SET_METHODS)
     chosen, notes = {}, {}
     for method in methods:
         ranked = tuner.ranked(method)
@@ -631,14 +832,61 @@ def main() -> int:
         variants[kind] = (kind, chosen[kind])
         variants[kind + "@text"] = (kind, matched[kind]["params"])
     paired = paired_timing(variants, splits, dense, seeds)
+    # attention vs discrete fusion train time, interleaved, same dim/epoch/lr/tokenizer and
+    # the same quantizer (kind, m, k), at attention's tuned values and at discrete's
+    att = chosen["attention"]
+    dq = chosen[att["q"]]
+    hyper = ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn")
+    att_variants = {
+        "attention": ("attention", att),
+        "discrete@attention": (att["q"], dict({h: att[h] for h in hyper}, m=att["m"], k=att["k"],
+                                              alpha=dq["alpha"])),
+        "bag@attention": ("bag", dict(att, alpha=dq["alpha"])),
+        "attention@discrete": ("attention", dict(att, **{h: dq[h] for h in hyper}, m=dq["m"], k=dq["k"])),
+        "discrete": (att["q"], dq),
+    }
+    print(f"[{time.perf_counter() - t_start:6.1f}s] timing attention vs discrete (interleaved)")
+    paired_att = paired_timing(att_variants, splits, dense, seeds)
     sk = sklearn_refs(splits, dense)
+
+    # -- missing images: evaluation workers (they read the test split) -------------------
+    print(f"[{time.perf_counter() - t_start:6.1f}s] missing-image experiment ({MISSING_FRAC:.0%} of the rows)")
+    t0 = time.perf_counter()
+    bd_valid = max(DISC_KINDS, key=lambda m: final[m]["valid_acc"])
+    miss_specs = ([("text", "null")] + [(m, "zero") for m in MISSING_CONT] + [(m, "null") for m in MISSING_CONT]
+                  + [(bd_valid, "null")]
+                  + [(m, "null") for m in ("deepset", "deepset_max", "attention", "bag", "deepset_gblend",
+                                           "bag_gblend")])
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker, initargs=(str(path), dense, True)) as pool:
+        # slowest (continuous) first
+        order = sorted(miss_specs, key=lambda mh: mh[0] not in MISSING_CONT)
+        futs = [pool.submit(missing_job, m, chosen[m], how, seed, MISSING_FRAC) for m, how in order for seed in seeds]
+        miss_runs = [f.result() for f in futs]
+    missing = {}
+    for m, how in miss_specs:
+        rs = sorted((r for r in miss_runs if r["method"] == m and r["how"] == how), key=lambda r: r["seed"])
+        e = {"method": m, "how": how, "runs": rs}
+        for key in ("full", "test_missing", "train_test_missing"):
+            xs = [r[key] for r in rs]
+            e[key] = statistics.fmean(xs)
+            e[key + "_sd"] = statistics.stdev(xs) if len(xs) > 1 else 0.0
+            if key != "full":
+                ds = [r[key] - r["full"] for r in rs]
+                e[key + "_drop"] = statistics.fmean(ds)
+                e[key + "_drop_sd"] = statistics.stdev(ds) if len(ds) > 1 else 0.0
+        missing[f"{m}/{how}"] = e
+    stages["missing"] = {"s": time.perf_counter() - t0}
     total_s = time.perf_counter() - t_start
 
     # -- report ------------------------------------------------------------------------
     names = {"text": "mmq text-only", "image": "mmq image-only", "add": "mmq add", "max": "mmq max",
              "gated": "mmq gated", "bilinear": "mmq bilinear", "bilinear_gated": "mmq bilinear_gated",
              "pq": "mmq PQ discrete", "rspq": "mmq RSPQ discrete", "sk_text": "sklearn TF-IDF+LR (text)",
-             "sk_image": "sklearn LR (image)", "sk_late": "sklearn late fusion"}
+             "sk_image": "sklearn LR (image)", "sk_late": "sklearn late fusion",
+             "set_text": "set text-only", "set_image": "set image-only", "deepset": "deepset mean/mean",
+             "deepset_max": "deepset max/max", "attention": "attention (MI2P)", "bag": "bag (naive joint)",
+             "bag_gblend": "bag + G-Blend", "deepset_gblend": "deepset + G-Blend"}
     rows = methods + ["sk_text", "sk_image", "sk_late"]
     allres = dict(final, **sk)
     hdr = f"{'method':<26} {'test acc (3 seeds)':>19} {'valid acc':>9} {'train s':>8} {'+quant s':>9} {'size bytes':>11}"
@@ -652,7 +900,29 @@ def main() -> int:
     print()
     print(table)
     print("(sklearn rows are deterministic: one fit, sd 0; train s of the chosen C, 1 BLAS thread; "
-          "size = pickled model; late fusion = both)")
+          "size = pickled model; late fusion = both. 'set' rows: mmq.sets models, fit(text=[...]); "
+          "deepset mean/mean is the naive joint counterpart of deepset + G-Blend; set text-only / "
+          "image-only are the deepset with only that modality (image-only: fit(text=[])))")
+
+    # missing images
+    mhdr = (f"{'model (missing image =)':<34} {'full test':>15} {'30% test images missing':>26} "
+            f"{'30% train+test missing':>26}")
+    mlines = [mhdr, "-" * len(mhdr)]
+    for key, e in missing.items():
+        label = f"{names[e['method']]} ({'zero vector' if e['how'] == 'zero' else 'null'})"
+        cells = [f"{e['full']:.4f} ± {e['full_sd']:.4f}"]
+        for k2 in ("test_missing", "train_test_missing"):
+            cells.append(f"{e[k2]:.4f} ({100 * e[k2 + '_drop']:+.2f} ± {100 * e[k2 + '_drop_sd']:.2f})")
+        mlines.append(f"{label:<34} {cells[0]:>15} {cells[1]:>26} {cells[2]:>26}")
+    mtable = "\n".join(mlines)
+    print()
+    print(mtable)
+    print(f"(test accuracy mean ± sd over seeds {list(seeds)}; in brackets the drop vs 'full test' in points, "
+          f"paired per seed. {MISSING_FRAC:.0%} of the rows lose their image: a seeded choice per seed, the same "
+          "rows for every model. '30% test images missing': models trained on full data. "
+          "'30% train+test missing': trained with 30% of the training images removed, tested on the same "
+          "30%-missing test rows. 'null' = the library's missing modality (empty set / no visual tokens / "
+          "text vector alone); 'zero vector' = null replaced by zeros before fit and predict.)")
 
     # best models are chosen by VALID accuracy (mean over seeds), never by test
     def best_by_valid(ms):
@@ -662,7 +932,7 @@ def main() -> int:
         return max(ms, key=lambda m: final[m]["test_acc"])
 
     cont = [m for m in CONT_MODES if m != "image"]
-    multimodal = list(CONT_MODES) + list(DISC_KINDS)
+    multimodal = list(CONT_MODES) + list(DISC_KINDS) + [m for m in SET_METHODS if m not in ("set_text", "set_image")]
     bd, bc, bm = best_by_valid(DISC_KINDS), best_by_valid(cont), best_by_valid(multimodal)
     text_acc = final["text"]["test_acc"]
     pts = lambda a: 100 * a  # noqa: E731
@@ -694,6 +964,36 @@ def main() -> int:
     d = pts(final[bm]["test_acc"] - sk["sk_late"]["test_acc"])
     add("mmq best multimodal >= sklearn late fusion", d >= 0,
         f"{names[bm]} {final[bm]['test_acc']:.4f} vs late fusion {sk['sk_late']['test_acc']:.4f}: {d:+.2f} pts")
+    # G-Blend (test accuracy, mean of the seeds)
+    ref_single = max(("set_text", "set_image"), key=lambda m: final[m]["test_acc"])
+    for gb, naive in GBLEND.items():
+        g, s1, nv = final[gb]["test_acc"], final[ref_single]["test_acc"], final[naive]["test_acc"]
+        add(f"{names[gb]} >= best single-modality set model", g >= s1,
+            f"{g:.4f} vs {names[ref_single]} {s1:.4f} ({pts(g - s1):+.2f} pts; set image-only "
+            f"{final['set_image']['test_acc']:.4f}; mmq text-only {text_acc:.4f}: {pts(g - text_acc):+.2f} pts)")
+        add(f"{names[gb]} >= naive joint training ({names[naive]})", g >= nv,
+            f"{g:.4f} vs {nv:.4f} ({pts(g - nv):+.2f} pts)")
+    # attention vs discrete train time (interleaved, same data / hyperparameters)
+    for a, d_, what in (("attention", "discrete@attention", "at attention's tuned dim/epoch/lr"),
+                        ("attention@discrete", "discrete", "at discrete's tuned dim/epoch/lr")):
+        pa, pd = paired_att[a], paired_att[d_]
+        ratio = pa["wall_s"] / pd["wall_s"]
+        hp = pa["params"]
+        add(f"attention train time <= {T_ATT_TIME_RATIO}x discrete fusion, {what}", ratio <= T_ATT_TIME_RATIO,
+            f"{pa['wall_s']:.3f}s vs {names[hp['q']]} {pd['wall_s']:.3f}s: {ratio:.2f}x wall, "
+            f"{pa['cpu_s'] / pd['cpu_s']:.2f}x CPU (dim={hp['dim']} epoch={hp['epoch']}, {hp['q'].upper()} "
+            f"m={hp['m']} k={hp['k']}, quantizers fitted beforehand"
+            + (f"; set-model bag {paired_att['bag@attention']['wall_s'] / pd['wall_s']:.2f}x)" if a == "attention"
+               else ")"))
+    # missing images: deepset's drop vs the zero-filled continuous modes
+    ds = missing["deepset/null"]
+    for k2, what in (("test_missing", "30% of test images missing"),
+                     ("train_test_missing", "30% of train and test images missing")):
+        zs = {m: missing[f"{m}/zero"][k2 + "_drop"] for m in MISSING_CONT}
+        add(f"deepset loses less than every zero-filled continuous mode, {what}",
+            all(ds[k2 + "_drop"] > z for z in zs.values()),
+            f"deepset {100 * ds[k2 + '_drop']:+.2f} pts vs zero-filled "
+            + ", ".join(f"{m} {100 * z:+.2f}" for m, z in zs.items()) + " pts")
     print("\nTargets (the 'best' of a family is the one with the highest mean VALID accuracy):")
     for c in checks:
         print(f"  {'PASS' if c['pass'] else 'FAIL'}  {c['target']}: {c['detail']}")
@@ -722,6 +1022,18 @@ def main() -> int:
           f"continuous: lr x epoch at dim {grid['cont_stage1_dim']}, then dim at the best (lr, epoch); "
           "discrete: m x k x alpha at the text model's dim/epoch/lr, then epoch x lr at the best "
           "(m, k, alpha). Ties go to the cheaper model (dim x epoch), then the lower lr.")
+    st3 = stages["stage3"]
+    print(f"  Set models: quantizer {st3['quantizer'].upper()} m={st3['m']} k={st3['k']} (bag: alpha={st3['alpha']}) "
+          "from the discrete tuning, tokenizer from text-only; lr x epoch at dim "
+          f"{grid['set_stage1_dim']} (lr {list(grid['lr_set'])}, max pooling {list(grid['lr_set_max'])}; epochs "
+          f"{list(grid['epoch_set'])}), then dim {list(grid['dim'])}, lr x epoch again at the new dim if it "
+          f"moved, then char n-grams toggled; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
+          "G-Blend: holdout=0.1 (default).")
+    for gb in GBLEND:
+        ws = [r["gblend_last_weights"] for r in final[gb]["runs"]]
+        heads = list(ws[0])
+        print(f"  {names[gb]}: last-epoch loss weights (mean over seeds) "
+              + ", ".join(f"{h} {statistics.fmean(w[h] for w in ws):.2f}" for h in heads))
     print(f"  Timing: train s = fit wall time, best of up to 3 repeats per seed, mean over seeds, "
           f"threads=1; '+quant s' = discrete with the quantizer fitted inside fit(). "
           f"Total run {total_s:.0f}s (tuning {tune_s:.0f}s); load average (1 min) at start "
@@ -741,7 +1053,12 @@ def main() -> int:
         "quick": args.quick, "total_s": total_s, "tuning_s": tune_s, "stages": stages,
         "results": allres, "discrete_at_text_hyperparameters": matched, "paired_train_timing": paired,
         "chosen": chosen, "tuning": notes, "targets": checks, "notes_alt_selection": alt,
-        "table": table,
+        "table": table, "paired_train_timing_attention": paired_att, "missing_images": {
+            "fraction": MISSING_FRAC, "results": missing, "table": mtable,
+            "protocol": "seeded 30% of test rows lose their image (models trained on full data); separately "
+                        "30% of training rows and the same 30% of test rows (trained and tested with missing "
+                        "images); zero = null replaced by a zero vector before fit/predict; null = the "
+                        "library's missing modality"},
     }
     out.write_text(json.dumps(doc, indent=1, default=float))
     print(f"\nwrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")

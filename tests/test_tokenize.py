@@ -61,3 +61,26 @@ def test_tokenize_wrong_dtype():
         mmq.tokenize(pl.Series("x", [1, 2]))
     with pytest.raises(Exception, match="String"):
         pl.DataFrame({"x": [1, 2]}).select(pl.col("x").mmq.tokenize())
+
+
+def test_lowercase_option_hashes_lower_cased_text(tmp_path):
+    """lowercase=True equals hashing str.lower() of the text, in the API, the expression
+    and a classifier's predictions."""
+    import polars as pl
+
+    texts = ["Héllo WORLD", "ÉΣ Big cat", None, "already lower"]
+    lowered = [None if t is None else t.lower() for t in texts]
+    a = mmq.tokenize(texts, word_ngrams=2, minn=2, maxn=3, lowercase=True)
+    b = mmq.tokenize(lowered, word_ngrams=2, minn=2, maxn=3)
+    assert a.to_list() == b.to_list()
+    assert mmq.tokenize(["Hello"]).to_list() != mmq.tokenize(["hello"]).to_list()
+    df = pl.DataFrame({"text": texts})
+    expr = df.select(pl.col("text").mmq.tokenize(word_ngrams=2, minn=2, maxn=3, lowercase=True)).to_series()
+    assert expr.to_list() == a.to_list()
+    train = pl.DataFrame({"text": ["good film", "bad film", "great", "awful"] * 20,
+                          "label": ["pos", "neg", "pos", "neg"] * 20})
+    clf = mmq.Classifier(dim=8, epoch=20, lr=0.5, threads=1, progress=False, lowercase=True).fit(train)
+    assert clf.predict(["GOOD FILM", "AWFUL"])["label"].to_list() == ["pos", "neg"]
+    clf.save(tmp_path / "lc.mmq")
+    again = mmq.load(tmp_path / "lc.mmq")
+    assert again.lowercase and again.predict(["GOOD FILM"])["label"][0] == "pos"

@@ -27,6 +27,9 @@ pub struct TokenizerConfig {
     /// Katakana, Thai, Lao, Khmer, Myanmar) into one word per character, so such text
     /// gives per-character words and, with `word_ngrams >= 2`, character bigrams.
     pub split_cjk: bool,
+    /// Lower-case the text (Unicode, like Python's `str.lower`) before cutting it into words.
+    /// Off by default, as in fastText (which hashes text as given).
+    pub lowercase: bool,
 }
 
 impl Default for TokenizerConfig {
@@ -37,6 +40,7 @@ impl Default for TokenizerConfig {
             maxn: 0,
             bucket: 2_000_000,
             split_cjk: true,
+            lowercase: false,
         }
     }
 }
@@ -82,6 +86,14 @@ pub struct Tokenizer {
 pub struct Scratch {
     word_hashes: Vec<u32>,
     bounded: Vec<u8>,
+    lower: String,
+}
+
+/// `text` lower-cased into `out` (cleared first): Unicode's full mapping, as
+/// `str::to_lowercase` and Python's `str.lower` (final sigma included).
+fn lower_into(text: &str, out: &mut String) {
+    out.clear();
+    out.push_str(&text.to_lowercase());
 }
 
 #[inline]
@@ -135,6 +147,13 @@ impl Tokenizer {
     pub fn tokenize_verbose(&self, text: &str) -> Vec<(u32, TokenKind, String)> {
         let mut out = Vec::new();
         let mut scratch = Scratch::default();
+        let mut lowered = String::new();
+        let text = if self.cfg.lowercase {
+            lower_into(text, &mut lowered);
+            lowered.as_str()
+        } else {
+            text
+        };
         let words: Vec<&str> = self.words(text).collect();
         self.visit(text, &mut scratch, &mut |id, kind, s| {
             let shown = match s {
@@ -162,6 +181,22 @@ impl Tokenizer {
     }
 
     fn visit<F: FnMut(u32, TokenKind, Shown<'_>)>(
+        &self,
+        text: &str,
+        scratch: &mut Scratch,
+        emit: &mut F,
+    ) {
+        if self.cfg.lowercase && text.chars().any(|c| c.is_uppercase()) {
+            let mut lowered = std::mem::take(&mut scratch.lower);
+            lower_into(text, &mut lowered);
+            self.visit_words(&lowered, scratch, emit);
+            scratch.lower = lowered;
+        } else {
+            self.visit_words(text, scratch, emit);
+        }
+    }
+
+    fn visit_words<F: FnMut(u32, TokenKind, Shown<'_>)>(
         &self,
         text: &str,
         scratch: &mut Scratch,
@@ -318,8 +353,33 @@ mod tests {
             maxn,
             bucket,
             split_cjk: true,
+            lowercase: false,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn lowercase_hashes_the_lower_cased_text() {
+        let lc = Tokenizer::new(TokenizerConfig {
+            word_ngrams: 2,
+            minn: 2,
+            maxn: 3,
+            lowercase: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let plain = Tokenizer::new(TokenizerConfig {
+            lowercase: false,
+            ..lc.config().clone()
+        })
+        .unwrap();
+        // Unicode, not just ASCII: É -> é, word-final Σ -> ς.
+        assert_eq!(lc.tokenize("Héllo WORLD ÉΣ ΣΑ"), plain.tokenize("héllo world éς σα"));
+        assert_ne!(plain.tokenize("Hello"), plain.tokenize("hello"));
+        let v = lc.tokenize_verbose("Big Cat");
+        assert!(v.iter().any(|(_, _, s)| s == "big cat"), "{v:?}");
+        // Already lower-case text takes the same path's result.
+        assert_eq!(lc.tokenize("big cat"), plain.tokenize("big cat"));
     }
 
     #[test]
