@@ -374,7 +374,10 @@ mod tests {
         })
         .unwrap();
         // Unicode, not just ASCII: É -> é, word-final Σ -> ς.
-        assert_eq!(lc.tokenize("Héllo WORLD ÉΣ ΣΑ"), plain.tokenize("héllo world éς σα"));
+        assert_eq!(
+            lc.tokenize("Héllo WORLD ÉΣ ΣΑ"),
+            plain.tokenize("héllo world éς σα")
+        );
         assert_ne!(plain.tokenize("Hello"), plain.tokenize("hello"));
         let v = lc.tokenize_verbose("Big Cat");
         assert!(v.iter().any(|(_, _, s)| s == "big cat"), "{v:?}");
