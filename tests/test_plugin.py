@@ -89,3 +89,45 @@ def test_expression_errors(data, tmp_path):
     clf = mmq.Classifier(dim=8, epoch=1, threads=1, progress=False).fit(train)
     with pytest.raises(Exception, match="must be String"):
         test.select(mmq.predict(clf, text="image"))
+
+
+@pytest.mark.parametrize("kind", ["text", "discrete", "gated"])
+def test_serial_path_equals_parallel(data, kind):
+    """The single-threaded path taken under a parallel caller gives the same output."""
+    from polars.plugins import register_plugin_function
+
+    from mmq import namespace
+
+    train, test = data
+    test = pl.concat([test] * 3)  # more than one 256-row encode block
+    p = dict(dim=8, epoch=5, lr=0.2, threads=1, progress=False)
+    if kind == "discrete":
+        p["dense"] = {"image": mmq.RSPQ(m=4, k=8)}
+    elif kind == "gated":
+        p.update(fusion="gated", dense=["image"])
+    clf = mmq.Classifier(**p).fit(train)
+    path = namespace._path_of(clf)
+    args = [pl.col("text")] + [pl.col(n) for n in clf.dense]
+
+    def call(name, **kw):
+        return register_plugin_function(plugin_path=namespace._LIB, function_name=name, args=args,
+                                        kwargs={"path": path, **kw}, is_elementwise=True)
+
+    for serial in (False, True):
+        got = test.select(call("mmq_predict", threshold=0.0, serial=serial).alias("label"))["label"]
+        assert_series_equal(got, clf.predict(test)["label"])
+        proba = test.select(call("mmq_predict_proba", n_labels=len(clf.labels), serial=serial))
+        np.testing.assert_allclose(proba.to_series().to_numpy(), clf.predict_proba(test).to_numpy(), atol=1e-6)
+    if kind == "discrete":
+        q = clf.dense["image"]
+        qpath = namespace._path_of(q)
+        enc = test.select(register_plugin_function(
+            plugin_path=namespace._LIB, function_name="mmq_encode", args=[pl.col("image")],
+            kwargs={"path": qpath, "m": q.m, "k": q.k, "serial": True}, is_elementwise=True))["image"]
+        assert enc.is_null().to_list() == test["image"].is_null().to_list()
+        np.testing.assert_array_equal(enc.drop_nulls().to_numpy(), q.encode(test["image"].drop_nulls()))
+    tok = test.select(register_plugin_function(
+        plugin_path=namespace._LIB, function_name="mmq_tokenize", args=[pl.col("text")],
+        kwargs={"word_ngrams": 2, "minn": 0, "maxn": 0, "bucket": 1000, "split_cjk": True, "serial": True},
+        is_elementwise=True))["text"]
+    assert_series_equal(tok, mmq.tokenize(test, word_ngrams=2, bucket=1000), check_names=False)

@@ -17,8 +17,9 @@ from mmq._progress import ProgressBar
 from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
 LOSSES = ("softmax", "ns", "hs", "ova")
-FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated")
-CONTINUOUS = FUSIONS[1:]
+FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention")
+CONTINUOUS = FUSIONS[1:7]
+TOKEN_FUSIONS = ("discrete", "deepset", "attention")  # dense columns become code tokens
 TextInput = Union[pl.DataFrame, pl.LazyFrame, pl.Series, Sequence[str], str]
 
 
@@ -49,6 +50,8 @@ class Classifier:
     ``threads`` defaults to all cores; ``threads=1`` with a ``seed`` is deterministic.
     ``split_cjk`` cuts text written without spaces (Chinese, Japanese, Thai...) into one
     word per character, so such text never becomes one token per sentence.
+    ``lowercase=True`` lower-cases the text (Unicode) before hashing, for every text
+    column, at training and at prediction alike (fastText hashes text as given).
 
     Example:
         >>> import polars as pl, mmq
@@ -78,6 +81,11 @@ class Classifier:
         fusion: str = "discrete",
         alpha: float = 1.0,
         rank: Optional[int] = None,
+        pool: str = "mean",
+        outer_pool: str = "mean",
+        blend: Optional[str] = None,
+        holdout: float = 0.1,
+        lowercase: bool = False,
     ):
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -102,6 +110,9 @@ class Classifier:
         self.word_ngrams, self.minn, self.maxn, self.bucket = word_ngrams, minn, maxn, bucket
         self.loss, self.neg, self.threads, self.seed = loss, neg, threads, seed
         self.split_cjk, self.progress = split_cjk, progress
+        if not isinstance(lowercase, bool):
+            raise InvalidParameterError(f"lowercase must be True or False, got {lowercase!r}")
+        self.lowercase = lowercase
         if fusion not in FUSIONS:
             raise InvalidParameterError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha >= 0):
@@ -114,9 +125,9 @@ class Classifier:
         for name, q in dense.items():
             if not isinstance(name, str):
                 raise InvalidParameterError(f"dense column names must be str, got {name!r}")
-            if fusion == "discrete" and not isinstance(q, _Quantizer):
+            if fusion in TOKEN_FUSIONS and not isinstance(q, _Quantizer):
                 raise InvalidParameterError(
-                    f"dense['{name}'] must be an mmq.PQ or mmq.RSPQ quantizer with fusion='discrete', "
+                    f"dense['{name}'] must be an mmq.PQ or mmq.RSPQ quantizer with fusion={fusion!r}, "
                     f"got {type(q).__name__}")
         if fusion in CONTINUOUS:
             if len(dense) != 1:
@@ -127,8 +138,27 @@ class Classifier:
             dense = {name: None for name in dense}
         if rank is not None and (not isinstance(rank, int) or rank < 1):
             raise InvalidParameterError(f"rank must be an integer >= 1, got {rank!r}")
+        from mmq.sets import BLENDS, POOLS
+
+        for name, v in dict(pool=pool, outer_pool=outer_pool).items():
+            if v not in POOLS:
+                raise InvalidParameterError(f"{name} must be one of {POOLS}, got {v!r}")
+        if blend not in BLENDS:
+            raise InvalidParameterError(f"blend must be one of {BLENDS}, got {blend!r}")
+        if blend is not None and fusion not in TOKEN_FUSIONS:
+            raise InvalidParameterError(
+                f"blend={blend!r} works with fusion in {TOKEN_FUSIONS}, got fusion={fusion!r}")
+        if blend is not None and loss != "softmax":
+            raise InvalidParameterError(f"blend={blend!r} trains with loss='softmax', got loss={loss!r}")
+        if fusion in ("deepset", "attention") and loss != "softmax":
+            raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
+        if not (isinstance(holdout, (int, float)) and 0 < holdout <= 0.5):
+            raise InvalidParameterError(f"holdout must be a number in (0, 0.5], got {holdout!r}")
         self.dense, self.fusion, self.alpha, self.rank = dense, fusion, float(alpha), rank
+        self.pool, self.outer_pool, self.blend, self.holdout = pool, outer_pool, blend, float(holdout)
         self._model: Optional[Any] = None
+        # Modalities of a fitted set model (deepset, attention, G-Blend, many columns).
+        self._mods: Optional[list] = None
 
     # -- configuration -------------------------------------------------------------
     def _config(self) -> dict:
@@ -147,6 +177,7 @@ class Classifier:
                 "maxn": self.maxn,
                 "bucket": self.bucket,
                 "split_cjk": self.split_cjk,
+                "lowercase": self.lowercase,
             },
         }
 
@@ -154,7 +185,8 @@ class Classifier:
         return {
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
-                      "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank")
+                      "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
+                      "pool", "outer_pool", "blend", "holdout", "lowercase")
         }
 
     def __repr__(self) -> str:
@@ -173,10 +205,36 @@ class Classifier:
         return self._model
 
     # -- training ------------------------------------------------------------------
-    def fit(self, data: Union[pl.DataFrame, pl.LazyFrame], text: str = "text", label: str = "label") -> "Classifier":
+    def fit(self, data: Union[pl.DataFrame, pl.LazyFrame], text: Union[str, Sequence[str]] = "text",
+            label: str = "label", categorical: Optional[Sequence[str]] = None) -> "Classifier":
         """Train on ``data[text]`` (String; null = empty text) and ``data[label]``
         (String, or List[String] for multilabel rows). Rows are shuffled (seeded) every
-        epoch. Returns self."""
+        epoch. Returns self.
+
+        ``text`` may name several String columns and ``categorical`` columns whose values
+        are tokens (String, Categorical, Enum, integer, Boolean): each column is then a
+        modality of its own (a set of tokens; null = the empty set), as are the dense
+        columns. Such models, and ``fusion='deepset'|'attention'`` or ``blend='gblend'``,
+        train the many-modality model of :mod:`mmq.sets`. From a LazyFrame only the needed columns are read; with
+        discrete fusion its dense vectors are read in batches and kept only as codes, so
+        they need not fit in memory (continuous fusion collects them)."""
+        many = not isinstance(text, str) or bool(categorical)
+        if many or self.blend is not None or self.fusion in ("deepset", "attention"):
+            from mmq import sets
+
+            if self.fusion in CONTINUOUS:
+                raise InvalidParameterError(
+                    f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self.fusion!r}")
+            self._plugin_path = None
+            show = self.progress if self.progress is not None else sys.stderr.isatty()
+            self._model = sets.fit(self, data, text, label, categorical, ProgressBar() if show else None)
+            self._mods = json.loads(self._model.config_json)["modalities"]
+            return self
+        self._mods = None
+        if isinstance(data, pl.LazyFrame):
+            from mmq._stream import fit_classifier
+
+            return fit_classifier(self, data, text, label)
         df = as_frame(data)
         t = text_series(df, text)
         y = label_series(df, label)
@@ -268,8 +326,12 @@ class Classifier:
         List[String] and ``prob`` List[Float32], most probable first."""
         m = self._fitted()
         check_k(k)
-        s = text_series(data, text)
-        idx, probs = m.predict(s, k, float(threshold), self._dargs(data))
+        if self._mods is not None:
+            from mmq import sets
+
+            idx, probs = m.predict(sets.inputs(self, data, self._mods), k, float(threshold))
+        else:
+            idx, probs = m.predict(text_series(data, text), k, float(threshold), self._dargs(data))
         names = pl.Series("label", m.labels, dtype=pl.String)
         missing = idx < 0
         if missing.any():
@@ -281,7 +343,7 @@ class Classifier:
             prob = pl.Series("prob", probs, dtype=pl.Float32)
         if k == 1:
             return pl.DataFrame([lab.alias("label"), prob])
-        n = len(s)
+        n = len(idx) // k
         lab_l = lab.reshape((n, k)).arr.to_list().list.drop_nulls()
         prob_l = prob.reshape((n, k)).arr.to_list().list.drop_nulls()
         return pl.DataFrame([lab_l.alias("label"), prob_l.alias("prob")])
@@ -289,8 +351,12 @@ class Classifier:
     def predict_proba(self, data: TextInput, text: str = "text") -> pl.DataFrame:
         """Probability of every label (one Float32 column per label, in ``self.labels`` order)."""
         m = self._fitted()
-        s = text_series(data, text)
-        p = m.predict_proba(s, self._dargs(data))
+        if self._mods is not None:
+            from mmq import sets
+
+            p = m.predict_proba(sets.inputs(self, data, self._mods))
+        else:
+            p = m.predict_proba(text_series(data, text), self._dargs(data))
         return pl.DataFrame({name: p[:, i] for i, name in enumerate(m.labels)})
 
     def test(self, data: Union[pl.DataFrame, pl.LazyFrame], text: str = "text", label: str = "label",
@@ -300,8 +366,13 @@ class Classifier:
         m = self._fitted()
         check_k(k)
         df = as_frame(data)
-        r = m.test(text_series(df, text), label_series(df, label), label, k, float(threshold),
-                   self._dargs(df))
+        if self._mods is not None:
+            from mmq import sets
+
+            r = m.test(sets.inputs(self, df, self._mods), label_series(df, label), label, k, float(threshold))
+        else:
+            r = m.test(text_series(df, text), label_series(df, label), label, k, float(threshold),
+                       self._dargs(df))
         per = np.array(r["per_label"], dtype=np.int64).reshape(-1, 3)
         tp, pred, gold = per[:, 0], per[:, 1], per[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -322,10 +393,11 @@ class Classifier:
         contribution to ``label``'s score (default: the predicted label), largest first.
         Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
-        if self.fusion in CONTINUOUS:
+        if self.fusion in CONTINUOUS or self._mods is not None:
             from mmq.errors import MmqError
 
-            raise MmqError(f"explain works for text and discrete-fusion models, not fusion={self.fusion!r}")
+            raise MmqError("explain works for text and discrete-fusion models of one text column; "
+                           "use explain_modalities for many-modality models")
         row = pl.DataFrame({"text": [text]})
         for name, q in self.dense.items():
             if name not in dense:
@@ -342,9 +414,46 @@ class Classifier:
         return pl.DataFrame(rows, schema={"token": pl.String, "kind": pl.String, "score": pl.Float32},
                             orient="row").sort("score", descending=True)
 
+    def explain_modalities(self, data: Union[pl.DataFrame, pl.LazyFrame], label: Optional[str] = None) -> pl.DataFrame:
+        """How much each modality of one row (a 1-row frame) pushes ``label``'s score
+        (default: the predicted label), for many-modality models. Columns ``modality``,
+        ``kind``, ``present``, ``score`` (contribution to the label's logit; the scores
+        plus the ``bias`` row sum to it) and ``dims_won`` (with ``outer_pool='max'``:
+        how many dimensions of the fused vector the modality gave; else null)."""
+        m = self._fitted()
+        if self._mods is None:
+            raise InvalidParameterError("explain_modalities is for many-modality models (deepset, attention, "
+                                        "G-Blend, several columns); use explain")
+        from mmq import sets
+
+        df = as_frame(data)
+        if df.height != 1:
+            raise InvalidInputError(f"explain_modalities takes a frame of exactly 1 row, got {df.height}")
+        if label is None:
+            label = self.predict(df)["label"][0]
+        if label not in m.labels:
+            raise InvalidParameterError(f"unknown label {label!r}; labels are {m.labels}")
+        shares, bias = m.explain_modalities(sets.inputs(self, df, self._mods), m.labels.index(label))
+        is_max = self.fusion == "deepset" and self.outer_pool == "max"
+        rows = [(md["name"], md["kind"], p, s, w if is_max else None) for md, (s, w, p) in zip(self._mods, shares)]
+        rows.append(("bias", "bias", True, bias, None))
+        return pl.DataFrame(rows, orient="row", schema={
+            "modality": pl.String, "kind": pl.String, "present": pl.Boolean, "score": pl.Float32,
+            "dims_won": pl.UInt32})
+
+    @property
+    def history(self) -> pl.DataFrame:
+        """G-Blend's per-epoch record (``blend='gblend'``): epoch, head (``fused`` or a
+        modality), the head's loss weight in that epoch, and its mean loss on the
+        held-out slice and on the training subset after it. Empty otherwise."""
+        m = self._fitted()
+        from mmq import sets
+
+        return sets.history(m, self._mods or [])
+
     def _dense_index(self, column: str) -> int:
         names = list(self.dense)
-        if self.fusion != "discrete" or column not in names:
+        if self.fusion != "discrete" or self._mods is not None or column not in names:
             raise InvalidParameterError(
                 f"{column!r} is not a dense column of this discrete-fusion model (dense columns: {names})")
         return names.index(column)
@@ -402,7 +511,8 @@ class Classifier:
     def tokenize(self, data: TextInput, text: str = "text") -> pl.Series:
         """Hashed token ids of each row, as this model's tokenizer computes them."""
         return tokenize(data, text=text, word_ngrams=self.word_ngrams, minn=self.minn,
-                        maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk)
+                        maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
+                        lowercase=self.lowercase)
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -416,7 +526,7 @@ class Classifier:
         obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                   minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], loss=cfg["loss"],
                   neg=max(cfg["neg"], 1), threads=cfg["threads"], seed=cfg["seed"],
-                  split_cjk=tok["split_cjk"])
+                  split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False))
         from mmq.quant import _Quantizer
 
         obj.alpha = float(cfg.get("alpha", 1.0))
@@ -431,13 +541,36 @@ class Classifier:
         tok = cfg["tokenizer"]
         obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                   minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
-                  seed=cfg["seed"], split_cjk=tok["split_cjk"], fusion=cfg["mode"],
+                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False), fusion=cfg["mode"],
                   dense=[cfg["dense_name"]], rank=cfg.get("rank"))
         obj._model = model
         return obj
 
+    @classmethod
+    def _from_rust_sets(cls, model) -> "Classifier":
+        from mmq.quant import _Quantizer
+
+        cfg = json.loads(model.config_json)
+        tok = cfg["tokenizer"]
+        mods = cfg["modalities"]
+        fusion = {"bag": "discrete"}.get(cfg["fusion"], cfg["fusion"])
+        dense = {md["name"]: _Quantizer._from_rust(model.quantizer(i))
+                 for i, md in enumerate(mods) if md["kind"] == "dense"}
+        obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
+                  minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
+                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False), fusion=fusion, dense=dense,
+                  alpha=cfg["alpha"], pool=cfg["pool"], outer_pool=cfg["outer_pool"],
+                  blend=None if cfg["blend"] == "none" else cfg["blend"], holdout=cfg["holdout"])
+        obj._model = model
+        obj._mods = mods
+        return obj
+
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items() if k not in ("_model", "dense")}
+        if self._mods is not None:
+            state["dense"] = {}
+            state["_model_bytes"] = self._model.to_bytes()
+            return state
         keep = self._model is None or self.fusion in CONTINUOUS
         state["dense"] = self.dense if keep else {}
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
@@ -445,7 +578,15 @@ class Classifier:
 
     def __setstate__(self, state: dict) -> None:
         b = state.pop("_model_bytes")
+        state.setdefault("_mods", None)
+        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1).items():
+            state.setdefault(k, v)
         self.__dict__.update(state)
+        if b is not None and self._mods is not None:
+            m = _mmq.RustSetClassifier.from_bytes(b, "<pickle>")
+            other = Classifier._from_rust_sets(m)
+            self._model, self.dense = m, other.dense
+            return
         if b is not None and self.fusion in CONTINUOUS:
             self._model = _mmq.RustFusionClassifier.from_bytes(b, "<pickle>")
             return
@@ -458,7 +599,7 @@ class Classifier:
 
 
 def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: int = 0, maxn: int = 0,
-             bucket: int = 2_000_000, split_cjk: bool = True) -> pl.Series:
+             bucket: int = 2_000_000, split_cjk: bool = True, lowercase: bool = False) -> pl.Series:
     """fastText-compatible hashed token ids (List[UInt32]) of each row; null rows stay null.
 
     Each id is ``hash % bucket``: words, then their char n-grams (``minn..maxn``), the
@@ -470,7 +611,8 @@ def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: in
         [4]
     """
     s = text_series(data, text)
-    cfg = {"word_ngrams": word_ngrams, "minn": minn, "maxn": maxn, "bucket": bucket, "split_cjk": split_cjk}
+    cfg = {"word_ngrams": word_ngrams, "minn": minn, "maxn": maxn, "bucket": bucket, "split_cjk": split_cjk,
+           "lowercase": lowercase}
     return _mmq.tokenize(s, json.dumps(cfg))
 
 
@@ -478,6 +620,8 @@ def load(path: Union[str, os.PathLike]):
     """Load a model or quantizer written by ``save`` (the file says which it is)."""
     path = Path(path)
     kind = _mmq.file_kind(path)
+    if kind == "set_classifier":
+        return Classifier._from_rust_sets(_mmq.RustSetClassifier.load(path))
     if kind == "fusion_classifier":
         return Classifier._from_rust_fusion(_mmq.RustFusionClassifier.load(path))
     if kind == "quantizer":

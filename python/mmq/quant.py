@@ -120,9 +120,20 @@ class _Quantizer:
         """The k × s_j centroids of sub-quantizer j."""
         return self._fitted().centroids(j)
 
-    def fit(self, x: ArrayLike, progress: Optional[bool] = None) -> "_Quantizer":
+    def fit(self, x: Union[ArrayLike, pl.LazyFrame], progress: Optional[bool] = None,
+            column: Optional[str] = None) -> "_Quantizer":
         """Learn the codebooks from an n × d matrix (NumPy, or a Polars Array/List
-        column). Reproducible for a seed whatever the thread count."""
+        column). Reproducible for a seed whatever the thread count.
+
+        ``x`` may also be a LazyFrame (e.g. ``pl.scan_parquet(...)``; ``column`` names the
+        vector column unless it is the only one): it is read in batches and k-means trains
+        on a seeded sample of ``max_points_per_centroid * k`` rows (all rows when fewer,
+        giving the same quantizer as the in-memory fit), so the column need not fit in
+        memory."""
+        if isinstance(x, pl.LazyFrame):
+            from mmq._stream import quantizer_sample
+
+            x = quantizer_sample(self, x, column)
         a = as_matrix(x)
         if a.shape[0] == 0:
             raise InvalidInputError("cannot fit a quantizer on empty input (0 rows)")

@@ -212,6 +212,127 @@ fn push_dense(
     }
 }
 
+/// One dense column's codes for training (used by `fit` only): the caller's codes
+/// borrowed after a range check, or its vectors encoded. `row_of[i]` is row i's index
+/// among the present rows (u32::MAX when missing).
+struct FitCodes<'a> {
+    codes: std::borrow::Cow<'a, [u16]>,
+    row_of: Vec<u32>,
+}
+
+fn fit_codes<'a>(
+    dense: &[DenseInput],
+    views: &[DenseView<'a>],
+) -> mmq_core::Result<Vec<FitCodes<'a>>> {
+    let mut out = Vec::with_capacity(dense.len());
+    for (d, v) in dense.iter().zip(views) {
+        let q = &d.quantizer;
+        let codes = match (v.codes, v.vectors) {
+            (Some((c, _)), _) => {
+                if let Some(bad) = c.iter().position(|&x| x as usize >= q.k()) {
+                    return Err(MmqError::InvalidInput(format!(
+                        "dense column '{}': code {} at row {} is out of range for k = {}",
+                        d.name,
+                        c[bad],
+                        bad / q.m(),
+                        q.k()
+                    )));
+                }
+                std::borrow::Cow::Borrowed(c)
+            }
+            (None, Some((x, n))) => {
+                std::borrow::Cow::Owned(q.encode(x, n).map_err(|e| match e {
+                    MmqError::InvalidInput(m) => {
+                        MmqError::InvalidInput(format!("dense column '{}': {m}", d.name))
+                    }
+                    e => e,
+                })?)
+            }
+            (None, None) => unreachable!(),
+        };
+        let mut next = 0u32;
+        let row_of = v
+            .present
+            .iter()
+            .map(|&p| {
+                if p {
+                    next += 1;
+                    next - 1
+                } else {
+                    u32::MAX
+                }
+            })
+            .collect();
+        out.push(FitCodes { codes, row_of });
+    }
+    Ok(out)
+}
+
+/// The training rows in CSR form (used by `fit` only): each row's text tokens, then
+/// its visual tokens; per-token weights (1 for text, `alpha` for visual tokens) only
+/// when some token weighs other than 1, since no weights means weight 1 for all.
+/// Built block by block, in parallel within a block, straight into the final arrays:
+/// peak memory is those arrays plus one block (no per-row vectors, no second copy).
+fn fit_csr(
+    tok: &Tokenizer,
+    texts: &[&str],
+    dense: &[DenseInput],
+    codes: &[FitCodes],
+    alpha: f32,
+) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
+    const BLOCK: usize = 1 << 16;
+    const PIECE: usize = 1 << 10;
+    let weighted = !dense.is_empty() && alpha != 1.0;
+    let n = texts.len();
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0usize);
+    let (mut ids, mut weights) = (Vec::new(), Vec::new());
+    for b0 in (0..n).step_by(BLOCK) {
+        let block = &texts[b0..(b0 + BLOCK).min(n)];
+        let pieces: Vec<(Vec<u32>, Vec<u32>, Vec<f32>)> = block
+            .par_chunks(PIECE)
+            .enumerate()
+            .map_init(Scratch::default, |scratch, (pi, chunk)| {
+                let (mut lens, mut ids, mut w) =
+                    (Vec::with_capacity(chunk.len()), Vec::new(), Vec::new());
+                for (j, t) in chunk.iter().enumerate() {
+                    let (i, start) = (b0 + pi * PIECE + j, ids.len());
+                    tok.tokenize_into(t, &mut ids, scratch);
+                    if weighted {
+                        w.resize(ids.len(), 1.0);
+                    }
+                    for (d, c) in dense.iter().zip(codes) {
+                        let r = c.row_of[i];
+                        if r == u32::MAX {
+                            continue;
+                        }
+                        let m = d.quantizer.m();
+                        let row = &c.codes[r as usize * m..(r as usize + 1) * m];
+                        ids.extend(row.iter().enumerate().map(|(j, &c)| d.token(j, c)));
+                        if weighted {
+                            w.resize(ids.len(), alpha);
+                        }
+                    }
+                    lens.push((ids.len() - start) as u32);
+                }
+                (lens, ids, w)
+            })
+            .collect();
+        for (lens, piece_ids, piece_w) in pieces {
+            let mut end = *offsets.last().unwrap_or(&0);
+            offsets.extend(lens.iter().map(|&l| {
+                end += l as usize;
+                end
+            }));
+            ids.extend_from_slice(&piece_ids);
+            weights.extend_from_slice(&piece_w);
+        }
+    }
+    ids.shrink_to_fit();
+    weights.shrink_to_fit();
+    (offsets, ids, weights)
+}
+
 pub fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("progress", p.progress)?;
@@ -393,32 +514,14 @@ impl PyClassifier {
         let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
         let model = py.detach(|| {
             let threads = cfg.threads;
-            let batches = encode_batches(&dense_inputs, &views)?;
-            let (mut offsets, mut ids) = rayon::ThreadPoolBuilder::new()
+            let codes = fit_codes(&dense_inputs, &views)?;
+            let build = || fit_csr(&tokenizer, &texts, &dense_inputs, &codes, alpha);
+            let (offsets, ids, weights) = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
-                .map(|p| p.install(|| tokenize_rows(&tokenizer, &texts)))
-                .unwrap_or_else(|_| tokenize_rows(&tokenizer, &texts));
-            let mut weights = Vec::new();
-            if !dense_inputs.is_empty() {
-                let (mut o2, mut i2, mut w2) = (
-                    vec![0usize],
-                    Vec::with_capacity(ids.len()),
-                    Vec::with_capacity(ids.len()),
-                );
-                for i in 0..texts.len() {
-                    let text_ids = &ids[offsets[i]..offsets[i + 1]];
-                    i2.extend_from_slice(text_ids);
-                    w2.resize(i2.len(), 1.0);
-                    push_dense(&dense_inputs, &batches, i, alpha, &mut i2, &mut w2);
-                    o2.push(i2.len());
-                }
-                (offsets, ids, weights) = (
-                    std::mem::take(&mut o2),
-                    std::mem::take(&mut i2),
-                    std::mem::take(&mut w2),
-                );
-            }
+                .map(|p| p.install(build))
+                .unwrap_or_else(|_| build());
+            drop(codes);
             let data = Dataset {
                 offsets: &offsets,
                 tokens: &ids,

@@ -71,6 +71,10 @@ fn tokenize_series(s: &Series, tok: &Tokenizer, parallel: bool) -> PolarsResult<
 struct TokenizeKwargs {
     #[serde(flatten)]
     cfg: TokenizerConfig,
+    /// Take the path of a parallel caller (as if `CallerContext::parallel()`): the
+    /// polars versions mmq supports never set that flag, so tests use this to cover it.
+    #[serde(default)]
+    serial: bool,
 }
 
 fn list_u32_type(_: &[Field]) -> PolarsResult<Field> {
@@ -89,7 +93,7 @@ fn mmq_tokenize(
     let tok =
         Tokenizer::new(kwargs.cfg).map_err(|e| polars_err!(ComputeError: "mmq.tokenize: {}", e))?;
     let s = &inputs[0];
-    let mut out = tokenize_series(s, &tok, !context.parallel())?;
+    let mut out = tokenize_series(s, &tok, !(context.parallel() || kwargs.serial))?;
     out.rename(s.name().clone());
     Ok(out)
 }
@@ -116,6 +120,7 @@ use crate::fusion::PyFusion;
 use mmq_core::io::quant::quantizer_from_bytes;
 use mmq_core::model::Ranked;
 use mmq_core::quant::Quantizer;
+use mmq_core::text::Scratch;
 use polars_arrow::array::FixedSizeListArray;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -180,8 +185,31 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
     Ok(l)
 }
 
-/// The present rows of an Array[float, d] column as a compact f32 matrix, and the mask.
-fn dense_column(s: &Series, d: usize, expr: &str) -> PolarsResult<(Vec<f32>, Vec<bool>)> {
+/// A dense column's present rows as a row-major f32 matrix, and the presence mask.
+struct DenseCol {
+    /// The column's values (one chunk), used in place when every row is present.
+    values: Float32Chunked,
+    /// The present rows, copied, when some rows are null.
+    compact: Option<Vec<f32>>,
+    present: Vec<bool>,
+}
+
+impl DenseCol {
+    fn matrix(&self) -> &[f32] {
+        match &self.compact {
+            Some(v) => v,
+            None => self
+                .values
+                .downcast_iter()
+                .next()
+                .map_or(&[], |a| a.values().as_slice()),
+        }
+    }
+}
+
+/// Reads an Array[float, d] column without copying it when it is one Float32 chunk
+/// with no nulls (NaN/inf are then caught by the encoder, which names the row).
+fn dense_column(s: &Series, d: usize, expr: &str) -> PolarsResult<DenseCol> {
     let w = match s.dtype() {
         DataType::Array(inner, w) if inner.is_primitive_numeric() => *w,
         DataType::List(_) => polars_bail!(InvalidOperation:
@@ -194,25 +222,48 @@ fn dense_column(s: &Series, d: usize, expr: &str) -> PolarsResult<(Vec<f32>, Vec
     }
     let s = s.cast(&DataType::Array(Box::new(DataType::Float32), d))?;
     let ca = s.array()?.rechunk();
-    let present: Vec<bool> = ca.iter().map(|o| o.is_some()).collect();
-    let inner = ca.get_inner();
-    let vals = inner.f32()?;
-    let mut out = Vec::with_capacity(present.iter().filter(|&&p| p).count() * d);
-    for (i, &p) in present.iter().enumerate() {
-        if p {
-            let row = vals.slice((i * d) as i64, d);
-            if row.null_count() > 0 {
-                polars_bail!(ComputeError: "{}: column '{}' row {} has a null inside its vector", expr, s.name(), i);
-            }
-            for v in row.into_no_null_iter() {
-                if !v.is_finite() {
-                    polars_bail!(ComputeError: "{}: column '{}' row {} has NaN or inf", expr, s.name(), i);
-                }
-                out.push(v);
-            }
+    let present: Vec<bool> = if ca.null_count() == 0 {
+        vec![true; ca.len()]
+    } else {
+        ca.iter().map(|o| o.is_some()).collect()
+    };
+    let values = ca.get_inner().f32()?.rechunk().into_owned();
+    if values.len() != ca.len() * d {
+        polars_bail!(ComputeError: "{}: column '{}' holds {} values for {} rows of dimension {}", expr, s.name(), values.len(), ca.len(), d);
+    }
+    if values.null_count() > 0 {
+        // A null inside a present row's vector (values under a null row do not count).
+        let arr = values.downcast_iter().next().expect("one chunk");
+        if let Some(i) = (0..arr.len())
+            .find(|&p| present[p / d] && !polars_arrow::array::Array::is_valid(arr, p))
+            .map(|p| p / d)
+        {
+            polars_bail!(ComputeError: "{}: column '{}' row {} has a null inside its vector", expr, s.name(), i);
         }
     }
-    Ok((out, present))
+    let compact = if present.iter().all(|&p| p) {
+        None
+    } else {
+        let flat = values
+            .downcast_iter()
+            .next()
+            .map_or(&[][..], |a| a.values().as_slice());
+        let mut out = Vec::with_capacity(present.iter().filter(|&&p| p).count() * d);
+        for (i, (row, &p)) in flat.chunks_exact(d.max(1)).zip(&present).enumerate() {
+            if p {
+                if !row.iter().all(|v| v.is_finite()) {
+                    polars_bail!(ComputeError: "{}: column '{}' row {} has NaN or inf", expr, s.name(), i);
+                }
+                out.extend_from_slice(row);
+            }
+        }
+        Some(out)
+    };
+    Ok(DenseCol {
+        values,
+        compact,
+        present,
+    })
 }
 
 fn validity(present: &[bool]) -> Option<Bitmap> {
@@ -227,6 +278,10 @@ struct EncodeKwargs {
     path: String,
     m: usize,
     k: usize,
+    /// Take the path of a parallel caller (as if `CallerContext::parallel()`): the
+    /// polars versions mmq supports never set that flag, so tests use this to cover it.
+    #[serde(default)]
+    serial: bool,
 }
 
 fn encode_type(fields: &[Field], kw: EncodeKwargs) -> PolarsResult<Field> {
@@ -241,53 +296,98 @@ fn encode_type(fields: &[Field], kw: EncodeKwargs) -> PolarsResult<Field> {
     ))
 }
 
+/// Rows per encoder call when Polars already runs the expression in parallel. The core
+/// encodes in blocks of 256 rows, in parallel across blocks; given one block, rayon runs
+/// it on the calling thread, so calling it block by block stays on Polars' thread.
+const SERIAL_BLOCK: usize = 256;
+
+/// Codes of the `n` rows of `x` (n × d) into `out` (n × m) with `enc`: one parallel call,
+/// or (`parallel` false) block by block on this thread, with the same codes and errors.
+fn encode_rows<T>(
+    x: &[f32],
+    n: usize,
+    m: usize,
+    out: &mut [T],
+    parallel: bool,
+    enc: impl Fn(&[f32], usize, &mut [T]) -> mmq_core::Result<()>,
+) -> mmq_core::Result<()> {
+    if parallel || n <= SERIAL_BLOCK {
+        return enc(x, n, out);
+    }
+    let d = x.len() / n;
+    for (b, o) in out.chunks_mut(SERIAL_BLOCK * m).enumerate() {
+        let (r0, rows) = (b * SERIAL_BLOCK, o.len() / m);
+        let xb = &x[r0 * d..(r0 + rows) * d];
+        if let Err(e) = enc(xb, rows, o) {
+            // Name the row in the whole input, as the one-call path does.
+            return Err(match xb.iter().position(|v| !v.is_finite()) {
+                Some(p) => mmq_core::MmqError::InvalidInput(format!(
+                    "row {} has NaN or inf at dim {} (value {}); expected finite values",
+                    r0 + p / d,
+                    p % d,
+                    xb[p]
+                )),
+                None => e,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Codes of the present rows spread to all rows (zeros under a null flag).
+fn spread<T: Copy + Default>(codes: Vec<T>, present: &[bool], m: usize) -> Vec<T> {
+    if codes.len() == present.len() * m {
+        return codes;
+    }
+    let mut full = vec![T::default(); present.len() * m];
+    let mut r = 0;
+    for (i, &p) in present.iter().enumerate() {
+        if p {
+            full[i * m..(i + 1) * m].copy_from_slice(&codes[r * m..(r + 1) * m]);
+            r += 1;
+        }
+    }
+    full
+}
+
 #[polars_expr(output_type_func_with_kwargs=encode_type)]
-fn mmq_encode(inputs: &[Series], kwargs: EncodeKwargs) -> PolarsResult<Series> {
+fn mmq_encode(
+    inputs: &[Series],
+    context: CallerContext,
+    kwargs: EncodeKwargs,
+) -> PolarsResult<Series> {
     let l = load_cached(&kwargs.path, "mmq.encode")?;
     let Loaded::Quantizer(q) = &*l else {
         polars_bail!(ComputeError: "mmq.encode: '{}' is not a quantizer file", kwargs.path)
     };
     let s = &inputs[0];
-    let (x, present) = dense_column(s, q.d(), "mmq.encode")?;
-    let n_present = x.len() / q.d();
+    let col = dense_column(s, q.d(), "mmq.encode")?;
+    let x = col.matrix();
     let (n, m) = (s.len(), q.m());
-    let err = |e: mmq_core::MmqError| polars_err!(ComputeError: "mmq.encode: {}", e);
-    // Codes of the present rows, spread to all rows (zeros under a null flag).
-    let spread = |codes: &[u16]| -> Vec<u16> {
-        let mut full = vec![0u16; n * m];
-        let mut r = 0;
-        for (i, &p) in present.iter().enumerate() {
-            if p {
-                full[i * m..(i + 1) * m].copy_from_slice(&codes[r * m..(r + 1) * m]);
-                r += 1;
-            }
-        }
-        full
-    };
-    let codes = spread(&q.encode(&x, n_present).map_err(err)?);
-    let valid = validity(&present);
-    let arr: Box<dyn polars_arrow::array::Array> = if q.k() <= 256 {
-        let v: Vec<u8> = codes.iter().map(|&c| c as u8).collect();
+    let n_present = x.len() / q.d().max(1);
+    let parallel = !(context.parallel() || kwargs.serial);
+    let err = |e: mmq_core::MmqError| polars_err!(ComputeError: "mmq.encode: column '{}': {}", s.name(), e);
+    let valid = validity(&col.present);
+    let (arr, inner): (Box<dyn polars_arrow::array::Array>, DataType) = if q.k() <= 256 {
+        let mut c = vec![0u8; n_present * m];
+        encode_rows(x, n_present, m, &mut c, parallel, |x, n, o| {
+            q.encode_u8(x, n, o)
+        })
+        .map_err(err)?;
         let dt = FixedSizeListArray::default_datatype(ArrowDataType::UInt8, m);
-        Box::new(FixedSizeListArray::new(
-            dt,
-            n,
-            Box::new(PrimitiveArray::from_vec(v)),
-            valid,
-        ))
+        let values = PrimitiveArray::from_vec(spread(c, &col.present, m));
+        let arr = FixedSizeListArray::new(dt, n, Box::new(values), valid);
+        (Box::new(arr), DataType::UInt8)
     } else {
+        let mut c = vec![0u16; n_present * m];
+        encode_rows(x, n_present, m, &mut c, parallel, |x, n, o| {
+            q.encode_u16(x, n, o)
+        })
+        .map_err(err)?;
         let dt = FixedSizeListArray::default_datatype(ArrowDataType::UInt16, m);
-        Box::new(FixedSizeListArray::new(
-            dt,
-            n,
-            Box::new(PrimitiveArray::from_vec(codes)),
-            valid,
-        ))
-    };
-    let inner = if q.k() <= 256 {
-        DataType::UInt8
-    } else {
-        DataType::UInt16
+        let values = PrimitiveArray::from_vec(spread(c, &col.present, m));
+        let arr = FixedSizeListArray::new(dt, n, Box::new(values), valid);
+        (Box::new(arr), DataType::UInt16)
     };
     Series::from_arrow(s.name().clone(), arr)
         .and_then(|s| s.cast(&DataType::Array(Box::new(inner), m)))
@@ -300,6 +400,10 @@ struct PredictKwargs {
     threshold: f32,
     #[serde(default)]
     n_labels: usize,
+    /// Take the path of a parallel caller (as if `CallerContext::parallel()`): the
+    /// polars versions mmq supports never set that flag, so tests use this to cover it.
+    #[serde(default)]
+    serial: bool,
 }
 
 fn predict_type(fields: &[Field], _kw: PredictKwargs) -> PolarsResult<Field> {
@@ -314,13 +418,15 @@ fn proba_type(fields: &[Field], kw: PredictKwargs) -> PolarsResult<Field> {
 }
 
 /// Top-k (k = all labels for probabilities) of every row: the text is inputs[0], the
-/// model's dense columns follow in its order.
+/// model's dense columns follow in its order. `parallel` false (Polars already runs the
+/// expression in parallel): everything runs on this thread, rayon's pool is not used.
 fn rank_rows(
     inputs: &[Series],
     path: &str,
     k: Option<usize>,
     threshold: f32,
     expr: &str,
+    parallel: bool,
 ) -> PolarsResult<(Vec<Ranked>, Vec<String>)> {
     let l = load_cached(path, expr)?;
     let text = &inputs[0];
@@ -334,34 +440,71 @@ fn rank_rows(
             if inputs.len() - 1 != dense.len() {
                 polars_bail!(InvalidOperation: "{}: the model reads {} dense column(s), got {}", expr, dense.len(), inputs.len() - 1);
             }
-            let cols: Vec<(Vec<f32>, Vec<bool>)> = dense
+            let cols: Vec<DenseCol> = dense
                 .iter()
                 .zip(&inputs[1..])
                 .map(|(d, s)| dense_column(s, d.quantizer.d(), expr))
                 .collect::<PolarsResult<_>>()?;
+            // Serial: encode here, block by block, and hand the codes over.
+            let codes: Vec<Vec<u16>> = if parallel {
+                Vec::new()
+            } else {
+                cols.iter()
+                    .zip(dense)
+                    .map(|(col, d)| {
+                        let (q, x) = (&d.quantizer, col.matrix());
+                        let n = x.len() / q.d().max(1);
+                        let mut out = vec![0u16; n * q.m()];
+                        encode_rows(x, n, q.m(), &mut out, false, |x, n, o| {
+                            q.encode_u16(x, n, o)
+                        })
+                        .map(|_| out)
+                        .map_err(|e| polars_err!(ComputeError: "{}: dense column '{}': {}", expr, d.name, e))
+                    })
+                    .collect::<PolarsResult<_>>()?
+            };
             let views: Vec<DenseView> = cols
                 .iter()
                 .zip(dense)
-                .map(|((x, p), d)| DenseView {
-                    vectors: Some((&x[..], x.len() / d.quantizer.d())),
-                    codes: None,
-                    present: p,
+                .enumerate()
+                .map(|(j, (col, d))| {
+                    let x = col.matrix();
+                    let n = x.len() / d.quantizer.d().max(1);
+                    DenseView {
+                        vectors: parallel.then_some((x, n)),
+                        codes: (!parallel).then(|| (&codes[j][..], n)),
+                        present: &col.present,
+                    }
                 })
                 .collect();
             let batches = encode_batches(dense, &views)
                 .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?;
             let k = k.unwrap_or(c.model.n_labels());
-            Ok((
-                c.predict_rows(&texts, &batches, k, threshold),
-                c.model.labels.clone(),
-            ))
+            let ranked = if parallel {
+                c.predict_rows(&texts, &batches, k, threshold)
+            } else {
+                let m = &c.model;
+                let (mut scratch, mut ids, mut w) = (Scratch::default(), Vec::new(), Vec::new());
+                let (mut hidden, mut buf) = (vec![0.0f32; m.cfg.dim], Vec::new());
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        c.row_tokens(t, &batches, i, &mut scratch, &mut ids, &mut w);
+                        m.hidden(&ids, (!w.is_empty()).then_some(&w[..]), &mut hidden);
+                        m.predict_hidden(&hidden, k, threshold, &mut buf)
+                    })
+                    .collect()
+            };
+            Ok((ranked, c.model.labels.clone()))
         }
         Loaded::Fusion(f) => {
             if inputs.len() != 2 {
                 polars_bail!(InvalidOperation: "{}: the model fuses the text with one dense column, got {}", expr, inputs.len() - 1);
             }
             let d = f.model.dense_dim;
-            let (x, present) = dense_column(&inputs[1], d, expr)?;
+            let col = dense_column(&inputs[1], d, expr)?;
+            let (x, present) = (col.matrix(), &col.present);
             let mut full = vec![0.0f32; texts.len() * d];
             let mut r = 0;
             for (i, &p) in present.iter().enumerate() {
@@ -370,18 +513,35 @@ fn rank_rows(
                     r += 1;
                 }
             }
+            if let Some(p) = full.iter().position(|v| !v.is_finite()) {
+                polars_bail!(ComputeError: "{}: column '{}' row {} has NaN or inf", expr, inputs[1].name(), p / d.max(1));
+            }
             let nl = f.model.n_labels();
-            Ok((
-                f.rows(
-                    &texts,
-                    &full,
-                    &present,
-                    k.unwrap_or(nl),
-                    threshold,
-                    k.is_none(),
-                ),
-                f.model.labels.clone(),
-            ))
+            let (k, all) = (k.unwrap_or(nl), k.is_none());
+            let ranked = if parallel {
+                f.rows(&texts, &full, present, k, threshold, all)
+            } else {
+                let (mut scratch, mut ids, mut buf) = (Scratch::default(), Vec::new(), Vec::new());
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        ids.clear();
+                        f.tokenizer.tokenize_into(t, &mut ids, &mut scratch);
+                        let x = present[i].then(|| &full[i * d..(i + 1) * d]);
+                        if all {
+                            f.model.probs(&ids, x, &mut buf);
+                            buf.iter()
+                                .enumerate()
+                                .map(|(l, &p)| (l as u32, p))
+                                .collect()
+                        } else {
+                            f.model.predict(&ids, x, k, threshold)
+                        }
+                    })
+                    .collect()
+            };
+            Ok((ranked, f.model.labels.clone()))
         }
         Loaded::Quantizer(_) => {
             polars_bail!(ComputeError: "{}: '{}' is a quantizer, not a classifier", expr, path)
@@ -390,13 +550,18 @@ fn rank_rows(
 }
 
 #[polars_expr(output_type_func_with_kwargs=predict_type)]
-fn mmq_predict(inputs: &[Series], kwargs: PredictKwargs) -> PolarsResult<Series> {
+fn mmq_predict(
+    inputs: &[Series],
+    context: CallerContext,
+    kwargs: PredictKwargs,
+) -> PolarsResult<Series> {
     let (ranked, labels) = rank_rows(
         inputs,
         &kwargs.path,
         Some(1),
         kwargs.threshold,
         "mmq.predict",
+        !(context.parallel() || kwargs.serial),
     )?;
     let ca: StringChunked = ranked
         .iter()
@@ -406,8 +571,19 @@ fn mmq_predict(inputs: &[Series], kwargs: PredictKwargs) -> PolarsResult<Series>
 }
 
 #[polars_expr(output_type_func_with_kwargs=proba_type)]
-fn mmq_predict_proba(inputs: &[Series], kwargs: PredictKwargs) -> PolarsResult<Series> {
-    let (ranked, labels) = rank_rows(inputs, &kwargs.path, None, 0.0, "mmq.predict_proba")?;
+fn mmq_predict_proba(
+    inputs: &[Series],
+    context: CallerContext,
+    kwargs: PredictKwargs,
+) -> PolarsResult<Series> {
+    let (ranked, labels) = rank_rows(
+        inputs,
+        &kwargs.path,
+        None,
+        0.0,
+        "mmq.predict_proba",
+        !(context.parallel() || kwargs.serial),
+    )?;
     let nl = labels.len();
     if kwargs.n_labels != nl {
         polars_bail!(ComputeError: "mmq.predict_proba: the model file now has {} labels, the expression was built for {}", nl, kwargs.n_labels);
