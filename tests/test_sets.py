@@ -179,3 +179,29 @@ def test_bad_input(data):
         clf.predict(test.drop("brand"))
     with pytest.raises(MmqError, match="explain_modalities"):
         clf.explain("some text")
+
+
+@pytest.mark.parametrize("kw", [CASES[1], CASES[4]], ids=["deepset", "attention"])
+def test_plugin_expressions_equal_the_api(data, kw, tmp_path):
+    """mmq.predict / predict_proba take set models: the same output as the Python API in
+    eager, lazy and streaming queries, and on the single-threaded path."""
+    train, test = data
+    clf = fit(model(**kw), train)
+    want = clf.predict(test)["label"]
+    got = test.select(mmq.predict(clf).alias("label")).to_series()
+    assert_frame_equal(got.to_frame(), want.to_frame())
+    lazy = test.lazy().select(mmq.predict(clf).alias("label")).collect(engine="streaming").to_series()
+    assert_frame_equal(lazy.to_frame(), want.to_frame())
+    proba = test.select(mmq.predict_proba(clf).alias("p")).to_series().to_numpy()
+    np.testing.assert_array_equal(proba, clf.predict_proba(test).to_numpy())
+    clf.save(tmp_path / "s.mmq")
+    from mmq.namespace import _LIB, _model_args
+    from polars.plugins import register_plugin_function
+
+    path, _, args = _model_args(str(tmp_path / "s.mmq"), "text", None)
+    serial = register_plugin_function(plugin_path=_LIB, function_name="mmq_predict", args=args,
+                                      kwargs={"path": path, "threshold": 0.0, "serial": True},
+                                      is_elementwise=True)
+    assert test.select(serial.alias("label")).to_series().to_list() == want.to_list()
+    with pytest.raises(pl.exceptions.PolarsError, match="brand"):
+        test.drop("brand").select(mmq.predict(clf))

@@ -114,6 +114,19 @@ def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[s
     path = _path_of(model)
     if isinstance(model, (str, os.PathLike)):
         model = load(path)
+    mods = getattr(model, "_mods", None)
+    if mods is not None:
+        # A many-modality model reads its columns by their training names; `dense` and,
+        # for a model with one text column, `text` may point elsewhere.
+        over = dict(dense or {})
+        texts = [m["name"] for m in mods if m["kind"] == "text"]
+        if len(texts) == 1 and not (isinstance(text, str) and text == "text"):
+            over.setdefault(texts[0], text)
+        args = []
+        for m in mods:
+            e = _as_expr(over.get(m["name"], m["name"]))
+            args.append(e.cast(pl.String) if m["kind"] == "categorical" else e)
+        return path, model, args
     names = list(model.dense)
     dense = dict(dense or {})
     missing = [n for n in names if n not in dense]

@@ -131,6 +131,7 @@ enum Loaded {
     Quantizer(Box<Quantizer>),
     Classifier(Box<PyClassifier>),
     Fusion(Box<PyFusion>),
+    Sets(Box<crate::sets::PySets>),
 }
 
 type CacheMap = HashMap<PathBuf, (SystemTime, u64, Arc<Loaded>)>;
@@ -172,6 +173,12 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
                 mmq_core::model::fusion::FusionModel::from_bytes(&bytes, path).map_err(err)?;
             let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).map_err(err)?;
             Loaded::Fusion(Box::new(PyFusion { model, tokenizer }))
+        }
+        "set_classifier" => {
+            let m = mmq_core::model::sets::SetModel::from_bytes(&bytes, path).map_err(err)?;
+            let s = crate::sets::PySets::from_model(m)
+                .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?;
+            Loaded::Sets(Box::new(s))
         }
         other => {
             polars_bail!(ComputeError: "{}: '{}' holds an mmq {}, not a quantizer or classifier", expr, path, other)
@@ -429,6 +436,9 @@ fn rank_rows(
     parallel: bool,
 ) -> PolarsResult<(Vec<Ranked>, Vec<String>)> {
     let l = load_cached(path, expr)?;
+    if let Loaded::Sets(s) = &*l {
+        return rank_set_rows(s, inputs, k, threshold, expr, parallel);
+    }
     let text = &inputs[0];
     let ca = text.str().map_err(|_| {
         polars_err!(InvalidOperation: "{}: the text column '{}' must be String, got {}", expr, text.name(), text.dtype())
@@ -546,7 +556,84 @@ fn rank_rows(
         Loaded::Quantizer(_) => {
             polars_bail!(ComputeError: "{}: '{}' is a quantizer, not a classifier", expr, path)
         }
+        Loaded::Sets(_) => unreachable!("handled above"),
     }
+}
+
+/// [`rank_rows`] for a many-modality model: `inputs` are its modalities' columns in its
+/// order (text and categorical as String, dense as Array[float, d]).
+fn rank_set_rows(
+    s: &crate::sets::PySets,
+    inputs: &[Series],
+    k: Option<usize>,
+    threshold: f32,
+    expr: &str,
+    parallel: bool,
+) -> PolarsResult<(Vec<Ranked>, Vec<String>)> {
+    use crate::sets::{batch_tokens, Input};
+    use mmq_core::model::sets::{ModalityKind, ModalityRows};
+    let cfg = &s.model.cfg;
+    if inputs.len() != cfg.modalities.len() {
+        polars_bail!(InvalidOperation: "{}: the model reads {} column(s) {:?}, got {}", expr,
+            cfg.modalities.len(), cfg.modalities.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), inputs.len());
+    }
+    let work = || -> PolarsResult<Vec<Ranked>> {
+        // Dense columns to codes first; they must outlive the inputs that borrow them.
+        let mut codes: Vec<(Vec<u16>, Vec<bool>)> = Vec::new();
+        for (m, (col, q)) in cfg
+            .modalities
+            .iter()
+            .zip(inputs.iter().zip(&s.model.quantizers))
+        {
+            if m.kind != ModalityKind::Dense {
+                continue;
+            }
+            let q = q.as_ref().ok_or_else(|| polars_err!(ComputeError: "{}: dense column '{}' has no quantizer", expr, m.name))?;
+            let dc = dense_column(col, q.d(), expr)?;
+            let x = dc.matrix();
+            let n = x.len() / q.d().max(1);
+            let mut out = vec![0u16; n * q.m()];
+            encode_rows(x, n, q.m(), &mut out, parallel, |x, n, o| {
+                q.encode_u16(x, n, o)
+            })
+            .map_err(|e| polars_err!(ComputeError: "{}: dense column '{}': {}", expr, m.name, e))?;
+            codes.push((out, dc.present));
+        }
+        let mut next = codes.iter();
+        let batch: Vec<Input> = cfg
+            .modalities
+            .iter()
+            .zip(inputs)
+            .map(|(m, col)| match m.kind {
+                ModalityKind::Dense => {
+                    let (c, p) = next.next().expect("one code array per dense column");
+                    Input::Codes(c, p)
+                }
+                _ => Input::Strings(col),
+            })
+            .collect();
+        let (csr, _) = batch_tokens(cfg, &s.tokenizer, &s.model.quantizers, batch)
+            .map_err(|e| polars_err!(InvalidOperation: "{}: {}", expr, e))?;
+        let views: Vec<ModalityRows> = csr
+            .iter()
+            .map(|(o, i)| ModalityRows { offsets: o, ids: i })
+            .collect();
+        let k = k.unwrap_or(s.model.n_labels());
+        s.model
+            .predict_batch(&views, k, threshold)
+            .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))
+    };
+    let ranked = if parallel {
+        work()?
+    } else {
+        // Polars already runs this in parallel: stay on one thread.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?
+            .install(work)?
+    };
+    Ok((ranked, s.model.labels.clone()))
 }
 
 #[polars_expr(output_type_func_with_kwargs=predict_type)]

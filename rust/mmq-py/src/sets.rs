@@ -28,8 +28,8 @@ pub type ModalityArg<'py> = (
 
 #[pyclass(module = "mmq._mmq", name = "RustSetClassifier", frozen)]
 pub struct PySets {
-    model: SetModel,
-    tokenizer: Tokenizer,
+    pub model: SetModel,
+    pub tokenizer: Tokenizer,
 }
 
 type Csr = (Vec<usize>, Vec<u32>);
@@ -223,7 +223,7 @@ fn views(csr: &[Csr]) -> Vec<ModalityRows<'_>> {
 }
 
 impl PySets {
-    fn from_model(model: SetModel) -> PyResult<Self> {
+    pub fn from_model(model: SetModel) -> PyResult<Self> {
         let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
         Ok(Self { model, tokenizer })
     }
