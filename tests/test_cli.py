@@ -59,3 +59,22 @@ def test_demo_runs():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout and "identical predictions: True" in r.stdout
+
+
+def test_multimodal_models_read_their_columns_from_parquet(tmp_path, topics, capsys):
+    """test/predict on Parquet keep the columns a multimodal model reads (dense, set
+    models' other columns), and agree with the Python API."""
+    import mmq
+
+    train = topics.filter(pl.col("split") == "train").rename({"text": "body"})
+    test = topics.filter(pl.col("split") == "test").rename({"text": "body"})
+    test.write_parquet(tmp_path / "test.parquet")
+    for kw in (dict(dense={"image": mmq.PQ(m=4, k=16)}),
+               dict(dense={"image": mmq.PQ(m=4, k=16)}, fusion="deepset")):
+        clf = mmq.Classifier(dim=10, epoch=5, lr=0.5, threads=1, progress=False, **kw)
+        clf = clf.fit(train.rename({"body": "text"}), text=["text"] if "fusion" in kw else "text")
+        clf.save(tmp_path / "m.mmq")
+        assert main(["predict", str(tmp_path / "m.mmq"), str(tmp_path / "test.parquet"), "-textColumn", "body"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        want = clf.predict(test.rename({"body": "text"}))["label"].to_list()
+        assert [l.removeprefix("__label__") for l in lines] == want

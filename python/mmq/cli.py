@@ -47,8 +47,10 @@ def read_input(path: str, text: str, label: str, prefix: str, need_label: bool =
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise InvalidInputError(f"{path}: missing column(s) {missing}; found {df.columns}")
-        df = df.select(cols).rename({text: "text", **({label: "label"} if len(cols) > 1 else {})})
-        return df
+        # Other columns stay: a multimodal model reads its dense, categorical and extra
+        # text columns by name.
+        renamed = [pl.col(text).alias("text")] + ([pl.col(label).alias("label")] if len(cols) > 1 else [])
+        return df.with_columns(renamed)
     df = read_fasttext(path, prefix)
     if need_label:
         # Single-label rows become a plain String column (fastText samples one label
