@@ -22,9 +22,11 @@ the 3 seeds, ``threads=1`` so each run is deterministic); the test split is read
 the final table. Seeds change the model init / shuffle and the quantizer seed; the split
 is fixed. The grid is pruned in stages (printed in the notes section):
 
-1. text-only: (a) full grid dim x epoch x lr x word_ngrams without char n-grams, then
-   (b) char n-grams 3-6 x epoch x lr at the best (dim, word_ngrams) of (a);
-2. continuous modes: word_ngrams / char n-grams reused from text; lr x epoch at dim 10
+1. text-only: (a) full grid dim x epoch x lr x word_ngrams without char n-grams (text as
+   is), then (b) char n-grams 3-6 x ``lowercase`` {False, True} x epoch x lr at the best
+   (dim, word_ngrams) of (a), plus ``lowercase=True`` at the best of (a) when that stays
+   ahead (the tokenizer = word_ngrams, char n-grams and ``lowercase``);
+2. continuous modes: word_ngrams / char n-grams / lowercase reused from text; lr x epoch at dim 10
    (epochs 2-30, lr 0.02-0.2), then dim in {10, 20, 50} at the best (lr, epoch);
 3. discrete: all text hyperparameters reused, then m x k x alpha; then epoch x lr
    re-tuned at the best (m, k, alpha). Quantizer fits are cached per (kind, m, k, seed).
@@ -39,8 +41,8 @@ joint-training counterpart (the same model without ``blend``: "deepset mean/mean
 text-only" (``dense={}``) and "set image-only" (``fit(df, text=[])``, the image's code
 tokens alone). They reuse the quantizer kind / m / k (and, for the bag, alpha) of the
 best discrete model by valid and the text model's tokenizer; their stage ("stage 3") tunes lr x
-epoch (lr 0.2-2 for mean pooling, 0.02-0.2 for max pooling) at one dim, then dim, then
-lr x epoch again if the dim moved, then char n-grams on/off. Targets: each G-Blend row
+epoch (lr 0.05-1 for mean pooling, 0.005-0.1 for max pooling) at one dim, then dim, then
+lr x epoch again if the dim moved, then char n-grams x lowercase (2 x 2) at the best. Targets: each G-Blend row
 >= the best single-modality set model and >= its naive counterpart (test, mean of the
 seeds); attention's train time <= 1.5x discrete fusion's (interleaved in one process,
 same data, same dim/epoch/lr/tokenizer/quantizer, quantizers fitted beforehand).
@@ -117,14 +119,18 @@ FULL_GRID = dict(
     alpha=(0.25, 0.5, 1.0, 2.0, 4.0),       # 4: a first run put PQ at the edge (2)
     # set models (deepset, attention, bag, G-Blend): mean pooling wants a high lr
     epoch_set=(5, 10, 20, 30),
-    lr_set=(0.2, 0.5, 1.0, 2.0),
-    lr_set_max=(0.02, 0.05, 0.1, 0.2),      # max pooling diverges / stalls above ~0.1-0.2
+    # a run with lr 0.2-2 (mean) / 0.02-0.2 (max) put every set model at the bottom of its
+    # grid; the grids now reach further down (and drop the top value, never chosen and
+    # among the worst on valid)
+    lr_set=(0.05, 0.1, 0.2, 0.5, 1.0),
+    lr_set_max=(0.005, 0.01, 0.02, 0.05, 0.1),   # max pooling diverges / stalls above ~0.1
+    lowercase=(False, True),                # tuned with char n-grams (stage 1b) and set models
     set_stage1_dim=20,
 )
 QUICK_GRID = dict(
     dim=(10, 20), epoch=(5, 10), lr_text=(0.1, 0.5), word_ngrams=(1, 2), char=(),
     epoch_cont=(2, 5), lr_cont=(0.05,), cont_stage1_dim=10, m=(8, 16), k=(16, 64), alpha=(0.5, 1.0),
-    epoch_set=(5, 10), lr_set=(0.5, 1.0), lr_set_max=(0.1,), set_stage1_dim=10,
+    epoch_set=(5, 10), lr_set=(0.5, 1.0), lr_set_max=(0.1,), set_stage1_dim=10, lowercase=(False, True),
 )
 CONT_MODES = ("image", "add", "max", "gated", "bilinear", "bilinear_gated")
 DISC_KINDS = ("pq", "rspq")
@@ -221,7 +227,8 @@ def make_clf(method: str, p: dict, seed: int, dense: str, quantizer=None):
     import mmq
 
     base = dict(dim=p["dim"], epoch=p["epoch"], lr=p["lr"], word_ngrams=p["word_ngrams"],
-                minn=p["minn"], maxn=p["maxn"], threads=1, seed=seed, progress=False)
+                minn=p["minn"], maxn=p["maxn"], lowercase=p.get("lowercase", False), threads=1, seed=seed,
+                progress=False)
     if method == "text":
         return mmq.Classifier(**base)
     if method in CONT_MODES:
@@ -606,6 +613,8 @@ def fmt_p(method: str, p: dict) -> str:
         s += f" ngrams={p['word_ngrams']}"
         if p.get("maxn"):
             s += f" char={p['minn']}-{p['maxn']}"
+        if p.get("lowercase"):
+            s += " lowercase"
     if method in DISC_KINDS:
         s += f" m={p['m']} k={p['k']} alpha={p['alpha']}"
     if method in SET_SPEC:
@@ -684,21 +693,30 @@ def main() -> int:
 
         # -- stage 1a: text-only, full word-level grid -------------------------------
         t0 = time.perf_counter()
-        text_cfgs = [dict(dim=d, epoch=e, lr=lr, word_ngrams=wn, minn=0, maxn=0)
+        text_cfgs = [dict(dim=d, epoch=e, lr=lr, word_ngrams=wn, minn=0, maxn=0, lowercase=False)
                      for d, e, lr, wn in itertools.product(
                          grid["dim"], grid["epoch"], grid["lr_text"], grid["word_ngrams"])]
         tuner.collect("text", tuner.submit("text", text_cfgs, batch_by=lambda p: (p["dim"], p["word_ngrams"])))
         b = tuner.ranked("text")[0][2]
         # -- stage 1b: char n-grams (10x the tokens) at the best dim / word_ngrams -------
-        char_cfgs = [dict(b, epoch=e, lr=lr, minn=c[0], maxn=c[1])
-                     for c, e, lr in itertools.product(grid["char"], grid["epoch"], grid["lr_text"])]
+        # (and lowercase on/off, the other tokenizer option)
+        char_cfgs = [dict(b, epoch=e, lr=lr, minn=c[0], maxn=c[1], lowercase=lc)
+                     for c, lc, e, lr in itertools.product(grid["char"], grid["lowercase"], grid["epoch"],
+                                                            grid["lr_text"])]
         if char_cfgs:
             tuner.collect("text", tuner.submit("text", char_cfgs, batch_by=lambda p: (p["epoch"], p["maxn"])))
+        # lowercase toggled at the best so far when that config's other setting is untried
+        # (the best of stage 1a, without char n-grams)
+        b = tuner.ranked("text")[0][2]
+        lc_cfgs = [c for c in (dict(b, lowercase=lc) for lc in grid["lowercase"])
+                   if ckey(c) not in tuner.results["text"]]
+        if lc_cfgs:
+            tuner.collect("text", tuner.submit("text", lc_cfgs))
         best_text = tuner.ranked("text")[0][2]
-        stages["text"] = {"configs": len(text_cfgs) + len(char_cfgs), "s": time.perf_counter() - t0}
+        stages["text"] = {"configs": len(text_cfgs) + len(char_cfgs) + len(lc_cfgs), "s": time.perf_counter() - t0}
         print(f"[{time.perf_counter() - t_start:6.1f}s] text-only tuned ({len(text_cfgs)} + {len(char_cfgs)} "
               f"configs x {len(seeds)} seeds): {fmt_p('text', best_text)}")
-        shared_tok = {k: best_text[k] for k in ("word_ngrams", "minn", "maxn")}
+        shared_tok = {k: best_text[k] for k in ("word_ngrams", "minn", "maxn", "lowercase")}
 
         # -- stage 2a: continuous lr x epoch at a fixed dim; discrete m x k x alpha -----
         t0 = time.perf_counter()
@@ -783,14 +801,15 @@ def main() -> int:
             return [dict(b, epoch=e, lr=lr) for lr, e in itertools.product(set_lrs(mt), grid["epoch_set"])]
         run_set_stage(retune, batch_by=lambda p: p["lr"])
 
-        def toggle_char(mt):
+        def toggle_tok(mt):
+            # char n-grams (none / each of grid["char"]) x lowercase at the best config
             b = tuner.ranked(mt)[0][2]
             if not SET_SPEC[mt].get("text", True):
                 return []
-            if b["maxn"]:
-                return [dict(b, minn=0, maxn=0)]
-            return [dict(b, minn=c[0], maxn=c[1]) for c in grid["char"]]
-        run_set_stage(toggle_char)
+            chars = [(0, 0)] + [tuple(c) for c in grid["char"]]
+            return [dict(b, minn=c[0], maxn=c[1], lowercase=lc)
+                    for c, lc in itertools.product(chars, grid["lowercase"])]
+        run_set_stage(toggle_tok)
         stages["stage3"] = {"configs": n_set_cfgs, "s": time.perf_counter() - t0, "quantizer": set_q,
                             "m": qb["m"], "k": qb["k"], "alpha": qb["alpha"]}
         print(f"[{time.perf_counter() - t_start:6.1f}s] stage 3 done (set models: {n_set_cfgs} configs x "
@@ -1016,9 +1035,10 @@ def main() -> int:
               f"{n['valid_sd']:.4f} ({n['configs_tried']} configs{fail}); next: {ru}")
     for r in ("sk_text", "sk_image", "sk_late"):
         print(f"  {names[r]:<22} {sk[r]['params']} (valid {sk[r]['valid_acc']:.4f})")
-    print("  Protocol: text-only gets the full word-level grid, then char n-grams x epoch x lr at its "
+    print("  Protocol: text-only gets the full word-level grid, then char n-grams x lowercase x epoch x lr at its "
           "best dim / word_ngrams; the fused models reuse its tokenizer "
-          f"(word_ngrams={shared_tok['word_ngrams']}, char={shared_tok['minn']}-{shared_tok['maxn']}); "
+          f"(word_ngrams={shared_tok['word_ngrams']}, char={shared_tok['minn']}-{shared_tok['maxn']}, "
+          f"lowercase={shared_tok['lowercase']}); "
           f"continuous: lr x epoch at dim {grid['cont_stage1_dim']}, then dim at the best (lr, epoch); "
           "discrete: m x k x alpha at the text model's dim/epoch/lr, then epoch x lr at the best "
           "(m, k, alpha). Ties go to the cheaper model (dim x epoch), then the lower lr.")
@@ -1027,7 +1047,7 @@ def main() -> int:
           "from the discrete tuning, tokenizer from text-only; lr x epoch at dim "
           f"{grid['set_stage1_dim']} (lr {list(grid['lr_set'])}, max pooling {list(grid['lr_set_max'])}; epochs "
           f"{list(grid['epoch_set'])}), then dim {list(grid['dim'])}, lr x epoch again at the new dim if it "
-          f"moved, then char n-grams toggled; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
+          f"moved, then char n-grams x lowercase {list(grid['lowercase'])} at the best; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
           "G-Blend: holdout=0.1 (default).")
     for gb in GBLEND:
         ws = [r["gblend_last_weights"] for r in final[gb]["runs"]]
@@ -1060,7 +1080,11 @@ def main() -> int:
                         "images); zero = null replaced by a zero vector before fit/predict; null = the "
                         "library's missing modality"},
     }
-    out.write_text(json.dumps(doc, indent=1, default=float))
+    # written to a temporary file first and moved into place: an interrupted run leaves the
+    # previous results as they were
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=float))
+    os.replace(tmp, out)
     print(f"\nwrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
     return 0
 
