@@ -139,7 +139,10 @@ def _demo(a: argparse.Namespace) -> int:
     print(f"  saved and reloaded the model ({size / 1e6:.2f} MB): identical predictions: {same}")
     print("  now with the rows' dense 'image' vectors too (10% of rows have none):")
     for name, extra in [("discrete fusion, mmq.PQ(m=8, k=16) codes as tokens", dict(dense={"image": mmq.PQ(m=8, k=16)})),
-                        ("continuous fusion, fusion='gated'", dict(fusion="gated", dense=["image"], lr=0.1))]:
+                        ("continuous fusion, fusion='gated'", dict(fusion="gated", dense=["image"], lr=0.1)),
+                        ("Deep Multi-Modal Sets, fusion='deepset'", dict(fusion="deepset", dense={"image": mmq.PQ(m=8, k=16)})),
+                        ("MI2P-style attention, fusion='attention'", dict(fusion="attention", dense={"image": mmq.PQ(m=8, k=16)})),
+                        ("Gradient-Blending over the bag, blend='gblend'", dict(blend="gblend", dense={"image": mmq.PQ(m=8, k=16)}))]:
         p = {**params, **extra}
         t = time.perf_counter()
         mm = mmq.Classifier(**p, progress=False).fit(train)
