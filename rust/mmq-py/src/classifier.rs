@@ -169,22 +169,26 @@ pub fn encode_batches(
             })?,
             (None, None) => unreachable!(),
         };
-        let mut next = 0u32;
-        let row_of = v
-            .present
-            .iter()
-            .map(|&p| {
-                if p {
-                    next += 1;
-                    next - 1
-                } else {
-                    u32::MAX
-                }
-            })
-            .collect();
+        let row_of = present_rows(v.present);
         out.push(DenseBatch { codes, row_of });
     }
     Ok(out)
+}
+
+/// For each row, its index among the present rows (`u32::MAX` where absent).
+fn present_rows(present: &[bool]) -> Vec<u32> {
+    let mut next = 0u32;
+    present
+        .iter()
+        .map(|&p| {
+            if p {
+                next += 1;
+                next - 1
+            } else {
+                u32::MAX
+            }
+        })
+        .collect()
 }
 
 /// Append row i's visual tokens (and their weight) to `ids` / `weights`.
@@ -250,19 +254,7 @@ fn fit_codes<'a>(
             }
             (None, None) => unreachable!(),
         };
-        let mut next = 0u32;
-        let row_of = v
-            .present
-            .iter()
-            .map(|&p| {
-                if p {
-                    next += 1;
-                    next - 1
-                } else {
-                    u32::MAX
-                }
-            })
-            .collect();
+        let row_of = present_rows(v.present);
         out.push(FitCodes { codes, row_of });
     }
     Ok(out)
