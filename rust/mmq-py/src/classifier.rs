@@ -448,7 +448,7 @@ impl PyClassifier {
     ) -> PyResult<Vec<DenseBatch>> {
         let views = dense_views(&self.model.dense, dense, n)?;
         let d = &self.model.dense;
-        py.detach(|| encode_batches(d, &views)).py_err()
+        crate::pool::detach(py, || encode_batches(d, &views)).py_err()
     }
 }
 
@@ -504,7 +504,7 @@ impl PyClassifier {
         let views = dense_views(&dense_inputs, &dense, texts.len())?;
         let alpha = cfg.alpha;
         let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = py.detach(|| {
+        let model = crate::pool::detach(py, || {
             let threads = cfg.threads;
             let codes = fit_codes(&dense_inputs, &views)?;
             let build = || fit_csr(&tokenizer, &texts, &dense_inputs, &codes, alpha);
@@ -543,8 +543,9 @@ impl PyClassifier {
         let s = text.0;
         let texts = columns::texts(&s, "text")?;
         let batches = self.batches(py, &dense, texts.len())?;
-        let (idx, probs) =
-            py.detach(|| flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold), k));
+        let (idx, probs) = crate::pool::detach(py, || {
+            flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold), k)
+        });
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
 
@@ -561,7 +562,7 @@ impl PyClassifier {
         let batches = self.batches(py, &dense, texts.len())?;
         let m = &self.model;
         let nl = m.n_labels();
-        let flat: Vec<f32> = py.detach(|| {
+        let flat: Vec<f32> = crate::pool::detach(py, || {
             let rows: Vec<Vec<f32>> = texts
                 .par_iter()
                 .enumerate()
@@ -609,7 +610,7 @@ impl PyClassifier {
         let texts = columns::texts(&s, "text")?;
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
         let batches = self.batches(py, &dense, texts.len())?;
-        let e = py.detach(|| {
+        let e = crate::pool::detach(py, || {
             let preds = self.predict_rows(&texts, &batches, k, threshold);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
         });
@@ -643,12 +644,12 @@ impl PyClassifier {
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        py.detach(|| self.model.save(&path)).py_err()
+        crate::pool::detach(py, || self.model.save(&path)).py_err()
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let m = py.detach(|| Model::load(&path)).py_err()?;
+        let m = crate::pool::detach(py, || Model::load(&path)).py_err()?;
         Self::from_model(m)
     }
 

@@ -156,7 +156,7 @@ impl PyFusion {
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
         let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
         let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = py.detach(|| {
+        let model = crate::pool::detach(py, || {
             let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
             let data = Dataset {
                 offsets: &offsets,
@@ -196,7 +196,7 @@ impl PyFusion {
         let s = text.0;
         let (texts, full, present) = self.prepare(&s, &dense)?;
         let nl = self.model.n_labels();
-        let flat: Vec<f32> = py.detach(|| {
+        let flat: Vec<f32> = crate::pool::detach(py, || {
             self.rows(&texts, &full, &present, nl, 0.0, true)
                 .into_iter()
                 .flat_map(|r| r.into_iter().map(|x| x.1))
@@ -222,7 +222,7 @@ impl PyFusion {
         let (s, l) = (text.0, labels.0);
         let (texts, full, present) = self.prepare(&s, &dense)?;
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
-        let e = py.detach(|| {
+        let e = crate::pool::detach(py, || {
             let preds = self.rows(&texts, &full, &present, k, threshold, false);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
         });
@@ -255,12 +255,12 @@ impl PyFusion {
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        py.detach(|| self.model.save(&path)).py_err()
+        crate::pool::detach(py, || self.model.save(&path)).py_err()
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let model = py.detach(|| FusionModel::load(&path)).py_err()?;
+        let model = crate::pool::detach(py, || FusionModel::load(&path)).py_err()?;
         let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
         Ok(Self { model, tokenizer })
     }

@@ -5,6 +5,7 @@ mod columns;
 mod errors;
 mod fusion;
 mod plugin;
+mod pool;
 mod quantizer;
 mod sets;
 

@@ -90,12 +90,15 @@ fn mmq_tokenize(
     context: CallerContext,
     kwargs: TokenizeKwargs,
 ) -> PolarsResult<Series> {
-    let tok =
-        Tokenizer::new(kwargs.cfg).map_err(|e| polars_err!(ComputeError: "mmq.tokenize: {}", e))?;
-    let s = &inputs[0];
-    let mut out = tokenize_series(s, &tok, !(context.parallel() || kwargs.serial))?;
-    out.rename(s.name().clone());
-    Ok(out)
+    // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
+    crate::pool::pool().install(|| {
+        let tok = Tokenizer::new(kwargs.cfg)
+            .map_err(|e| polars_err!(ComputeError: "mmq.tokenize: {}", e))?;
+        let s = &inputs[0];
+        let mut out = tokenize_series(s, &tok, !(context.parallel() || kwargs.serial))?;
+        out.rename(s.name().clone());
+        Ok(out)
+    })
 }
 
 /// Tokenize a String Series into a List[UInt32] Series (the Python API's path).
@@ -363,6 +366,8 @@ fn mmq_encode(
     context: CallerContext,
     kwargs: EncodeKwargs,
 ) -> PolarsResult<Series> {
+    // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
+    crate::pool::pool().install(|| {
     let l = load_cached(&kwargs.path, "mmq.encode")?;
     let Loaded::Quantizer(q) = &*l else {
         polars_bail!(ComputeError: "mmq.encode: '{}' is not a quantizer file", kwargs.path)
@@ -398,6 +403,7 @@ fn mmq_encode(
     };
     Series::from_arrow(s.name().clone(), arr)
         .and_then(|s| s.cast(&DataType::Array(Box::new(inner), m)))
+    })
 }
 
 #[derive(Deserialize)]
@@ -642,19 +648,22 @@ fn mmq_predict(
     context: CallerContext,
     kwargs: PredictKwargs,
 ) -> PolarsResult<Series> {
-    let (ranked, labels) = rank_rows(
-        inputs,
-        &kwargs.path,
-        Some(1),
-        kwargs.threshold,
-        "mmq.predict",
-        !(context.parallel() || kwargs.serial),
-    )?;
-    let ca: StringChunked = ranked
-        .iter()
-        .map(|r| r.first().map(|&(l, _)| labels[l as usize].as_str()))
-        .collect();
-    Ok(ca.with_name(inputs[0].name().clone()).into_series())
+    // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
+    crate::pool::pool().install(|| {
+        let (ranked, labels) = rank_rows(
+            inputs,
+            &kwargs.path,
+            Some(1),
+            kwargs.threshold,
+            "mmq.predict",
+            !(context.parallel() || kwargs.serial),
+        )?;
+        let ca: StringChunked = ranked
+            .iter()
+            .map(|r| r.first().map(|&(l, _)| labels[l as usize].as_str()))
+            .collect();
+        Ok(ca.with_name(inputs[0].name().clone()).into_series())
+    })
 }
 
 #[polars_expr(output_type_func_with_kwargs=proba_type)]
@@ -663,6 +672,8 @@ fn mmq_predict_proba(
     context: CallerContext,
     kwargs: PredictKwargs,
 ) -> PolarsResult<Series> {
+    // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
+    crate::pool::pool().install(|| {
     let (ranked, labels) = rank_rows(
         inputs,
         &kwargs.path,
@@ -690,4 +701,5 @@ fn mmq_predict_proba(
     );
     Series::from_arrow(inputs[0].name().clone(), Box::new(arr))
         .and_then(|s| s.cast(&DataType::Array(Box::new(DataType::Float32), nl)))
+    })
 }

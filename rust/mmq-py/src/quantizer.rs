@@ -106,7 +106,7 @@ impl PyQuantizer {
                 true
             })
         };
-        py.detach(|| q.fit_with_progress(data, n, &cb)).py_err()
+        crate::pool::detach(py, || q.fit_with_progress(data, n, &cb)).py_err()
     }
 
     /// Codes as uint8 (k <= 256) or uint16, shape n × m.
@@ -115,11 +115,11 @@ impl PyQuantizer {
         let (q, m) = (&self.q, self.q.m());
         if q.k() <= 256 {
             let mut out = vec![0u8; n * m];
-            py.detach(|| q.encode_u8(data, n, &mut out)).py_err()?;
+            crate::pool::detach(py, || q.encode_u8(data, n, &mut out)).py_err()?;
             Ok(array2(py, n, m, out)?.into_any().unbind())
         } else {
             let mut out = vec![0u16; n * m];
-            py.detach(|| q.encode_u16(data, n, &mut out)).py_err()?;
+            crate::pool::detach(py, || q.encode_u16(data, n, &mut out)).py_err()?;
             Ok(array2(py, n, m, out)?.into_any().unbind())
         }
     }
@@ -131,7 +131,7 @@ impl PyQuantizer {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (c, n) = self.codes(&codes)?;
         let q = &self.q;
-        let out = py.detach(|| q.decode(c, n)).py_err()?;
+        let out = crate::pool::detach(py, || q.decode(c, n)).py_err()?;
         array2(py, n, q.d(), out)
     }
 
@@ -142,14 +142,14 @@ impl PyQuantizer {
     ) -> PyResult<Bound<'py, PyArray2<u32>>> {
         let (c, n) = self.codes(&codes)?;
         let q = &self.q;
-        let out = py.detach(|| q.token_ids(c)).py_err()?;
+        let out = crate::pool::detach(py, || q.token_ids(c)).py_err()?;
         array2(py, n, q.m(), out)
     }
 
     fn quantization_error(&self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<f64> {
         let (data, n) = self.vectors(&x)?;
         let q = &self.q;
-        py.detach(|| q.quantization_error(data, n)).py_err()
+        crate::pool::detach(py, || q.quantization_error(data, n)).py_err()
     }
 
     /// Centroids of sub-quantizer j: a k × s_j array.
@@ -186,8 +186,10 @@ impl PyQuantizer {
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let q = &self.q;
-        py.detach(|| mmq_core::io::write_atomic(&path, &quantizer_to_bytes(q)?))
-            .py_err()
+        crate::pool::detach(py, || {
+            mmq_core::io::write_atomic(&path, &quantizer_to_bytes(q)?)
+        })
+        .py_err()
     }
 
     #[staticmethod]

@@ -212,8 +212,7 @@ fn modality_csr(
             cfg.modalities.len()
         )));
     }
-    py.detach(|| batch_tokens(cfg, tokenizer, quantizers, inputs))
-        .map_err(input_err)
+    crate::pool::detach(py, || batch_tokens(cfg, tokenizer, quantizers, inputs)).map_err(input_err)
 }
 
 fn views(csr: &[Csr]) -> Vec<ModalityRows<'_>> {
@@ -277,7 +276,7 @@ impl PySets {
         }
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
         let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = py.detach(|| {
+        let model = crate::pool::detach(py, || {
             let mut m = train_sets(cfg, names, &views(&csr), &loffsets, &lidx, &callback)?;
             m.quantizers = qs;
             Ok::<_, mmq_core::MmqError>(m)
@@ -341,7 +340,7 @@ impl PySets {
             )));
         }
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
-        let e = py.detach(|| {
+        let e = crate::pool::detach(py, || {
             let preds = self.model.predict_batch(&views(&csr), k, threshold)?;
             Ok::<_, mmq_core::MmqError>(evaluate(&preds, &loffsets, &lidx, self.model.n_labels()))
         });
@@ -408,12 +407,12 @@ impl PySets {
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        py.detach(|| self.model.save(&path)).py_err()
+        crate::pool::detach(py, || self.model.save(&path)).py_err()
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let m = py.detach(|| SetModel::load(&path)).py_err()?;
+        let m = crate::pool::detach(py, || SetModel::load(&path)).py_err()?;
         Self::from_model(m)
     }
 }
