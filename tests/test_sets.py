@@ -56,6 +56,7 @@ CASES = [
     dict(fusion="attention"),
     dict(fusion="deepset", blend="gblend"),
     dict(fusion="discrete", blend="gblend"),
+    dict(fusion="discrete", blend="gblend_offline"),
 ]
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mmq.classifier import Classifier
 
 POOLS = ("mean", "sum", "max")
-BLENDS = (None, "gblend")
+BLENDS = (None, "gblend", "gblend_offline")
 _FUSION_NAME = {"discrete": "bag", "deepset": "deepset", "attention": "attention"}
 
 

@@ -48,6 +48,12 @@
 //! ([`SetModel::history`]). Prediction uses the fused head only. The held-out slice must
 //! have at least `max(30, 3 L)` rows, else training stops with a clear error.
 //!
+//! `blend = gblend_offline` (the paper's offline variant) runs the above to estimate the
+//! weights, then trains a fresh model on all rows, held-out slice included, with the
+//! mean of the weights that run used over its epochs, fixed; its history is the
+//! estimation run's.
+//! It costs two trainings (progress runs from 0 to 1 twice).
+//!
 //! # Training
 //!
 //! Hogwild SGD as the other models: seeded init (`E, K ~ U(±1/d)`, `W = b = 0`), a seeded
@@ -112,7 +118,12 @@ pub enum Pool {
 #[serde(rename_all = "snake_case")]
 pub enum Blend {
     None,
+    /// Online G-Blend: the weights are re-estimated after every epoch.
     Gblend,
+    /// Offline G-Blend: an online run estimates the weights, then the model is trained
+    /// again from scratch on all rows (held-out slice included) with the mean of the
+    /// weights that run used, fixed.
+    GblendOffline,
 }
 
 /// Hyperparameters of a set model (stored in the model file).
@@ -281,7 +292,7 @@ impl Dims {
             fusion: cfg.fusion,
             pool: cfg.pool,
             outer: cfg.outer_pool,
-            gblend: cfg.blend == Blend::Gblend,
+            gblend: cfg.blend != Blend::None,
             alpha: cfg.alpha,
             d: cfg.dim,
             nl,
@@ -1046,6 +1057,54 @@ pub fn train_sets(
     label_ids: &[u32],
     callback: &(dyn Fn(&Progress) -> bool + Sync),
 ) -> Result<SetModel> {
+    if cfg.blend == Blend::GblendOffline {
+        let estimate = SetConfig {
+            blend: Blend::Gblend,
+            ..cfg.clone()
+        };
+        let online = fit_sets(
+            estimate,
+            labels.clone(),
+            rows,
+            label_offsets,
+            label_ids,
+            callback,
+            None,
+        )?;
+        // The mean of the weights the online run used (late epochs alone would say
+        // little: a converged head gains nothing more).
+        let mut w = vec![0.0f32; cfg.modalities.len() + 1];
+        for h in &online.history {
+            w.iter_mut().zip(&h.weights).for_each(|(a, b)| *a += b);
+        }
+        let total: f32 = w.iter().sum();
+        w.iter_mut().for_each(|a| *a /= total.max(1e-12));
+        let mut model = fit_sets(
+            cfg,
+            labels,
+            rows,
+            label_offsets,
+            label_ids,
+            callback,
+            Some(&w),
+        )?;
+        model.history = online.history;
+        return Ok(model);
+    }
+    fit_sets(cfg, labels, rows, label_offsets, label_ids, callback, None)
+}
+
+/// [`train_sets`] once: with `fixed` head weights (offline G-Blend's second run, on all
+/// rows), or estimating them online when `cfg.blend` is G-Blend.
+fn fit_sets(
+    cfg: SetConfig,
+    labels: Vec<String>,
+    rows: &[ModalityRows],
+    label_offsets: &[usize],
+    label_ids: &[u32],
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+    fixed: Option<&[f32]>,
+) -> Result<SetModel> {
     cfg.validate()?;
     let nl = labels.len();
     if nl < 2 {
@@ -1084,7 +1143,7 @@ pub fn train_sets(
             "training needs at least 2 distinct labels, found {distinct}"
         )));
     }
-    let gblend = cfg.blend == Blend::Gblend;
+    let gblend = cfg.blend != Blend::None && fixed.is_none();
 
     // Rows: G-Blend holds a slice out and draws a training subset of the same size.
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
@@ -1143,7 +1202,9 @@ pub fn train_sets(
     let n_heads = km + 1;
     let hw: Vec<AtomicU32> = (0..n_heads)
         .map(|i| {
-            let x = if gblend {
+            let x = if let Some(f) = fixed {
+                f.get(i).copied().unwrap_or(0.0)
+            } else if gblend {
                 1.0 / n_heads as f32
             } else if i == 0 {
                 1.0
@@ -1617,6 +1678,7 @@ mod tests {
             (SetFusion::Attention, Pool::Mean, Pool::Mean, Blend::None),
             (SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::Gblend),
             (SetFusion::Bag, Pool::Mean, Pool::Mean, Blend::Gblend),
+            (SetFusion::Bag, Pool::Mean, Pool::Mean, Blend::GblendOffline),
         ] {
             let mut c = cfg(fusion, pool, outer, blend);
             c.dim = 16;
@@ -1624,8 +1686,12 @@ mod tests {
             c.lr = if pool == Pool::Sum { 0.05 } else { 0.5 };
             let m = fit(c, &tr, &ytr);
             let acc = accuracy(&m, &te, &yte);
-            assert!(acc > 0.95, "{fusion:?} {pool:?}/{outer:?} {blend:?}: {acc}");
-            if blend == Blend::Gblend {
+            assert!(
+                acc > 0.95,
+                "{fusion:?} {pool:?}/{outer:?} {blend:?}: {acc} {:?}",
+                m.history.last()
+            );
+            if blend != Blend::None {
                 assert_eq!(m.history.len(), 10);
                 for h in &m.history {
                     let s: f32 = h.weights.iter().sum();
