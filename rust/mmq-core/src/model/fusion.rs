@@ -123,7 +123,7 @@ use crate::io::{self, Tensor};
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
-use crate::train::{Dataset, Progress};
+use crate::train::{label_counts, Dataset, Progress};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -240,21 +240,11 @@ impl FusionConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(MmqError::InvalidParameter(m));
-        if self.dim < 1 {
-            return bad(format!("dim must be >= 1, got {}", self.dim));
-        }
+        super::check_training(self.dim, self.epoch, self.lr, self.threads)?;
         if self.rank == Some(0) {
-            return bad("rank must be >= 1, got 0".into());
-        }
-        if self.epoch < 1 {
-            return bad(format!("epoch must be >= 1, got {}", self.epoch));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr must be a finite number > 0, got {}", self.lr));
-        }
-        if self.threads < 1 {
-            return bad(format!("threads must be >= 1, got {}", self.threads));
+            return Err(MmqError::InvalidParameter(
+                "rank must be >= 1, got 0".into(),
+            ));
         }
         self.tokenizer.validate()
     }
@@ -324,6 +314,45 @@ impl Dims {
             (on(b, d), r),
         ]
     }
+}
+
+/// The non-empty parameter slots as named tensors (`shapes[p]` = rows, cols of slot p).
+pub(super) fn param_tensors(
+    names: &[&str],
+    shapes: &[(usize, usize)],
+    params: &[Mat],
+) -> Vec<(String, Tensor)> {
+    shapes
+        .iter()
+        .enumerate()
+        .filter(|(_, &(rows, cols))| rows * cols > 0)
+        .map(|(p, &(rows, cols))| {
+            (
+                names[p].to_string(),
+                Tensor::F32(vec![rows, cols], params[p].data.clone()),
+            )
+        })
+        .collect()
+}
+
+/// Read back what [`param_tensors`] wrote: slots with no element are empty.
+pub(super) fn take_params<const N: usize>(
+    names: &[&str; N],
+    shapes: &[(usize, usize); N],
+    t: &mut std::collections::HashMap<String, Tensor>,
+    what: &str,
+) -> Result<[Mat; N]> {
+    let mut params: [Mat; N] = std::array::from_fn(|_| Mat::default());
+    for (p, &(rows, cols)) in shapes.iter().enumerate() {
+        let len = rows * cols;
+        let data = if len == 0 {
+            Vec::new()
+        } else {
+            io::take_f32(t, names[p], len, what)?
+        };
+        params[p] = Mat { data, cols };
+    }
+    Ok(params)
 }
 
 /// Read access to a weight matrix: the plain one of a trained model, or the shared
@@ -859,24 +888,23 @@ impl FusionModel {
         });
         let dd = self.dense_dim;
         let mut tensors = vec![
-            ("dense_mean", Tensor::F32(vec![dd], self.dense_mean.clone())),
-            ("dense_std", Tensor::F32(vec![dd], self.dense_std.clone())),
+            (
+                "dense_mean".to_string(),
+                Tensor::F32(vec![dd], self.dense_mean.clone()),
+            ),
+            (
+                "dense_std".to_string(),
+                Tensor::F32(vec![dd], self.dense_std.clone()),
+            ),
         ];
         if !self.index.is_empty() {
             tensors.push((
-                "token_ids",
+                "token_ids".to_string(),
                 Tensor::U32(vec![self.index.len()], self.index.ids.clone()),
             ));
         }
         let shapes = self.dims().shapes(self.index.len());
-        for (p, &(rows, cols)) in shapes.iter().enumerate() {
-            if rows * cols > 0 {
-                tensors.push((
-                    PARAM_NAMES[p],
-                    Tensor::F32(vec![rows, cols], self.params[p].data.clone()),
-                ));
-            }
-        }
+        tensors.extend(param_tensors(&PARAM_NAMES, &shapes, &self.params));
         io::to_bytes(&header, &tensors)
     }
 
@@ -924,16 +952,7 @@ impl FusionModel {
             nl: labels.len(),
         };
         let shapes = dm.shapes(ids.len());
-        let mut params: [Mat; N_PARAMS] = Default::default();
-        for (p, &(rows, cols)) in shapes.iter().enumerate() {
-            let len = rows * cols;
-            let data = if len == 0 {
-                Vec::new()
-            } else {
-                io::take_f32(&mut t, PARAM_NAMES[p], len, what)?
-            };
-            params[p] = Mat { data, cols };
-        }
+        let params = take_params(&PARAM_NAMES, &shapes, &mut t, what)?;
         Ok(Self {
             index: TokenIndex::from_ids(ids).map_err(|e| bad(e.to_string()))?,
             scale: dense_scale(&dense_std),
@@ -980,16 +999,7 @@ pub fn train_fusion(
     data.validate(nl)?;
     let n = data.n_rows();
     validate_dense(dense, dense_dim, present, n)?;
-    let mut counts = vec![0u64; nl];
-    for &l in data.labels {
-        counts[l as usize] += 1;
-    }
-    let distinct = counts.iter().filter(|&&c| c > 0).count();
-    if distinct < 2 {
-        return Err(MmqError::InvalidInput(format!(
-            "training needs at least 2 distinct labels, found {distinct}"
-        )));
-    }
+    let counts = label_counts(data.labels, &labels)?;
     let mode = cfg.mode;
     if mode == FusionMode::ImageOnly && !present.iter().any(|&p| p) {
         return Err(MmqError::InvalidInput(

@@ -46,16 +46,8 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
+        check_training(self.dim, self.epoch, self.lr, self.threads)?;
         let bad = |m: String| Err(MmqError::InvalidParameter(m));
-        if self.dim < 1 {
-            return bad(format!("dim must be >= 1, got {}", self.dim));
-        }
-        if self.epoch < 1 {
-            return bad(format!("epoch must be >= 1, got {}", self.epoch));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr must be a finite number > 0, got {}", self.lr));
-        }
         if self.loss == LossKind::Ns && self.neg < 1 {
             return bad(format!("neg must be >= 1 with loss='ns', got {}", self.neg));
         }
@@ -64,9 +56,6 @@ impl ModelConfig {
                 "alpha must be a finite number >= 0, got {}",
                 self.alpha
             ));
-        }
-        if self.threads < 1 {
-            return bad(format!("threads must be >= 1, got {}", self.threads));
         }
         self.tokenizer.validate()
     }
@@ -162,6 +151,25 @@ pub struct Model {
     pub tree: Option<Tree>,
     /// Dense columns whose codes are tokens of this model (discrete fusion).
     pub dense: Vec<DenseInput>,
+}
+
+/// The hyperparameters every trainer has: `dim`, `epoch`, `threads` >= 1 and a finite
+/// `lr` > 0.
+pub(crate) fn check_training(dim: usize, epoch: usize, lr: f32, threads: usize) -> Result<()> {
+    let bad = |m: String| Err(MmqError::InvalidParameter(m));
+    if dim < 1 {
+        return bad(format!("dim must be >= 1, got {dim}"));
+    }
+    if epoch < 1 {
+        return bad(format!("epoch must be >= 1, got {epoch}"));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        return bad(format!("lr must be a finite number > 0, got {lr}"));
+    }
+    if threads < 1 {
+        return bad(format!("threads must be >= 1, got {threads}"));
+    }
+    Ok(())
 }
 
 /// Top-k predictions of one row: (label, probability), most probable first.

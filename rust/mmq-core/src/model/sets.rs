@@ -62,7 +62,7 @@
 //! so with one thread the step is exact SGD (checked against finite differences).
 // Index loops over the d dimensions read like the formulas above.
 #![allow(clippy::needless_range_loop)]
-use super::fusion::{Mat, Weights};
+use super::fusion::{param_tensors, take_params, Mat, Weights};
 use super::loss::safe_ln;
 use super::{softmax_in_place, top_k, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
@@ -72,7 +72,7 @@ use crate::quant::Quantizer;
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
-use crate::train::Progress;
+use crate::train::{check_labels, label_counts, Progress};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
@@ -171,19 +171,8 @@ impl Default for SetConfig {
 
 impl SetConfig {
     pub fn validate(&self) -> Result<()> {
+        super::check_training(self.dim, self.epoch, self.lr, self.threads)?;
         let bad = |m: String| Err(MmqError::InvalidParameter(m));
-        if self.dim < 1 {
-            return bad(format!("dim must be >= 1, got {}", self.dim));
-        }
-        if self.epoch < 1 {
-            return bad(format!("epoch must be >= 1, got {}", self.epoch));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr must be a finite number > 0, got {}", self.lr));
-        }
-        if self.threads < 1 {
-            return bad(format!("threads must be >= 1, got {}", self.threads));
-        }
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return bad(format!(
                 "alpha must be a finite number >= 0, got {}",
@@ -320,6 +309,14 @@ impl Dims {
     fn needs_v(&self) -> bool {
         self.fusion == SetFusion::Deepset || self.gblend
     }
+    /// Bag mode: the weight of each token of modality `k` (`alpha` for dense codes).
+    fn weight(&self, k: usize) -> f32 {
+        if self.kinds[k] == ModalityKind::Dense {
+            self.alpha
+        } else {
+            1.0
+        }
+    }
     fn key_row(&self, k: usize, r: u32) -> usize {
         r as usize - self.row_off[k] + self.key_off[k]
     }
@@ -453,14 +450,19 @@ fn forward<W: Weights>(dm: &Dims, w: &[W; N_PARAMS], rows: &[&[u32]], c: &mut Ca
     match dm.fusion {
         SetFusion::Bag => {
             let mut total = 0.0f32;
+            // With G-Blend's mean-pooled v_k at hand, Σ_{r∈S_k} E[r] = |S_k| v_k.
+            let from_v = dm.needs_v() && dm.pool == Pool::Mean;
             for (k, r) in rows.iter().enumerate() {
-                let a = if dm.kinds[k] == ModalityKind::Dense {
-                    dm.alpha
+                let a = dm.weight(k);
+                if from_v && !r.is_empty() {
+                    let s = a * r.len() as f32;
+                    for (h, v) in c.h.iter_mut().zip(&c.v[k * d..(k + 1) * d]) {
+                        *h += s * v;
+                    }
                 } else {
-                    1.0
-                };
-                for &x in r.iter() {
-                    emb.add_row_to(x as usize, a, &mut c.h);
+                    for &x in r.iter() {
+                        emb.add_row_to(x as usize, a, &mut c.h);
+                    }
                 }
                 total += a * r.len() as f32;
             }
@@ -635,11 +637,7 @@ fn backward<W: Weights, S: Sink>(
         SetFusion::Bag => {
             if c.bag_total > 0.0 {
                 for (k, r) in rows.iter().enumerate() {
-                    let a = if dm.kinds[k] == ModalityKind::Dense {
-                        dm.alpha
-                    } else {
-                        1.0
-                    };
+                    let a = dm.weight(k);
                     for &x in r.iter() {
                         sink.add(EMB, x as usize, a / c.bag_total, &c.dh);
                     }
@@ -811,13 +809,11 @@ impl SetModel {
         (0..n)
             .into_par_iter()
             .map_init(
-                || (Cache::new(&dm), Vec::new()),
-                |(c, scratch), i| {
-                    let raw: Vec<&[u32]> = rows
-                        .iter()
-                        .map(|m| &m.ids[m.offsets[i]..m.offsets[i + 1]])
-                        .collect();
-                    self.run(&dm, &raw, c, scratch)?;
+                || (Cache::new(&dm), Vec::new(), Vec::with_capacity(rows.len())),
+                |(c, scratch, raw), i| {
+                    raw.clear();
+                    raw.extend(rows.iter().map(|m| &m.ids[m.offsets[i]..m.offsets[i + 1]]));
+                    self.run(&dm, raw, c, scratch)?;
                     Ok(c.q.clone())
                 },
             )
@@ -866,11 +862,7 @@ impl SetModel {
             match dm.fusion {
                 SetFusion::Bag => {
                     if c.bag_total > 0.0 {
-                        let a = if dm.kinds[k] == ModalityKind::Dense {
-                            dm.alpha
-                        } else {
-                            1.0
-                        };
+                        let a = dm.weight(k);
                         for &x in r {
                             emb.add_row_to(x as usize, a / c.bag_total, &mut vec);
                         }
@@ -940,14 +932,11 @@ impl SetModel {
                 ));
             }
         }
-        for (p, &(rows, cols)) in self.dims().shapes().iter().enumerate() {
-            if rows * cols > 0 {
-                tensors.push((
-                    PARAM_NAMES[p].to_string(),
-                    Tensor::F32(vec![rows, cols], self.params[p].data.clone()),
-                ));
-            }
-        }
+        tensors.extend(param_tensors(
+            &PARAM_NAMES,
+            &self.dims().shapes(),
+            &self.params,
+        ));
         io::to_bytes(&header, &tensors)
     }
 
@@ -995,16 +984,7 @@ impl SetModel {
         }
         let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
         let dm = Dims::new(&cfg, labels.len(), &sizes);
-        let mut params: [Mat; N_PARAMS] = Default::default();
-        for (p, &(rows, cols)) in dm.shapes().iter().enumerate() {
-            let len = rows * cols;
-            let data = if len == 0 {
-                Vec::new()
-            } else {
-                io::take_f32(&mut t, PARAM_NAMES[p], len, what)?
-            };
-            params[p] = Mat { data, cols };
-        }
+        let params = take_params(&PARAM_NAMES, &dm.shapes(), &mut t, what)?;
         Ok(Self {
             cfg,
             labels,
@@ -1121,28 +1101,12 @@ fn fit_sets(
     }
     if label_offsets.len() != n + 1 || label_offsets.last() != Some(&label_ids.len()) {
         return Err(MmqError::InvalidInput(format!(
-            "{n} rows of tokens but labels for {}",
+            "{n} rows of tokens but {} rows of labels",
             label_offsets.len().saturating_sub(1)
         )));
     }
-    if let Some(&l) = label_ids.iter().find(|&&l| l as usize >= nl) {
-        return Err(MmqError::InvalidInput(format!(
-            "label index {l} out of range for {nl} labels"
-        )));
-    }
-    if let Some(i) = (0..n).find(|&i| label_offsets[i] == label_offsets[i + 1]) {
-        return Err(MmqError::InvalidInput(format!("row {i} has no label")));
-    }
-    let mut counts = vec![0u64; nl];
-    for &l in label_ids {
-        counts[l as usize] += 1;
-    }
-    let distinct = counts.iter().filter(|&&c| c > 0).count();
-    if distinct < 2 {
-        return Err(MmqError::InvalidInput(format!(
-            "training needs at least 2 distinct labels, found {distinct}"
-        )));
-    }
+    check_labels(label_offsets, label_ids, nl)?;
+    let counts = label_counts(label_ids, &labels)?;
     let gblend = cfg.blend != Blend::None && fixed.is_none();
 
     // Rows: G-Blend holds a slice out and draws a training subset of the same size.
@@ -1353,12 +1317,15 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    fn row_slices(&self, row: usize) -> Vec<&[u32]> {
-        self.rows
-            .iter()
-            .zip(self.local)
-            .map(|(m, l)| &l[m.offsets[row]..m.offsets[row + 1]])
-            .collect()
+    /// Row `row`'s compacted embedding rows per modality, into `out` (reused).
+    fn row_slices<'s>(&'s self, row: usize, out: &mut Vec<&'s [u32]>) {
+        out.clear();
+        out.extend(
+            self.rows
+                .iter()
+                .zip(self.local)
+                .map(|(m, l)| &l[m.offsets[row]..m.offsets[row + 1]]),
+        );
     }
 
     /// Mean loss of every head (fused, then per modality, over the rows where that
@@ -1369,11 +1336,11 @@ impl Shared<'_> {
         let (sum, cnt) = which
             .par_iter()
             .map_init(
-                || Cache::new(dm),
-                |c, &row| {
+                || (Cache::new(dm), Vec::new()),
+                |(c, slices), &row| {
                     let row = row as usize;
-                    let slices = self.row_slices(row);
-                    forward(dm, self.w, &slices, c);
+                    self.row_slices(row, slices);
+                    forward(dm, self.w, slices, c);
                     let labels =
                         &self.label_ids[self.label_offsets[row]..self.label_offsets[row + 1]];
                     let mut s = vec![0.0f64; nh];
@@ -1437,10 +1404,11 @@ impl<'a> Worker<'a> {
     fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
         let s = self.s;
         let mut tick = Ticker::new(s.clock, reporter);
+        let mut slices = Vec::with_capacity(s.rows.len());
         for (i, &row) in part.iter().enumerate() {
             let row = row as usize;
             let (_, lr) = tick.lr(s.clock, s.cfg.lr);
-            let slices = s.row_slices(row);
+            s.row_slices(row, &mut slices);
             let labels = &s.label_ids[s.label_offsets[row]..s.label_offsets[row + 1]];
             let target = if labels.len() == 1 {
                 labels[0]

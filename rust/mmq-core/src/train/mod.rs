@@ -58,18 +58,44 @@ impl Dataset<'_> {
                 ));
             }
         }
-        if let Some(&l) = self.labels.iter().find(|&&l| l as usize >= n_labels) {
-            return bad(format!(
-                "label index {l} out of range for {n_labels} labels"
-            ));
-        }
-        for i in 0..self.n_rows() {
-            if self.label_offsets[i] == self.label_offsets[i + 1] {
-                return bad(format!("row {i} has no label"));
-            }
-        }
+        check_labels(self.label_offsets, self.labels, n_labels)?;
         Ok(())
     }
+}
+
+/// Labels in CSR form (`labels[offsets[i]..offsets[i+1]]` for row i, offsets matching
+/// the array): every index below `n_labels`, every row with at least one label.
+pub(crate) fn check_labels(offsets: &[usize], labels: &[u32], n_labels: usize) -> Result<()> {
+    let bad = |m: String| Err(MmqError::InvalidInput(m));
+    if let Some(&l) = labels.iter().find(|&&l| l as usize >= n_labels) {
+        return bad(format!(
+            "label index {l} out of range for {n_labels} labels"
+        ));
+    }
+    if let Some(i) = offsets.windows(2).position(|w| w[0] == w[1]) {
+        return bad(format!("row {i} has no label"));
+    }
+    Ok(())
+}
+
+/// Training rows per label; an error unless at least 2 labels occur (`names` name the
+/// one that does).
+pub(crate) fn label_counts(labels: &[u32], names: &[String]) -> Result<Vec<u64>> {
+    let mut counts = vec![0u64; names.len()];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count();
+    if present < 2 {
+        return Err(MmqError::InvalidInput(format!(
+            "training needs at least 2 distinct labels, found {present}{}",
+            names
+                .first()
+                .map(|l| format!(" ('{l}')"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(counts)
 }
 
 /// What the trainer reports while it runs.
@@ -95,20 +121,7 @@ pub fn train(
     cfg.validate()?;
     let nl = labels.len();
     data.validate(nl)?;
-    let mut counts = vec![0u64; nl];
-    for &l in data.labels {
-        counts[l as usize] += 1;
-    }
-    let present = counts.iter().filter(|&&c| c > 0).count();
-    if present < 2 {
-        return Err(MmqError::InvalidInput(format!(
-            "training needs at least 2 distinct labels, found {present}{}",
-            labels
-                .first()
-                .map(|l| format!(" ('{l}')"))
-                .unwrap_or_default()
-        )));
-    }
+    let counts = label_counts(data.labels, &labels)?;
 
     // Compact the token id space to the ids seen in training.
     let mut index = TokenIndex::default();
