@@ -113,9 +113,10 @@ def fit(clf: "Classifier", data: Any, text: Union[str, Sequence[str]], label: st
     mods = modalities(clf, text, label, categorical)
     if isinstance(data, pl.LazyFrame):
         names = [m["name"] for m in mods] + [label]
-        missing = [n for n in names if n not in data.collect_schema().names()]
+        have = data.collect_schema().names()
+        missing = [n for n in names if n not in have]
         if missing:
-            raise InvalidInputError(f"column(s) {missing} not found; the frame has {data.collect_schema().names()}")
+            raise InvalidInputError(f"column(s) {missing} not found; the frame has {have}")
         data = data.select(names).collect()
     df = as_frame(data)
     from mmq._input import label_series

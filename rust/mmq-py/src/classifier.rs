@@ -150,15 +150,7 @@ pub fn encode_batches(
         let q = &d.quantizer;
         let codes = match (v.codes, v.vectors) {
             (Some((c, _)), _) => {
-                if let Some(bad) = c.iter().position(|&x| x as usize >= q.k()) {
-                    return Err(MmqError::InvalidInput(format!(
-                        "dense column '{}': code {} at row {} is out of range for k = {}",
-                        d.name,
-                        c[bad],
-                        bad / q.m(),
-                        q.k()
-                    )));
-                }
+                check_codes(d, c)?;
                 c.to_vec()
             }
             (None, Some((x, n))) => q.encode(x, n).map_err(|e| match e {
@@ -173,6 +165,21 @@ pub fn encode_batches(
         out.push(DenseBatch { codes, row_of });
     }
     Ok(out)
+}
+
+/// Every code of a dense column's rows is below its quantizer's k.
+fn check_codes(d: &DenseInput, c: &[u16]) -> mmq_core::Result<()> {
+    let q = &d.quantizer;
+    match c.iter().position(|&x| x as usize >= q.k()) {
+        Some(bad) => Err(MmqError::InvalidInput(format!(
+            "dense column '{}': code {} at row {} is out of range for k = {}",
+            d.name,
+            c[bad],
+            bad / q.m(),
+            q.k()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// For each row, its index among the present rows (`u32::MAX` where absent).
@@ -233,15 +240,7 @@ fn fit_codes<'a>(
         let q = &d.quantizer;
         let codes = match (v.codes, v.vectors) {
             (Some((c, _)), _) => {
-                if let Some(bad) = c.iter().position(|&x| x as usize >= q.k()) {
-                    return Err(MmqError::InvalidInput(format!(
-                        "dense column '{}': code {} at row {} is out of range for k = {}",
-                        d.name,
-                        c[bad],
-                        bad / q.m(),
-                        q.k()
-                    )));
-                }
+                check_codes(d, c)?;
                 std::borrow::Cow::Borrowed(c)
             }
             (None, Some((x, n))) => {

@@ -441,6 +441,23 @@ fn rank_rows(
     expr: &str,
     parallel: bool,
 ) -> PolarsResult<(Vec<Ranked>, Vec<String>)> {
+    // In mmq's fork-safe pools (see pool.rs), not rayon's global one.
+    let pool = if parallel {
+        crate::pool::pool()
+    } else {
+        crate::pool::single()
+    };
+    pool.install(|| rank_rows_in_pool(inputs, path, k, threshold, expr, parallel))
+}
+
+fn rank_rows_in_pool(
+    inputs: &[Series],
+    path: &str,
+    k: Option<usize>,
+    threshold: f32,
+    expr: &str,
+    parallel: bool,
+) -> PolarsResult<(Vec<Ranked>, Vec<String>)> {
     let l = load_cached(path, expr)?;
     if let Loaded::Sets(s) = &*l {
         return rank_set_rows(s, inputs, k, threshold, expr, parallel);
@@ -629,16 +646,8 @@ fn rank_set_rows(
             .predict_batch(&views, k, threshold)
             .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))
     };
-    let ranked = if parallel {
-        work()?
-    } else {
-        // Polars already runs this in parallel: stay on one thread.
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?
-            .install(work)?
-    };
+    // rank_rows runs this in a one-thread pool when Polars is already parallel.
+    let ranked = work()?;
     Ok((ranked, s.model.labels.clone()))
 }
 
@@ -648,22 +657,19 @@ fn mmq_predict(
     context: CallerContext,
     kwargs: PredictKwargs,
 ) -> PolarsResult<Series> {
-    // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
-    crate::pool::pool().install(|| {
-        let (ranked, labels) = rank_rows(
-            inputs,
-            &kwargs.path,
-            Some(1),
-            kwargs.threshold,
-            "mmq.predict",
-            !(context.parallel() || kwargs.serial),
-        )?;
-        let ca: StringChunked = ranked
-            .iter()
-            .map(|r| r.first().map(|&(l, _)| labels[l as usize].as_str()))
-            .collect();
-        Ok(ca.with_name(inputs[0].name().clone()).into_series())
-    })
+    let (ranked, labels) = rank_rows(
+        inputs,
+        &kwargs.path,
+        Some(1),
+        kwargs.threshold,
+        "mmq.predict",
+        !(context.parallel() || kwargs.serial),
+    )?;
+    let ca: StringChunked = ranked
+        .iter()
+        .map(|r| r.first().map(|&(l, _)| labels[l as usize].as_str()))
+        .collect();
+    Ok(ca.with_name(inputs[0].name().clone()).into_series())
 }
 
 #[polars_expr(output_type_func_with_kwargs=proba_type)]
@@ -672,8 +678,6 @@ fn mmq_predict_proba(
     context: CallerContext,
     kwargs: PredictKwargs,
 ) -> PolarsResult<Series> {
-    // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
-    crate::pool::pool().install(|| {
     let (ranked, labels) = rank_rows(
         inputs,
         &kwargs.path,
@@ -701,5 +705,4 @@ fn mmq_predict_proba(
     );
     Series::from_arrow(inputs[0].name().clone(), Box::new(arr))
         .and_then(|s| s.cast(&DataType::Array(Box::new(DataType::Float32), nl)))
-    })
 }

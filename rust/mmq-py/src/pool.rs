@@ -10,13 +10,27 @@ use pyo3::prelude::*;
 use rayon::ThreadPool;
 use std::sync::{Arc, Mutex};
 
-static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
+type Slot = Mutex<Option<(u32, Arc<ThreadPool>)>>;
+static POOL: Slot = Mutex::new(None);
+static SINGLE: Slot = Mutex::new(None);
 
 /// This process's pool (as many threads as rayon's default: `RAYON_NUM_THREADS` or the
 /// number of cores).
 pub fn pool() -> Arc<ThreadPool> {
+    per_process(&POOL, 0)
+}
+
+/// This process's one-thread pool, for work that must not fan out (a caller that is
+/// already parallel).
+pub fn single() -> Arc<ThreadPool> {
+    per_process(&SINGLE, 1)
+}
+
+/// The pool in `slot` if this process built it, else a new one of `threads` threads
+/// (0: rayon's default).
+fn per_process(slot: &Slot, threads: usize) -> Arc<ThreadPool> {
     let pid = std::process::id();
-    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((owner, p)) = slot.as_ref() {
         if *owner == pid {
             return p.clone();
@@ -27,6 +41,7 @@ pub fn pool() -> Arc<ThreadPool> {
     }
     let p = Arc::new(
         rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
             .build()
             .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
             .expect("a one-thread pool can always be built"),
