@@ -28,18 +28,22 @@ is fixed. The grid is pruned in stages (printed in the notes section):
    ahead (the tokenizer = word_ngrams, char n-grams and ``lowercase``);
 2. continuous modes: word_ngrams / char n-grams / lowercase reused from text; lr x epoch at dim 10
    (epochs 2-30, lr 0.02-0.2), then dim in {10, 20, 50} at the best (lr, epoch);
-3. discrete: all text hyperparameters reused, then m x k x alpha; then epoch x lr
-   re-tuned at the best (m, k, alpha). Quantizer fits are cached per (kind, m, k, seed).
+3. discrete: all text hyperparameters reused, then m x k x alpha; then the quantizer's
+   ``transform`` ("sqrt", "l2") at the 3 best (m, k, alpha); then epoch x lr re-tuned at
+   the best (m, k, alpha, transform). Quantizer fits are cached per (kind, m, k, seed,
+   transform).
 4. set models (printed as "stage 3"): see below.
 
 Set models (``mmq.sets``, issue 6; fitted with ``fit(df, text=["text"])``): Deep
 Multi-Modal Sets ``fusion="deepset"`` with mean/mean and max/max pooling; MI2P-style
 ``fusion="attention"``; Gradient-Blending ``blend="gblend"`` (holdout 0.1) over the
-deepset and over the bag of all tokens (``fusion="discrete"``), each beside its naive
+deepset and over the bag of all tokens (``fusion="discrete"``), and the offline variant
+``blend="gblend_offline"`` (weights estimated online, then a fresh model trained on every
+training row with their mean fixed) over both, each beside its naive
 joint-training counterpart (the same model without ``blend``: "deepset mean/mean" and
 "bag (naive joint)"); and the single-modality references of the same set model, "set
 text-only" (``dense={}``) and "set image-only" (``fit(df, text=[])``, the image's code
-tokens alone). They reuse the quantizer kind / m / k (and, for the bag, alpha) of the
+tokens alone). They reuse the quantizer kind / m / k / transform (and, for the bag, alpha) of the
 best discrete model by valid and the text model's tokenizer; their stage ("stage 3") tunes lr x
 epoch (lr 0.05-1 for mean pooling, 0.005-0.1 for max pooling) at one dim, then dim, then
 lr x epoch again if the dim moved, then char n-grams x lowercase (2 x 2) at the best. Targets: each G-Blend row
@@ -117,6 +121,8 @@ FULL_GRID = dict(
     m=(8, 16, 32, 64),
     k=(16, 32, 64, 256),
     alpha=(0.25, 0.5, 1.0, 2.0, 4.0),       # 4: a first run put PQ at the edge (2)
+    # quantizer transform (mmq.quant.TRANSFORMS), tried at the 3 best (m, k, alpha)
+    transform=("sqrt", "l2"),
     # set models (deepset, attention, bag, G-Blend): mean pooling wants a high lr
     epoch_set=(5, 10, 20, 30),
     # a run with lr 0.2-2 (mean) / 0.02-0.2 (max) put every set model at the bottom of its
@@ -129,7 +135,7 @@ FULL_GRID = dict(
 )
 QUICK_GRID = dict(
     dim=(10, 20), epoch=(5, 10), lr_text=(0.1, 0.5), word_ngrams=(1, 2), char=(),
-    epoch_cont=(2, 5), lr_cont=(0.05,), cont_stage1_dim=10, m=(8, 16), k=(16, 64), alpha=(0.5, 1.0),
+    epoch_cont=(2, 5), lr_cont=(0.05,), cont_stage1_dim=10, m=(8, 16), k=(16, 64), alpha=(0.5, 1.0), transform=("sqrt",),
     epoch_set=(5, 10), lr_set=(0.5, 1.0), lr_set_max=(0.1,), set_stage1_dim=10, lowercase=(False, True),
 )
 CONT_MODES = ("image", "add", "max", "gated", "bilinear", "bilinear_gated")
@@ -144,9 +150,13 @@ SET_SPEC = {
     "bag": dict(fusion="discrete"),                              # set-model bag of all tokens
     "bag_gblend": dict(fusion="discrete", blend="gblend"),
     "deepset_gblend": dict(fusion="deepset", blend="gblend"),
+    "bag_gblend_offline": dict(fusion="discrete", blend="gblend_offline"),
+    "deepset_gblend_offline": dict(fusion="deepset", blend="gblend_offline"),
 }
 SET_METHODS = tuple(SET_SPEC)
-GBLEND = {"deepset_gblend": "deepset", "bag_gblend": "bag"}   # G-Blend row -> naive joint row
+# G-Blend row -> naive joint row
+GBLEND = {"deepset_gblend": "deepset", "bag_gblend": "bag", "deepset_gblend_offline": "deepset",
+          "bag_gblend_offline": "bag"}
 MISSING_FRAC = 0.3
 MISSING_CONT = ("gated", "add", "bilinear_gated")
 
@@ -198,10 +208,11 @@ def dense_matrix(frame, dense: str):
 # --------------------------------------------------------------------------------------
 # model construction (shared by the tuning workers and the final measurements)
 # --------------------------------------------------------------------------------------
-def make_quantizer(kind: str, m: int, k: int, seed: int):
+def make_quantizer(kind: str, m: int, k: int, seed: int, transform=None):
     import mmq
 
-    return mmq.PQ(m=m, k=k, seed=seed) if kind == "pq" else mmq.RSPQ(m=m, k=k, seed=seed)
+    cls = mmq.PQ if kind == "pq" else mmq.RSPQ
+    return cls(m=m, k=k, seed=seed, transform=transform)
 
 
 def qkind(method: str, p: dict):
@@ -234,13 +245,13 @@ def make_clf(method: str, p: dict, seed: int, dense: str, quantizer=None):
     if method in CONT_MODES:
         return mmq.Classifier(**base, fusion=method, dense=[dense], rank=None)
     if method in DISC_KINDS:
-        q = quantizer if quantizer is not None else make_quantizer(method, p["m"], p["k"], seed)
+        q = quantizer if quantizer is not None else make_quantizer(method, p["m"], p["k"], seed, p.get("transform"))
         return mmq.Classifier(**base, dense={dense: q}, alpha=p["alpha"])
     if method in SET_SPEC:
         s = SET_SPEC[method]
         d = {}
         if qkind(method, p):
-            d = {dense: quantizer if quantizer is not None else make_quantizer(p["q"], p["m"], p["k"], seed)}
+            d = {dense: quantizer if quantizer is not None else make_quantizer(p["q"], p["m"], p["k"], seed, p.get("transform"))}
         return mmq.Classifier(**base, dense=d, fusion=s["fusion"], pool=s.get("pool", "mean"),
                               outer_pool=s.get("outer_pool", "mean"), blend=s.get("blend"),
                               alpha=p.get("alpha", 1.0))
@@ -269,13 +280,13 @@ def _init_worker(path: str, dense: str, with_test: bool = False) -> None:
     _W["qcache"] = {}
 
 
-def _quantizer(kind, m, k, seed):
-    key = (kind, m, k, seed)
+def _quantizer(kind, m, k, seed, transform=None):
+    key = (kind, m, k, seed, transform)
     q = _W["qcache"].get(key)
     if q is None:
         if "train_vecs" not in _W:
             _W["train_vecs"] = dense_matrix(_W["train"], _W["dense"])[0]
-        q = make_quantizer(kind, m, k, seed).fit(_W["train_vecs"])
+        q = make_quantizer(kind, m, k, seed, transform).fit(_W["train_vecs"])
         _W["qcache"][key] = q
     return q
 
@@ -287,7 +298,7 @@ def job(method: str, configs: list, seed: int) -> list:
     out = []
     for p in configs:
         kind = qkind(method, p)
-        q = _quantizer(kind, p["m"], p["k"], seed) if kind else None
+        q = _quantizer(kind, p["m"], p["k"], seed, p.get("transform")) if kind else None
         t0 = time.perf_counter()
         try:
             clf = make_clf(method, p, seed, _W["dense"], q).fit(_W["train"], **fit_kw(method))
@@ -434,7 +445,7 @@ def paired_timing(variants: dict, splits: dict, dense: str, seeds, reps: int = 3
     ``variants``: name -> (method, params)."""
     out = {name: {"wall": [], "cpu": []} for name in variants}
     for seed in seeds:
-        qs = {name: make_quantizer(qkind(m, p), p["m"], p["k"], seed).fit(splits["train_vecs"])
+        qs = {name: make_quantizer(qkind(m, p), p["m"], p["k"], seed, p.get("transform")).fit(splits["train_vecs"])
               for name, (m, p) in variants.items() if qkind(m, p)}
         best = {name: (math.inf, math.inf) for name in variants}
         for _ in range(reps):
@@ -466,7 +477,7 @@ def measure(method: str, p: dict, splits: dict, dense: str, seeds) -> dict:
         if kind:
             # quantizer fitted first and passed in: times the classifier alone
             tq0 = time.perf_counter()
-            q = make_quantizer(kind, p["m"], p["k"], seed).fit(splits["train_vecs"])
+            q = make_quantizer(kind, p["m"], p["k"], seed, p.get("transform")).fit(splits["train_vecs"])
             r["quantizer_fit_s"] = time.perf_counter() - tq0
             # the part of fit() that text-only does not have: vectors out of the frame, encoded
             te0 = time.perf_counter()
@@ -617,6 +628,8 @@ def fmt_p(method: str, p: dict) -> str:
             s += " lowercase"
     if method in DISC_KINDS:
         s += f" m={p['m']} k={p['k']} alpha={p['alpha']}"
+    if p.get("transform"):
+        s += f" transform={p['transform']}"
     if method in SET_SPEC:
         if not SET_SPEC[method].get("text", True):
             s = f"dim={p['dim']} epoch={p['epoch']} lr={p['lr']}"
@@ -731,6 +744,12 @@ def main() -> int:
             futs[kind] = tuner.submit(kind, cfgs, batch_by=lambda p: (p["m"], p["k"]))
         for method, fs in futs.items():
             tuner.collect(method, fs)
+        # the quantizer's transform at the 3 best (m, k, alpha) of each kind
+        futs = {kind: tuner.submit(kind, [dict(r[2], transform=t) for r in tuner.ranked(kind)[:3]
+                                          for t in grid["transform"]])
+                for kind in DISC_KINDS}
+        for method, fs in futs.items():
+            tuner.collect(method, fs)
         stage2a = {}
         for mode in CONT_MODES:
             stage2a[mode] = tuner.ranked(mode)[0][2]
@@ -738,7 +757,7 @@ def main() -> int:
             stage2a[kind] = tuner.ranked(kind)[0][2]
         stages["stage2a"] = {"s": time.perf_counter() - t0}
         print(f"[{time.perf_counter() - t_start:6.1f}s] stage 2a done (continuous lr x epoch at dim "
-              f"{grid['cont_stage1_dim']}; discrete m x k x alpha)")
+              f"{grid['cont_stage1_dim']}; discrete m x k x alpha, then the transform)")
 
         # -- stage 2b: continuous dim; discrete epoch x lr (text's dim) -----------------
         t0 = time.perf_counter()
@@ -770,6 +789,8 @@ def main() -> int:
             p = dict(shared_tok, **kw)
             if SET_SPEC[method].get("image", True):
                 p.update(q=set_q, m=qb["m"], k=qb["k"])
+                if qb.get("transform"):
+                    p["transform"] = qb["transform"]
                 if SET_SPEC[method]["fusion"] == "discrete":
                     p["alpha"] = qb["alpha"]
             return p
@@ -811,7 +832,7 @@ def main() -> int:
                     for c, lc in itertools.product(chars, grid["lowercase"])]
         run_set_stage(toggle_tok)
         stages["stage3"] = {"configs": n_set_cfgs, "s": time.perf_counter() - t0, "quantizer": set_q,
-                            "m": qb["m"], "k": qb["k"], "alpha": qb["alpha"]}
+                            "m": qb["m"], "k": qb["k"], "alpha": qb["alpha"], "transform": qb.get("transform")}
         print(f"[{time.perf_counter() - t_start:6.1f}s] stage 3 done (set models: {n_set_cfgs} configs x "
               f"{len(seeds)} seeds; {set_q.upper()} m={qb['m']} k={qb['k']} from the discrete tuning)")
 
@@ -905,7 +926,8 @@ def main() -> int:
              "sk_image": "sklearn LR (image)", "sk_late": "sklearn late fusion",
              "set_text": "set text-only", "set_image": "set image-only", "deepset": "deepset mean/mean",
              "deepset_max": "deepset max/max", "attention": "attention (MI2P)", "bag": "bag (naive joint)",
-             "bag_gblend": "bag + G-Blend", "deepset_gblend": "deepset + G-Blend"}
+             "bag_gblend": "bag + G-Blend", "deepset_gblend": "deepset + G-Blend",
+             "bag_gblend_offline": "bag + G-Blend offline", "deepset_gblend_offline": "deepset + G-Blend offline"}
     rows = methods + ["sk_text", "sk_image", "sk_late"]
     allres = dict(final, **sk)
     hdr = f"{'method':<26} {'test acc (3 seeds)':>19} {'valid acc':>9} {'train s':>8} {'+quant s':>9} {'size bytes':>11}"
@@ -1040,10 +1062,11 @@ def main() -> int:
           f"(word_ngrams={shared_tok['word_ngrams']}, char={shared_tok['minn']}-{shared_tok['maxn']}, "
           f"lowercase={shared_tok['lowercase']}); "
           f"continuous: lr x epoch at dim {grid['cont_stage1_dim']}, then dim at the best (lr, epoch); "
-          "discrete: m x k x alpha at the text model's dim/epoch/lr, then epoch x lr at the best "
-          "(m, k, alpha). Ties go to the cheaper model (dim x epoch), then the lower lr.")
+          "discrete: m x k x alpha at the text model's dim/epoch/lr, then the quantizer transform "
+          f"{list(grid['transform'])} at the 3 best, then epoch x lr at the best (m, k, alpha, transform). Ties go to the cheaper model (dim x epoch), then the lower lr.")
     st3 = stages["stage3"]
-    print(f"  Set models: quantizer {st3['quantizer'].upper()} m={st3['m']} k={st3['k']} (bag: alpha={st3['alpha']}) "
+    print(f"  Set models: quantizer {st3['quantizer'].upper()} m={st3['m']} k={st3['k']} "
+          f"transform={st3.get('transform')} (bag: alpha={st3['alpha']}) "
           "from the discrete tuning, tokenizer from text-only; lr x epoch at dim "
           f"{grid['set_stage1_dim']} (lr {list(grid['lr_set'])}, max pooling {list(grid['lr_set_max'])}; epochs "
           f"{list(grid['epoch_set'])}), then dim {list(grid['dim'])}, lr x epoch again at the new dim if it "

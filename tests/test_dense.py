@@ -121,3 +121,35 @@ def test_visual_token_neighbors_and_rows(data):
     assert (nb["similarity"] <= 1.0 + 1e-6).all()
     with pytest.raises(mmq.InvalidParameterError, match="not a dense column"):
         clf.visual_neighbors("text", 0, 0)
+
+
+@pytest.mark.parametrize("transform", ["sqrt", "l2"])
+def test_quantizer_transform_in_a_classifier(data, transform, tmp_path):
+    """A transform inside a discrete-fusion model: the model's visual tokens are the codes
+    of the transformed vectors (a quantizer fitted on NumPy-transformed vectors gives the
+    same codes), predict takes raw vectors, the file keeps it, and the plugin agrees."""
+    from mmq.quant import apply_transform
+
+    train, test = data
+    clf = mmq.Classifier(**params(), dense={"image": mmq.PQ(m=4, k=8, transform=transform)}).fit(train)
+    q = clf.dense["image"]
+    assert q.transform == transform
+    x = test.filter(pl.col("image").is_not_null())["image"].to_numpy()
+    if transform == "sqrt":
+        xt = (np.sign(x) * np.sqrt(np.abs(x))).astype(np.float32)
+    else:
+        xt = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    np.testing.assert_allclose(apply_transform(x, transform), xt, rtol=1e-6, atol=1e-7)
+    plain = mmq.PQ(m=4, k=8).fit(apply_transform(
+        train.filter(pl.col("image").is_not_null())["image"].to_numpy(), transform))
+    np.testing.assert_array_equal(q.encode(x), plain.encode(xt))
+    clf.save(tmp_path / "m.mmq")
+    back = mmq.load(tmp_path / "m.mmq")
+    assert back.dense["image"].transform == transform
+    assert back.predict(test).equals(clf.predict(test))
+    enc = test.select(pl.col("image").mmq.encode(q))["image"]
+    np.testing.assert_array_equal(enc.drop_nulls().to_numpy(), q.encode(x))
+    near = clf.rows_near_centroid(train, "image", 1, 5, n=3)
+    xtr = apply_transform(train.filter(pl.col("image").is_not_null())["image"].to_numpy(), transform)
+    d2 = ((xtr[:, q.subspaces[1]] - q.centroids(1)[5]) ** 2).sum(1)
+    np.testing.assert_allclose(near["distance"].to_numpy(), np.sort(d2)[:3], rtol=1e-5)

@@ -131,3 +131,38 @@ def test_bad_input(x):
         q.encode(pl.Series("v", [list(x[0]), None], dtype=pl.List(pl.Float32)))
     with pytest.raises(mmq.NotFittedError):
         mmq.PQ(m=2).encode(x)
+
+
+@pytest.mark.parametrize("transform", ["sqrt", "l2"])
+@pytest.mark.parametrize("make", [mmq.PQ, lambda **kw: mmq.RSPQ(s=10, **kw)])
+def test_transform_codes_are_argmin_of_transformed_vectors(x, make, transform, tmp_path):
+    """With a transform the codes are the exact nearest centroids of the transformed
+    vectors (transformed here with NumPy, independently), and the error is measured there."""
+    xs = x.copy()
+    xs[::5] *= -1.0            # signs for the signed square root
+    xs[0] = 0.0                # a zero vector stays zero under l2
+    q = make(m=8, k=32, transform=transform).fit(xs)
+    if transform == "sqrt":
+        xt = np.sign(xs) * np.sqrt(np.abs(xs.astype(np.float64)))
+    else:
+        nrm = np.linalg.norm(xs.astype(np.float64), axis=1, keepdims=True)
+        xt = xs / np.where(nrm > 0, nrm, 1.0)
+    codes = q.encode(xs)
+    ref, gap = ref_encode(q, xt)
+    clear = gap > 1e-4 * (1 if transform == "sqrt" else 0.01)
+    assert clear.mean() > 0.95 and (codes[clear] == ref[clear]).all()
+    rec = q.decode(codes).astype(np.float64)
+    assert q.quantization_error(xs) == pytest.approx(((xt - rec) ** 2).sum(1).mean(), rel=1e-4)
+    # The transform is part of the quantizer: repr, save/load and pickle keep it.
+    assert f"transform={transform!r}" in repr(q)
+    q.save(tmp_path / "q.mmq")
+    for back in (mmq.load(tmp_path / "q.mmq"), pickle.loads(pickle.dumps(q))):
+        assert back.transform == transform
+        np.testing.assert_array_equal(back.encode(xs), codes)
+    # It differs from the untransformed quantizer (the test would pass vacuously otherwise).
+    assert (make(m=8, k=32).fit(xs).encode(xs) != codes).any()
+
+
+def test_transform_bad_value():
+    with pytest.raises(mmq.InvalidParameterError, match="transform must be one of"):
+        mmq.PQ(m=4, transform="log")

@@ -492,9 +492,10 @@ class Classifier:
     def rows_near_centroid(self, data: Union[pl.DataFrame, pl.LazyFrame], column: str, j: int, c: int,
                            n: int = 5) -> pl.DataFrame:
         """The ``n`` rows of ``data`` whose sub-vector (sub-quantizer j's dimensions of
-        ``column``) is nearest to centroid c, with the squared distance: what the visual
-        token ``column[j]=c`` looks like. Rows with a null ``column`` are skipped."""
-        from mmq.quant import as_matrix
+        ``column``) is nearest to centroid c, with the squared distance (after the
+        quantizer's ``transform``): what the visual token ``column[j]=c`` looks like. Rows
+        with a null ``column`` are skipped."""
+        from mmq.quant import apply_transform, as_matrix
 
         self._dense_index(column)
         q = self.dense[column]
@@ -502,7 +503,7 @@ class Classifier:
             raise InvalidParameterError(f"({j}, {c}) out of range for m = {q.m}, k = {q.k}")
         df = as_frame(data).with_row_index("row")
         df = df.filter(pl.col(column).is_not_null())
-        x = as_matrix(df.get_column(column), what=column)
+        x = apply_transform(as_matrix(df.get_column(column), what=column), q.transform)
         dims = q.subspaces[j]
         d2 = ((x[:, dims] - q.centroids(j)[c]) ** 2).sum(axis=1)
         order = np.argsort(d2, kind="stable")[:n]

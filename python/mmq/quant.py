@@ -74,12 +74,33 @@ def as_codes(codes: Any, m: int) -> np.ndarray:
     return np.ascontiguousarray(codes, dtype=np.uint16)
 
 
+#: Per-vector transforms a quantizer applies before fitting and encoding: None (the
+#: vectors as given), "l2" (x / ||x||, a zero vector stays zero: compares directions, as
+#: cosine similarity does; suits CLIP-style embeddings) and "sqrt" (signed square root
+#: sign(x)·sqrt(|x|), the power normalization of Perronnin et al. 2010, which damps the
+#: few large activations of CNN features). The codebooks live in the transformed space.
+TRANSFORMS = (None, "l2", "sqrt")
+
+
+def apply_transform(x: np.ndarray, transform: Optional[str]) -> np.ndarray:
+    """The rows of ``x`` as a quantizer with this ``transform`` sees them."""
+    if transform is None:
+        return x
+    if transform == "sqrt":
+        return (np.sign(x) * np.sqrt(np.abs(x))).astype(np.float32)
+    norm = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
 class _Quantizer:
     _kind = ""
 
     def __init__(self, m: int, k: int = 256, seed: int = 0, max_iter: int = 25,
                  max_points_per_centroid: int = 256, s: Optional[int] = None,
-                 subspaces: Optional[Sequence[Sequence[int]]] = None):
+                 subspaces: Optional[Sequence[Sequence[int]]] = None, transform: Optional[str] = None):
+        if transform not in TRANSFORMS:
+            raise InvalidParameterError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        self.transform = transform
         for name, v in dict(m=m, k=k, max_iter=max_iter, max_points_per_centroid=max_points_per_centroid).items():
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise InvalidParameterError(f"{name} must be an integer >= 1, got {v!r}")
@@ -96,6 +117,8 @@ class _Quantizer:
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "not fitted"
         extra = f", s={self.s}" if self._kind == "rspq" else ""
+        if self.transform is not None:
+            extra += f", transform={self.transform!r}"
         return f"{type(self).__name__}(m={self.m}, k={self.k}{extra}, seed={self.seed}) [{state}]"
 
     @property
@@ -138,7 +161,8 @@ class _Quantizer:
         if a.shape[0] == 0:
             raise InvalidInputError("cannot fit a quantizer on empty input (0 rows)")
         self._plugin_path = None  # a refit object is re-saved for the Polars plugin
-        q = _mmq.RustQuantizer.new(self._kind, a.shape[1], self.m, self.k, self.seed, self.s, self._subspaces)
+        q = _mmq.RustQuantizer.new(self._kind, a.shape[1], self.m, self.k, self.seed, self.s, self._subspaces,
+                                   self.transform)
         cb = None
         if progress:
             import sys
@@ -157,7 +181,8 @@ class _Quantizer:
 
     def decode(self, codes: Any) -> np.ndarray:
         """Reconstructions (float32, n × d): each dimension is the mean of the centroid
-        coordinates of the sub-quantizers that cover it (the training mean if none)."""
+        coordinates of the sub-quantizers that cover it (the training mean if none). With
+        a ``transform`` they reconstruct the transformed vectors."""
         return self._fitted().decode(as_codes(codes, self.m))
 
     def tokens(self, codes: Any) -> np.ndarray:
@@ -165,7 +190,7 @@ class _Quantizer:
         return self._fitted().tokens(as_codes(codes, self.m))
 
     def quantization_error(self, x: ArrayLike) -> float:
-        """Mean over rows of ||x − decode(encode(x))||²."""
+        """Mean over rows of ||t(x) − decode(encode(x))||², t the ``transform``."""
         return self._fitted().quantization_error(as_matrix(x))
 
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -180,6 +205,7 @@ class _Quantizer:
     def __setstate__(self, state: dict) -> None:
         b = state.pop("_bytes")
         self.__dict__.update(state)
+        self.__dict__.setdefault("transform", None)
         self._q = None if b is None else _mmq.RustQuantizer.from_bytes(b, "<pickle>")
 
     @classmethod
@@ -189,14 +215,16 @@ class _Quantizer:
         obj = klass.__new__(klass)
         _Quantizer.__init__(obj, m=p["m"], k=p["k"], seed=p["seed"], max_iter=p["max_iter"],
                             max_points_per_centroid=p.get("max_points_per_centroid", 256),
-                            s=p["s"] if p["kind"] == "rspq" else None)
+                            s=p["s"] if p["kind"] == "rspq" else None,
+                            transform={"none": None}.get(p.get("transform", "none"), p.get("transform")))
         obj._q = q
         return obj
 
 
 class PQ(_Quantizer):
     """Product quantizer: ``m`` contiguous blocks, ``k`` centroids each (a u8 code when
-    k <= 256).
+    k <= 256). ``transform`` (None, "l2", "sqrt"; see ``mmq.quant.TRANSFORMS``) is applied
+    to every vector before fitting and encoding, and is saved with the quantizer.
 
     Example:
         >>> import numpy as np, mmq
@@ -209,13 +237,14 @@ class PQ(_Quantizer):
     _kind = "pq"
 
     def __init__(self, m: int, k: int = 256, seed: int = 0, max_iter: int = 25,
-                 max_points_per_centroid: int = 256):
-        super().__init__(m, k, seed, max_iter, max_points_per_centroid)
+                 max_points_per_centroid: int = 256, transform: Optional[str] = None):
+        super().__init__(m, k, seed, max_iter, max_points_per_centroid, transform=transform)
 
 
 class RSPQ(_Quantizer):
     """Random-subspace PQ: sub-quantizer j owns ``s`` dimensions drawn at random (seeded)
     independently of the others (default ``s = d // m``); pass ``subspaces`` to fix them.
+    ``transform`` as for :class:`PQ`.
 
     Example:
         >>> import numpy as np, mmq
@@ -227,7 +256,9 @@ class RSPQ(_Quantizer):
     _kind = "rspq"
 
     def __init__(self, m: int, s: Optional[int] = None, k: int = 256, seed: int = 0, max_iter: int = 25,
-                 max_points_per_centroid: int = 256, subspaces: Optional[Sequence[Sequence[int]]] = None):
+                 max_points_per_centroid: int = 256, subspaces: Optional[Sequence[Sequence[int]]] = None,
+                 transform: Optional[str] = None):
         if subspaces is not None:
             m = len(subspaces)
-        super().__init__(m, k, seed, max_iter, max_points_per_centroid, s=s, subspaces=subspaces)
+        super().__init__(m, k, seed, max_iter, max_points_per_centroid, s=s, subspaces=subspaces,
+                         transform=transform)

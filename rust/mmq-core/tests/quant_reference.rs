@@ -479,3 +479,70 @@ fn duplicate_rows_leave_no_broken_centroids() {
     let err = q.quantization_error(&x, 200).unwrap();
     assert!(err < 1e-6, "error {err}");
 }
+
+/// A quantizer with a transform equals the plain quantizer fitted and used on the
+/// transformed vectors (computed here independently, in f64); the transform survives a
+/// save/load; and changing it after fitting is refused.
+#[test]
+fn transform_equals_plain_quantizer_on_transformed_vectors() {
+    use mmq_core::io::quant::{quantizer_from_bytes, quantizer_to_bytes};
+    use mmq_core::quant::Transform;
+    let (n, d) = (1500, 12);
+    let mut x = data(n, d, 21);
+    // Signs and a zero row exercise sign(x)·sqrt(|x|) and the L2 of a zero vector.
+    for (i, v) in x.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            *v = -*v;
+        }
+    }
+    x[..d].iter_mut().for_each(|v| *v = 0.0);
+    let reference = |t: Transform, row: &[f32]| -> Vec<f32> {
+        match t {
+            Transform::None => row.to_vec(),
+            Transform::Sqrt => row
+                .iter()
+                .map(|&v| ((v as f64).abs().sqrt() * (v as f64).signum()) as f32)
+                .collect(),
+            Transform::L2 => {
+                let nrm = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                row.iter()
+                    .map(|&v| if nrm > 0.0 { (v as f64 / nrm) as f32 } else { 0.0 })
+                    .collect()
+            }
+        }
+    };
+    for t in [Transform::Sqrt, Transform::L2] {
+        let xt: Vec<f32> = x.chunks(d).flat_map(|r| reference(t, r)).collect();
+        for (a, b) in xt.iter().zip(t.apply(&x, d).iter()) {
+            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{t:?}: {a} vs {b}");
+        }
+        let mut q = Quantizer::rspq(d, 4, Some(5), 16, 3).unwrap();
+        q.set_transform(t).unwrap();
+        q.fit(&x, n).unwrap();
+        let mut plain = Quantizer::rspq(d, 4, Some(5), 16, 3).unwrap();
+        plain.fit(&t.apply(&x, d), n).unwrap();
+        assert_eq!(q.centroids_flat(), plain.centroids_flat(), "{t:?}");
+        let codes = q.encode(&x, n).unwrap();
+        assert_eq!(codes, plain.encode(&t.apply(&x, d), n).unwrap(), "{t:?}");
+        let e1 = q.quantization_error(&x, n).unwrap();
+        let e2 = plain.quantization_error(&t.apply(&x, d), n).unwrap();
+        assert!((e1 - e2).abs() <= 1e-9 * e2.max(1.0), "{t:?}: {e1} vs {e2}");
+        let back = quantizer_from_bytes(&quantizer_to_bytes(&q).unwrap(), "mem").unwrap();
+        assert_eq!(back.transform(), t);
+        assert_eq!(back.encode(&x, n).unwrap(), codes);
+        assert!(q.set_transform(Transform::None).is_err());
+        q.set_transform(t).unwrap();
+    }
+    // Old files (no "transform" key) read as no transform.
+    let q = {
+        let mut q = Quantizer::pq(d, 3, 8, 1).unwrap();
+        q.fit(&x, n).unwrap();
+        q
+    };
+    let mut v = serde_json::to_value(q.params()).unwrap();
+    v.as_object_mut().unwrap().remove("transform");
+    let p: QuantizerParams = serde_json::from_value(v).unwrap();
+    assert_eq!(p.transform, Transform::None);
+    assert!(Transform::parse(Some("cube")).is_err());
+    assert_eq!(Transform::parse(None).unwrap(), Transform::None);
+}

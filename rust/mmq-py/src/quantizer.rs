@@ -3,7 +3,7 @@
 //! around fit, encode, decode and error computation.
 use crate::errors::{input_err, IntoPy};
 use mmq_core::io::quant::{quantizer_from_bytes, quantizer_to_bytes};
-use mmq_core::quant::Quantizer;
+use mmq_core::quant::{Quantizer, Transform};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -59,7 +59,8 @@ impl PyQuantizer {
 #[pymethods]
 impl PyQuantizer {
     #[staticmethod]
-    #[pyo3(signature = (kind, d, m, k, seed, s=None, subspaces=None))]
+    #[pyo3(signature = (kind, d, m, k, seed, s=None, subspaces=None, transform=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
         d: usize,
@@ -68,14 +69,17 @@ impl PyQuantizer {
         seed: u64,
         s: Option<usize>,
         subspaces: Option<Vec<Vec<u32>>>,
+        transform: Option<&str>,
     ) -> PyResult<Self> {
-        let q = match (kind, subspaces) {
+        let transform = Transform::parse(transform).py_err()?;
+        let mut q = match (kind, subspaces) {
             (_, Some(sub)) => Quantizer::with_subspaces(d, k, sub, seed),
             ("pq", None) => Quantizer::pq(d, m, k, seed),
             ("rspq", None) => Quantizer::rspq(d, m, s, k, seed),
             (other, None) => return Err(input_err(format!("unknown quantizer kind {other:?}"))),
         }
         .py_err()?;
+        q.set_transform(transform).py_err()?;
         Ok(Self { q })
     }
 

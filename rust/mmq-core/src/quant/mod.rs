@@ -13,4 +13,4 @@ pub mod kmeans;
 pub mod pq;
 
 pub use kmeans::{kmeans, KMeansConfig, KMeansResult};
-pub use pq::{Quantizer, QuantizerKind, QuantizerParams, MAX_K};
+pub use pq::{Quantizer, QuantizerKind, QuantizerParams, Transform, MAX_K};

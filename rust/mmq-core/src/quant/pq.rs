@@ -54,6 +54,65 @@ pub enum QuantizerKind {
     Rspq,
 }
 
+/// Per-vector transform applied to every input vector before fitting, encoding and
+/// measuring error: the centroids live in the transformed space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    /// The vectors as given.
+    #[default]
+    None,
+    /// `x / ||x||₂` (a zero vector stays zero): compares directions, as cosine
+    /// similarity does (CLIP-style embeddings).
+    L2,
+    /// Signed square root `sign(x)·sqrt(|x|)`, the power normalization of
+    /// Perronnin et al. (2010): damps the few large activations of CNN features.
+    Sqrt,
+}
+
+impl Transform {
+    /// `None`/`"none"`, `"l2"` or `"sqrt"`.
+    pub fn parse(name: Option<&str>) -> Result<Self> {
+        match name {
+            None | Some("none") => Ok(Self::None),
+            Some("l2") => Ok(Self::L2),
+            Some("sqrt") => Ok(Self::Sqrt),
+            Some(other) => Err(MmqError::InvalidParameter(format!(
+                "transform must be None, 'l2' or 'sqrt', got {other:?}"
+            ))),
+        }
+    }
+
+    /// Applies the transform to one vector in place.
+    pub fn apply_row(self, row: &mut [f32]) {
+        match self {
+            Self::None => {}
+            Self::L2 => {
+                let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                if norm > 0.0 {
+                    let inv = (1.0 / norm) as f32;
+                    row.iter_mut().for_each(|v| *v *= inv);
+                }
+            }
+            Self::Sqrt => row
+                .iter_mut()
+                .for_each(|v| *v = v.signum() * v.abs().sqrt()),
+        }
+    }
+
+    /// The `d`-wide rows of `x`, transformed (borrowed when the transform is `None`).
+    pub fn apply<'a>(self, x: &'a [f32], d: usize) -> std::borrow::Cow<'a, [f32]> {
+        if self == Self::None {
+            return std::borrow::Cow::Borrowed(x);
+        }
+        let mut out = x.to_vec();
+        out.par_chunks_mut(ROW_BLOCK * d.max(1)).for_each(|b| {
+            b.chunks_exact_mut(d.max(1)).for_each(|r| self.apply_row(r))
+        });
+        std::borrow::Cow::Owned(out)
+    }
+}
+
 fn default_tol() -> f64 {
     KMeansConfig::DEFAULT_TOL
 }
@@ -89,6 +148,9 @@ pub struct QuantizerParams {
     /// k-means training-sample cap per centroid.
     #[serde(default = "default_mppc")]
     pub max_points_per_centroid: usize,
+    /// Transform applied to each vector first (files before it: none).
+    #[serde(default)]
+    pub transform: Transform,
 }
 
 /// A PQ or RSPQ quantizer; see the [module docs](self).
@@ -283,6 +345,7 @@ impl Quantizer {
                 subspaces,
                 tol: KMeansConfig::DEFAULT_TOL,
                 max_points_per_centroid: KMeansConfig::DEFAULT_MAX_POINTS_PER_CENTROID,
+                transform: Transform::None,
             },
             contiguous,
             inv_cover,
@@ -332,6 +395,7 @@ impl Quantizer {
         q.params.max_iter = params.max_iter;
         q.params.tol = params.tol;
         q.params.max_points_per_centroid = params.max_points_per_centroid;
+        q.params.transform = params.transform;
         let expected: usize = q
             .params
             .subspaces
@@ -397,6 +461,23 @@ impl Quantizer {
         kmeans::validate_tol(tol)?;
         self.params.tol = tol;
         Ok(())
+    }
+
+    /// Transform applied to every vector before fitting and encoding. Changing it
+    /// on a fitted quantizer is an error (its centroids belong to the old space).
+    pub fn set_transform(&mut self, t: Transform) -> Result<()> {
+        if self.is_fitted() && t != self.params.transform {
+            return Err(MmqError::InvalidParameter(
+                "cannot change the transform of a fitted quantizer".into(),
+            ));
+        }
+        self.params.transform = t;
+        Ok(())
+    }
+
+    /// The transform applied to every vector first.
+    pub fn transform(&self) -> Transform {
+        self.params.transform
     }
 
     /// k-means training-sample cap per centroid (default 256).
@@ -541,6 +622,8 @@ impl Quantizer {
             )));
         }
         kmeans::validate_matrix(x, n, d)?;
+        let xt = p.transform.apply(x, d);
+        let x: &[f32] = &xt;
         let mean = column_mean(x, n, d);
 
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(p.seed);
@@ -661,7 +744,17 @@ impl Quantizer {
                     }
                     return;
                 }
-                self.encode_block(xb, rows, scr);
+                if self.params.transform == Transform::None {
+                    self.encode_block(xb, rows, scr);
+                } else {
+                    let mut pre = std::mem::take(&mut scr.pre);
+                    pre.clear();
+                    pre.extend_from_slice(xb);
+                    pre.chunks_exact_mut(d)
+                        .for_each(|r| self.params.transform.apply_row(r));
+                    self.encode_block(&pre, rows, scr);
+                    scr.pre = pre;
+                }
                 for (r, orow) in ob.chunks_exact_mut(m).enumerate() {
                     for (j, o) in orow.iter_mut().enumerate() {
                         *o = conv(scr.codes[j * ROW_BLOCK + r]);
@@ -713,7 +806,8 @@ impl Quantizer {
 
     /// Reconstructs `n` vectors (row-major `n × d`) from `n × m` codes: each
     /// dim is the mean of the covering sub-quantizers' centroid coordinates,
-    /// uncovered dims are the training mean.
+    /// uncovered dims are the training mean. With a [`Transform`] the
+    /// reconstructions are of the transformed vectors.
     pub fn decode<T: Copy + Into<usize> + Sync>(&self, codes: &[T], n: usize) -> Result<Vec<f32>> {
         let mut out = vec![0f32; n.saturating_mul(self.params.d)];
         self.decode_into(codes, n, &mut out)?;
@@ -837,13 +931,16 @@ impl Quantizer {
     }
 
     /// Mean over the `n` rows of the squared reconstruction error
-    /// `||x_i - decode(encode(x_i))||²` (summed over the `d` dims, not
-    /// divided by `d`), accumulated in f64.
+    /// `||t(x_i) - decode(encode(x_i))||²` (summed over the `d` dims, not
+    /// divided by `d`), accumulated in f64; `t` is the quantizer's
+    /// [`Transform`], so the error is measured where the centroids live.
     pub fn quantization_error(&self, x: &[f32], n: usize) -> Result<f64> {
         self.require_fitted("quantization_error")?;
         self.check_rows(x, n, false)?;
         let codes = self.encode(x, n)?;
         let d = self.params.d;
+        let xt = self.params.transform.apply(x, d);
+        let x: &[f32] = &xt;
         let m = self.params.m;
         let partial: Vec<f64> = x
             .par_chunks(ROW_BLOCK * d)
@@ -871,6 +968,8 @@ impl Quantizer {
 
 #[derive(Default)]
 struct EncodeScratch {
+    /// The block after the transform (unused without one).
+    pre: Vec<f32>,
     gather: Vec<f32>,
     dots: Vec<f32>,
     codes: Vec<u32>,
