@@ -84,3 +84,59 @@ def test_lowercase_option_hashes_lower_cased_text(tmp_path):
     clf.save(tmp_path / "lc.mmq")
     again = mmq.load(tmp_path / "lc.mmq")
     assert again.lowercase and again.predict(["GOOD FILM"])["label"][0] == "pos"
+
+
+def _split_punct_reference(text):
+    """Python reference for split_punct: every character of Unicode category P* or S*
+    (unicodedata) becomes a word of its own; fastText's separators still separate."""
+    import re
+    import unicodedata
+
+    if text is None:
+        return None
+    out = []
+    for word in re.split(r"[ \n\r\t\x0b\x0c\x00]+", text):
+        piece = ""
+        for ch in word:
+            if unicodedata.category(ch)[0] in "PS":
+                out += [piece, ch] if piece else [ch]
+                piece = ""
+            else:
+                piece += ch
+        if piece:
+            out.append(piece)
+    return " ".join(out)
+
+
+PUNCT_TEXT = st.text(alphabet=st.sampled_from(list("abcxyz  \téü日本ไทย😀<>-!?.,#@'€…_:/\"()¿«»+=")),
+                     max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), PUNCT_TEXT), min_size=1, max_size=5), wn=st.integers(1, 3),
+       cjk=st.booleans())
+def test_split_punct_equals_python_reference(texts, wn, cjk):
+    """split_punct=True gives the ids of the text pre-split by the unicodedata reference,
+    in the API and in the expression."""
+    a = mmq.tokenize(texts, word_ngrams=wn, minn=2, maxn=3, split_cjk=cjk, split_punct=True)
+    b = mmq.tokenize([_split_punct_reference(t) for t in texts], word_ngrams=wn, minn=2, maxn=3, split_cjk=cjk)
+    assert a.to_list() == b.to_list()
+    e = pl.DataFrame({"text": texts}, schema={"text": pl.String}).select(
+        pl.col("text").mmq.tokenize(word_ngrams=wn, minn=2, maxn=3, split_cjk=cjk, split_punct=True)).to_series()
+    assert e.to_list() == a.to_list()
+
+
+def test_split_punct_in_a_classifier(tmp_path):
+    """A classifier with split_punct learns 'great!' as 'great' + '!': a word seen only
+    bare in training is recognised with punctuation attached; the option is saved."""
+    train = pl.DataFrame({"text": ["great film", "awful film", "great", "awful"] * 20,
+                          "label": ["pos", "neg", "pos", "neg"] * 20})
+    clf = mmq.Classifier(dim=8, epoch=20, lr=0.5, threads=1, progress=False, split_punct=True).fit(train)
+    assert clf.tokenize(["great!!"]).to_list() == mmq.tokenize(["great ! !"]).to_list()
+    assert clf.predict(["great!!", "(awful)"])["label"].to_list() == ["pos", "neg"]
+    clf.save(tmp_path / "sp.mmq")
+    again = mmq.load(tmp_path / "sp.mmq")
+    assert again.split_punct and again.get_params()["split_punct"]
+    assert again.predict(["great!!", "(awful)"]).equals(clf.predict(["great!!", "(awful)"]))
+    with pytest.raises(mmq.InvalidParameterError, match="split_punct"):
+        mmq.Classifier(split_punct="yes")

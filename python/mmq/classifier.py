@@ -52,6 +52,10 @@ class Classifier:
     word per character, so such text never becomes one token per sentence.
     ``lowercase=True`` lower-cases the text (Unicode) before hashing, for every text
     column, at training and at prediction alike (fastText hashes text as given).
+    ``split_punct=True`` cuts every punctuation or symbol character (Unicode category P*
+    or S*: ``.,!?#@``, currency, emoji) out of the words as a word of its own
+    (``"great!"`` → ``great``, ``!``), the punctuation splitting fastText's tutorials do
+    with ``sed``; off by default (fastText's whitespace words).
 
     Example:
         >>> import polars as pl, mmq
@@ -86,6 +90,7 @@ class Classifier:
         blend: Optional[str] = None,
         holdout: float = 0.1,
         lowercase: bool = False,
+        split_punct: bool = False,
     ):
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -113,6 +118,9 @@ class Classifier:
         if not isinstance(lowercase, bool):
             raise InvalidParameterError(f"lowercase must be True or False, got {lowercase!r}")
         self.lowercase = lowercase
+        if not isinstance(split_punct, bool):
+            raise InvalidParameterError(f"split_punct must be True or False, got {split_punct!r}")
+        self.split_punct = split_punct
         if fusion not in FUSIONS:
             raise InvalidParameterError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha >= 0):
@@ -178,6 +186,7 @@ class Classifier:
                 "bucket": self.bucket,
                 "split_cjk": self.split_cjk,
                 "lowercase": self.lowercase,
+                "split_punct": self.split_punct,
             },
         }
 
@@ -186,7 +195,7 @@ class Classifier:
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
                       "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
-                      "pool", "outer_pool", "blend", "holdout", "lowercase")
+                      "pool", "outer_pool", "blend", "holdout", "lowercase", "split_punct")
         }
 
     def __repr__(self) -> str:
@@ -513,7 +522,7 @@ class Classifier:
         """Hashed token ids of each row, as this model's tokenizer computes them."""
         return tokenize(data, text=text, word_ngrams=self.word_ngrams, minn=self.minn,
                         maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
-                        lowercase=self.lowercase)
+                        lowercase=self.lowercase, split_punct=self.split_punct)
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -527,7 +536,8 @@ class Classifier:
         obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                   minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], loss=cfg["loss"],
                   neg=max(cfg["neg"], 1), threads=cfg["threads"], seed=cfg["seed"],
-                  split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False))
+                  split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
+                  split_punct=tok.get("split_punct", False))
         from mmq.quant import _Quantizer
 
         obj.alpha = float(cfg.get("alpha", 1.0))
@@ -542,7 +552,8 @@ class Classifier:
         tok = cfg["tokenizer"]
         obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                   minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
-                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False), fusion=cfg["mode"],
+                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
+                  split_punct=tok.get("split_punct", False), fusion=cfg["mode"],
                   dense=[cfg["dense_name"]], rank=cfg.get("rank"))
         obj._model = model
         return obj
@@ -559,7 +570,8 @@ class Classifier:
                  for i, md in enumerate(mods) if md["kind"] == "dense"}
         obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                   minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
-                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False), fusion=fusion, dense=dense,
+                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
+                  split_punct=tok.get("split_punct", False), fusion=fusion, dense=dense,
                   alpha=cfg["alpha"], pool=cfg["pool"], outer_pool=cfg["outer_pool"],
                   blend=None if cfg["blend"] == "none" else cfg["blend"], holdout=cfg["holdout"])
         obj._model = model
@@ -600,11 +612,13 @@ class Classifier:
 
 
 def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: int = 0, maxn: int = 0,
-             bucket: int = 2_000_000, split_cjk: bool = True, lowercase: bool = False) -> pl.Series:
+             bucket: int = 2_000_000, split_cjk: bool = True, lowercase: bool = False,
+             split_punct: bool = False) -> pl.Series:
     """fastText-compatible hashed token ids (List[UInt32]) of each row; null rows stay null.
 
     Each id is ``hash % bucket``: words, then their char n-grams (``minn..maxn``), the
     end-of-sentence token ``</s>``, then word n-grams up to ``word_ngrams``.
+    ``lowercase`` and ``split_punct`` as in :class:`Classifier`.
 
     Example:
         >>> import mmq
@@ -613,7 +627,7 @@ def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: in
     """
     s = text_series(data, text)
     cfg = {"word_ngrams": word_ngrams, "minn": minn, "maxn": maxn, "bucket": bucket, "split_cjk": split_cjk,
-           "lowercase": lowercase}
+           "lowercase": lowercase, "split_punct": split_punct}
     return _mmq.tokenize(s, json.dumps(cfg))
 
 

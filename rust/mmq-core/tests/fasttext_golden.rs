@@ -147,6 +147,7 @@ fn tokenizer(word_ngrams: u32, minn: u32, maxn: u32, bucket: u32) -> Tokenizer {
         bucket,
         split_cjk: false, // fastText does not split CJK
         lowercase: false,
+        split_punct: false,
     })
     .unwrap()
 }

@@ -30,6 +30,12 @@ pub struct TokenizerConfig {
     /// Lower-case the text (Unicode, like Python's `str.lower`) before cutting it into words.
     /// Off by default, as in fastText (which hashes text as given).
     pub lowercase: bool,
+    /// Cut every punctuation or symbol character (Unicode general category P* or S*:
+    /// `.,!?'"#@/:`, currency, emoji…) out of the words as a word of its own, so
+    /// `"great!"` gives `great` and `!`, `#love` gives `#` and `love`. This is the
+    /// punctuation splitting fastText's tutorials do with `sed` before training. Off by
+    /// default (fastText hashes whitespace-separated words as given).
+    pub split_punct: bool,
 }
 
 impl Default for TokenizerConfig {
@@ -41,6 +47,7 @@ impl Default for TokenizerConfig {
             bucket: 2_000_000,
             split_cjk: true,
             lowercase: false,
+            split_punct: false,
         }
     }
 }
@@ -100,6 +107,16 @@ fn lower_into(text: &str, out: &mut String) {
 fn is_space(b: u8) -> bool {
     // fastText's Dictionary::readWord separators.
     matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0x0b | 0x0c | 0)
+}
+
+/// A punctuation or symbol character (Unicode general category P* or S*).
+#[inline]
+pub fn is_punct_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    use unicode_properties::{GeneralCategoryGroup as G, UnicodeGeneralCategory};
+    matches!(c.general_category_group(), G::Punctuation | G::Symbol)
 }
 
 /// Characters of scripts conventionally written without spaces between words.
@@ -177,6 +194,7 @@ impl Tokenizer {
             rest: text,
             pending: "",
             split_cjk: self.cfg.split_cjk,
+            split_punct: self.cfg.split_punct,
         }
     }
 
@@ -280,21 +298,29 @@ pub struct Words<'a> {
     /// The remainder of a non-ASCII word still being cut at no-space characters.
     pending: &'a str,
     split_cjk: bool,
+    split_punct: bool,
 }
 
 impl<'a> Words<'a> {
-    /// Next piece of `pending`: a run of ordinary characters, or one no-space character.
+    /// A character that is a word of its own.
+    #[inline]
+    fn is_cut(&self, c: char) -> bool {
+        (self.split_cjk && is_nospace_char(c)) || (self.split_punct && is_punct_char(c))
+    }
+
+    /// Next piece of `pending`: a run of ordinary characters, or one character that is
+    /// a word of its own (no-space script, or punctuation with `split_punct`).
     fn cut_pending(&mut self) -> &'a str {
         let p = self.pending;
         let mut chars = p.char_indices();
         let (_, first) = chars.next().expect("pending is not empty");
-        if is_nospace_char(first) {
+        if self.is_cut(first) {
             let l = first.len_utf8();
             self.pending = &p[l..];
             return &p[..l];
         }
         let end = chars
-            .find(|&(_, c)| is_nospace_char(c))
+            .find(|&(_, c)| self.is_cut(c))
             .map_or(p.len(), |(i, _)| i);
         self.pending = &p[end..];
         &p[..end]
@@ -316,7 +342,9 @@ impl<'a> Iterator for Words<'a> {
             .unwrap_or(bytes.len() - start);
         let word = &self.rest[start..start + len];
         self.rest = &self.rest[start + len..];
-        if self.split_cjk && !word.is_ascii() {
+        if (self.split_cjk && !word.is_ascii())
+            || (self.split_punct && word.chars().any(is_punct_char))
+        {
             self.pending = word;
             return Some(self.cut_pending());
         }
@@ -354,8 +382,33 @@ mod tests {
             bucket,
             split_cjk: true,
             lowercase: false,
+            split_punct: false,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn split_punct_cuts_punctuation_and_symbols_into_words() {
+        let t = Tokenizer::new(TokenizerConfig {
+            split_punct: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let words: Vec<&str> = t.words("great!! #love @Bob's café… 5€ ok😀ok").collect();
+        assert_eq!(
+            words,
+            [
+                "great", "!", "!", "#", "love", "@", "Bob", "'", "s", "café", "…", "5", "€", "ok",
+                "😀", "ok"
+            ]
+        );
+        // Off: the words as fastText cuts them; a word without punctuation is unchanged.
+        let plain = tok(1, 0, 0, 1000);
+        assert_eq!(plain.words("great!! ok").collect::<Vec<_>>(), ["great!!", "ok"]);
+        let default = Tokenizer::new(TokenizerConfig::default()).unwrap();
+        assert_eq!(t.tokenize("plain words"), default.tokenize("plain words"));
+        // With split_cjk too, both cuts apply.
+        assert_eq!(t.words("日本!").collect::<Vec<_>>(), ["日", "本", "!"]);
     }
 
     #[test]
