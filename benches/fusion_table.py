@@ -23,10 +23,11 @@ the final table. Seeds change the model init / shuffle and the quantizer seed; t
 is fixed. The grid is pruned in stages (printed in the notes section):
 
 1. text-only: (a) full grid dim x epoch x lr x word_ngrams without char n-grams (text as
-   is), then (b) char n-grams 3-6 x ``lowercase`` {False, True} x epoch x lr at the best
-   (dim, word_ngrams) of (a), plus ``lowercase=True`` at the best of (a) when that stays
-   ahead (the tokenizer = word_ngrams, char n-grams and ``lowercase``);
-2. continuous modes: word_ngrams / char n-grams / lowercase reused from text; lr x epoch at dim 10
+   is), then (b) char n-grams 3-6 x ``lowercase`` x ``split_punct`` (each {False, True})
+   x epoch x lr at the best (dim, word_ngrams) of (a), plus ``lowercase`` x
+   ``split_punct`` at the best of (a) when that stays ahead (the tokenizer = word_ngrams,
+   char n-grams, ``lowercase`` and ``split_punct``);
+2. continuous modes: the tokenizer reused from text; lr x epoch at dim 10
    (epochs 2-30, lr 0.02-0.2), then dim in {10, 20, 50} at the best (lr, epoch);
 3. discrete: all text hyperparameters reused, then m x k x alpha; then the quantizer's
    ``transform`` ("sqrt", "l2") at the 3 best (m, k, alpha); then epoch x lr re-tuned at
@@ -46,7 +47,7 @@ text-only" (``dense={}``) and "set image-only" (``fit(df, text=[])``, the image'
 tokens alone). They reuse the quantizer kind / m / k / transform (and, for the bag, alpha) of the
 best discrete model by valid and the text model's tokenizer; their stage ("stage 3") tunes lr x
 epoch (lr 0.05-1 for mean pooling, 0.005-0.1 for max pooling) at one dim, then dim, then
-lr x epoch again if the dim moved, then char n-grams x lowercase (2 x 2) at the best. Targets: each G-Blend row
+lr x epoch again if the dim moved, then char n-grams x lowercase x split_punct (2 x 2 x 2) at the best. Targets: each G-Blend row
 >= the best single-modality set model and >= its naive counterpart (test, mean of the
 seeds); attention's train time <= 1.5x discrete fusion's (interleaved in one process,
 same data, same dim/epoch/lr/tokenizer/quantizer, quantizers fitted beforehand).
@@ -131,12 +132,14 @@ FULL_GRID = dict(
     lr_set=(0.05, 0.1, 0.2, 0.5, 1.0),
     lr_set_max=(0.005, 0.01, 0.02, 0.05, 0.1),   # max pooling diverges / stalls above ~0.1
     lowercase=(False, True),                # tuned with char n-grams (stage 1b) and set models
+    split_punct=(False, True),              # likewise (the other tokenizer option)
     set_stage1_dim=20,
 )
 QUICK_GRID = dict(
     dim=(10, 20), epoch=(5, 10), lr_text=(0.1, 0.5), word_ngrams=(1, 2), char=(),
     epoch_cont=(2, 5), lr_cont=(0.05,), cont_stage1_dim=10, m=(8, 16), k=(16, 64), alpha=(0.5, 1.0), transform=("sqrt",),
     epoch_set=(5, 10), lr_set=(0.5, 1.0), lr_set_max=(0.1,), set_stage1_dim=10, lowercase=(False, True),
+    split_punct=(False, True),
 )
 CONT_MODES = ("image", "add", "max", "gated", "bilinear", "bilinear_gated")
 DISC_KINDS = ("pq", "rspq")
@@ -238,7 +241,8 @@ def make_clf(method: str, p: dict, seed: int, dense: str, quantizer=None):
     import mmq
 
     base = dict(dim=p["dim"], epoch=p["epoch"], lr=p["lr"], word_ngrams=p["word_ngrams"],
-                minn=p["minn"], maxn=p["maxn"], lowercase=p.get("lowercase", False), threads=1, seed=seed,
+                minn=p["minn"], maxn=p["maxn"], lowercase=p.get("lowercase", False),
+                split_punct=p.get("split_punct", False), threads=1, seed=seed,
                 progress=False)
     if method == "text":
         return mmq.Classifier(**base)
@@ -626,6 +630,8 @@ def fmt_p(method: str, p: dict) -> str:
             s += f" char={p['minn']}-{p['maxn']}"
         if p.get("lowercase"):
             s += " lowercase"
+        if p.get("split_punct"):
+            s += " split_punct"
     if method in DISC_KINDS:
         s += f" m={p['m']} k={p['k']} alpha={p['alpha']}"
     if p.get("transform"):
@@ -706,22 +712,23 @@ def main() -> int:
 
         # -- stage 1a: text-only, full word-level grid -------------------------------
         t0 = time.perf_counter()
-        text_cfgs = [dict(dim=d, epoch=e, lr=lr, word_ngrams=wn, minn=0, maxn=0, lowercase=False)
+        text_cfgs = [dict(dim=d, epoch=e, lr=lr, word_ngrams=wn, minn=0, maxn=0, lowercase=False, split_punct=False)
                      for d, e, lr, wn in itertools.product(
                          grid["dim"], grid["epoch"], grid["lr_text"], grid["word_ngrams"])]
         tuner.collect("text", tuner.submit("text", text_cfgs, batch_by=lambda p: (p["dim"], p["word_ngrams"])))
         b = tuner.ranked("text")[0][2]
         # -- stage 1b: char n-grams (10x the tokens) at the best dim / word_ngrams -------
-        # (and lowercase on/off, the other tokenizer option)
-        char_cfgs = [dict(b, epoch=e, lr=lr, minn=c[0], maxn=c[1], lowercase=lc)
-                     for c, lc, e, lr in itertools.product(grid["char"], grid["lowercase"], grid["epoch"],
-                                                            grid["lr_text"])]
+        # (and the tokenizer options lowercase / split_punct on and off)
+        char_cfgs = [dict(b, epoch=e, lr=lr, minn=c[0], maxn=c[1], lowercase=lc, split_punct=sp)
+                     for c, lc, sp, e, lr in itertools.product(grid["char"], grid["lowercase"], grid["split_punct"],
+                                                                grid["epoch"], grid["lr_text"])]
         if char_cfgs:
             tuner.collect("text", tuner.submit("text", char_cfgs, batch_by=lambda p: (p["epoch"], p["maxn"])))
-        # lowercase toggled at the best so far when that config's other setting is untried
+        # the options toggled at the best so far when that config's other settings are untried
         # (the best of stage 1a, without char n-grams)
         b = tuner.ranked("text")[0][2]
-        lc_cfgs = [c for c in (dict(b, lowercase=lc) for lc in grid["lowercase"])
+        lc_cfgs = [c for c in (dict(b, lowercase=lc, split_punct=sp)
+                               for lc, sp in itertools.product(grid["lowercase"], grid["split_punct"]))
                    if ckey(c) not in tuner.results["text"]]
         if lc_cfgs:
             tuner.collect("text", tuner.submit("text", lc_cfgs))
@@ -729,7 +736,7 @@ def main() -> int:
         stages["text"] = {"configs": len(text_cfgs) + len(char_cfgs) + len(lc_cfgs), "s": time.perf_counter() - t0}
         print(f"[{time.perf_counter() - t_start:6.1f}s] text-only tuned ({len(text_cfgs)} + {len(char_cfgs)} "
               f"configs x {len(seeds)} seeds): {fmt_p('text', best_text)}")
-        shared_tok = {k: best_text[k] for k in ("word_ngrams", "minn", "maxn", "lowercase")}
+        shared_tok = {k: best_text[k] for k in ("word_ngrams", "minn", "maxn", "lowercase", "split_punct")}
 
         # -- stage 2a: continuous lr x epoch at a fixed dim; discrete m x k x alpha -----
         t0 = time.perf_counter()
@@ -823,13 +830,13 @@ def main() -> int:
         run_set_stage(retune, batch_by=lambda p: p["lr"])
 
         def toggle_tok(mt):
-            # char n-grams (none / each of grid["char"]) x lowercase at the best config
+            # char n-grams (none / each of grid["char"]) x lowercase x split_punct at the best config
             b = tuner.ranked(mt)[0][2]
             if not SET_SPEC[mt].get("text", True):
                 return []
             chars = [(0, 0)] + [tuple(c) for c in grid["char"]]
-            return [dict(b, minn=c[0], maxn=c[1], lowercase=lc)
-                    for c, lc in itertools.product(chars, grid["lowercase"])]
+            return [dict(b, minn=c[0], maxn=c[1], lowercase=lc, split_punct=sp)
+                    for c, lc, sp in itertools.product(chars, grid["lowercase"], grid["split_punct"])]
         run_set_stage(toggle_tok)
         stages["stage3"] = {"configs": n_set_cfgs, "s": time.perf_counter() - t0, "quantizer": set_q,
                             "m": qb["m"], "k": qb["k"], "alpha": qb["alpha"], "transform": qb.get("transform")}
@@ -1057,10 +1064,11 @@ def main() -> int:
               f"{n['valid_sd']:.4f} ({n['configs_tried']} configs{fail}); next: {ru}")
     for r in ("sk_text", "sk_image", "sk_late"):
         print(f"  {names[r]:<22} {sk[r]['params']} (valid {sk[r]['valid_acc']:.4f})")
-    print("  Protocol: text-only gets the full word-level grid, then char n-grams x lowercase x epoch x lr at its "
+    print("  Protocol: text-only gets the full word-level grid, then char n-grams x lowercase x split_punct x epoch "
+          "x lr at its "
           "best dim / word_ngrams; the fused models reuse its tokenizer "
           f"(word_ngrams={shared_tok['word_ngrams']}, char={shared_tok['minn']}-{shared_tok['maxn']}, "
-          f"lowercase={shared_tok['lowercase']}); "
+          f"lowercase={shared_tok['lowercase']}, split_punct={shared_tok['split_punct']}); "
           f"continuous: lr x epoch at dim {grid['cont_stage1_dim']}, then dim at the best (lr, epoch); "
           "discrete: m x k x alpha at the text model's dim/epoch/lr, then the quantizer transform "
           f"{list(grid['transform'])} at the 3 best, then epoch x lr at the best (m, k, alpha, transform). Ties go to the cheaper model (dim x epoch), then the lower lr.")
@@ -1070,7 +1078,7 @@ def main() -> int:
           "from the discrete tuning, tokenizer from text-only; lr x epoch at dim "
           f"{grid['set_stage1_dim']} (lr {list(grid['lr_set'])}, max pooling {list(grid['lr_set_max'])}; epochs "
           f"{list(grid['epoch_set'])}), then dim {list(grid['dim'])}, lr x epoch again at the new dim if it "
-          f"moved, then char n-grams x lowercase {list(grid['lowercase'])} at the best; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
+          f"moved, then char n-grams x lowercase x split_punct at the best; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
           "G-Blend: holdout=0.1 (default).")
     for gb in GBLEND:
         ws = [r["gblend_last_weights"] for r in final[gb]["runs"]]
