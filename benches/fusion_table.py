@@ -883,13 +883,15 @@ def main() -> int:
     # the same quantizer (kind, m, k), at attention's tuned values and at discrete's
     att = chosen["attention"]
     dq = chosen[att["q"]]
-    hyper = ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn")
+    # the tokenizer options too: they change the number of text tokens per row
+    hyper = ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "lowercase", "split_punct")
     att_variants = {
         "attention": ("attention", att),
-        "discrete@attention": (att["q"], dict({h: att[h] for h in hyper}, m=att["m"], k=att["k"],
-                                              alpha=dq["alpha"])),
+        "discrete@attention": (att["q"], dict({h: att.get(h, False) for h in hyper}, m=att["m"], k=att["k"],
+                                              alpha=dq["alpha"], transform=att.get("transform"))),
         "bag@attention": ("bag", dict(att, alpha=dq["alpha"])),
-        "attention@discrete": ("attention", dict(att, **{h: dq[h] for h in hyper}, m=dq["m"], k=dq["k"])),
+        "attention@discrete": ("attention", dict(att, **{h: dq.get(h, False) for h in hyper}, m=dq["m"],
+                                                 k=dq["k"], transform=dq.get("transform"))),
         "discrete": (att["q"], dq),
     }
     print(f"[{time.perf_counter() - t_start:6.1f}s] timing attention vs discrete (interleaved)")
