@@ -506,7 +506,13 @@ fn transform_equals_plain_quantizer_on_transformed_vectors() {
             Transform::L2 => {
                 let nrm = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
                 row.iter()
-                    .map(|&v| if nrm > 0.0 { (v as f64 / nrm) as f32 } else { 0.0 })
+                    .map(|&v| {
+                        if nrm > 0.0 {
+                            (v as f64 / nrm) as f32
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect()
             }
         }
@@ -514,7 +520,10 @@ fn transform_equals_plain_quantizer_on_transformed_vectors() {
     for t in [Transform::Sqrt, Transform::L2] {
         let xt: Vec<f32> = x.chunks(d).flat_map(|r| reference(t, r)).collect();
         for (a, b) in xt.iter().zip(t.apply(&x, d).iter()) {
-            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{t:?}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                "{t:?}: {a} vs {b}"
+            );
         }
         let mut q = Quantizer::rspq(d, 4, Some(5), 16, 3).unwrap();
         q.set_transform(t).unwrap();

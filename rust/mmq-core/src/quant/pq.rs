@@ -106,9 +106,8 @@ impl Transform {
             return std::borrow::Cow::Borrowed(x);
         }
         let mut out = x.to_vec();
-        out.par_chunks_mut(ROW_BLOCK * d.max(1)).for_each(|b| {
-            b.chunks_exact_mut(d.max(1)).for_each(|r| self.apply_row(r))
-        });
+        out.par_chunks_mut(ROW_BLOCK * d.max(1))
+            .for_each(|b| b.chunks_exact_mut(d.max(1)).for_each(|r| self.apply_row(r)));
         std::borrow::Cow::Owned(out)
     }
 }

@@ -404,7 +404,10 @@ mod tests {
         );
         // Off: the words as fastText cuts them; a word without punctuation is unchanged.
         let plain = tok(1, 0, 0, 1000);
-        assert_eq!(plain.words("great!! ok").collect::<Vec<_>>(), ["great!!", "ok"]);
+        assert_eq!(
+            plain.words("great!! ok").collect::<Vec<_>>(),
+            ["great!!", "ok"]
+        );
         let default = Tokenizer::new(TokenizerConfig::default()).unwrap();
         assert_eq!(t.tokenize("plain words"), default.tokenize("plain words"));
         // With split_cjk too, both cuts apply.
