@@ -78,3 +78,20 @@ def test_multimodal_models_read_their_columns_from_parquet(tmp_path, topics, cap
         lines = capsys.readouterr().out.splitlines()
         want = clf.predict(test.rename({"body": "text"}))["label"].to_list()
         assert [l.removeprefix("__label__") for l in lines] == want
+
+
+def test_train_tokenizer_flags(tmp_path, capsys):
+    """-lowercase and -splitPunct reach the saved model: 'GREAT!!' at prediction is the
+    word 'great' seen in training."""
+    import mmq
+
+    (tmp_path / "t.txt").write_text("".join(["__label__pos great film\n", "__label__neg awful film\n"] * 30))
+    model = str(tmp_path / "m")
+    assert main(["supervised", "-input", str(tmp_path / "t.txt"), "-output", model, "-dim", "8", "-epoch", "20",
+                 "-lr", "0.5", "-thread", "1", "-quiet", "-lowercase", "-splitPunct"]) == 0
+    clf = mmq.load(model + ".mmq")
+    assert clf.lowercase and clf.split_punct
+    assert clf.predict(["GREAT!!", "(Awful)"])["label"].to_list() == ["pos", "neg"]
+    assert main(["supervised", "-input", str(tmp_path / "t.txt"), "-output", model + "2", "-quiet"]) == 0
+    plain = mmq.load(model + "2.mmq")
+    assert not plain.lowercase and not plain.split_punct

@@ -69,7 +69,7 @@ def _train(a: argparse.Namespace) -> int:
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
     clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
                          maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
-                         seed=a.seed, progress=not a.quiet)
+                         seed=a.seed, progress=not a.quiet, lowercase=a.lowercase, split_punct=a.split_punct)
     t = time.perf_counter()
     clf.fit(df)
     out = a.output if a.output.endswith(".mmq") else a.output + ".mmq"
@@ -181,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("-neg", "--neg", type=int, default=5)
         sp.add_argument("-thread", "--thread", type=int, default=None)
         sp.add_argument("-seed", "--seed", type=int, default=0)
+        sp.add_argument("-lowercase", "--lowercase", action="store_true",
+                        help="lower-case the text before hashing (saved with the model)")
+        sp.add_argument("-splitPunct", "--split-punct", dest="split_punct", action="store_true",
+                        help="make every punctuation / symbol character a word of its own (saved with the model)")
         sp.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
         io_opts(sp)
     for verb in ("test", "predict", "predict-prob"):
