@@ -132,9 +132,18 @@ pub fn from_bytes(
     Ok((header, out))
 }
 
+/// The configuration of a kind of classifier file: the header's `kind` tag, the noun
+/// that names the kind in errors ("expected an mmq {noun}"), and the checks a loaded
+/// configuration must pass.
+pub trait StoredConfig: serde::de::DeserializeOwned {
+    const KIND: &'static str;
+    const NOUN: &'static str;
+    fn check(&self) -> Result<()>;
+}
+
 /// What every classifier file holds: the header, the tensors, and the header's `config`
-/// (as `C`), `labels` and `label_counts` (at least 2 labels, one count each), after
-/// checking that the file is of `kind` ("an mmq {noun}" names it in the error).
+/// (as `C`, checked), `labels` and `label_counts` (at least 2 labels, one count each),
+/// after checking that the file is of `C`'s kind.
 pub struct ClassifierFile<C> {
     pub header: serde_json::Value,
     pub tensors: HashMap<String, Tensor>,
@@ -143,25 +152,22 @@ pub struct ClassifierFile<C> {
     pub label_counts: Vec<u64>,
 }
 
-pub fn read_classifier<C: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    kind: &str,
-    noun: &str,
-    what: &str,
-) -> Result<ClassifierFile<C>> {
+pub fn read_classifier<C: StoredConfig>(bytes: &[u8], what: &str) -> Result<ClassifierFile<C>> {
     let bad = |reason: String| MmqError::InvalidModelFile {
         path: what.to_string(),
         reason,
     };
     let (header, tensors) = from_bytes(bytes, what)?;
-    if header.get("kind").and_then(|k| k.as_str()) != Some(kind) {
+    if header.get("kind").and_then(|k| k.as_str()) != Some(C::KIND) {
         return Err(bad(format!(
-            "expected an mmq {noun}, found kind {}",
+            "expected an mmq {}, found kind {}",
+            C::NOUN,
             header["kind"]
         )));
     }
     let cfg: C = serde_json::from_value(header["config"].clone())
         .map_err(|e| bad(format!("bad config: {e}")))?;
+    cfg.check().map_err(|e| bad(e.to_string()))?;
     let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
         .map_err(|e| bad(format!("bad labels: {e}")))?;
     let label_counts: Vec<u64> = serde_json::from_value(header["label_counts"].clone())

@@ -233,6 +233,14 @@ impl Default for FusionConfig {
     }
 }
 
+impl io::StoredConfig for FusionConfig {
+    const KIND: &'static str = "fusion_classifier";
+    const NOUN: &'static str = "fusion classifier";
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+}
+
 impl FusionConfig {
     /// The bilinear rank in use (`rank`, or `dim` when unset).
     pub fn rank(&self) -> usize {
@@ -880,7 +888,7 @@ impl FusionModel {
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let header = json!({
-            "kind": "fusion_classifier",
+            "kind": <FusionConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
@@ -919,13 +927,7 @@ impl FusionModel {
             cfg,
             labels,
             label_counts,
-        } = io::read_classifier::<FusionConfig>(
-            bytes,
-            "fusion_classifier",
-            "fusion classifier",
-            what,
-        )?;
-        cfg.validate().map_err(|e| bad(e.to_string()))?;
+        } = io::read_classifier::<FusionConfig>(bytes, what)?;
         let dense_dim = header
             .get("dense_dim")
             .and_then(|v| v.as_u64())

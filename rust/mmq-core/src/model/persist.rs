@@ -7,6 +7,14 @@ use crate::io::quant::{quantizer_from_parts, quantizer_parts};
 use crate::io::{self, Tensor};
 use serde_json::json;
 
+impl io::StoredConfig for ModelConfig {
+    const KIND: &'static str = "classifier";
+    const NOUN: &'static str = "classifier";
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+}
+
 impl Model {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut dense = Vec::new();
@@ -17,7 +25,7 @@ impl Model {
             tensors.extend(t);
         }
         let header = json!({
-            "kind": "classifier",
+            "kind": <ModelConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
@@ -51,8 +59,7 @@ impl Model {
             cfg,
             labels,
             label_counts,
-        } = io::read_classifier::<ModelConfig>(bytes, "classifier", "classifier", what)?;
-        cfg.validate().map_err(|e| bad(e.to_string()))?;
+        } = io::read_classifier::<ModelConfig>(bytes, what)?;
         let ids = io::take_u32(&mut t, "token_ids", what)?;
         let dim = cfg.dim;
         let input = io::take_f32(&mut t, "input", ids.len() * dim, what)?;

@@ -169,6 +169,14 @@ impl Default for SetConfig {
     }
 }
 
+impl io::StoredConfig for SetConfig {
+    const KIND: &'static str = "set_classifier";
+    const NOUN: &'static str = "set classifier";
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+}
+
 impl SetConfig {
     pub fn validate(&self) -> Result<()> {
         super::check_training(self.dim, self.epoch, self.lr, self.threads)?;
@@ -917,7 +925,7 @@ impl SetModel {
             }
         }
         let header = json!({
-            "kind": "set_classifier",
+            "kind": <SetConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
@@ -951,8 +959,7 @@ impl SetModel {
             cfg,
             labels,
             label_counts,
-        } = io::read_classifier::<SetConfig>(bytes, "set_classifier", "set classifier", what)?;
-        cfg.validate().map_err(|e| bad(e.to_string()))?;
+        } = io::read_classifier::<SetConfig>(bytes, what)?;
         let history: Vec<BlendEpoch> = serde_json::from_value(header["history"].clone())
             .map_err(|e| bad(format!("bad history: {e}")))?;
         let km = cfg.modalities.len();
