@@ -100,15 +100,17 @@ impl Transform {
         }
     }
 
-    /// The `d`-wide rows of `x`, transformed (borrowed when the transform is `None`).
-    pub fn apply<'a>(self, x: &'a [f32], d: usize) -> std::borrow::Cow<'a, [f32]> {
+    /// `row` as the quantizer sees it: borrowed as is without a transform, else
+    /// transformed into `buf`.
+    #[inline]
+    fn view<'a>(self, row: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
         if self == Self::None {
-            return std::borrow::Cow::Borrowed(x);
+            return row;
         }
-        let mut out = x.to_vec();
-        out.par_chunks_mut(ROW_BLOCK * d.max(1))
-            .for_each(|b| b.chunks_exact_mut(d.max(1)).for_each(|r| self.apply_row(r)));
-        std::borrow::Cow::Owned(out)
+        buf.clear();
+        buf.extend_from_slice(row);
+        self.apply_row(buf);
+        buf
     }
 }
 
@@ -621,14 +623,26 @@ impl Quantizer {
             )));
         }
         kmeans::validate_matrix(x, n, d)?;
-        let xt = p.transform.apply(x, d);
-        let x: &[f32] = &xt;
-        let mean = column_mean(x, n, d);
+        let mean = column_mean(x, n, d, p.transform);
 
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(p.seed);
         let sample = kmeans::sample_rows(&mut rng, n, k, p.max_points_per_centroid);
         let seeds: Vec<u64> = (0..m).map(|_| rng.next_u64()).collect();
         let rows: Vec<usize> = sample.unwrap_or_else(|| (0..n).collect());
+        // With a transform, k-means reads a transformed copy of the sampled rows only.
+        let sampled: Vec<f32>;
+        let (x, rows) = if p.transform == Transform::None {
+            (x, rows)
+        } else {
+            let mut v = Vec::with_capacity(rows.len() * d);
+            for &r in &rows {
+                let at = v.len();
+                v.extend_from_slice(&x[r * d..(r + 1) * d]);
+                p.transform.apply_row(&mut v[at..]);
+            }
+            sampled = v;
+            (&sampled[..], (0..rows.len()).collect())
+        };
         let n_train = rows.len();
         let inner_parallel = m < rayon::current_num_threads();
         let stop = AtomicBool::new(false);
@@ -938,16 +952,17 @@ impl Quantizer {
         self.check_rows(x, n, false)?;
         let codes = self.encode(x, n)?;
         let d = self.params.d;
-        let xt = self.params.transform.apply(x, d);
-        let x: &[f32] = &xt;
+        let t = self.params.transform;
         let m = self.params.m;
         let partial: Vec<f64> = x
             .par_chunks(ROW_BLOCK * d)
             .zip(codes.par_chunks(ROW_BLOCK * m))
             .map(|(xb, cb)| {
                 let mut rec = vec![0f32; d];
+                let mut buf = Vec::with_capacity(d);
                 let mut sum = 0f64;
                 for (xr, cr) in xb.chunks_exact(d).zip(cb.chunks_exact(m)) {
+                    let xr = t.view(xr, &mut buf);
                     self.decode_row(cr, &mut rec);
                     sum += xr
                         .iter()
@@ -975,14 +990,16 @@ struct EncodeScratch {
     val: Vec<f32>,
 }
 
-/// Per-dim mean of the row-major `n × d` matrix, f64 sums over fixed blocks
-/// added in block order.
-fn column_mean(x: &[f32], n: usize, d: usize) -> Vec<f32> {
+/// Per-dim mean of the row-major `n × d` matrix after the transform `t`, f64 sums
+/// over fixed blocks added in block order.
+fn column_mean(x: &[f32], n: usize, d: usize, t: Transform) -> Vec<f32> {
     let partial: Vec<Vec<f64>> = x
         .par_chunks(ROW_BLOCK * 4 * d)
         .map(|xb| {
             let mut s = vec![0f64; d];
+            let mut buf = Vec::with_capacity(d);
             for row in xb.chunks_exact(d) {
+                let row = t.view(row, &mut buf);
                 for (a, &v) in s.iter_mut().zip(row) {
                     *a += v as f64;
                 }
