@@ -529,15 +529,19 @@ class Classifier:
         """Write one self-describing file (safetensors + JSON header), atomically."""
         self._fitted().save(Path(path))
 
+    @staticmethod
+    def _stored_params(cfg: dict) -> dict:
+        """The parameters every model file's config holds (training and tokenizer)."""
+        tok = cfg["tokenizer"]
+        return dict(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
+                    minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
+                    seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
+                    split_punct=tok.get("split_punct", False))
+
     @classmethod
     def _from_rust(cls, model) -> "Classifier":
         cfg = json.loads(model.config_json)
-        tok = cfg["tokenizer"]
-        obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
-                  minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], loss=cfg["loss"],
-                  neg=max(cfg["neg"], 1), threads=cfg["threads"], seed=cfg["seed"],
-                  split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
-                  split_punct=tok.get("split_punct", False))
+        obj = cls(**cls._stored_params(cfg), loss=cfg["loss"], neg=max(cfg["neg"], 1))
         from mmq.quant import _Quantizer
 
         obj.alpha = float(cfg.get("alpha", 1.0))
@@ -549,12 +553,7 @@ class Classifier:
     @classmethod
     def _from_rust_fusion(cls, model) -> "Classifier":
         cfg = json.loads(model.config_json)
-        tok = cfg["tokenizer"]
-        obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
-                  minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
-                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
-                  split_punct=tok.get("split_punct", False), fusion=cfg["mode"],
-                  dense=[cfg["dense_name"]], rank=cfg.get("rank"))
+        obj = cls(**cls._stored_params(cfg), fusion=cfg["mode"], dense=[cfg["dense_name"]], rank=cfg.get("rank"))
         obj._model = model
         return obj
 
@@ -563,17 +562,13 @@ class Classifier:
         from mmq.quant import _Quantizer
 
         cfg = json.loads(model.config_json)
-        tok = cfg["tokenizer"]
         mods = cfg["modalities"]
         fusion = {"bag": "discrete"}.get(cfg["fusion"], cfg["fusion"])
         dense = {md["name"]: _Quantizer._from_rust(model.quantizer(i))
                  for i, md in enumerate(mods) if md["kind"] == "dense"}
-        obj = cls(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
-                  minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
-                  seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
-                  split_punct=tok.get("split_punct", False), fusion=fusion, dense=dense,
-                  alpha=cfg["alpha"], pool=cfg["pool"], outer_pool=cfg["outer_pool"],
-                  blend=None if cfg["blend"] == "none" else cfg["blend"], holdout=cfg["holdout"])
+        obj = cls(**cls._stored_params(cfg), fusion=fusion, dense=dense, alpha=cfg["alpha"], pool=cfg["pool"],
+                  outer_pool=cfg["outer_pool"], blend=None if cfg["blend"] == "none" else cfg["blend"],
+                  holdout=cfg["holdout"])
         obj._model = model
         obj._mods = mods
         return obj

@@ -216,7 +216,7 @@ class _Quantizer:
         _Quantizer.__init__(obj, m=p["m"], k=p["k"], seed=p["seed"], max_iter=p["max_iter"],
                             max_points_per_centroid=p.get("max_points_per_centroid", 256),
                             s=p["s"] if p["kind"] == "rspq" else None,
-                            transform={"none": None}.get(p.get("transform", "none"), p.get("transform")))
+                            transform=None if p.get("transform", "none") == "none" else p["transform"])
         obj._q = q
         return obj
 
