@@ -140,3 +140,20 @@ def test_split_punct_in_a_classifier(tmp_path):
     assert again.predict(["great!!", "(awful)"]).equals(clf.predict(["great!!", "(awful)"]))
     with pytest.raises(mmq.InvalidParameterError, match="split_punct"):
         mmq.Classifier(split_punct="yes")
+
+
+def test_pickle_from_before_the_tokenizer_options_loads():
+    """A pickled Classifier whose state has no lowercase / split_punct (made by an mmq
+    before those options) loads with both off and keeps working."""
+    import pickle
+
+    train = pl.DataFrame({"text": ["good film", "bad film"] * 20, "label": ["pos", "neg"] * 20})
+    clf = mmq.Classifier(dim=8, epoch=10, lr=0.5, threads=1, progress=False).fit(train)
+    state = clf.__getstate__()
+    del state["lowercase"], state["split_punct"]
+    old = mmq.Classifier.__new__(mmq.Classifier)
+    old.__setstate__(state)
+    assert old.lowercase is False and old.split_punct is False
+    assert old.tokenize(["good film"]).to_list() == clf.tokenize(["good film"]).to_list()
+    assert old.get_params()["split_punct"] is False
+    assert pickle.loads(pickle.dumps(old)).predict(["good film"]).equals(clf.predict(["good film"]))

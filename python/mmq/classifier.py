@@ -587,7 +587,9 @@ class Classifier:
     def __setstate__(self, state: dict) -> None:
         b = state.pop("_model_bytes")
         state.setdefault("_mods", None)
-        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1).items():
+        # attributes added after the first release: pickles made before them get the defaults
+        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, lowercase=False,
+                         split_punct=False).items():
             state.setdefault(k, v)
         self.__dict__.update(state)
         if b is not None and self._mods is not None:
