@@ -81,7 +81,7 @@ def test_multimodal_models_read_their_columns_from_parquet(tmp_path, topics, cap
 
 
 def test_train_tokenizer_flags(tmp_path, capsys):
-    """-lowercase and -splitPunct reach the saved model: 'GREAT!!' at prediction is the
+    """-lowercase, -splitPunct and -dropPunct reach the saved model: 'GREAT!!' at prediction is the
     word 'great' seen in training."""
     import mmq
 
@@ -94,4 +94,9 @@ def test_train_tokenizer_flags(tmp_path, capsys):
     assert clf.predict(["GREAT!!", "(Awful)"])["label"].to_list() == ["pos", "neg"]
     assert main(["supervised", "-input", str(tmp_path / "t.txt"), "-output", model + "2", "-quiet"]) == 0
     plain = mmq.load(model + "2.mmq")
-    assert not plain.lowercase and not plain.split_punct
+    assert not plain.lowercase and not plain.split_punct and not plain.drop_punct
+    assert main(["supervised", "-input", str(tmp_path / "t.txt"), "-output", model + "3", "-dim", "8", "-epoch",
+                 "20", "-lr", "0.5", "-thread", "1", "-quiet", "-dropPunct"]) == 0
+    dropped = mmq.load(model + "3.mmq")
+    assert dropped.drop_punct and not dropped.split_punct
+    assert dropped.tokenize(["#great!!"]).to_list() == dropped.tokenize(["great"]).to_list()

@@ -126,6 +126,62 @@ def test_split_punct_equals_python_reference(texts, wn, cjk):
     assert e.to_list() == a.to_list()
 
 
+def _drop_punct_reference(text):
+    """Python reference for drop_punct: every character of Unicode category P* or S*
+    (unicodedata) is dropped and separates words; fastText's separators still separate."""
+    import unicodedata
+
+    if text is None:
+        return None
+    return "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), PUNCT_TEXT), min_size=1, max_size=5), wn=st.integers(1, 3),
+       cjk=st.booleans(), lower=st.booleans())
+def test_drop_punct_equals_python_reference(texts, wn, cjk, lower):
+    """drop_punct=True gives the ids of the text with the unicodedata reference's
+    punctuation blanked out, in the API and in the expression."""
+    a = mmq.tokenize(texts, word_ngrams=wn, minn=2, maxn=3, split_cjk=cjk, lowercase=lower, drop_punct=True)
+    b = mmq.tokenize([_drop_punct_reference(t) for t in texts], word_ngrams=wn, minn=2, maxn=3,
+                     split_cjk=cjk, lowercase=lower)
+    assert a.to_list() == b.to_list()
+    e = pl.DataFrame({"text": texts}, schema={"text": pl.String}).select(
+        pl.col("text").mmq.tokenize(word_ngrams=wn, minn=2, maxn=3, split_cjk=cjk, lowercase=lower,
+                                    drop_punct=True)).to_series()
+    assert e.to_list() == a.to_list()
+
+
+def test_drop_punct_in_a_classifier_and_a_set_model(tmp_path):
+    """A classifier with drop_punct reads '#great!!' as 'great'; the option is saved
+    (file and pickle), reaches the set models, and excludes split_punct."""
+    import pickle
+
+    train = pl.DataFrame({"text": ["great film", "awful film", "great", "awful"] * 20,
+                          "label": ["pos", "neg", "pos", "neg"] * 20})
+    clf = mmq.Classifier(dim=8, epoch=20, lr=0.5, threads=1, progress=False, drop_punct=True).fit(train)
+    assert clf.tokenize(["#great!!", "(awful) film."]).to_list() == mmq.tokenize(["great", "awful film"]).to_list()
+    assert clf.predict(["#great!!", "(awful)"])["label"].to_list() == ["pos", "neg"]
+    clf.save(tmp_path / "dp.mmq")
+    again = mmq.load(tmp_path / "dp.mmq")
+    assert again.drop_punct and again.get_params()["drop_punct"] and not again.split_punct
+    assert again.predict(["#great!!", "(awful)"]).equals(clf.predict(["#great!!", "(awful)"]))
+    assert pickle.loads(pickle.dumps(clf)).tokenize(["a,b"]).to_list() == mmq.tokenize(["a b"]).to_list()
+    sets = mmq.Classifier(dim=8, epoch=20, lr=0.5, threads=1, progress=False, drop_punct=True,
+                          fusion="deepset").fit(train, text=["text"])
+    assert sets.predict(pl.DataFrame({"text": ["#great!!", "(awful)"]}))["label"].to_list() == ["pos", "neg"]
+    sets.save(tmp_path / "dps.mmq")
+    assert mmq.load(tmp_path / "dps.mmq").drop_punct
+    with pytest.raises(mmq.InvalidParameterError, match="drop_punct"):
+        mmq.Classifier(drop_punct=1)
+    with pytest.raises(mmq.InvalidParameterError, match="split_punct and drop_punct"):
+        mmq.Classifier(split_punct=True, drop_punct=True)
+    with pytest.raises(mmq.MmqError, match="split_punct and drop_punct"):
+        mmq.tokenize(["a!"], split_punct=True, drop_punct=True)
+    with pytest.raises(Exception, match="split_punct and drop_punct"):
+        pl.DataFrame({"t": ["a!"]}).select(pl.col("t").mmq.tokenize(split_punct=True, drop_punct=True))
+
+
 def test_split_punct_in_a_classifier(tmp_path):
     """A classifier with split_punct learns 'great!' as 'great' + '!': a word seen only
     bare in training is recognised with punctuation attached; the option is saved."""
@@ -150,10 +206,10 @@ def test_pickle_from_before_the_tokenizer_options_loads():
     train = pl.DataFrame({"text": ["good film", "bad film"] * 20, "label": ["pos", "neg"] * 20})
     clf = mmq.Classifier(dim=8, epoch=10, lr=0.5, threads=1, progress=False).fit(train)
     state = clf.__getstate__()
-    del state["lowercase"], state["split_punct"]
+    del state["lowercase"], state["split_punct"], state["drop_punct"]
     old = mmq.Classifier.__new__(mmq.Classifier)
     old.__setstate__(state)
     assert old.lowercase is False and old.split_punct is False
     assert old.tokenize(["good film"]).to_list() == clf.tokenize(["good film"]).to_list()
-    assert old.get_params()["split_punct"] is False
+    assert old.get_params()["split_punct"] is False and old.get_params()["drop_punct"] is False
     assert pickle.loads(pickle.dumps(old)).predict(["good film"]).equals(clf.predict(["good film"]))

@@ -55,7 +55,9 @@ class Classifier:
     ``split_punct=True`` cuts every punctuation or symbol character (Unicode category P*
     or S*: ``.,!?#@``, currency, emoji) out of the words as a word of its own
     (``"great!"`` → ``great``, ``!``), the punctuation splitting fastText's tutorials do
-    with ``sed``; off by default (fastText's whitespace words).
+    with ``sed``; off by default (fastText's whitespace words). ``drop_punct=True``
+    drops those characters instead, cutting words there (``"#love!"`` → ``love``,
+    ``"don't"`` → ``don``, ``t``), as most word tokenizers do; it excludes ``split_punct``.
 
     Example:
         >>> import polars as pl, mmq
@@ -91,6 +93,7 @@ class Classifier:
         holdout: float = 0.1,
         lowercase: bool = False,
         split_punct: bool = False,
+        drop_punct: bool = False,
     ):
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -121,6 +124,12 @@ class Classifier:
         if not isinstance(split_punct, bool):
             raise InvalidParameterError(f"split_punct must be True or False, got {split_punct!r}")
         self.split_punct = split_punct
+        if not isinstance(drop_punct, bool):
+            raise InvalidParameterError(f"drop_punct must be True or False, got {drop_punct!r}")
+        if split_punct and drop_punct:
+            raise InvalidParameterError("split_punct and drop_punct exclude each other (punctuation is "
+                                        "either kept as words or dropped); set one of them")
+        self.drop_punct = drop_punct
         if fusion not in FUSIONS:
             raise InvalidParameterError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha >= 0):
@@ -187,6 +196,7 @@ class Classifier:
                 "split_cjk": self.split_cjk,
                 "lowercase": self.lowercase,
                 "split_punct": self.split_punct,
+                "drop_punct": self.drop_punct,
             },
         }
 
@@ -195,7 +205,8 @@ class Classifier:
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
                       "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
-                      "pool", "outer_pool", "blend", "holdout", "lowercase", "split_punct")
+                      "pool", "outer_pool", "blend", "holdout", "lowercase", "split_punct",
+                      "drop_punct")
         }
 
     def __repr__(self) -> str:
@@ -522,7 +533,8 @@ class Classifier:
         """Hashed token ids of each row, as this model's tokenizer computes them."""
         return tokenize(data, text=text, word_ngrams=self.word_ngrams, minn=self.minn,
                         maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
-                        lowercase=self.lowercase, split_punct=self.split_punct)
+                        lowercase=self.lowercase, split_punct=self.split_punct,
+                        drop_punct=self.drop_punct)
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -536,7 +548,7 @@ class Classifier:
         return dict(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                     minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
                     seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
-                    split_punct=tok.get("split_punct", False))
+                    split_punct=tok.get("split_punct", False), drop_punct=tok.get("drop_punct", False))
 
     @classmethod
     def _from_rust(cls, model) -> "Classifier":
@@ -589,7 +601,7 @@ class Classifier:
         state.setdefault("_mods", None)
         # attributes added after the first release: pickles made before them get the defaults
         for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, lowercase=False,
-                         split_punct=False).items():
+                         split_punct=False, drop_punct=False).items():
             state.setdefault(k, v)
         self.__dict__.update(state)
         if b is not None and self._mods is not None:
@@ -610,12 +622,12 @@ class Classifier:
 
 def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: int = 0, maxn: int = 0,
              bucket: int = 2_000_000, split_cjk: bool = True, lowercase: bool = False,
-             split_punct: bool = False) -> pl.Series:
+             split_punct: bool = False, drop_punct: bool = False) -> pl.Series:
     """fastText-compatible hashed token ids (List[UInt32]) of each row; null rows stay null.
 
     Each id is ``hash % bucket``: words, then their char n-grams (``minn..maxn``), the
     end-of-sentence token ``</s>``, then word n-grams up to ``word_ngrams``.
-    ``lowercase`` and ``split_punct`` as in :class:`Classifier`.
+    ``lowercase``, ``split_punct`` and ``drop_punct`` as in :class:`Classifier`.
 
     Example:
         >>> import mmq
@@ -624,7 +636,7 @@ def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: in
     """
     s = text_series(data, text)
     cfg = {"word_ngrams": word_ngrams, "minn": minn, "maxn": maxn, "bucket": bucket, "split_cjk": split_cjk,
-           "lowercase": lowercase, "split_punct": split_punct}
+           "lowercase": lowercase, "split_punct": split_punct, "drop_punct": drop_punct}
     return _mmq.tokenize(s, json.dumps(cfg))
 
 

@@ -69,7 +69,8 @@ def _train(a: argparse.Namespace) -> int:
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
     clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
                          maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
-                         seed=a.seed, progress=not a.quiet, lowercase=a.lowercase, split_punct=a.split_punct)
+                         seed=a.seed, progress=not a.quiet, lowercase=a.lowercase, split_punct=a.split_punct,
+                         drop_punct=a.drop_punct)
     t = time.perf_counter()
     clf.fit(df)
     out = a.output if a.output.endswith(".mmq") else a.output + ".mmq"
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="lower-case the text before hashing (saved with the model)")
         sp.add_argument("-splitPunct", "--split-punct", dest="split_punct", action="store_true",
                         help="make every punctuation / symbol character a word of its own (saved with the model)")
+        sp.add_argument("-dropPunct", "--drop-punct", dest="drop_punct", action="store_true",
+                        help="drop every punctuation / symbol character, cutting words there (saved with the model)")
         sp.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
         io_opts(sp)
     for verb in ("test", "predict", "predict-prob"):

@@ -64,7 +64,7 @@ class MmqExpr:
 
     def tokenize(self, word_ngrams: int = 1, minn: int = 0, maxn: int = 0,
                  bucket: int = 2_000_000, split_cjk: bool = True, lowercase: bool = False,
-                 split_punct: bool = False) -> pl.Expr:
+                 split_punct: bool = False, drop_punct: bool = False) -> pl.Expr:
         """fastText-compatible hashed token ids (List[UInt32]) of a String column; the
         same ids as :func:`mmq.tokenize`. When Polars already runs the expression in
         parallel (e.g. under ``group_by``), it stays on Polars' thread.
@@ -80,7 +80,7 @@ class MmqExpr:
             args=[self._expr],
             kwargs={"word_ngrams": word_ngrams, "minn": minn, "maxn": maxn,
                     "bucket": bucket, "split_cjk": split_cjk, "lowercase": lowercase,
-                    "split_punct": split_punct},
+                    "split_punct": split_punct, "drop_punct": drop_punct},
             is_elementwise=True,
         )
 

@@ -148,6 +148,7 @@ fn tokenizer(word_ngrams: u32, minn: u32, maxn: u32, bucket: u32) -> Tokenizer {
         split_cjk: false, // fastText does not split CJK
         lowercase: false,
         split_punct: false,
+        drop_punct: false,
     })
     .unwrap()
 }

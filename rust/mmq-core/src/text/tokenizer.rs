@@ -36,6 +36,12 @@ pub struct TokenizerConfig {
     /// punctuation splitting fastText's tutorials do with `sed` before training. Off by
     /// default (fastText hashes whitespace-separated words as given).
     pub split_punct: bool,
+    /// Drop every punctuation or symbol character (the same P*/S* set), cutting words
+    /// there: `"great!!"` gives `great`, `#love` gives `love`, `don't` gives `don` and
+    /// `t`, a word made only of punctuation gives nothing. This is how most word
+    /// tokenizers (scikit-learn's `\w+` pattern) read text. Excludes `split_punct`; off by
+    /// default.
+    pub drop_punct: bool,
 }
 
 impl Default for TokenizerConfig {
@@ -48,6 +54,7 @@ impl Default for TokenizerConfig {
             split_cjk: true,
             lowercase: false,
             split_punct: false,
+            drop_punct: false,
         }
     }
 }
@@ -70,6 +77,13 @@ impl TokenizerConfig {
                 "char n-grams need 1 <= minn <= maxn, got minn={} maxn={}",
                 self.minn, self.maxn
             )));
+        }
+        if self.split_punct && self.drop_punct {
+            return Err(MmqError::InvalidParameter(
+                "split_punct and drop_punct exclude each other (punctuation is either kept \
+                 as words or dropped); set one of them"
+                    .into(),
+            ));
         }
         if self.maxn == 0 && self.minn > 0 {
             return Err(MmqError::InvalidParameter(format!(
@@ -195,6 +209,7 @@ impl Tokenizer {
             pending: "",
             split_cjk: self.cfg.split_cjk,
             split_punct: self.cfg.split_punct,
+            drop_punct: self.cfg.drop_punct,
         }
     }
 
@@ -295,10 +310,11 @@ impl Tokenizer {
 /// Iterator over the words of a row; allocates nothing.
 pub struct Words<'a> {
     rest: &'a str,
-    /// The remainder of a non-ASCII word still being cut at no-space characters.
+    /// The remainder of a word still being cut (no-space characters, punctuation).
     pending: &'a str,
     split_cjk: bool,
     split_punct: bool,
+    drop_punct: bool,
 }
 
 impl<'a> Words<'a> {
@@ -308,22 +324,42 @@ impl<'a> Words<'a> {
         (self.split_cjk && is_nospace_char(c)) || (self.split_punct && is_punct_char(c))
     }
 
+    /// A character that is dropped (and ends the word before it).
+    #[inline]
+    fn is_drop(&self, c: char) -> bool {
+        self.drop_punct && is_punct_char(c)
+    }
+
+    /// Whether a whitespace-separated word needs cutting at all.
+    fn needs_cut(&self, word: &str) -> bool {
+        (self.split_cjk && !word.is_ascii())
+            || ((self.split_punct || self.drop_punct) && word.chars().any(is_punct_char))
+    }
+
     /// Next piece of `pending`: a run of ordinary characters, or one character that is
-    /// a word of its own (no-space script, or punctuation with `split_punct`).
-    fn cut_pending(&mut self) -> &'a str {
+    /// a word of its own (no-space script, or punctuation with `split_punct`); `None`
+    /// when a run of dropped characters was skipped instead.
+    fn cut_pending(&mut self) -> Option<&'a str> {
         let p = self.pending;
         let mut chars = p.char_indices();
         let (_, first) = chars.next().expect("pending is not empty");
+        if self.is_drop(first) {
+            let end = chars
+                .find(|&(_, c)| !self.is_drop(c))
+                .map_or(p.len(), |(i, _)| i);
+            self.pending = &p[end..];
+            return None;
+        }
         if self.is_cut(first) {
             let l = first.len_utf8();
             self.pending = &p[l..];
-            return &p[..l];
+            return Some(&p[..l]);
         }
         let end = chars
-            .find(|&(_, c)| self.is_cut(c))
+            .find(|&(_, c)| self.is_cut(c) || self.is_drop(c))
             .map_or(p.len(), |(i, _)| i);
         self.pending = &p[end..];
-        &p[..end]
+        Some(&p[..end])
     }
 }
 
@@ -331,24 +367,27 @@ impl<'a> Iterator for Words<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        if !self.pending.is_empty() {
-            return Some(self.cut_pending());
+        loop {
+            if !self.pending.is_empty() {
+                match self.cut_pending() {
+                    Some(w) => return Some(w),
+                    None => continue,
+                }
+            }
+            let bytes = self.rest.as_bytes();
+            let start = bytes.iter().position(|&b| !is_space(b))?;
+            let len = bytes[start..]
+                .iter()
+                .position(|&b| is_space(b))
+                .unwrap_or(bytes.len() - start);
+            let word = &self.rest[start..start + len];
+            self.rest = &self.rest[start + len..];
+            if self.needs_cut(word) {
+                self.pending = word;
+                continue;
+            }
+            return Some(word);
         }
-        let bytes = self.rest.as_bytes();
-        let start = bytes.iter().position(|&b| !is_space(b))?;
-        let len = bytes[start..]
-            .iter()
-            .position(|&b| is_space(b))
-            .unwrap_or(bytes.len() - start);
-        let word = &self.rest[start..start + len];
-        self.rest = &self.rest[start + len..];
-        if (self.split_cjk && !word.is_ascii())
-            || (self.split_punct && word.chars().any(is_punct_char))
-        {
-            self.pending = word;
-            return Some(self.cut_pending());
-        }
-        Some(word)
     }
 }
 
@@ -383,8 +422,43 @@ mod tests {
             split_cjk: true,
             lowercase: false,
             split_punct: false,
+            drop_punct: false,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn drop_punct_drops_punctuation_and_symbols_and_cuts_words_there() {
+        let t = Tokenizer::new(TokenizerConfig {
+            drop_punct: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let words: Vec<&str> = t
+            .words("great!! #love @Bob's café… 5€ ok😀ok ?!? http://t.co/x")
+            .collect();
+        assert_eq!(
+            words,
+            ["great", "love", "Bob", "s", "café", "5", "ok", "ok", "http", "t", "co", "x"]
+        );
+        // A row of punctuation alone is EOS alone; plain words hash as without the option.
+        let default = Tokenizer::new(TokenizerConfig::default()).unwrap();
+        assert_eq!(t.tokenize("?! ..."), default.tokenize(""));
+        assert_eq!(t.tokenize("plain words"), default.tokenize("plain words"));
+        assert_eq!(t.tokenize("plain, words!"), default.tokenize("plain words"));
+        // With split_cjk, no-space characters are still words of their own.
+        assert_eq!(t.words("日本!語。").collect::<Vec<_>>(), ["日", "本", "語"]);
+        // Both punctuation options at once is an error naming them.
+        let both = Tokenizer::new(TokenizerConfig {
+            drop_punct: true,
+            split_punct: true,
+            ..Default::default()
+        });
+        let msg = both.unwrap_err().to_string();
+        assert!(
+            msg.contains("split_punct") && msg.contains("drop_punct"),
+            "{msg}"
+        );
     }
 
     #[test]
