@@ -23,10 +23,10 @@ the final table. Seeds change the model init / shuffle and the quantizer seed; t
 is fixed. The grid is pruned in stages (printed in the notes section):
 
 1. text-only: (a) full grid dim x epoch x lr x word_ngrams without char n-grams (text as
-   is), then (b) char n-grams 3-6 x ``lowercase`` x ``split_punct`` (each {False, True})
-   x epoch x lr at the best (dim, word_ngrams) of (a), plus ``lowercase`` x
-   ``split_punct`` at the best of (a) when that stays ahead (the tokenizer = word_ngrams,
-   char n-grams, ``lowercase`` and ``split_punct``);
+   is), then (b) char n-grams 3-6 x ``lowercase`` {False, True} x punctuation {kept in
+   the words, ``split_punct``, ``drop_punct``} x epoch x lr at the best (dim, word_ngrams)
+   of (a), plus ``lowercase`` x punctuation at the best of (a) when that stays ahead (the
+   tokenizer = word_ngrams, char n-grams, ``lowercase`` and the punctuation option);
 2. continuous modes: the tokenizer reused from text; lr x epoch at dim 10
    (epochs 2-30, lr 0.02-0.2), then dim in {10, 20, 50} at the best (lr, epoch);
 3. discrete: all text hyperparameters reused, then m x k x alpha; then the quantizer's
@@ -47,7 +47,7 @@ text-only" (``dense={}``) and "set image-only" (``fit(df, text=[])``, the image'
 tokens alone). They reuse the quantizer kind / m / k / transform (and, for the bag, alpha) of the
 best discrete model by valid and the text model's tokenizer; their stage ("stage 3") tunes lr x
 epoch (lr 0.05-1 for mean pooling, 0.005-0.1 for max pooling) at one dim, then dim, then
-lr x epoch again if the dim moved, then char n-grams x lowercase x split_punct (2 x 2 x 2) at the best. Targets: each G-Blend row
+lr x epoch again if the dim moved, then char n-grams x lowercase x punctuation (2 x 2 x 3) at the best. Targets: each G-Blend row
 >= the best single-modality set model and >= its naive counterpart (test, mean of the
 seeds); attention's train time <= 1.5x discrete fusion's (interleaved in one process,
 same data, same dim/epoch/lr/tokenizer/quantizer, quantizers fitted beforehand).
@@ -132,14 +132,14 @@ FULL_GRID = dict(
     lr_set=(0.05, 0.1, 0.2, 0.5, 1.0),
     lr_set_max=(0.005, 0.01, 0.02, 0.05, 0.1),   # max pooling diverges / stalls above ~0.1
     lowercase=(False, True),                # tuned with char n-grams (stage 1b) and set models
-    split_punct=(False, True),              # likewise (the other tokenizer option)
+    punct=("keep", "split", "drop"),        # likewise: punctuation kept in words / split_punct / drop_punct
     set_stage1_dim=20,
 )
 QUICK_GRID = dict(
     dim=(10, 20), epoch=(5, 10), lr_text=(0.1, 0.5), word_ngrams=(1, 2), char=(),
     epoch_cont=(2, 5), lr_cont=(0.05,), cont_stage1_dim=10, m=(8, 16), k=(16, 64), alpha=(0.5, 1.0), transform=("sqrt",),
     epoch_set=(5, 10), lr_set=(0.5, 1.0), lr_set_max=(0.1,), set_stage1_dim=10, lowercase=(False, True),
-    split_punct=(False, True),
+    punct=("keep", "split", "drop"),
 )
 CONT_MODES = ("image", "add", "max", "gated", "bilinear", "bilinear_gated")
 DISC_KINDS = ("pq", "rspq")
@@ -160,6 +160,9 @@ SET_METHODS = tuple(SET_SPEC)
 # G-Blend row -> naive joint row
 GBLEND = {"deepset_gblend": "deepset", "bag_gblend": "bag", "deepset_gblend_offline": "deepset",
           "bag_gblend_offline": "bag"}
+# the punctuation option of the tokenizer: kept inside the words, split out, or dropped
+PUNCT = {"keep": dict(split_punct=False, drop_punct=False), "split": dict(split_punct=True, drop_punct=False),
+         "drop": dict(split_punct=False, drop_punct=True)}
 MISSING_FRAC = 0.3
 MISSING_CONT = ("gated", "add", "bilinear_gated")
 
@@ -242,7 +245,8 @@ def make_clf(method: str, p: dict, seed: int, dense: str, quantizer=None):
 
     base = dict(dim=p["dim"], epoch=p["epoch"], lr=p["lr"], word_ngrams=p["word_ngrams"],
                 minn=p["minn"], maxn=p["maxn"], lowercase=p.get("lowercase", False),
-                split_punct=p.get("split_punct", False), threads=1, seed=seed,
+                split_punct=p.get("split_punct", False), drop_punct=p.get("drop_punct", False),
+                threads=1, seed=seed,
                 progress=False)
     if method == "text":
         return mmq.Classifier(**base)
@@ -502,9 +506,48 @@ def measure(method: str, p: dict, splits: dict, dense: str, seeds) -> dict:
             r["gblend_last_weights"] = dict(zip(last["head"].to_list(), last["weight"].to_list()))
         r["valid_acc"] = clf.test(splits["valid"]).precision
         r["test_acc"] = clf.test(splits["test"]).precision
+        # per test row: 1 if right (for the paired bootstrap of the targets' differences)
+        r["test_correct"] = correct_string(clf.predict(splits["test"])["label"].to_list(), splits["test"])
         r["model_bytes"] = saved_size(clf)
         runs.append(r)
     return summarise_runs(runs)
+
+
+def correct_string(pred: list, frame) -> str:
+    """'1'/'0' per row of ``frame``: whether ``pred`` is its label (compact in the JSON)."""
+    return "".join("1" if p == y else "0" for p, y in zip(pred, frame["label"].to_list(), strict=True))
+
+
+def row_scores(res: dict):
+    """Per test row, the fraction of the seeds' models that got it right (its mean is the
+    mean test accuracy over the seeds)."""
+    import numpy as np
+
+    runs = res.get("runs") or [res]
+    return np.mean([[c == "1" for c in r["test_correct"]] for r in runs], axis=0)
+
+
+BOOT_N = 10_000
+
+
+def paired_ci(a: dict, b: dict, level: float = 0.95):
+    """Difference of mean test accuracy a - b in points, with a paired bootstrap interval
+    over the test rows (the same resampled rows for both; seeded, BOOT_N resamples). It
+    measures how much the verdict depends on which 800 rows the test split happens to
+    hold; the seeds' spread is already averaged inside each row's score."""
+    import numpy as np
+
+    d = row_scores(a) - row_scores(b)
+    rng = np.random.default_rng(20261123)
+    idx = rng.integers(0, len(d), size=(BOOT_N, len(d)))
+    boots = d[idx].mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return 100 * float(d.mean()), 100 * float(lo), 100 * float(hi)
+
+
+def ci_text(a: dict, b: dict) -> str:
+    _, lo, hi = paired_ci(a, b)
+    return f"paired bootstrap 95% CI [{lo:+.2f}, {hi:+.2f}]"
 
 
 def summarise_runs(runs: list) -> dict:
@@ -614,6 +657,8 @@ def _sklearn_refs(splits: dict, dense: str) -> dict:
                       "params": {"w_text": w, "C_text": res["sk_text"]["params"]["C"],
                                  "C_image": res["sk_image"]["params"]["C"]},
                       "grid": {"w_text": ws}}
+    for key, prob in (("sk_text", pt_t), ("sk_image", pt_i), ("sk_late", w * pt_t + (1 - w) * pt_i)):
+        res[key]["test_correct"] = "".join("1" if ok else "0" for ok in prob.argmax(1) == y["test"])
     for r in res.values():
         r["test_acc_sd"] = r["valid_acc_sd"] = 0.0
     return res
@@ -632,6 +677,8 @@ def fmt_p(method: str, p: dict) -> str:
             s += " lowercase"
         if p.get("split_punct"):
             s += " split_punct"
+        if p.get("drop_punct"):
+            s += " drop_punct"
     if method in DISC_KINDS:
         s += f" m={p['m']} k={p['k']} alpha={p['alpha']}"
     if p.get("transform"):
@@ -712,23 +759,24 @@ def main() -> int:
 
         # -- stage 1a: text-only, full word-level grid -------------------------------
         t0 = time.perf_counter()
-        text_cfgs = [dict(dim=d, epoch=e, lr=lr, word_ngrams=wn, minn=0, maxn=0, lowercase=False, split_punct=False)
+        text_cfgs = [dict(dim=d, epoch=e, lr=lr, word_ngrams=wn, minn=0, maxn=0, lowercase=False,
+                          **PUNCT["keep"])
                      for d, e, lr, wn in itertools.product(
                          grid["dim"], grid["epoch"], grid["lr_text"], grid["word_ngrams"])]
         tuner.collect("text", tuner.submit("text", text_cfgs, batch_by=lambda p: (p["dim"], p["word_ngrams"])))
         b = tuner.ranked("text")[0][2]
         # -- stage 1b: char n-grams (10x the tokens) at the best dim / word_ngrams -------
-        # (and the tokenizer options lowercase / split_punct on and off)
-        char_cfgs = [dict(b, epoch=e, lr=lr, minn=c[0], maxn=c[1], lowercase=lc, split_punct=sp)
-                     for c, lc, sp, e, lr in itertools.product(grid["char"], grid["lowercase"], grid["split_punct"],
+        # (and the tokenizer options: lowercase on and off, punctuation kept / split / dropped)
+        char_cfgs = [dict(b, epoch=e, lr=lr, minn=c[0], maxn=c[1], lowercase=lc, **PUNCT[pu])
+                     for c, lc, pu, e, lr in itertools.product(grid["char"], grid["lowercase"], grid["punct"],
                                                                 grid["epoch"], grid["lr_text"])]
         if char_cfgs:
             tuner.collect("text", tuner.submit("text", char_cfgs, batch_by=lambda p: (p["epoch"], p["maxn"])))
         # the options toggled at the best so far when that config's other settings are untried
         # (the best of stage 1a, without char n-grams)
         b = tuner.ranked("text")[0][2]
-        lc_cfgs = [c for c in (dict(b, lowercase=lc, split_punct=sp)
-                               for lc, sp in itertools.product(grid["lowercase"], grid["split_punct"]))
+        lc_cfgs = [c for c in (dict(b, lowercase=lc, **PUNCT[pu])
+                               for lc, pu in itertools.product(grid["lowercase"], grid["punct"]))
                    if ckey(c) not in tuner.results["text"]]
         if lc_cfgs:
             tuner.collect("text", tuner.submit("text", lc_cfgs))
@@ -736,7 +784,8 @@ def main() -> int:
         stages["text"] = {"configs": len(text_cfgs) + len(char_cfgs) + len(lc_cfgs), "s": time.perf_counter() - t0}
         print(f"[{time.perf_counter() - t_start:6.1f}s] text-only tuned ({len(text_cfgs)} + {len(char_cfgs)} "
               f"configs x {len(seeds)} seeds): {fmt_p('text', best_text)}")
-        shared_tok = {k: best_text[k] for k in ("word_ngrams", "minn", "maxn", "lowercase", "split_punct")}
+        shared_tok = {k: best_text[k] for k in ("word_ngrams", "minn", "maxn", "lowercase", "split_punct",
+                                               "drop_punct")}
 
         # -- stage 2a: continuous lr x epoch at a fixed dim; discrete m x k x alpha -----
         t0 = time.perf_counter()
@@ -830,13 +879,13 @@ def main() -> int:
         run_set_stage(retune, batch_by=lambda p: p["lr"])
 
         def toggle_tok(mt):
-            # char n-grams (none / each of grid["char"]) x lowercase x split_punct at the best config
+            # char n-grams (none / each of grid["char"]) x lowercase x punctuation at the best config
             b = tuner.ranked(mt)[0][2]
             if not SET_SPEC[mt].get("text", True):
                 return []
             chars = [(0, 0)] + [tuple(c) for c in grid["char"]]
-            return [dict(b, minn=c[0], maxn=c[1], lowercase=lc, split_punct=sp)
-                    for c, lc, sp in itertools.product(chars, grid["lowercase"], grid["split_punct"])]
+            return [dict(b, minn=c[0], maxn=c[1], lowercase=lc, **PUNCT[pu])
+                    for c, lc, pu in itertools.product(chars, grid["lowercase"], grid["punct"])]
         run_set_stage(toggle_tok)
         stages["stage3"] = {"configs": n_set_cfgs, "s": time.perf_counter() - t0, "quantizer": set_q,
                             "m": qb["m"], "k": qb["k"], "alpha": qb["alpha"], "transform": qb.get("transform")}
@@ -884,7 +933,7 @@ def main() -> int:
     att = chosen["attention"]
     dq = chosen[att["q"]]
     # the tokenizer options too: they change the number of text tokens per row
-    hyper = ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "lowercase", "split_punct")
+    hyper = ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "lowercase", "split_punct", "drop_punct")
     att_variants = {
         "attention": ("attention", att),
         "discrete@attention": (att["q"], dict({h: att.get(h, False) for h in hyper}, m=att["m"], k=att["k"],
@@ -993,11 +1042,13 @@ def main() -> int:
 
     gain = pts(final[bd]["test_acc"] - text_acc)
     add(f"best discrete beats text-only by >= {T_DISC_GAIN_PTS} point", gain >= T_DISC_GAIN_PTS,
-        f"{names[bd]} {final[bd]['test_acc']:.4f} vs text-only {text_acc:.4f}: {gain:+.2f} pts")
+        f"{names[bd]} {final[bd]['test_acc']:.4f} vs text-only {text_acc:.4f}: {gain:+.2f} pts, "
+        + ci_text(final[bd], final["text"]))
     gap = pts(final[bd]["test_acc"] - final[bc]["test_acc"])
     add(f"best discrete within {T_DISC_VS_CONT_PTS} point of the best continuous mode",
         gap >= -T_DISC_VS_CONT_PTS,
-        f"{names[bd]} {final[bd]['test_acc']:.4f} vs {names[bc]} {final[bc]['test_acc']:.4f}: {gap:+.2f} pts")
+        f"{names[bd]} {final[bd]['test_acc']:.4f} vs {names[bc]} {final[bc]['test_acc']:.4f}: {gap:+.2f} pts, "
+        + ci_text(final[bd], final[bc]))
     # interleaved timings (paired_timing): text-only vs the discrete models, classifier alone
     tt = paired["text"]
     for suffix, what in (("", "as tuned"), ("@text", "at text-only's dim/epoch/lr")):
@@ -1013,16 +1064,19 @@ def main() -> int:
                f"{final[bd]['train_with_quantizer_s']:.3f}s" if not suffix else ""))
     d = pts(final[bm]["test_acc"] - sk["sk_late"]["test_acc"])
     add("mmq best multimodal >= sklearn late fusion", d >= 0,
-        f"{names[bm]} {final[bm]['test_acc']:.4f} vs late fusion {sk['sk_late']['test_acc']:.4f}: {d:+.2f} pts")
+        f"{names[bm]} {final[bm]['test_acc']:.4f} vs late fusion {sk['sk_late']['test_acc']:.4f}: {d:+.2f} pts, "
+        + ci_text(final[bm], sk["sk_late"]) + f"; text alone: mmq text-only vs TF-IDF+LR "
+        f"{pts(text_acc - sk['sk_text']['test_acc']):+.2f} pts, " + ci_text(final["text"], sk["sk_text"]))
     # G-Blend (test accuracy, mean of the seeds)
     ref_single = max(("set_text", "set_image"), key=lambda m: final[m]["test_acc"])
     for gb, naive in GBLEND.items():
         g, s1, nv = final[gb]["test_acc"], final[ref_single]["test_acc"], final[naive]["test_acc"]
         add(f"{names[gb]} >= best single-modality set model", g >= s1,
             f"{g:.4f} vs {names[ref_single]} {s1:.4f} ({pts(g - s1):+.2f} pts; set image-only "
-            f"{final['set_image']['test_acc']:.4f}; mmq text-only {text_acc:.4f}: {pts(g - text_acc):+.2f} pts)")
+            f"{final['set_image']['test_acc']:.4f}; mmq text-only {text_acc:.4f}: {pts(g - text_acc):+.2f} pts), "
+            + ci_text(final[gb], final[ref_single]))
         add(f"{names[gb]} >= naive joint training ({names[naive]})", g >= nv,
-            f"{g:.4f} vs {nv:.4f} ({pts(g - nv):+.2f} pts)")
+            f"{g:.4f} vs {nv:.4f} ({pts(g - nv):+.2f} pts), " + ci_text(final[gb], final[naive]))
     # attention vs discrete train time (interleaved, same data / hyperparameters)
     for a, d_, what in (("attention", "discrete@attention", "at attention's tuned dim/epoch/lr"),
                         ("attention@discrete", "discrete", "at discrete's tuned dim/epoch/lr")):
@@ -1066,11 +1120,12 @@ def main() -> int:
               f"{n['valid_sd']:.4f} ({n['configs_tried']} configs{fail}); next: {ru}")
     for r in ("sk_text", "sk_image", "sk_late"):
         print(f"  {names[r]:<22} {sk[r]['params']} (valid {sk[r]['valid_acc']:.4f})")
-    print("  Protocol: text-only gets the full word-level grid, then char n-grams x lowercase x split_punct x epoch "
+    print("  Protocol: text-only gets the full word-level grid, then char n-grams x lowercase x punctuation x epoch "
           "x lr at its "
           "best dim / word_ngrams; the fused models reuse its tokenizer "
           f"(word_ngrams={shared_tok['word_ngrams']}, char={shared_tok['minn']}-{shared_tok['maxn']}, "
-          f"lowercase={shared_tok['lowercase']}, split_punct={shared_tok['split_punct']}); "
+          f"lowercase={shared_tok['lowercase']}, split_punct={shared_tok['split_punct']}, "
+          f"drop_punct={shared_tok['drop_punct']}); "
           f"continuous: lr x epoch at dim {grid['cont_stage1_dim']}, then dim at the best (lr, epoch); "
           "discrete: m x k x alpha at the text model's dim/epoch/lr, then the quantizer transform "
           f"{list(grid['transform'])} at the 3 best, then epoch x lr at the best (m, k, alpha, transform). Ties go to the cheaper model (dim x epoch), then the lower lr.")
@@ -1080,7 +1135,7 @@ def main() -> int:
           "from the discrete tuning, tokenizer from text-only; lr x epoch at dim "
           f"{grid['set_stage1_dim']} (lr {list(grid['lr_set'])}, max pooling {list(grid['lr_set_max'])}; epochs "
           f"{list(grid['epoch_set'])}), then dim {list(grid['dim'])}, lr x epoch again at the new dim if it "
-          f"moved, then char n-grams x lowercase x split_punct at the best; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
+          f"moved, then char n-grams x lowercase x punctuation at the best; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
           "G-Blend: holdout=0.1 (default).")
     for gb in GBLEND:
         ws = [r["gblend_last_weights"] for r in final[gb]["runs"]]

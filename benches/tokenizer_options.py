@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Tokenizer options on real text: fastText's whitespace words (the default) against
-``lowercase=True``, ``split_punct=True`` and both, for mmq's text classifier.
+``lowercase=True``, ``split_punct=True``, ``drop_punct=True`` and lowercase with each, for
+mmq's text classifier.
 
 Sets (Parquet under ``shared/data`` beside the repository's root, or ``MMQ_DATA``):
 mvsa_tweets (raw tweets: case, hashtags, punctuation glued to words), ag_news_small,
@@ -44,6 +45,8 @@ OPTIONS = {
     "lowercase": dict(lowercase=True),
     "split_punct": dict(split_punct=True),
     "lowercase + split_punct": dict(lowercase=True, split_punct=True),
+    "drop_punct": dict(drop_punct=True),
+    "lowercase + drop_punct": dict(lowercase=True, drop_punct=True),
 }
 SEEDS = (0, 1, 2)
 
