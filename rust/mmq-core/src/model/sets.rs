@@ -563,6 +563,37 @@ fn forward<W: Weights>(dm: &Dims, w: &[W; N_PARAMS], rows: &[&[u32]], c: &mut Ca
 trait Sink {
     fn add(&mut self, param: usize, row: usize, a: f32, v: &[f32]);
     fn add_at(&mut self, param: usize, row: usize, col: usize, a: f32);
+    /// `w[row] · u`, then `∇param[row] += a·v`: the read sees the row before its update
+    /// (`w` holds `param`'s current weights; the SGD sink does both in one pass).
+    #[allow(clippy::too_many_arguments)]
+    fn dot_then_add<W: Weights>(
+        &mut self,
+        w: &W,
+        param: usize,
+        row: usize,
+        u: &[f32],
+        a: f32,
+        v: &[f32],
+    ) -> f32 {
+        let s = w.dot_row(row, u);
+        self.add(param, row, a, v);
+        s
+    }
+    /// `out += c·w[row]`, then `∇param[row] += a·v` (one pass for the SGD sink).
+    #[allow(clippy::too_many_arguments)]
+    fn read_then_add<W: Weights>(
+        &mut self,
+        w: &W,
+        param: usize,
+        row: usize,
+        c: f32,
+        out: &mut [f32],
+        a: f32,
+        v: &[f32],
+    ) {
+        w.add_row_to(row, c, out);
+        self.add(param, row, a, v);
+    }
 }
 
 struct Sgd<'a> {
@@ -582,6 +613,32 @@ impl Sink for Sgd<'_> {
         if a != 0.0 {
             self.w[param].add_at(row, col, -self.lr * a);
         }
+    }
+    // `w` is `self.w[param]` itself during training: read and write it in one pass.
+    #[inline]
+    fn dot_then_add<W: Weights>(
+        &mut self,
+        _w: &W,
+        param: usize,
+        row: usize,
+        u: &[f32],
+        a: f32,
+        v: &[f32],
+    ) -> f32 {
+        self.w[param].dot_then_add(row, u, -self.lr * a, v)
+    }
+    #[inline]
+    fn read_then_add<W: Weights>(
+        &mut self,
+        _w: &W,
+        param: usize,
+        row: usize,
+        c: f32,
+        out: &mut [f32],
+        a: f32,
+        v: &[f32],
+    ) {
+        self.w[param].read_then_add(row, c, out, -self.lr * a, v)
     }
 }
 
@@ -685,21 +742,21 @@ fn backward<W: Weights, S: Sink>(
                     continue;
                 }
                 let att = &c.att[c.att_off[k]..c.att_off[k] + r.len()];
-                // δα_j = δh · E[r_j];  δa_j = α_j (δα_j − Σ_l α_l δα_l)
+                // δα_j = δh · E[r_j];  δa_j = α_j (δα_j − Σ_l α_l δα_l). Each value row is
+                // read for δα_j and updated by α_j δh in one pass (rows differ across j).
                 c.da.clear();
-                for &x in r.iter() {
-                    c.da.push(w[EMB].dot_row(x as usize, &c.dh));
+                for (j, &x) in r.iter().enumerate() {
+                    let g = sink.dot_then_add(&w[EMB], EMB, x as usize, &c.dh, att[j], &c.dh);
+                    c.da.push(g);
                 }
                 let mean: f32 = att.iter().zip(&c.da).map(|(a, g)| a * g).sum();
                 for (g, a) in c.da.iter_mut().zip(att) {
                     *g = a * (*g - mean);
                 }
+                // δt += Σ_j δa_j K[r_j] / √d, and each key row's own update, in one pass.
                 for (j, &x) in r.iter().enumerate() {
-                    w[KEY].add_row_to(dm.key_row(k, x), scale * c.da[j], &mut c.dt);
-                }
-                for (j, &x) in r.iter().enumerate() {
-                    sink.add(KEY, dm.key_row(k, x), scale * c.da[j], &c.t);
-                    sink.add(EMB, x as usize, att[j], &c.dh);
+                    let g = scale * c.da[j];
+                    sink.read_then_add(&w[KEY], KEY, dm.key_row(k, x), g, &mut c.dt, g, &c.t);
                 }
             }
             if c.t_total > 0.0 {
@@ -1571,6 +1628,51 @@ mod tests {
             }
         }
         assert!(checked > 1000, "{checked}");
+    }
+
+    /// One step of the training sink (with its one-pass read-and-update of the attention
+    /// rows) moves every weight by exactly −lr × the gradient the collecting sink gets.
+    #[test]
+    fn sgd_step_is_minus_lr_times_the_gradient() {
+        let sizes = [4usize, 2, 6];
+        let set = [vec![0u32, 2, 2], vec![0], vec![0, 3, 5]];
+        let hw = [0.5f32, 0.2, 0.1, 0.3];
+        let lr = 2.0f32;
+        for fusion in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention] {
+            for blend in [Blend::None, Blend::Gblend] {
+                let dm = Dims::new(&cfg(fusion, Pool::Mean, Pool::Mean, blend), 3, &sizes);
+                let rows: Vec<Vec<u32>> = set
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| v.iter().map(|&x| x + dm.row_off[k] as u32).collect())
+                    .collect();
+                let rs: Vec<&[u32]> = rows.iter().map(|v| v.as_slice()).collect();
+                let w = params(&dm, 11);
+                let shapes = dm.shapes();
+                let mut g = Grads(
+                    shapes.iter().map(|&(r, c)| vec![0.0; r * c]).collect(),
+                    shapes.iter().map(|s| s.1).collect(),
+                );
+                let mut c = Cache::new(&dm);
+                forward(&dm, &w, &rs, &mut c);
+                backward(&dm, &w, &rs, 1, &hw, &mut c, &mut g);
+                let hm: [HogwildMatrix; N_PARAMS] =
+                    std::array::from_fn(|p| HogwildMatrix::from_vec(w[p].data.clone(), w[p].cols));
+                let mut c = Cache::new(&dm);
+                forward(&dm, &hm, &rs, &mut c);
+                backward(&dm, &hm, &rs, 1, &hw, &mut c, &mut Sgd { w: &hm, lr });
+                for (p, m) in hm.into_iter().enumerate() {
+                    for (i, (after, before)) in m.into_vec().iter().zip(&w[p].data).enumerate() {
+                        let want = before - lr * g.0[p][i];
+                        assert!(
+                            (after - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                            "{fusion:?} {blend:?} {}[{i}]: {after} after the step, want {want}",
+                            PARAM_NAMES[p]
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// A task where the label is in the text for some rows and in a categorical column

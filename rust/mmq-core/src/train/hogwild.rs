@@ -64,6 +64,30 @@ impl HogwildMatrix {
         }
     }
 
+    /// `row(r) · u`, then `row(r) += a * v`, in one pass: each weight is read once and the
+    /// dot product sees it before its update.
+    #[inline]
+    pub fn dot_then_add(&self, r: usize, u: &[f32], a: f32, v: &[f32]) -> f32 {
+        let mut s = 0.0f32;
+        for ((w, x), y) in self.row(r).iter().zip(u).zip(v) {
+            let cur = f32::from_bits(w.load(Relaxed));
+            s += x * cur;
+            w.store((cur + a * y).to_bits(), Relaxed);
+        }
+        s
+    }
+
+    /// `out += c * row(r)`, then `row(r) += a * v`, in one pass (each weight read once,
+    /// `out` gets it before its update).
+    #[inline]
+    pub fn read_then_add(&self, r: usize, c: f32, out: &mut [f32], a: f32, v: &[f32]) {
+        for ((w, o), y) in self.row(r).iter().zip(out.iter_mut()).zip(v) {
+            let cur = f32::from_bits(w.load(Relaxed));
+            *o += c * cur;
+            w.store((cur + a * y).to_bits(), Relaxed);
+        }
+    }
+
     /// `row(r)[c] += a`
     #[inline]
     pub fn add_at(&self, r: usize, c: usize, a: f32) {
