@@ -68,7 +68,7 @@ def test_lowercase_option_hashes_lower_cased_text(tmp_path):
     and a classifier's predictions."""
     import polars as pl
 
-    texts = ["Héllo WORLD", "ÉΣ Big cat", None, "already lower"]
+    texts = ["Héllo WORLD", "ÉΣ Big cat", None, "already lower", "ǅemal ᾈ"]  # ǅ, ᾈ: titlecase
     lowered = [None if t is None else t.lower() for t in texts]
     a = mmq.tokenize(texts, word_ngrams=2, minn=2, maxn=3, lowercase=True)
     b = mmq.tokenize(lowered, word_ngrams=2, minn=2, maxn=3)

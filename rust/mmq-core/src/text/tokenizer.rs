@@ -7,6 +7,7 @@
 use super::hash::{fnv1a, word_ngram_hash};
 use crate::error::{MmqError, Result};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// fastText's end-of-sentence token, appended to every row.
 pub const EOS: &str = "</s>";
@@ -107,14 +108,19 @@ pub struct Tokenizer {
 pub struct Scratch {
     word_hashes: Vec<u32>,
     bounded: Vec<u8>,
-    lower: String,
 }
 
-/// `text` lower-cased into `out` (cleared first): Unicode's full mapping, as
-/// `str::to_lowercase` and Python's `str.lower` (final sigma included).
-fn lower_into(text: &str, out: &mut String) {
-    out.clear();
-    out.push_str(&text.to_lowercase());
+/// `text` lower-cased with Unicode's full mapping, as `str::to_lowercase` and Python's
+/// `str.lower` (final sigma and titlecase letters such as `ǅ` included); borrowed when
+/// ASCII text has no capital.
+fn lowered(text: &str) -> Cow<'_, str> {
+    if !text.is_ascii() {
+        Cow::Owned(text.to_lowercase())
+    } else if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 #[inline]
@@ -178,15 +184,9 @@ impl Tokenizer {
     pub fn tokenize_verbose(&self, text: &str) -> Vec<(u32, TokenKind, String)> {
         let mut out = Vec::new();
         let mut scratch = Scratch::default();
-        let mut lowered = String::new();
-        let text = if self.cfg.lowercase {
-            lower_into(text, &mut lowered);
-            lowered.as_str()
-        } else {
-            text
-        };
-        let words: Vec<&str> = self.words(text).collect();
-        self.visit(text, &mut scratch, &mut |id, kind, s| {
+        let text = self.prepared(text);
+        let words: Vec<&str> = self.words(&text).collect();
+        self.visit_words(&text, &mut scratch, &mut |id, kind, s| {
             let shown = match s {
                 Shown::Str(s) => s.to_string(),
                 Shown::Ngram(start, n) => {
@@ -213,20 +213,22 @@ impl Tokenizer {
         }
     }
 
+    /// The text the words are cut from: lower-cased with `lowercase`.
+    fn prepared<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        if self.cfg.lowercase {
+            lowered(text)
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
+
     fn visit<F: FnMut(u32, TokenKind, Shown<'_>)>(
         &self,
         text: &str,
         scratch: &mut Scratch,
         emit: &mut F,
     ) {
-        if self.cfg.lowercase && text.chars().any(|c| c.is_uppercase()) {
-            let mut lowered = std::mem::take(&mut scratch.lower);
-            lower_into(text, &mut lowered);
-            self.visit_words(&lowered, scratch, emit);
-            scratch.lower = lowered;
-        } else {
-            self.visit_words(text, scratch, emit);
-        }
+        self.visit_words(&self.prepared(text), scratch, emit);
     }
 
     fn visit_words<F: FnMut(u32, TokenKind, Shown<'_>)>(
@@ -513,6 +515,15 @@ mod tests {
         assert!(v.iter().any(|(_, _, s)| s == "big cat"), "{v:?}");
         // Already lower-case text takes the same path's result.
         assert_eq!(lc.tokenize("big cat"), plain.tokenize("big cat"));
+        // Titlecase letters (category Lt, not "uppercase") are lowered too, as str.lower does.
+        assert_eq!(lc.tokenize("ǅemal ᾈ"), plain.tokenize("ǆemal ᾀ"));
+        assert_eq!(
+            lc.tokenize("ǅ"),
+            lc.tokenize_verbose("ǅ")
+                .iter()
+                .map(|t| t.0)
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
