@@ -20,6 +20,16 @@ def data():
 ENGINES = ["in-memory", "streaming"]
 
 
+def _small_model(train, kind, quantizer):
+    """A quickly trained text / discrete (with ``quantizer``) / gated model on ``train``."""
+    p = dict(dim=8, epoch=5, lr=0.2, threads=1, progress=False)
+    if kind == "discrete":
+        p["dense"] = {"image": quantizer(m=4, k=8)}
+    elif kind == "gated":
+        p.update(fusion="gated", dense=["image"])
+    return mmq.Classifier(**p).fit(train)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_encode_expression_equals_api(data, engine):
     train, test = data
@@ -35,12 +45,7 @@ def test_encode_expression_equals_api(data, engine):
 @pytest.mark.parametrize("kind", ["text", "discrete", "gated"])
 def test_predict_expressions_equal_api(data, kind, engine, tmp_path):
     train, test = data
-    p = dict(dim=8, epoch=5, lr=0.2, threads=1, progress=False)
-    if kind == "discrete":
-        p["dense"] = {"image": mmq.PQ(m=4, k=8)}
-    elif kind == "gated":
-        p.update(fusion="gated", dense=["image"])
-    clf = mmq.Classifier(**p).fit(train)
+    clf = _small_model(train, kind, mmq.PQ)
     got = test.lazy().select(mmq.predict(clf).alias("label")).collect(engine=engine)["label"]
     assert_series_equal(got, clf.predict(test)["label"])
     proba = test.lazy().select(mmq.predict_proba(clf)).collect(engine=engine).to_series().to_numpy()
@@ -100,12 +105,7 @@ def test_serial_path_equals_parallel(data, kind):
 
     train, test = data
     test = pl.concat([test] * 3)  # more than one 256-row encode block
-    p = dict(dim=8, epoch=5, lr=0.2, threads=1, progress=False)
-    if kind == "discrete":
-        p["dense"] = {"image": mmq.RSPQ(m=4, k=8)}
-    elif kind == "gated":
-        p.update(fusion="gated", dense=["image"])
-    clf = mmq.Classifier(**p).fit(train)
+    clf = _small_model(train, kind, mmq.RSPQ)
     path = namespace._path_of(clf)
     args = [pl.col("text")] + [pl.col(n) for n in clf.dense]
 

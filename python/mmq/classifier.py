@@ -20,6 +20,9 @@ LOSSES = ("softmax", "ns", "hs", "ova")
 FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention")
 CONTINUOUS = FUSIONS[1:7]
 TOKEN_FUSIONS = ("discrete", "deepset", "attention")  # dense columns become code tokens
+# The tokenizer's on/off options after fastText's (all off by default; stored in the
+# model file's tokenizer config, absent from files and pickles made before them).
+TOKENIZER_FLAGS = ("lowercase", "split_punct", "drop_punct")
 TextInput = Union[pl.DataFrame, pl.LazyFrame, pl.Series, Sequence[str], str]
 
 
@@ -118,18 +121,13 @@ class Classifier:
         self.word_ngrams, self.minn, self.maxn, self.bucket = word_ngrams, minn, maxn, bucket
         self.loss, self.neg, self.threads, self.seed = loss, neg, threads, seed
         self.split_cjk, self.progress = split_cjk, progress
-        if not isinstance(lowercase, bool):
-            raise InvalidParameterError(f"lowercase must be True or False, got {lowercase!r}")
-        self.lowercase = lowercase
-        if not isinstance(split_punct, bool):
-            raise InvalidParameterError(f"split_punct must be True or False, got {split_punct!r}")
-        self.split_punct = split_punct
-        if not isinstance(drop_punct, bool):
-            raise InvalidParameterError(f"drop_punct must be True or False, got {drop_punct!r}")
+        for name, v in dict(lowercase=lowercase, split_punct=split_punct, drop_punct=drop_punct).items():
+            if not isinstance(v, bool):
+                raise InvalidParameterError(f"{name} must be True or False, got {v!r}")
         if split_punct and drop_punct:
             raise InvalidParameterError("split_punct and drop_punct exclude each other (punctuation is "
                                         "either kept as words or dropped); set one of them")
-        self.drop_punct = drop_punct
+        self.lowercase, self.split_punct, self.drop_punct = lowercase, split_punct, drop_punct
         if fusion not in FUSIONS:
             raise InvalidParameterError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha >= 0):
@@ -194,9 +192,7 @@ class Classifier:
                 "maxn": self.maxn,
                 "bucket": self.bucket,
                 "split_cjk": self.split_cjk,
-                "lowercase": self.lowercase,
-                "split_punct": self.split_punct,
-                "drop_punct": self.drop_punct,
+                **self._tokenizer_flags(),
             },
         }
 
@@ -205,9 +201,11 @@ class Classifier:
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
                       "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
-                      "pool", "outer_pool", "blend", "holdout", "lowercase", "split_punct",
-                      "drop_punct")
+                      "pool", "outer_pool", "blend", "holdout", *TOKENIZER_FLAGS)
         }
+
+    def _tokenizer_flags(self) -> dict:
+        return {k: getattr(self, k) for k in TOKENIZER_FLAGS}
 
     def __repr__(self) -> str:
         state = "fitted" if self._model is not None else "not fitted"
@@ -533,8 +531,7 @@ class Classifier:
         """Hashed token ids of each row, as this model's tokenizer computes them."""
         return tokenize(data, text=text, word_ngrams=self.word_ngrams, minn=self.minn,
                         maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
-                        lowercase=self.lowercase, split_punct=self.split_punct,
-                        drop_punct=self.drop_punct)
+                        **self._tokenizer_flags())
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -547,8 +544,7 @@ class Classifier:
         tok = cfg["tokenizer"]
         return dict(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                     minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
-                    seed=cfg["seed"], split_cjk=tok["split_cjk"], lowercase=tok.get("lowercase", False),
-                    split_punct=tok.get("split_punct", False), drop_punct=tok.get("drop_punct", False))
+                    seed=cfg["seed"], split_cjk=tok["split_cjk"], **{k: tok.get(k, False) for k in TOKENIZER_FLAGS})
 
     @classmethod
     def _from_rust(cls, model) -> "Classifier":
@@ -600,8 +596,8 @@ class Classifier:
         b = state.pop("_model_bytes")
         state.setdefault("_mods", None)
         # attributes added after the first release: pickles made before them get the defaults
-        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, lowercase=False,
-                         split_punct=False, drop_punct=False).items():
+        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1,
+                         **dict.fromkeys(TOKENIZER_FLAGS, False)).items():
             state.setdefault(k, v)
         self.__dict__.update(state)
         if b is not None and self._mods is not None:
