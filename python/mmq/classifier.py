@@ -94,6 +94,7 @@ class Classifier:
         outer_pool: str = "mean",
         blend: Optional[str] = None,
         holdout: float = 0.1,
+        blend_window: int = 1,
         lowercase: bool = False,
         split_punct: bool = False,
         drop_punct: bool = False,
@@ -169,6 +170,9 @@ class Classifier:
             raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
         if not (isinstance(holdout, (int, float)) and 0 < holdout <= 0.5):
             raise InvalidParameterError(f"holdout must be a number in (0, 0.5], got {holdout!r}")
+        if isinstance(blend_window, bool) or not isinstance(blend_window, int) or blend_window < 1:
+            raise InvalidParameterError(f"blend_window must be an int >= 1 (epochs), got {blend_window!r}")
+        self.blend_window = blend_window
         self.dense, self.fusion, self.alpha, self.rank = dense, fusion, float(alpha), rank
         self.pool, self.outer_pool, self.blend, self.holdout = pool, outer_pool, blend, float(holdout)
         self._model: Optional[Any] = None
@@ -201,7 +205,7 @@ class Classifier:
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
                       "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
-                      "pool", "outer_pool", "blend", "holdout", *TOKENIZER_FLAGS)
+                      "pool", "outer_pool", "blend", "holdout", "blend_window", *TOKENIZER_FLAGS)
         }
 
     def _tokenizer_flags(self) -> dict:
@@ -461,9 +465,12 @@ class Classifier:
 
     @property
     def history(self) -> pl.DataFrame:
-        """G-Blend's per-epoch record (``blend='gblend'``): epoch, head (``fused`` or a
-        modality), the head's loss weight in that epoch, and its mean loss on the
-        held-out slice and on the training subset after it. Empty otherwise."""
+        """G-Blend's record (``blend='gblend'``), one row per super-epoch and head: ``epoch``
+        (its first epoch) and ``epochs`` (``blend_window``), ``head`` (``fused`` or a
+        modality), the head's loss ``weight`` over it, the ``gain`` (held-out loss drop)
+        and ``overfit`` (change of the held-out − train gap) of the head's trial run that
+        set that weight, and the blended model's mean loss on the held-out slice and the
+        training subset after it. Empty otherwise."""
         m = self._fitted()
         from mmq import sets
 
@@ -576,7 +583,7 @@ class Classifier:
                  for i, md in enumerate(mods) if md["kind"] == "dense"}
         obj = cls(**cls._stored_params(cfg), fusion=fusion, dense=dense, alpha=cfg["alpha"], pool=cfg["pool"],
                   outer_pool=cfg["outer_pool"], blend=None if cfg["blend"] == "none" else cfg["blend"],
-                  holdout=cfg["holdout"])
+                  holdout=cfg["holdout"], blend_window=cfg.get("blend_window", 1))
         obj._model = model
         obj._mods = mods
         return obj
@@ -596,7 +603,7 @@ class Classifier:
         b = state.pop("_model_bytes")
         state.setdefault("_mods", None)
         # attributes added after the first release: pickles made before them get the defaults
-        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1,
+        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
                          **dict.fromkeys(TOKENIZER_FLAGS, False)).items():
             state.setdefault(k, v)
         self.__dict__.update(state)

@@ -80,6 +80,7 @@ def config(clf: "Classifier", mods: list[dict]) -> dict:
         "seed": base["seed"],
         "alpha": base["alpha"],
         "holdout": clf.holdout,
+        "blend_window": clf.blend_window,
         "tokenizer": base["tokenizer"],
         "modalities": mods,
     }
@@ -128,15 +129,20 @@ def fit(clf: "Classifier", data: Any, text: Union[str, Sequence[str]], label: st
 
 
 def history(model: Any, mods: list[dict]) -> pl.DataFrame:
-    """G-Blend's record: one row per (epoch, head) with the head's loss weight that epoch
-    and its losses on the held-out slice and the training subset after it."""
+    """G-Blend's record: one row per (super-epoch, head) with the head's loss weight over
+    that super-epoch, the held-out gain and added overfitting of its trial (the head
+    trained alone over the same epochs, from the same weights) that set the weight, and
+    the blended model's losses on the held-out slice and the training subset after it."""
     rows = json.loads(model.history_json)
     heads = ["fused"] + [m["name"] for m in mods]
+    nan = float("nan")
     recs = [
-        {"epoch": r["epoch"], "head": h, "weight": r["weights"][i],
+        {"epoch": r["epoch"], "epochs": r.get("epochs", 1), "head": h, "weight": r["weights"][i],
+         "gain": (r.get("gain") or [nan] * len(heads))[i],
+         "overfit": (r.get("overfit") or [nan] * len(heads))[i],
          "holdout_loss": r["holdout_loss"][i], "train_loss": r["train_loss"][i]}
         for r in rows for i, h in enumerate(heads)
     ]
-    schema = {"epoch": pl.Int64, "head": pl.String, "weight": pl.Float32,
-              "holdout_loss": pl.Float32, "train_loss": pl.Float32}
+    schema = {"epoch": pl.Int64, "epochs": pl.Int64, "head": pl.String, "weight": pl.Float32,
+              "gain": pl.Float32, "overfit": pl.Float32, "holdout_loss": pl.Float32, "train_loss": pl.Float32}
     return pl.DataFrame(recs, schema=schema)

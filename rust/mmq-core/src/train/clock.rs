@@ -36,6 +36,30 @@ impl<'a> Clock<'a> {
         }
     }
 
+    /// A clock for a trial run that starts where this one stands: the same total (so the
+    /// same learning rates from here on) and threads, its own stop flag, reporting through
+    /// `callback`.
+    pub fn trial(&self, callback: &'a (dyn Fn(&Progress) -> bool + Sync)) -> Clock<'a> {
+        Clock {
+            processed: AtomicU64::new(self.processed()),
+            total: self.total,
+            stop: AtomicBool::new(false),
+            start: Instant::now(),
+            threads: self.threads,
+            callback,
+        }
+    }
+
+    /// Work units done so far.
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    /// Fraction of the run done so far, in [0, 1].
+    pub fn progress(&self) -> f32 {
+        (self.processed() as f64 / self.total as f64).min(1.0) as f32
+    }
+
     /// Ask every worker to stop (the callback refused, or training diverged).
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -149,7 +173,7 @@ pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool> {
         .map_err(|e| MmqError::InvalidParameter(format!("cannot start {threads} threads: {e}")))
 }
 
-/// Run `epochs` epochs over the rows in `order`: each epoch reshuffles them with a
+/// Run the epochs `epochs` (numbered from 0 over the whole run) over the rows in `order`: each epoch reshuffles them with a
 /// permutation seeded by (`seed`, epoch), splits them into one contiguous part per
 /// thread and calls `work(epoch, part index, worker seed, part)` on `pool` (inline with
 /// one thread, so one-thread training is deterministic). After each epoch `after(epoch)`
@@ -160,14 +184,14 @@ pub(crate) fn run_epochs(
     pool: &rayon::ThreadPool,
     threads: usize,
     seed: u64,
-    epochs: usize,
+    epochs: std::ops::Range<usize>,
     order: &mut [u32],
     clock: &Clock,
     work: &EpochWork,
     after: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<()> {
     let n = order.len();
-    for epoch in 0..epochs {
+    for epoch in epochs {
         let mut erng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (0x9E37_79B9 * (epoch as u64 + 1)));
         for i in (1..n).rev() {
             order.swap(i, erng.random_range(0..=i));

@@ -32,6 +32,19 @@ impl HogwildMatrix {
             .collect()
     }
 
+    /// A copy of every weight (a checkpoint; call it while no thread is training).
+    pub fn snapshot(&self) -> Vec<f32> {
+        self.data.iter().map(|a| f32::from_bits(a.load(Relaxed))).collect()
+    }
+
+    /// Set every weight back to a [`Self::snapshot`] of this matrix.
+    pub fn restore(&self, snap: &[f32]) {
+        debug_assert_eq!(snap.len(), self.data.len());
+        for (a, x) in self.data.iter().zip(snap) {
+            a.store(x.to_bits(), Relaxed);
+        }
+    }
+
     #[inline]
     fn row(&self, r: usize) -> &[AtomicU32] {
         &self.data[r * self.cols..(r + 1) * self.cols]

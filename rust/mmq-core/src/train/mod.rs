@@ -172,7 +172,7 @@ pub fn train(
         &pool,
         threads,
         cfg.seed,
-        cfg.epoch,
+        0..cfg.epoch,
         &mut order,
         &clock,
         &work,
