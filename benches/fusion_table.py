@@ -133,13 +133,14 @@ FULL_GRID = dict(
     lr_set_max=(0.005, 0.01, 0.02, 0.05, 0.1),   # max pooling diverges / stalls above ~0.1
     lowercase=(False, True),                # tuned with char n-grams (stage 1b) and set models
     punct=("keep", "split", "drop"),        # likewise: punctuation kept in words / split_punct / drop_punct
+    blend_window=(1, 3, 10),                # G-Blend's super-epoch, tuned last
     set_stage1_dim=20,
 )
 QUICK_GRID = dict(
     dim=(10, 20), epoch=(5, 10), lr_text=(0.1, 0.5), word_ngrams=(1, 2), char=(),
     epoch_cont=(2, 5), lr_cont=(0.05,), cont_stage1_dim=10, m=(8, 16), k=(16, 64), alpha=(0.5, 1.0), transform=("sqrt",),
     epoch_set=(5, 10), lr_set=(0.5, 1.0), lr_set_max=(0.1,), set_stage1_dim=10, lowercase=(False, True),
-    punct=("keep", "split", "drop"),
+    punct=("keep", "split", "drop"), blend_window=(1, 3),
 )
 CONT_MODES = ("image", "add", "max", "gated", "bilinear", "bilinear_gated")
 DISC_KINDS = ("pq", "rspq")
@@ -262,7 +263,7 @@ def make_clf(method: str, p: dict, seed: int, dense: str, quantizer=None):
             d = {dense: quantizer if quantizer is not None else make_quantizer(p["q"], p["m"], p["k"], seed, p.get("transform"))}
         return mmq.Classifier(**base, dense=d, fusion=s["fusion"], pool=s.get("pool", "mean"),
                               outer_pool=s.get("outer_pool", "mean"), blend=s.get("blend"),
-                              alpha=p.get("alpha", 1.0))
+                              blend_window=p.get("blend_window", 1), alpha=p.get("alpha", 1.0))
     raise ValueError(method)
 
 
@@ -504,6 +505,12 @@ def measure(method: str, p: dict, splits: dict, dense: str, seeds) -> dict:
             r["gblend_history"] = h.to_dicts()
             last = h.filter(h["epoch"] == h["epoch"].max())
             r["gblend_last_weights"] = dict(zip(last["head"].to_list(), last["weight"].to_list()))
+            # mean over the run, each super-epoch weighted by its number of epochs
+            import polars as pl
+
+            mean = h.group_by("head", maintain_order=True).agg(
+                (pl.col("weight") * pl.col("epochs")).sum() / pl.col("epochs").sum())
+            r["gblend_mean_weights"] = dict(zip(mean["head"].to_list(), mean["weight"].to_list()))
         r["valid_acc"] = clf.test(splits["valid"]).precision
         r["test_acc"] = clf.test(splits["test"]).precision
         # per test row: 1 if right (for the paired bootstrap of the targets' differences)
@@ -690,6 +697,8 @@ def fmt_p(method: str, p: dict) -> str:
             s += f" {p['q'].upper()} m={p['m']} k={p['k']}"
         if SET_SPEC[method]["fusion"] == "discrete":
             s += f" alpha={p.get('alpha', 1.0)}"
+        if SET_SPEC[method].get("blend"):
+            s += f" blend_window={p.get('blend_window', 1)}"
     return s
 
 
@@ -887,6 +896,9 @@ def main() -> int:
             return [dict(b, minn=c[0], maxn=c[1], lowercase=lc, **PUNCT[pu])
                     for c, lc, pu in itertools.product(chars, grid["lowercase"], grid["punct"])]
         run_set_stage(toggle_tok)
+        # G-Blend: the super-epoch length at the best config
+        run_set_stage(lambda mt: [dict(tuner.ranked(mt)[0][2], blend_window=w) for w in grid["blend_window"]
+                                  if w != 1] if SET_SPEC[mt].get("blend") else [])
         stages["stage3"] = {"configs": n_set_cfgs, "s": time.perf_counter() - t0, "quantizer": set_q,
                             "m": qb["m"], "k": qb["k"], "alpha": qb["alpha"], "transform": qb.get("transform")}
         print(f"[{time.perf_counter() - t_start:6.1f}s] stage 3 done (set models: {n_set_cfgs} configs x "
@@ -1136,12 +1148,13 @@ def main() -> int:
           f"{grid['set_stage1_dim']} (lr {list(grid['lr_set'])}, max pooling {list(grid['lr_set_max'])}; epochs "
           f"{list(grid['epoch_set'])}), then dim {list(grid['dim'])}, lr x epoch again at the new dim if it "
           f"moved, then char n-grams x lowercase x punctuation at the best; {st3['configs']} configs x {len(seeds)} seeds in {st3['s']:.0f}s. "
-          "G-Blend: holdout=0.1 (default).")
+          f"G-Blend: holdout=0.1 (default), then blend_window {list(grid['blend_window'])} at the best.")
     for gb in GBLEND:
-        ws = [r["gblend_last_weights"] for r in final[gb]["runs"]]
-        heads = list(ws[0])
-        print(f"  {names[gb]}: last-epoch loss weights (mean over seeds) "
-              + ", ".join(f"{h} {statistics.fmean(w[h] for w in ws):.2f}" for h in heads))
+        for key, what in (("gblend_mean_weights", "mean over the run"), ("gblend_last_weights", "last super-epoch")):
+            ws = [r[key] for r in final[gb]["runs"]]
+            heads = list(ws[0])
+            print(f"  {names[gb]}: loss weights, {what} (mean over seeds) "
+                  + ", ".join(f"{h} {statistics.fmean(w[h] for w in ws):.2f}" for h in heads))
     print(f"  Timing: train s = fit wall time, best of up to 3 repeats per seed, mean over seeds, "
           f"threads=1; '+quant s' = discrete with the quantizer fitted inside fit(). "
           f"Total run {total_s:.0f}s (tuning {tune_s:.0f}s); load average (1 min) at start "
