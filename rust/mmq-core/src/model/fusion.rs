@@ -1088,7 +1088,14 @@ pub fn train_fusion(
     };
     let pool = clock::pool(threads)?;
     run_epochs(
-        &pool, threads, cfg.seed, 0..cfg.epoch, &mut order, &clock, &work, &mut after,
+        &pool,
+        threads,
+        cfg.seed,
+        0..cfg.epoch,
+        &mut order,
+        &clock,
+        &work,
+        &mut after,
     )?;
     clock.finish(cfg.epoch)?;
     let params: [Mat; N_PARAMS] = {

@@ -1301,13 +1301,15 @@ fn fit_sets(
     let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
         Worker::new(&shared, seed).run(part, epoch, t == 0)
     };
-    let diverged = |s: &Shared, epoch: usize| match s.diverged_lr.load(Ordering::Relaxed) {
+    let diverged = |s: &Shared, epoch: usize| {
+        match s.diverged_lr.load(Ordering::Relaxed) {
         0 => Ok(()),
         bits => Err(MmqError::InvalidParameter(format!(
             "training diverged (non-finite scores) in epoch {epoch} at learning rate {}: lower lr (now {})",
             f32::from_bits(bits),
             cfg.lr
         ))),
+    }
     };
     if !gblend {
         run_epochs(
@@ -1906,7 +1908,10 @@ mod tests {
                 assert!(close(a, b), "{fusion:?} param {p}");
             }
             let v = views(&x);
-            let (pa, pb) = (naive.probs_batch(&v).unwrap(), fixed.probs_batch(&v).unwrap());
+            let (pa, pb) = (
+                naive.probs_batch(&v).unwrap(),
+                fixed.probs_batch(&v).unwrap(),
+            );
             assert!(pa.iter().zip(&pb).all(|(a, b)| close(a, b)), "{fusion:?}");
         }
     }

@@ -34,7 +34,10 @@ impl HogwildMatrix {
 
     /// A copy of every weight (a checkpoint; call it while no thread is training).
     pub fn snapshot(&self) -> Vec<f32> {
-        self.data.iter().map(|a| f32::from_bits(a.load(Relaxed))).collect()
+        self.data
+            .iter()
+            .map(|a| f32::from_bits(a.load(Relaxed)))
+            .collect()
     }
 
     /// Set every weight back to a [`Self::snapshot`] of this matrix.
