@@ -1830,10 +1830,24 @@ mod tests {
     }
 
     fn fit(c: SetConfig, rows: &[[Vec<u32>; 3]], labels: &[u32]) -> SetModel {
+        fit_fixed(c, rows, labels, None)
+    }
+
+    /// [`fit`], or with `fixed` head weights: one training on all rows (`fit_sets`).
+    fn fit_fixed(
+        c: SetConfig,
+        rows: &[[Vec<u32>; 3]],
+        labels: &[u32],
+        fixed: Option<&[f32]>,
+    ) -> SetModel {
         let x = csr(rows);
         let loffs: Vec<usize> = (0..=labels.len()).collect();
         let names = vec!["a".to_string(), "b".into(), "c".into()];
-        train_sets(c, names, &views(&x), &loffs, labels, &|_| true).unwrap()
+        match fixed {
+            None => train_sets(c, names, &views(&x), &loffs, labels, &|_| true),
+            Some(w) => fit_sets(c, names, &views(&x), &loffs, labels, &|_| true, Some(w)),
+        }
+        .unwrap()
     }
 
     #[test]
@@ -1882,23 +1896,12 @@ mod tests {
         // (offline G-Blend's second training) then equals the model trained without them.
         let (tr, ytr) = synth(500, 6);
         let x = csr(&tr);
-        let loffs: Vec<usize> = (0..=ytr.len()).collect();
-        let names = vec!["a".to_string(), "b".into(), "c".into()];
         for fusion in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention] {
             let mut c = cfg(fusion, Pool::Mean, Pool::Mean, Blend::None);
             c.dim = 8;
             let naive = fit(c.clone(), &tr, &ytr);
             c.blend = Blend::GblendOffline;
-            let fixed = fit_sets(
-                c,
-                names.clone(),
-                &views(&x),
-                &loffs,
-                &ytr,
-                &|_| true,
-                Some(&[1.0, 0.0, 0.0, 0.0]),
-            )
-            .unwrap();
+            let fixed = fit_fixed(c, &tr, &ytr, Some(&[1.0, 0.0, 0.0, 0.0]));
             // Equal up to f32 rounding (the blended forward pass sums in another order).
             let close = |a: &[f32], b: &[f32]| {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5)
