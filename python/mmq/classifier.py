@@ -17,7 +17,8 @@ from mmq._progress import ProgressBar
 from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
 LOSSES = ("softmax", "ns", "hs", "ova")
-FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention")
+HEADS = ("bottleneck", "linear")
+FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention", "late")
 CONTINUOUS = FUSIONS[1:7]
 TOKEN_FUSIONS = ("discrete", "deepset", "attention")  # dense columns become code tokens
 # The tokenizer's on/off options after fastText's (all off by default; stored in the
@@ -98,9 +99,44 @@ class Classifier:
         lowercase: bool = False,
         split_punct: bool = False,
         drop_punct: bool = False,
+        head: str = "bottleneck",
+        l2: float = 0.0,
+        idf: bool = False,
+        dense_lr: float = 0.1,
+        dense_epoch: int = 20,
     ):
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if head not in HEADS:
+            raise InvalidParameterError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "linear" and loss == "hs":
+            raise InvalidParameterError("head='linear' trains with loss 'softmax', 'ns' or 'ova', got loss='hs'")
+        if head == "linear" and fusion not in ("discrete", "late"):
+            raise InvalidParameterError(
+                f"head='linear' works with text and discrete fusion (code tokens), got fusion={fusion!r}")
+        if head == "linear" and blend is not None:
+            raise InvalidParameterError(f"head='linear' has no G-Blend, got blend={blend!r}")
+        if not (isinstance(l2, (int, float)) and not isinstance(l2, bool) and np.isfinite(l2) and l2 >= 0):
+            raise InvalidParameterError(f"l2 must be a finite number >= 0, got {l2!r}")
+        if not isinstance(idf, bool):
+            raise InvalidParameterError(f"idf must be True or False, got {idf!r}")
+        self.head, self.l2, self.idf = head, float(l2), idf
+        if not (isinstance(dense_lr, (int, float)) and not isinstance(dense_lr, bool) and np.isfinite(dense_lr)
+                and dense_lr > 0):
+            raise InvalidParameterError(f"dense_lr must be a finite number > 0, got {dense_lr!r}")
+        if isinstance(dense_epoch, bool) or not isinstance(dense_epoch, int) or dense_epoch < 1:
+            raise InvalidParameterError(f"dense_epoch must be an integer >= 1, got {dense_epoch!r}")
+        self.dense_lr, self.dense_epoch = float(dense_lr), dense_epoch
+        if fusion == "late":
+            if loss not in ("softmax", "hs"):
+                raise InvalidParameterError(f"fusion='late' combines probabilities: loss must be 'softmax' or 'hs', "
+                                            f"got {loss!r}")
+            if blend is not None:
+                raise InvalidParameterError(f"fusion='late' has no G-Blend, got blend={blend!r}")
+            if not dense:
+                raise InvalidParameterError("fusion='late' needs dense column(s): dense=['image']")
+            dense = list(dense) if isinstance(dense, (list, tuple)) else list(dict(dense))
+            dense = {name: None for name in dense}
         ints = dict(dim=dim, epoch=epoch, word_ngrams=word_ngrams, bucket=bucket, neg=neg)
         for name, v in ints.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -190,6 +226,9 @@ class Classifier:
             "threads": self.threads,
             "seed": self.seed,
             "alpha": self.alpha,
+            "head": self.head,
+            "l2": self.l2,
+            "idf": self.idf,
             "tokenizer": {
                 "word_ngrams": self.word_ngrams,
                 "minn": self.minn,
@@ -205,7 +244,8 @@ class Classifier:
             k: getattr(self, k)
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
                       "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
-                      "pool", "outer_pool", "blend", "holdout", "blend_window", *TOKENIZER_FLAGS)
+                      "pool", "outer_pool", "blend", "holdout", "blend_window", *TOKENIZER_FLAGS,
+                      "head", "l2", "idf", "dense_lr", "dense_epoch")
         }
 
     def _tokenizer_flags(self) -> dict:
@@ -215,6 +255,14 @@ class Classifier:
         state = "fitted" if self._model is not None else "not fitted"
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"Classifier({args}) [{state}]"
+
+    @property
+    def temperature(self) -> float:
+        """The probabilities' temperature (1.0 unless calibrated on a validation frame)."""
+        m = self._fitted()
+        if self.fusion == "late":
+            return m.temperature
+        return float(json.loads(m.config_json).get("temperature", 1.0))
 
     @property
     def labels(self) -> list[str]:
@@ -228,7 +276,9 @@ class Classifier:
 
     # -- training ------------------------------------------------------------------
     def fit(self, data: Union[pl.DataFrame, pl.LazyFrame], text: Union[str, Sequence[str]] = "text",
-            label: str = "label", categorical: Optional[Sequence[str]] = None) -> "Classifier":
+            label: str = "label", categorical: Optional[Sequence[str]] = None,
+            valid: Optional[Union[pl.DataFrame, pl.LazyFrame]] = None, patience: Optional[int] = None,
+            calibrate: Optional[bool] = None) -> "Classifier":
         """Train on ``data[text]`` (String; null = empty text) and ``data[label]``
         (String, or List[String] for multilabel rows). Rows are shuffled (seeded) every
         epoch. Returns self.
@@ -239,8 +289,40 @@ class Classifier:
         columns. Such models, and ``fusion='deepset'|'attention'`` or ``blend='gblend'``,
         train the many-modality model of :mod:`mmq.sets`. From a LazyFrame only the needed columns are read; with
         discrete fusion its dense vectors are read in batches and kept only as codes, so
-        they need not fit in memory (continuous fusion collects them)."""
+        they need not fit in memory (continuous fusion collects them).
+
+        ``valid``: a frame with the same columns, scored after every epoch (text and
+        discrete-fusion models): the best epoch's weights (highest accuracy, then lowest
+        loss) are kept, ``patience`` (epochs without a better score) stops early, each
+        epoch is recorded in :attr:`history`, and with ``calibrate`` (default: on when
+        ``valid`` is given) the probabilities' temperature is fitted on it."""
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise InvalidParameterError(f"patience must be an integer >= 1 (epochs), got {patience!r}")
+        if patience is not None and valid is None:
+            raise InvalidParameterError("patience needs a validation frame: fit(train, valid=valid_df, patience=...)")
+        if calibrate is not None and not isinstance(calibrate, bool):
+            raise InvalidParameterError(f"calibrate must be True, False or None, got {calibrate!r}")
+        if calibrate and valid is None:
+            raise InvalidParameterError("calibrate=True needs a validation frame: fit(train, valid=valid_df)")
+        calibrate = valid is not None if calibrate is None else calibrate
         many = not isinstance(text, str) or bool(categorical)
+        if self.fusion == "late":
+            if many:
+                raise InvalidParameterError("fusion='late' reads one text column (and its dense columns)")
+            if valid is None:
+                raise InvalidParameterError("fusion='late' fits its weights on a validation split: "
+                                            "fit(train, valid=valid_df)")
+            from mmq import late
+
+            self._mods, self._plugin_path = None, None
+            show = self.progress if self.progress is not None else sys.stderr.isatty()
+            self._model = late.fit(self, as_frame(data), as_frame(valid), text, label, patience,
+                                   ProgressBar() if show else None)
+            return self
+        if valid is not None and (many or self.blend is not None or self.fusion != "discrete"):
+            raise InvalidParameterError(
+                "fit(valid=...) is supported for text and discrete-fusion models of one text column "
+                f"(got fusion={self.fusion!r}, blend={self.blend!r}, text={text!r}, categorical={categorical!r})")
         if many or self.blend is not None or self.fusion in ("deepset", "attention"):
             from mmq import sets
 
@@ -254,9 +336,12 @@ class Classifier:
             return self
         self._mods = None
         if isinstance(data, pl.LazyFrame):
-            from mmq._stream import fit_classifier
+            if valid is not None:
+                data = data.collect()
+            else:
+                from mmq._stream import fit_classifier
 
-            return fit_classifier(self, data, text, label)
+                return fit_classifier(self, data, text, label)
         df = as_frame(data)
         t = text_series(df, text)
         y = label_series(df, label)
@@ -271,8 +356,23 @@ class Classifier:
             self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb)
             return self
         quantizers = [(name, q._q) for name, q in self.dense.items()]
+        vargs = None
+        if valid is not None:
+            vdf = as_frame(valid)
+            if vdf.height == 0:
+                raise InvalidInputError("the validation frame is empty (0 rows)")
+            vy = label_series(vdf, label)
+            seen = set(y.explode().unique().to_list()) if y.dtype == pl.List(pl.String) else set(y.unique().to_list())
+            vflat = vy.explode() if vy.dtype == pl.List(pl.String) else vy
+            unseen = vflat.filter(~vflat.is_in(list(seen)))
+            if len(unseen):
+                import warnings
+
+                warnings.warn(f"the validation frame has {len(unseen)} label(s) never seen in training "
+                              f"({unseen.unique().head(5).to_list()}...); they score as errors", stacklevel=2)
+            vargs = (text_series(vdf, text), vy, self._dense_args(vdf))
         self._model = _mmq.RustClassifier.fit(
-            json.dumps(self._config()), t, y, text, label, cb, quantizers, args
+            json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate
         )
         return self
 
@@ -415,7 +515,7 @@ class Classifier:
         contribution to ``label``'s score (default: the predicted label), largest first.
         Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
-        if self.fusion in CONTINUOUS or self._mods is not None:
+        if self.fusion in CONTINUOUS or self.fusion == "late" or self._mods is not None:
             from mmq.errors import MmqError
 
             raise MmqError("explain works for text and discrete-fusion models of one text column; "
@@ -465,7 +565,10 @@ class Classifier:
 
     @property
     def history(self) -> pl.DataFrame:
-        """G-Blend's record (``blend='gblend'``), one row per super-epoch and head: ``epoch``
+        """Text and discrete-fusion models fitted with ``valid``: one row per epoch
+        (``epoch``, ``train_loss``, ``valid_loss``, ``valid_accuracy``, ``best``: the
+        weights kept); empty without ``valid``.
+        G-Blend's record (``blend='gblend'``), one row per super-epoch and head: ``epoch``
         (its first epoch) and ``epochs`` (``blend_window``), ``head`` (``fused`` or a
         modality), the head's loss ``weight`` over it, the ``gain`` (held-out loss drop)
         and ``overfit`` (change of the held-out − train gap) of the head's trial run that
@@ -474,7 +577,16 @@ class Classifier:
         m = self._fitted()
         from mmq import sets
 
-        return sets.history(m, self._mods or [])
+        if self.fusion == "late":
+            m = m.text
+        if self._mods is None and hasattr(m, "history_json"):
+            rows = json.loads(m.history_json)
+            schema = {"epoch": pl.UInt32, "train_loss": pl.Float32, "valid_loss": pl.Float32,
+                      "valid_accuracy": pl.Float32, "best": pl.Boolean}
+            return pl.DataFrame(rows or None, schema=schema)
+        if self._mods is None:
+            return pl.DataFrame()
+        return sets.history(m, self._mods)
 
     def _dense_index(self, column: str) -> int:
         names = list(self.dense)
@@ -560,9 +672,16 @@ class Classifier:
         from mmq.quant import _Quantizer
 
         obj.alpha = float(cfg.get("alpha", 1.0))
+        obj.head, obj.l2, obj.idf = cfg.get("head", "bottleneck"), float(cfg.get("l2", 0.0)), bool(cfg.get("idf", False))
         obj.dense = {name: _Quantizer._from_rust(model.dense_quantizer(i))
                      for i, (name, *_rest) in enumerate(model.dense_columns)}
         obj._model = model
+        return obj
+
+    @classmethod
+    def _from_late(cls, model) -> "Classifier":
+        obj = cls._from_rust(model.text)
+        obj.fusion, obj.dense, obj._model = "late", {h.name: None for h in model.heads}, model
         return obj
 
     @classmethod
@@ -594,7 +713,7 @@ class Classifier:
             state["dense"] = {}
             state["_model_bytes"] = self._model.to_bytes()
             return state
-        keep = self._model is None or self.fusion in CONTINUOUS
+        keep = self._model is None or self.fusion in CONTINUOUS or self.fusion == "late"
         state["dense"] = self.dense if keep else {}
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
         return state
@@ -604,6 +723,7 @@ class Classifier:
         state.setdefault("_mods", None)
         # attributes added after the first release: pickles made before them get the defaults
         for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
+                         head="bottleneck", l2=0.0, idf=False, dense_lr=0.1, dense_epoch=20,
                          **dict.fromkeys(TOKENIZER_FLAGS, False)).items():
             state.setdefault(k, v)
         self.__dict__.update(state)
@@ -614,6 +734,11 @@ class Classifier:
             return
         if b is not None and self.fusion in CONTINUOUS:
             self._model = _mmq.RustFusionClassifier.from_bytes(b, "<pickle>")
+            return
+        if b is not None and self.fusion == "late":
+            from mmq.late import LateModel
+
+            self._model = LateModel.from_bytes(b, "<pickle>")
             return
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
         if self._model is not None:
@@ -647,6 +772,10 @@ def load(path: Union[str, os.PathLike]):
     """Load a model or quantizer written by ``save`` (the file says which it is)."""
     path = Path(path)
     kind = _mmq.file_kind(path)
+    if kind == "late_classifier":
+        from mmq.late import LateModel
+
+        return Classifier._from_late(LateModel.from_bytes(path.read_bytes(), str(path)))
     if kind == "set_classifier":
         return Classifier._from_rust_sets(_mmq.RustSetClassifier.load(path))
     if kind == "fusion_classifier":

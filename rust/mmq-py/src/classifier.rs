@@ -4,9 +4,9 @@ use crate::errors::{input_err, IntoPy};
 use crate::quantizer::PyQuantizer;
 use mmq_core::eval::evaluate;
 use mmq_core::model::dense::{assign_offsets, DenseInput};
-use mmq_core::model::{Model, ModelConfig, Ranked};
+use mmq_core::model::{Head, Model, ModelConfig, Ranked};
 use mmq_core::text::{Scratch, Tokenizer};
-use mmq_core::train::{self, Dataset, Progress};
+use mmq_core::train::{self, Dataset, Progress, TrainOptions};
 use mmq_core::MmqError;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
@@ -15,6 +15,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use pyo3_polars::PySeries;
 use rayon::prelude::*;
+
+/// Rows given as features (offsets, tokens, values) with their labels.
+type FeatureRows<'py> = (
+    PyReadonlyArray1<'py, u64>,
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, f32>,
+    PySeries,
+);
 
 #[pyclass(module = "mmq._mmq", name = "RustClassifier", frozen)]
 pub struct PyClassifier {
@@ -426,7 +434,7 @@ impl PyClassifier {
                         Scratch::default(),
                         Vec::new(),
                         Vec::new(),
-                        vec![0.0f32; m.cfg.dim],
+                        vec![0.0f32; m.width()],
                         Vec::new(),
                     )
                 },
@@ -464,7 +472,7 @@ fn check_k(k: usize) -> PyResult<()> {
 impl PyClassifier {
     /// Train on a String column and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![]))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -476,6 +484,9 @@ impl PyClassifier {
         progress: Option<Py<PyAny>>,
         quantizers: Vec<(String, PyRef<'_, PyQuantizer>)>,
         dense: Vec<DenseArg<'_>>,
+        valid: Option<(PySeries, PySeries, Vec<DenseArg<'_>>)>,
+        patience: Option<usize>,
+        calibrate: bool,
     ) -> PyResult<Self> {
         let cfg: ModelConfig = serde_json::from_str(config_json)
             .map_err(|e| input_err(format!("bad configuration: {e}")))?;
@@ -501,18 +512,46 @@ impl PyClassifier {
             .collect();
         let dense_inputs = assign_offsets(cfg.tokenizer.bucket, qs).py_err()?;
         let views = dense_views(&dense_inputs, &dense, texts.len())?;
+        let valid_cols = match &valid {
+            Some((vt, vl, _)) => {
+                let vtexts = columns::texts(&vt.0, text_name)?;
+                let (_, vlo, vli) = columns::labels(&vl.0, label_name, Some(&names))?;
+                if vtexts.len() != vlo.len() - 1 {
+                    return Err(input_err(format!(
+                        "validation '{text_name}' has {} rows but '{label_name}' has {}",
+                        vtexts.len(),
+                        vlo.len() - 1
+                    )));
+                }
+                if vtexts.is_empty() {
+                    return Err(input_err("the validation frame is empty (0 rows)"));
+                }
+                Some((vtexts, vlo, vli))
+            }
+            None => None,
+        };
+        let valid_views = match (&valid, &valid_cols) {
+            (Some((_, _, vd)), Some((vt, _, _))) => Some(dense_views(&dense_inputs, vd, vt.len())?),
+            _ => None,
+        };
         let alpha = cfg.alpha;
         let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
         let model = crate::pool::detach(py, || {
             let threads = cfg.threads;
-            let codes = fit_codes(&dense_inputs, &views)?;
-            let build = || fit_csr(&tokenizer, &texts, &dense_inputs, &codes, alpha);
-            let (offsets, ids, weights) = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map(|p| p.install(build))
-                .unwrap_or_else(|_| build());
-            drop(codes);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            let csr = |texts: &[&str], views: &[DenseView]| -> mmq_core::Result<_> {
+                let codes = fit_codes(&dense_inputs, views)?;
+                let build = || fit_csr(&tokenizer, texts, &dense_inputs, &codes, alpha);
+                Ok(match &pool {
+                    Ok(p) => p.install(build),
+                    Err(_) => build(),
+                })
+            };
+            let (offsets, ids, weights) = csr(&texts, &views)?;
+            let vcsr = match (&valid_cols, &valid_views) {
+                (Some((vt, _, _)), Some(vv)) => Some(csr(vt, vv)?),
+                _ => None,
+            };
             let data = Dataset {
                 offsets: &offsets,
                 tokens: &ids,
@@ -520,7 +559,22 @@ impl PyClassifier {
                 label_offsets: &loffsets,
                 labels: &lidx,
             };
-            let mut model = train::train(cfg, names, &data, &callback)?;
+            let vdata = match (&vcsr, &valid_cols) {
+                (Some((o, t, w)), Some((_, vlo, vli))) => Some(Dataset {
+                    offsets: o,
+                    tokens: t,
+                    weights: (!w.is_empty()).then_some(&w[..]),
+                    label_offsets: vlo,
+                    labels: vli,
+                }),
+                _ => None,
+            };
+            let opts = TrainOptions {
+                valid: vdata.as_ref(),
+                patience,
+                calibrate,
+            };
+            let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
             model.dense = dense_inputs.clone();
             Ok::<_, MmqError>(model)
         });
@@ -571,7 +625,7 @@ impl PyClassifier {
                             Scratch::default(),
                             Vec::new(),
                             Vec::new(),
-                            vec![0.0f32; m.cfg.dim],
+                            vec![0.0f32; m.width()],
                         )
                     },
                     |(scratch, ids, w, hidden), (i, t)| {
@@ -619,6 +673,125 @@ impl PyClassifier {
     #[getter]
     fn labels(&self) -> Vec<String> {
         self.model.labels.clone()
+    }
+
+    /// The per-epoch record of a run with a validation split, as JSON (a list of objects).
+    #[getter]
+    fn history_json(&self) -> String {
+        serde_json::to_string(&self.model.history).unwrap_or_default()
+    }
+
+    /// Train on rows given as features: `offsets` (n + 1), `tokens` and `values` (one
+    /// value per token; negative allowed with the linear head), labels as in `fit`.
+    #[staticmethod]
+    #[pyo3(signature = (config_json, offsets, tokens, values, labels, label_name, valid=None, patience=None, calibrate=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn fit_features(
+        py: Python<'_>,
+        config_json: &str,
+        offsets: PyReadonlyArray1<'_, u64>,
+        tokens: PyReadonlyArray1<'_, u32>,
+        values: PyReadonlyArray1<'_, f32>,
+        labels: PySeries,
+        label_name: &str,
+        valid: Option<FeatureRows<'_>>,
+        patience: Option<usize>,
+        calibrate: bool,
+    ) -> PyResult<Self> {
+        let cfg: ModelConfig = serde_json::from_str(config_json)
+            .map_err(|e| input_err(format!("bad configuration: {e}")))?;
+        cfg.validate().py_err()?;
+        let (names, loffsets, lidx) = columns::labels(&labels.0, label_name, None)?;
+        let as_usize = |o: &PyReadonlyArray1<'_, u64>| -> PyResult<Vec<usize>> {
+            Ok(o.as_slice()
+                .map_err(|e| input_err(e.to_string()))?
+                .iter()
+                .map(|&x| x as usize)
+                .collect())
+        };
+        let off = as_usize(&offsets)?;
+        let tok = tokens.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let val = values.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let vparts = match &valid {
+            Some((o, t, v, l)) => {
+                let (_, vlo, vli) = columns::labels(&l.0, label_name, Some(&names))?;
+                Some((
+                    as_usize(o)?,
+                    t.as_slice().map_err(|e| input_err(e.to_string()))?,
+                    v.as_slice().map_err(|e| input_err(e.to_string()))?,
+                    vlo,
+                    vli,
+                ))
+            }
+            None => None,
+        };
+        let model = crate::pool::detach(py, || {
+            let data = Dataset {
+                offsets: &off,
+                tokens: tok,
+                weights: Some(val),
+                label_offsets: &loffsets,
+                labels: &lidx,
+            };
+            let vdata = vparts.as_ref().map(|(o, t, v, lo, li)| Dataset {
+                offsets: o,
+                tokens: t,
+                weights: Some(v),
+                label_offsets: lo,
+                labels: li,
+            });
+            let opts = TrainOptions {
+                valid: vdata.as_ref(),
+                patience,
+                calibrate,
+            };
+            train::train_with(cfg, names, &data, &opts, &|_| true)
+        });
+        Self::from_model(model.py_err()?)
+    }
+
+    /// Probability of every label for rows given as features (see `fit_features`).
+    fn predict_proba_features<'py>(
+        &self,
+        py: Python<'py>,
+        offsets: PyReadonlyArray1<'py, u64>,
+        tokens: PyReadonlyArray1<'py, u32>,
+        values: PyReadonlyArray1<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let off = offsets.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let tok = tokens.as_slice().map_err(|e| input_err(e.to_string()))?;
+        let val = values.as_slice().map_err(|e| input_err(e.to_string()))?;
+        if off.is_empty()
+            || tok.len() != val.len()
+            || off.windows(2).any(|w| w[0] > w[1])
+            || *off.last().unwrap_or(&0) as usize != tok.len()
+        {
+            return Err(input_err(
+                "features: offsets must rise from 0 to the number of tokens, one value per token",
+            ));
+        }
+        let m = &self.model;
+        let nl = m.n_labels();
+        let n = off.len() - 1;
+        let flat: Vec<f32> = crate::pool::detach(py, || {
+            (0..n)
+                .into_par_iter()
+                .map_init(
+                    || vec![0.0f32; m.width()],
+                    |hidden, i| {
+                        let (a, b) = (off[i] as usize, off[i + 1] as usize);
+                        m.hidden(&tok[a..b], Some(&val[a..b]), hidden);
+                        let mut p = Vec::with_capacity(nl);
+                        m.probs(hidden, &mut p);
+                        p
+                    },
+                )
+                .flatten()
+                .collect()
+        });
+        numpy::ndarray::Array2::from_shape_vec((n, nl), flat)
+            .map_err(|e| input_err(e.to_string()))
+            .map(|a| a.into_pyarray(py))
     }
 
     #[getter]
@@ -688,6 +861,29 @@ impl PyClassifier {
             .into_iter()
             .filter_map(|(id, s, k, wt)| m.index.get(id).map(|r| (r, s, k, wt)))
             .collect();
+        if m.cfg.head == Head::Linear {
+            // Each token's feature value (shared by its occurrences) times its weight
+            // for the label.
+            let mut feats: Vec<(u32, f32)> = known.iter().map(|x| (x.0, x.3)).collect();
+            let idf = (!m.idf.is_empty()).then_some(&m.idf[..]);
+            let vals: std::collections::HashMap<u32, f32> =
+                mmq_core::model::linear_features(&mut feats, idf)
+                    .iter()
+                    .copied()
+                    .collect();
+            let mut count: std::collections::HashMap<u32, f32> = Default::default();
+            for x in &known {
+                *count.entry(x.0).or_default() += 1.0;
+            }
+            let nl = m.n_labels();
+            return Ok(known
+                .into_iter()
+                .map(|(r, s, k, _)| {
+                    let w = m.input[r as usize * nl + label];
+                    (s, k, vals[&r] / count[&r] * w)
+                })
+                .collect());
+        }
         let total: f32 = known.iter().map(|x| x.3).sum::<f32>().max(1e-12);
         let out_row = match m.cfg.loss {
             mmq_core::model::loss::LossKind::Hs => None,
@@ -738,7 +934,7 @@ impl PyClassifier {
         ids: Vec<u32>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let m = &self.model;
-        let dim = m.cfg.dim;
+        let dim = m.width();
         let mut out = vec![f32::NAN; ids.len() * dim];
         for (i, id) in ids.iter().enumerate() {
             if let Some(r) = m.index.get(*id) {
@@ -749,6 +945,15 @@ impl PyClassifier {
         let a = numpy::ndarray::Array2::from_shape_vec((ids.len(), dim), out)
             .map_err(|e| input_err(e.to_string()))?;
         Ok(a.into_pyarray(py))
+    }
+
+    /// The output layer: `labels × dim` (hs: inner nodes × dim), or the linear head's
+    /// biases (1 × labels).
+    fn output_matrix<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let m = &self.model;
+        numpy::ndarray::Array2::from_shape_vec((m.n_out(), m.out_width()), m.output.clone())
+            .map_err(|e| input_err(e.to_string()))
+            .map(|a| a.into_pyarray(py))
     }
 
     /// Raw token id of code c of sub-quantizer j of dense column i.

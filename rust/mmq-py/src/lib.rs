@@ -18,6 +18,9 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fusion::PyFusion>()?;
     m.add_class::<sets::PySets>()?;
     m.add_function(wrap_pyfunction!(file_kind, m)?)?;
+    m.add_function(wrap_pyfunction!(pack, m)?)?;
+    m.add_function(wrap_pyfunction!(write_file, m)?)?;
+    m.add_function(wrap_pyfunction!(unpack, m)?)?;
     m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
@@ -28,4 +31,43 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn file_kind(path: std::path::PathBuf) -> PyResult<String> {
     use errors::IntoPy;
     mmq_core::io::peek_kind(&path).py_err()
+}
+
+/// A composite model file's bytes: a JSON header (an object with a `kind`) and named
+/// byte parts.
+#[pyfunction]
+fn pack<'py>(
+    py: Python<'py>,
+    header_json: &str,
+    parts: Vec<(String, Vec<u8>)>,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    use errors::IntoPy;
+    let header: serde_json::Value = serde_json::from_str(header_json)
+        .map_err(|e| errors::input_err(format!("bad header: {e}")))?;
+    let b = mmq_core::io::pack(&header, &parts).py_err()?;
+    Ok(pyo3::types::PyBytes::new(py, &b))
+}
+
+/// The header (JSON) and named byte parts of a file written by `pack`.
+type NamedBytes<'py> = Vec<(String, Bound<'py, pyo3::types::PyBytes>)>;
+
+#[pyfunction]
+#[pyo3(signature = (data, source="<bytes>"))]
+fn unpack<'py>(py: Python<'py>, data: &[u8], source: &str) -> PyResult<(String, NamedBytes<'py>)> {
+    use errors::IntoPy;
+    let (h, parts) = mmq_core::io::unpack(data, source).py_err()?;
+    Ok((
+        h.to_string(),
+        parts
+            .into_iter()
+            .map(|(n, b)| (n, pyo3::types::PyBytes::new(py, &b)))
+            .collect(),
+    ))
+}
+
+/// Write bytes to `path` atomically (as every model's `save`).
+#[pyfunction]
+fn write_file(py: Python<'_>, path: std::path::PathBuf, data: Vec<u8>) -> PyResult<()> {
+    use errors::IntoPy;
+    crate::pool::detach(py, || mmq_core::io::write_atomic(&path, &data)).py_err()
 }

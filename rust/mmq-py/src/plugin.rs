@@ -518,7 +518,7 @@ fn rank_rows_in_pool(
             } else {
                 let m = &c.model;
                 let (mut scratch, mut ids, mut w) = (Scratch::default(), Vec::new(), Vec::new());
-                let (mut hidden, mut buf) = (vec![0.0f32; m.cfg.dim], Vec::new());
+                let (mut hidden, mut buf) = (vec![0.0f32; m.width()], Vec::new());
                 texts
                     .iter()
                     .enumerate()

@@ -17,6 +17,8 @@ pub const FORMAT_VERSION: u64 = 1;
 pub enum Tensor {
     F32(Vec<usize>, Vec<f32>),
     U32(Vec<usize>, Vec<u32>),
+    /// Raw bytes (the parts of a composite model: whole mmq files of its members).
+    U8(Vec<usize>, Vec<u8>),
 }
 
 impl Tensor {
@@ -32,6 +34,7 @@ impl Tensor {
                 s,
                 v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             ),
+            Tensor::U8(s, v) => (Dtype::U8, s, v.clone()),
         }
     }
 }
@@ -125,11 +128,45 @@ pub fn from_bytes(
                     .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
+            Dtype::U8 => Tensor::U8(shape, data.to_vec()),
             d => return Err(bad(format!("tensor {name} has unsupported dtype {d:?}"))),
         };
         out.insert(name, t);
     }
     Ok((header, out))
+}
+
+/// A named byte blob of a composite model file.
+pub type Part = (String, Vec<u8>);
+
+/// A composite model file (e.g. late fusion): a header (a JSON object with a `kind`) and
+/// named byte blobs, each typically a whole mmq file of one member model.
+pub fn pack(header: &serde_json::Value, parts: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    let tensors: Vec<(String, Tensor)> = parts
+        .iter()
+        .map(|(n, b)| (n.clone(), Tensor::U8(vec![b.len()], b.clone())))
+        .collect();
+    to_bytes(header, &tensors)
+}
+
+/// The header and byte blobs of a file written by [`pack`]; an error for any other
+/// tensor type.
+pub fn unpack(bytes: &[u8], what: &str) -> Result<(serde_json::Value, Vec<Part>)> {
+    let (header, tensors) = from_bytes(bytes, what)?;
+    let mut parts = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        match t {
+            Tensor::U8(_, b) => parts.push((name, b)),
+            _ => {
+                return Err(MmqError::InvalidModelFile {
+                    path: what.to_string(),
+                    reason: format!("part {name} of a composite model is not a byte blob"),
+                })
+            }
+        }
+    }
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((header, parts))
 }
 
 /// The configuration of a kind of classifier file: the header's `kind` tag, the noun

@@ -26,6 +26,30 @@ pub struct ModelConfig {
     pub tokenizer: TokenizerConfig,
     /// Weight of each visual (dense-code) token relative to a text token.
     pub alpha: f32,
+    /// What maps the bag of tokens to label scores (see [`Head`]).
+    pub head: Head,
+    /// L2 penalty on the weights of the linear head (0 = none).
+    pub l2: f32,
+    /// Inverse-document-frequency weighting of the linear head's features.
+    pub idf: bool,
+    /// Temperature of the predicted probabilities (1 = as trained; fitted on a
+    /// validation split by calibration).
+    pub temperature: f32,
+}
+
+/// The part of the model between the bag of tokens and the label scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    /// fastText's: the mean of `dim`-wide token embeddings, then a `labels × dim`
+    /// output layer (SGD, linear learning-rate decay).
+    #[default]
+    Bottleneck,
+    /// A linear model straight from the hashed token features to the labels (no `dim`
+    /// bottleneck): each token row holds one weight per label, plus a bias per label.
+    /// Features are the bag's term frequencies, sublinear (1 + ln count), optionally
+    /// IDF-weighted, L2-normalised per row; trained by AdaGrad (per-weight steps).
+    Linear,
 }
 
 impl Default for ModelConfig {
@@ -40,6 +64,10 @@ impl Default for ModelConfig {
             seed: 0,
             tokenizer: TokenizerConfig::default(),
             alpha: 1.0,
+            head: Head::Bottleneck,
+            l2: 0.0,
+            idf: false,
+            temperature: 1.0,
         }
     }
 }
@@ -55,6 +83,20 @@ impl ModelConfig {
             return bad(format!(
                 "alpha must be a finite number >= 0, got {}",
                 self.alpha
+            ));
+        }
+        if self.head == Head::Linear && self.loss == LossKind::Hs {
+            return bad(
+                "head='linear' trains with loss 'softmax', 'ns' or 'ova', got loss='hs'".into(),
+            );
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            return bad(format!("l2 must be a finite number >= 0, got {}", self.l2));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!(
+                "temperature must be a finite number > 0, got {}",
+                self.temperature
             ));
         }
         self.tokenizer.validate()
@@ -151,6 +193,22 @@ pub struct Model {
     pub tree: Option<Tree>,
     /// Dense columns whose codes are tokens of this model (discrete fusion).
     pub dense: Vec<DenseInput>,
+    /// Linear head with `idf`: the IDF weight of each token row (else empty).
+    pub idf: Vec<f32>,
+    /// Per-epoch record of a run with a validation split (else empty).
+    pub history: Vec<EpochRecord>,
+}
+
+/// One epoch of a run with a validation split.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Mean loss of the training rows seen in this epoch (by the reporting worker).
+    pub train_loss: f32,
+    pub valid_loss: f32,
+    pub valid_accuracy: f32,
+    /// Whether these weights were the best so far (the ones kept).
+    pub best: bool,
 }
 
 /// The hyperparameters every trainer has: `dim`, `epoch`, `threads` >= 1 and a finite
@@ -181,22 +239,54 @@ impl Model {
     }
 
     pub fn n_out(&self) -> usize {
-        match self.cfg.loss {
-            LossKind::Hs => self.n_labels().saturating_sub(1),
+        match (self.cfg.head, self.cfg.loss) {
+            (Head::Linear, _) => 1,
+            (_, LossKind::Hs) => self.n_labels().saturating_sub(1),
             _ => self.n_labels(),
         }
     }
 
-    /// Mean of the known tokens' rows (weighted); zero when no token is known.
-    /// `tokens` are raw ids; `weights` (if any) are per token.
+    /// Width of a token row of `input` (and of [`Self::hidden`]'s output): `dim`, or one
+    /// weight per label for the linear head.
+    pub fn width(&self) -> usize {
+        match self.cfg.head {
+            Head::Bottleneck => self.cfg.dim,
+            Head::Linear => self.n_labels(),
+        }
+    }
+
+    /// Width of a row of `output`: `dim`, or the labels' biases for the linear head.
+    pub fn out_width(&self) -> usize {
+        self.width()
+    }
+
+    /// The bag's vector: the weighted mean of the known tokens' rows (zero when no token
+    /// is known); for the linear head, the label scores of the row's L2-normalised
+    /// features (bias not included). `tokens` are raw ids; `weights` (if any) per token.
     pub fn hidden(&self, tokens: &[u32], weights: Option<&[f32]>, out: &mut [f32]) {
-        let dim = self.cfg.dim;
+        let width = self.width();
         out.fill(0.0);
+        if self.cfg.head == Head::Linear {
+            let mut feats = Vec::with_capacity(tokens.len());
+            feats.extend(tokens.iter().enumerate().filter_map(|(i, &t)| {
+                self.index
+                    .get(t)
+                    .map(|r| (r, weights.map_or(1.0, |w| w[i])))
+            }));
+            let idf = (!self.idf.is_empty()).then_some(&self.idf[..]);
+            for &(r, v) in linear_features(&mut feats, idf) {
+                let row = &self.input[r as usize * width..(r as usize + 1) * width];
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o += v * x;
+                }
+            }
+            return;
+        }
         let mut total = 0.0f32;
         for (i, &t) in tokens.iter().enumerate() {
             if let Some(r) = self.index.get(t) {
                 let w = weights.map_or(1.0, |w| w[i]);
-                let row = &self.input[r as usize * dim..(r as usize + 1) * dim];
+                let row = &self.input[r as usize * width..(r as usize + 1) * width];
                 for (o, x) in out.iter_mut().zip(row) {
                     *o += w * x;
                 }
@@ -209,21 +299,46 @@ impl Model {
         }
     }
 
-    /// Probability of every label given a hidden vector.
+    /// Probability of every label given a hidden vector (at the model's temperature).
     pub fn probs(&self, hidden: &[f32], out: &mut Vec<f32>) {
+        self.probs_at(hidden, self.cfg.temperature, out)
+    }
+
+    /// Probability of every label given a hidden vector, at temperature `t`: scores are
+    /// divided by `t` before the softmax or sigmoid (hs: each label's path probability
+    /// is raised to 1/t and the distribution renormalised).
+    pub fn probs_at(&self, hidden: &[f32], t: f32, out: &mut Vec<f32>) {
         let dim = self.cfg.dim;
         let nl = self.n_labels();
+        let inv_t = 1.0 / t;
         out.clear();
+        if self.cfg.head == Head::Linear {
+            out.extend(
+                hidden
+                    .iter()
+                    .zip(&self.output)
+                    .map(|(h, b)| (h + b) * inv_t),
+            );
+            match self.cfg.loss {
+                LossKind::Softmax => softmax_in_place(out),
+                _ => out.iter_mut().for_each(|x| *x = sigmoid(*x)),
+            }
+            return;
+        }
         match self.cfg.loss {
             LossKind::Softmax => {
-                out.extend(self.output.chunks_exact(dim).map(|w| dot(w, hidden)));
+                out.extend(
+                    self.output
+                        .chunks_exact(dim)
+                        .map(|w| dot(w, hidden) * inv_t),
+                );
                 softmax_in_place(out);
             }
             LossKind::Ns | LossKind::Ova => {
                 out.extend(
                     self.output
                         .chunks_exact(dim)
-                        .map(|w| sigmoid(dot(w, hidden))),
+                        .map(|w| sigmoid(dot(w, hidden) * inv_t)),
                 );
             }
             LossKind::Hs => {
@@ -237,6 +352,13 @@ impl Model {
                         p *= if code { s } else { 1.0 - s };
                     }
                     *o = p;
+                }
+                if t != 1.0 {
+                    out.iter_mut().for_each(|p| *p = p.powf(inv_t));
+                    let z: f32 = out.iter().sum();
+                    if z > 0.0 {
+                        out.iter_mut().for_each(|p| *p /= z);
+                    }
                 }
             }
         }
@@ -253,6 +375,42 @@ impl Model {
         self.probs(hidden, buf);
         top_k(buf, k, threshold)
     }
+}
+
+/// The linear head's features of one row from its (token row, weight) pairs, in place:
+/// pairs of one row are merged (sorted by row), each value becomes
+/// `weight · (1 + ln count)` (sublinear term frequency; the weight of the token's first
+/// occurrence), times the row's IDF if given, and the vector is L2-normalised. Returns
+/// the merged, normalised pairs (a prefix of `feats`).
+pub fn linear_features<'a>(
+    feats: &'a mut Vec<(u32, f32)>,
+    idf: Option<&[f32]>,
+) -> &'a [(u32, f32)] {
+    feats.sort_by_key(|&(r, _)| r);
+    let mut n = 0usize;
+    let mut i = 0usize;
+    while i < feats.len() {
+        let (r, w) = feats[i];
+        let mut j = i + 1;
+        while j < feats.len() && feats[j].0 == r {
+            j += 1;
+        }
+        let count = (j - i) as f32;
+        let mut v = w * (1.0 + count.ln());
+        if let Some(idf) = idf {
+            v *= idf[r as usize];
+        }
+        feats[n] = (r, v);
+        n += 1;
+        i = j;
+    }
+    feats.truncate(n);
+    let norm: f32 = feats.iter().map(|&(_, v)| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        let inv = 1.0 / norm;
+        feats.iter_mut().for_each(|f| f.1 *= inv);
+    }
+    feats
 }
 
 pub fn top_k(probs: &[f32], k: usize, threshold: f32) -> Ranked {
@@ -330,6 +488,8 @@ mod tests {
             output: (0..4 * dim).map(|i| (i as f32 * 0.37).sin()).collect(),
             tree: Some(Tree::build(&counts)),
             dense: vec![],
+            idf: vec![],
+            history: vec![],
         };
         m.cfg.tokenizer = TokenizerConfig::default();
         let mut p = Vec::new();

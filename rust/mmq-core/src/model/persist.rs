@@ -30,17 +30,20 @@ impl Model {
             "labels": self.labels,
             "label_counts": self.label_counts,
             "dense": dense,
+            "history": self.history,
         });
-        let dim = self.cfg.dim;
         let rows = self.index.len();
         tensors.push((
             "input".into(),
-            Tensor::F32(vec![rows, dim], self.input.clone()),
+            Tensor::F32(vec![rows, self.width()], self.input.clone()),
         ));
         tensors.push((
             "output".into(),
-            Tensor::F32(vec![self.n_out(), dim], self.output.clone()),
+            Tensor::F32(vec![self.n_out(), self.out_width()], self.output.clone()),
         ));
+        if !self.idf.is_empty() {
+            tensors.push(("idf".into(), Tensor::F32(vec![rows], self.idf.clone())));
+        }
         tensors.push((
             "token_ids".into(),
             Tensor::U32(vec![rows], self.index.ids.clone()),
@@ -61,8 +64,6 @@ impl Model {
             label_counts,
         } = io::read_classifier::<ModelConfig>(bytes, what)?;
         let ids = io::take_u32(&mut t, "token_ids", what)?;
-        let dim = cfg.dim;
-        let input = io::take_f32(&mut t, "input", ids.len() * dim, what)?;
         let tree = (cfg.loss == super::loss::LossKind::Hs).then(|| Tree::build(&label_counts));
         let mut dense = Vec::new();
         if let Some(list) = header.get("dense").and_then(|d| d.as_array()) {
@@ -88,11 +89,21 @@ impl Model {
             cfg,
             labels,
             label_counts,
-            input,
+            input: Vec::new(),
             output: Vec::new(),
             tree,
+            idf: Vec::new(),
+            history: Vec::new(),
         };
-        m.output = io::take_f32(&mut t, "output", m.n_out() * dim, what)?;
+        m.input = io::take_f32(&mut t, "input", m.index.len() * m.width(), what)?;
+        m.output = io::take_f32(&mut t, "output", m.n_out() * m.out_width(), what)?;
+        if m.cfg.head == super::Head::Linear && m.cfg.idf {
+            m.idf = io::take_f32(&mut t, "idf", m.index.len(), what)?;
+        }
+        if let Some(h) = header.get("history") {
+            m.history =
+                serde_json::from_value(h.clone()).map_err(|e| bad(format!("bad history: {e}")))?;
+        }
         Ok(m)
     }
 

@@ -110,4 +110,29 @@ impl HogwildMatrix {
         let w = &self.data[r * self.cols + c];
         w.store((f32::from_bits(w.load(Relaxed)) + a).to_bits(), Relaxed);
     }
+
+    /// AdaGrad step on `row(r)`: for every column c with `g[c] != 0`, the gradient
+    /// `g[c]·v + l2·w` is added to `accum`'s squared sums, then the weight moves by
+    /// `-lr · grad / sqrt(sum)`. `accum` has this matrix's shape.
+    #[inline]
+    pub fn adagrad_row(
+        &self,
+        accum: &HogwildMatrix,
+        r: usize,
+        g: &[f32],
+        v: f32,
+        l2: f32,
+        lr: f32,
+    ) {
+        for ((w, a), &gc) in self.row(r).iter().zip(accum.row(r)).zip(g) {
+            if gc == 0.0 {
+                continue;
+            }
+            let cur = f32::from_bits(w.load(Relaxed));
+            let grad = gc * v + l2 * cur;
+            let sum = f32::from_bits(a.load(Relaxed)) + grad * grad;
+            a.store(sum.to_bits(), Relaxed);
+            w.store((cur - lr * grad / (sum.sqrt() + 1e-12)).to_bits(), Relaxed);
+        }
+    }
 }

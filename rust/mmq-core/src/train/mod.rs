@@ -4,7 +4,9 @@ pub mod hogwild;
 
 use crate::error::{MmqError, Result};
 use crate::model::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
-use crate::model::{softmax_in_place, Model, ModelConfig, TokenIndex};
+use crate::model::{
+    linear_features, softmax_in_place, EpochRecord, Head, Model, ModelConfig, TokenIndex,
+};
 use clock::{run_epochs, Clock, Ticker};
 use hogwild::HogwildMatrix;
 use rand::{Rng, SeedableRng};
@@ -61,6 +63,31 @@ impl Dataset<'_> {
         check_labels(self.label_offsets, self.labels, n_labels)?;
         Ok(())
     }
+
+    /// [`Self::validate`] for rows whose token weights are feature values (the linear
+    /// head): any finite weight, negative ones included.
+    pub fn validate_values(&self, n_labels: usize) -> Result<()> {
+        if let Some(w) = self.weights {
+            if w.len() != self.tokens.len() {
+                return Err(MmqError::InvalidInput(format!(
+                    "{} weights for {} tokens",
+                    w.len(),
+                    self.tokens.len()
+                )));
+            }
+            if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+                return Err(MmqError::InvalidInput(format!(
+                    "token weight {} at position {i} is not a finite number",
+                    w[i]
+                )));
+            }
+        }
+        Dataset {
+            weights: None,
+            ..*self
+        }
+        .validate(n_labels)
+    }
 }
 
 /// Labels in CSR form (`labels[offsets[i]..offsets[i+1]]` for row i, offsets matching
@@ -110,6 +137,21 @@ pub struct Progress {
     pub tokens_per_sec_per_thread: f64,
 }
 
+/// What a run does beyond the model's hyperparameters.
+#[derive(Default)]
+pub struct TrainOptions<'a> {
+    /// Rows scored after every epoch (raw token ids, as the training rows): the weights
+    /// of the best epoch (highest accuracy, then lowest loss) are kept, and each epoch is
+    /// recorded in [`Model::history`].
+    pub valid: Option<&'a Dataset<'a>>,
+    /// With `valid`: stop after this many epochs without a better score (None: run every
+    /// epoch).
+    pub patience: Option<usize>,
+    /// With `valid`: fit the probabilities' temperature on it after training (stored in
+    /// the model's config).
+    pub calibrate: bool,
+}
+
 /// Train a classifier. `callback` is called from one training thread about every 100 ms
 /// and once at the end; training stops with [`MmqError::Interrupted`] when it returns false.
 pub fn train(
@@ -118,9 +160,37 @@ pub fn train(
     data: &Dataset,
     callback: &(dyn Fn(&Progress) -> bool + Sync),
 ) -> Result<Model> {
+    train_with(cfg, labels, data, &TrainOptions::default(), callback)
+}
+
+/// [`train`] with a validation split, early stopping and calibration ([`TrainOptions`]).
+pub fn train_with(
+    cfg: ModelConfig,
+    labels: Vec<String>,
+    data: &Dataset,
+    opts: &TrainOptions,
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+) -> Result<Model> {
     cfg.validate()?;
     let nl = labels.len();
-    data.validate(nl)?;
+    let linear = cfg.head == Head::Linear;
+    if linear {
+        data.validate_values(nl)?;
+    } else {
+        data.validate(nl)?;
+    }
+    if let Some(v) = opts.valid {
+        // Labels never seen in training (index >= nl) are allowed there: they score as errors.
+        v.validate_values(usize::MAX).map_err(|e| match e {
+            MmqError::InvalidInput(m) => MmqError::InvalidInput(format!("validation rows: {m}")),
+            e => e,
+        })?;
+    }
+    if opts.patience == Some(0) {
+        return Err(MmqError::InvalidParameter(
+            "patience must be >= 1 (epochs without a better validation score), got 0".into(),
+        ));
+    }
     let counts = label_counts(data.labels, &labels)?;
 
     // Compact the token id space to the ids seen in training.
@@ -132,75 +202,291 @@ pub fn train(
         .collect();
     let dim = cfg.dim;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-    let bound = 1.0 / dim as f32;
-    let input: Vec<f32> = (0..index.len() * dim)
-        .map(|_| rng.random_range(-bound..bound))
-        .collect();
+    let (width, n_out) = match (cfg.head, cfg.loss) {
+        (Head::Linear, _) => (nl, 1),
+        (_, LossKind::Hs) => (dim, nl - 1),
+        _ => (dim, nl),
+    };
+    let input: Vec<f32> = if linear {
+        vec![0.0; index.len() * width]
+    } else {
+        let bound = 1.0 / dim as f32;
+        (0..index.len() * dim)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect()
+    };
     let tree = (cfg.loss == LossKind::Hs).then(|| Tree::build(&counts));
-    let n_out = if cfg.loss == LossKind::Hs { nl - 1 } else { nl };
     let negatives = if cfg.loss == LossKind::Ns {
         negatives_table(&counts, &mut rng)
     } else {
         Vec::new()
     };
+    let idf = if linear && cfg.idf {
+        idf_weights(data, &rows, index.len())
+    } else {
+        Vec::new()
+    };
+    let feats =
+        linear.then(|| LinearRows::build(data, &rows, (!idf.is_empty()).then_some(&idf[..])));
 
-    let input = HogwildMatrix::from_vec(input, dim);
-    let output = HogwildMatrix::from_vec(vec![0.0; n_out * dim], dim);
+    let input = HogwildMatrix::from_vec(input, width);
+    let output = HogwildMatrix::from_vec(vec![0.0; n_out * width], width);
+    let accum = linear.then(|| {
+        (
+            HogwildMatrix::from_vec(vec![0.0; index.len() * width], width),
+            HogwildMatrix::from_vec(vec![0.0; width], width),
+        )
+    });
     let threads = cfg.threads;
     let clock = Clock::new(
         data.tokens.len() as u64 * cfg.epoch as u64,
         threads,
         callback,
     );
+    let epoch_loss = std::sync::Mutex::new((0.0f64, 0u64));
     let shared = Shared {
         cfg: &cfg,
         input: &input,
         output: &output,
+        accum: accum.as_ref().map(|(a, b)| (a, b)),
+        feats: feats.as_ref(),
         tree: tree.as_ref(),
         negatives: &negatives,
         rows: &rows,
         data,
         n_labels: nl,
         clock: &clock,
+        epoch_loss: &epoch_loss,
     };
     let mut order: Vec<u32> = (0..data.n_rows() as u32).collect();
     let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
         Worker::new(&shared, seed).run(part, epoch, t == 0)
     };
     let pool = clock::pool(threads)?;
-    run_epochs(
-        &pool,
-        threads,
-        cfg.seed,
-        0..cfg.epoch,
-        &mut order,
-        &clock,
-        &work,
-        &mut |_| Ok(()),
-    )?;
-    clock.finish(cfg.epoch)?;
-    Ok(Model {
-        cfg,
+    let mut model = Model {
+        cfg: cfg.clone(),
         labels,
         label_counts: counts,
         index,
-        input: input.into_vec(),
-        output: output.into_vec(),
-        tree,
+        input: Vec::new(),
+        output: Vec::new(),
+        tree: tree.clone(),
         dense: Vec::new(),
-    })
+        idf,
+        history: Vec::new(),
+    };
+    match opts.valid {
+        None => {
+            run_epochs(
+                &pool,
+                threads,
+                cfg.seed,
+                0..cfg.epoch,
+                &mut order,
+                &clock,
+                &work,
+                &mut |_| Ok(()),
+            )?;
+            model.input = input.into_vec();
+            model.output = output.into_vec();
+        }
+        Some(valid) => {
+            // (accuracy, loss, epoch, input, output) of the best epoch so far
+            let mut best: Option<Best> = None;
+            for epoch in 0..cfg.epoch {
+                *epoch_loss.lock().unwrap_or_else(|e| e.into_inner()) = (0.0, 0);
+                run_epochs(
+                    &pool,
+                    threads,
+                    cfg.seed,
+                    epoch..epoch + 1,
+                    &mut order,
+                    &clock,
+                    &work,
+                    &mut |_| Ok(()),
+                )?;
+                model.input = input.snapshot();
+                model.output = output.snapshot();
+                check_finite(&model)?;
+                let (vloss, acc) = pool.install(|| score(&model, valid, 1.0));
+                let (sum, n) = *epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
+                let better = match &best {
+                    None => true,
+                    Some((ba, bl, ..)) => acc > *ba || (acc == *ba && vloss < *bl),
+                };
+                model.history.push(EpochRecord {
+                    epoch,
+                    train_loss: (sum / n.max(1) as f64) as f32,
+                    valid_loss: vloss,
+                    valid_accuracy: acc,
+                    best: better,
+                });
+                if better {
+                    best = Some((acc, vloss, epoch, model.input.clone(), model.output.clone()));
+                }
+                let since = epoch - best.as_ref().map_or(epoch, |b| b.2);
+                if opts.patience.is_some_and(|p| since >= p) {
+                    break;
+                }
+            }
+            if let Some((_, _, _, i, o)) = best {
+                model.input = i;
+                model.output = o;
+            }
+            if opts.calibrate {
+                model.cfg.temperature = pool.install(|| fit_temperature(&model, valid));
+            }
+        }
+    }
+    clock.finish(cfg.epoch)?;
+    check_finite(&model)?;
+    Ok(model)
+}
+
+/// The best epoch of a run with a validation split: accuracy, loss, epoch, weights.
+type Best = (f32, f32, usize, Vec<f32>, Vec<f32>);
+
+/// Training that produced non-finite weights (a learning rate far too high) is an error.
+fn check_finite(m: &Model) -> Result<()> {
+    if m.input.iter().chain(&m.output).all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(MmqError::InvalidParameter(format!(
+            "training diverged (weights became infinite or NaN): lower lr (got {})",
+            m.cfg.lr
+        )))
+    }
+}
+
+/// Mean loss (−ln p of the row's labels) and accuracy (top label among the row's) of
+/// `m` on the rows of `data`, at temperature `t`. Rows whose tokens are all unknown
+/// still count (they predict from the biases or a zero vector).
+pub fn score(m: &Model, data: &Dataset, t: f32) -> (f32, f32) {
+    use rayon::prelude::*;
+    let n = data.n_rows();
+    let width = m.width();
+    let (loss, correct) = (0..n)
+        .into_par_iter()
+        .map_init(
+            || (vec![0.0f32; width], Vec::new()),
+            |(hidden, probs), i| {
+                let (a, b) = (data.offsets[i], data.offsets[i + 1]);
+                let w = data.weights.map(|w| &w[a..b]);
+                m.hidden(&data.tokens[a..b], w, hidden);
+                m.probs_at(hidden, t, probs);
+                let gold = &data.labels[data.label_offsets[i]..data.label_offsets[i + 1]];
+                // Labels unknown to the model (index past its labels) are misses, left
+                // out of the loss.
+                let known: Vec<f64> = gold
+                    .iter()
+                    .filter_map(|&l| probs.get(l as usize))
+                    .map(|&p| -(p.max(1e-12) as f64).ln())
+                    .collect();
+                let loss = known.iter().sum::<f64>() / known.len().max(1) as f64;
+                let top = crate::model::top_k(probs, 1, 0.0);
+                let hit = top.first().is_some_and(|&(l, _)| gold.contains(&l));
+                (loss, hit as u64)
+            },
+        )
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let n = n.max(1) as f64;
+    ((loss / n) as f32, (correct as f64 / n) as f32)
+}
+
+/// The temperature minimising the mean loss on `data` (golden-section search over
+/// ln t in [ln 0.05, ln 20]).
+pub fn fit_temperature(m: &Model, data: &Dataset) -> f32 {
+    let f = |lt: f64| score(m, data, lt.exp() as f32).0 as f64;
+    let (mut a, mut b) = (0.05f64.ln(), 20f64.ln());
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
+    let (mut fc, mut fd) = (f(c), f(d));
+    for _ in 0..40 {
+        if fc < fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - g * (b - a);
+            fc = f(c);
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + g * (b - a);
+            fd = f(d);
+        }
+    }
+    let t = ((a + b) / 2.0).exp() as f32;
+    // Keep t = 1 unless the fit is actually better.
+    if f((t as f64).ln()) < f(0.0) {
+        t
+    } else {
+        1.0
+    }
+}
+
+/// IDF weight of every token row: ln((1 + n) / (1 + df)) + 1 over the training rows
+/// (scikit-learn's smoothed IDF), df counting each row once.
+fn idf_weights(data: &Dataset, rows: &[u32], n_rows_index: usize) -> Vec<f32> {
+    let mut df = vec![0u32; n_rows_index];
+    let mut last = vec![u32::MAX; n_rows_index];
+    for i in 0..data.n_rows() {
+        for &r in &rows[data.offsets[i]..data.offsets[i + 1]] {
+            if last[r as usize] != i as u32 {
+                last[r as usize] = i as u32;
+                df[r as usize] += 1;
+            }
+        }
+    }
+    let n = data.n_rows() as f64;
+    df.iter()
+        .map(|&d| (((1.0 + n) / (1.0 + d as f64)).ln() + 1.0) as f32)
+        .collect()
+}
+
+/// The linear head's features of every training row ([`linear_features`]), computed once.
+struct LinearRows {
+    offsets: Vec<usize>,
+    feats: Vec<(u32, f32)>,
+}
+
+impl LinearRows {
+    fn build(data: &Dataset, rows: &[u32], idf: Option<&[f32]>) -> Self {
+        let mut offsets = Vec::with_capacity(data.n_rows() + 1);
+        offsets.push(0);
+        let mut feats = Vec::with_capacity(rows.len());
+        let mut buf = Vec::new();
+        for i in 0..data.n_rows() {
+            let (a, b) = (data.offsets[i], data.offsets[i + 1]);
+            buf.clear();
+            buf.extend(
+                rows[a..b]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &r)| (r, data.weights.map_or(1.0, |w| w[a + j]))),
+            );
+            feats.extend_from_slice(linear_features(&mut buf, idf));
+            offsets.push(feats.len());
+        }
+        Self { offsets, feats }
+    }
 }
 
 struct Shared<'a> {
     cfg: &'a ModelConfig,
     input: &'a HogwildMatrix,
     output: &'a HogwildMatrix,
+    /// Linear head: AdaGrad's squared-gradient sums of `input` and `output`.
+    accum: Option<(&'a HogwildMatrix, &'a HogwildMatrix)>,
+    feats: Option<&'a LinearRows>,
     tree: Option<&'a Tree>,
     negatives: &'a [u32],
     rows: &'a [u32],
     data: &'a Dataset<'a>,
     n_labels: usize,
     clock: &'a Clock<'a>,
+    /// Sum and count of the row losses of the current epoch, over all workers.
+    epoch_loss: &'a std::sync::Mutex<(f64, u64)>,
 }
 
 struct Worker<'a> {
@@ -223,9 +509,79 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// One AdaGrad step of the linear head on one row's features; returns its loss.
+    fn update_linear(&mut self, feats: &[(u32, f32)], labels: &[u32], lr: f32) -> f32 {
+        let s = self.s;
+        let (acc_in, acc_out) = s.accum.expect("linear head has AdaGrad sums");
+        let nl = s.n_labels;
+        let scores = &mut self.scores;
+        scores.iter_mut().for_each(|x| *x = 0.0);
+        s.output.add_row_to(0, 1.0, scores);
+        for &(r, v) in feats {
+            s.input.add_row_to(r as usize, v, scores);
+        }
+        // g = d loss / d score, per label (0: not updated).
+        let g = &mut self.grad;
+        g.clear();
+        g.resize(nl, 0.0);
+        let loss = match s.cfg.loss {
+            LossKind::Softmax => {
+                let target = if labels.len() == 1 {
+                    labels[0]
+                } else {
+                    labels[self.rng.random_range(0..labels.len())]
+                } as usize;
+                softmax_in_place(scores);
+                for l in 0..nl {
+                    g[l] = scores[l] - (l == target) as u8 as f32;
+                }
+                -safe_ln(scores[target])
+            }
+            LossKind::Ova => {
+                let mut loss = 0.0;
+                for l in 0..nl {
+                    let p = sigmoid(scores[l]);
+                    let y = labels.contains(&(l as u32));
+                    g[l] = p - y as u8 as f32;
+                    loss -= safe_ln(if y { p } else { 1.0 - p });
+                }
+                loss
+            }
+            LossKind::Ns => {
+                let target = if labels.len() == 1 {
+                    labels[0]
+                } else {
+                    labels[self.rng.random_range(0..labels.len())]
+                } as usize;
+                let p = sigmoid(scores[target]);
+                g[target] = p - 1.0;
+                let mut loss = -safe_ln(p);
+                for _ in 0..s.cfg.neg {
+                    let neg = loop {
+                        let c = s.negatives[self.rng.random_range(0..s.negatives.len())] as usize;
+                        if c != target {
+                            break c;
+                        }
+                    };
+                    let p = sigmoid(scores[neg]);
+                    g[neg] = p;
+                    loss -= safe_ln(1.0 - p);
+                }
+                loss
+            }
+            LossKind::Hs => unreachable!("validated: the linear head has no hs"),
+        };
+        for &(r, v) in feats {
+            s.input.adagrad_row(acc_in, r as usize, g, v, s.cfg.l2, lr);
+        }
+        s.output.adagrad_row(acc_out, 0, g, 1.0, 0.0, lr);
+        loss
+    }
+
     fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
         let s = self.s;
         let mut tick = Ticker::new(s.clock, reporter);
+        let (mut sum, mut n) = (0.0f64, 0u64);
         for (i, &row) in part.iter().enumerate() {
             let row = row as usize;
             let (a, b) = (s.data.offsets[row], s.data.offsets[row + 1]);
@@ -234,13 +590,25 @@ impl<'a> Worker<'a> {
             let labels = &s.data.labels[la..lb];
             let weights = s.data.weights.map(|w| &w[a..b]);
             if a < b {
-                tick.loss(self.update(&s.rows[a..b], weights, labels, lr));
+                let loss = match s.feats {
+                    Some(f) => {
+                        let feats = &f.feats[f.offsets[row]..f.offsets[row + 1]];
+                        self.update_linear(feats, labels, lr)
+                    }
+                    None => self.update(&s.rows[a..b], weights, labels, lr),
+                };
+                tick.loss(loss);
+                sum += loss as f64;
+                n += 1;
             }
             if !tick.tick(s.clock, i, (b - a) as u64, epoch, s.cfg.lr) {
-                return;
+                break;
             }
         }
         tick.flush(s.clock);
+        let mut e = s.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
+        e.0 += sum;
+        e.1 += n;
     }
 
     /// One SGD step on one row; returns its loss.

@@ -1,0 +1,294 @@
+"""Late fusion (``Classifier(fusion="late")``): one model per modality, trained side by
+side, combined log-linearly with weights fitted on a validation split (stacking).
+
+The text head is an ordinary mmq text model (any head, any tokenizer option); each dense
+column gets a linear softmax head over its standardised vector (mmq's linear head: L2-
+normalised features, AdaGrad), early-stopped and calibrated on the validation split. The
+combined log-probability of label y is
+
+    log p(y) = log p_text(y) + sum_j w_j · log p_j(y) − log Z,      then divided by T,
+
+where a row without dense column j leaves its term out, the weights w_j ∈ [0, 2] are
+picked on the validation split by the lowest mean loss (w_j = 0, text alone, is always
+a candidate, so on valid the fusion is never worse than the text head by that measure),
+and T is a final temperature fitted there too.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import polars as pl
+
+from mmq import _mmq
+from mmq.errors import InvalidInputError
+
+KIND = "late_classifier"
+# Probabilities are floored here before the logarithm: a label the dense head never saw
+# (or gives ~0) must not veto the text head's choice outright.
+FLOOR = 1e-6
+GRID = np.round(np.arange(0.0, 2.0001, 0.05), 2)
+
+
+def _features(x: np.ndarray, mean: np.ndarray, std: np.ndarray):
+    """CSR features of standardised vectors: tokens 0..d-1 in every row, values (x-mean)/std."""
+    n, d = x.shape
+    z = ((x - mean) / std).astype(np.float32, copy=False)
+    offsets = np.arange(0, (n + 1) * d, d, dtype=np.uint64)
+    tokens = np.tile(np.arange(d, dtype=np.uint32), n)
+    return offsets, tokens, np.ascontiguousarray(z.reshape(-1))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _nll(logp: np.ndarray, gold: np.ndarray) -> float:
+    ok = gold >= 0
+    return float(-logp[np.flatnonzero(ok), gold[ok]].mean()) if ok.any() else 0.0
+
+
+def _fit_temperature(logits: np.ndarray, gold: np.ndarray) -> float:
+    """Golden-section search of ln T in [ln 0.05, ln 20] for the lowest mean loss."""
+    f = lambda lt: _nll(_log_softmax(logits / np.exp(lt)), gold)  # noqa: E731
+    a, b = np.log(0.05), np.log(20.0)
+    g = (5 ** 0.5 - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(40):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    t = float(np.exp((a + b) / 2))
+    return t if f(np.log(t)) < f(0.0) else 1.0
+
+
+class DenseHead:
+    """A linear softmax head over one standardised dense column."""
+
+    def __init__(self, name: str, mean: np.ndarray, std: np.ndarray, model: Any):
+        self.name, self.mean, self.std, self.model = name, mean, std, model
+
+    @classmethod
+    def fit(cls, name: str, x: np.ndarray, y: pl.Series, vx: np.ndarray, vy: pl.Series, cfg: dict,
+            label: str, patience: Optional[int]) -> "DenseHead":
+        if x.shape[0] == 0 or vx.shape[0] == 0:
+            raise InvalidInputError(f"dense column '{name}' is null in every training or validation row")
+        mean = x.mean(axis=0).astype(np.float32)
+        std = np.maximum(x.std(axis=0), 1e-6).astype(np.float32)
+        cfg = dict(cfg, head="linear", loss="softmax", idf=False, l2=0.0)
+        model = _mmq.RustClassifier.fit_features(
+            json.dumps(cfg), *_features(x, mean, std), y, label, (*_features(vx, mean, std), vy), patience, True)
+        return cls(name, mean, std, model)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 0:
+            return np.zeros((0, len(self.model.labels)), dtype=np.float32)
+        if x.shape[1] != self.mean.shape[0]:
+            raise InvalidInputError(
+                f"dense column '{self.name}': expected vectors of dimension {self.mean.shape[0]}, got {x.shape[1]}")
+        return self.model.predict_proba_features(*_features(x, self.mean, self.std))
+
+
+class LateModel:
+    """The fitted late-fusion model; answers the calls :class:`mmq.Classifier` makes of
+    its Rust models (``predict``, ``predict_proba``, ``test``, ``save``, ...)."""
+
+    def __init__(self, text: Any, heads: Sequence[DenseHead], weights: Sequence[float], temperature: float,
+                 history: Optional[list] = None):
+        self.text, self.heads = text, list(heads)
+        self.weights, self.temperature = [float(w) for w in weights], float(temperature)
+        self.stacking = history or []
+        self.labels = list(text.labels)
+        # column of each dense head's labels in the text head's order (-1: unknown there)
+        self._maps = []
+        for h in self.heads:
+            pos = {lab: i for i, lab in enumerate(h.model.labels)}
+            self._maps.append(np.array([pos.get(lab, -1) for lab in self.labels], dtype=np.int64))
+
+    # -- the combination -----------------------------------------------------------
+    def _head_logp(self, texts: pl.Series, dense: list) -> list:
+        """Log-probabilities (n × labels, text order) of the text head and of each dense
+        head (NaN rows where the column is missing)."""
+        pt = self.text.predict_proba(texts, [])
+        out = [np.log(np.maximum(pt, FLOOR))]
+        by_name = {d[0]: d for d in dense}
+        n = pt.shape[0]
+        for h, cols in zip(self.heads, self._maps):
+            if h.name not in by_name:
+                raise InvalidInputError(f"this late-fusion model reads dense column '{h.name}'")
+            _, vecs, _codes, present = by_name[h.name]
+            lp = np.full((n, len(self.labels)), np.nan, dtype=np.float64)
+            p = h.proba(np.asarray(vecs, dtype=np.float32))
+            q = np.where(cols >= 0, p[:, np.maximum(cols, 0)], 0.0)
+            lp[np.asarray(present, dtype=bool)] = np.log(np.maximum(q, FLOOR))
+            out.append(lp)
+        return out
+
+    @staticmethod
+    def _combine(parts: list, weights: Sequence[float], t: float) -> np.ndarray:
+        z = parts[0].copy()
+        for w, lp in zip(weights, parts[1:]):
+            if w:
+                z += w * np.nan_to_num(lp, nan=0.0)
+        return _log_softmax(z / t)
+
+    def fit_weights(self, texts: pl.Series, dense: list, gold: np.ndarray) -> None:
+        """Pick each dense head's weight on the validation rows (coordinate search over
+        GRID, lowest mean loss; two rounds), then the final temperature."""
+        parts = self._head_logp(texts, dense)
+        w = [0.0] * len(self.heads)
+        hist = []
+        for _round in range(2 if len(w) > 1 else 1):
+            for j in range(len(w)):
+                best = None
+                for g in GRID:
+                    trial = w[:j] + [float(g)] + w[j + 1:]
+                    lp = self._combine(parts, trial, 1.0)
+                    loss = _nll(lp, gold)
+                    acc = float((lp.argmax(axis=1) == gold).mean())
+                    hist.append({"head": self.heads[j].name, "weight": float(g), "valid_loss": loss,
+                                 "valid_accuracy": acc})
+                    if best is None or loss < best[0] - 1e-12:
+                        best = (loss, float(g))
+                w[j] = best[1]
+        self.weights = w
+        z = parts[0].copy()
+        for wj, lp in zip(w, parts[1:]):
+            z += wj * np.nan_to_num(lp, nan=0.0)
+        self.temperature = _fit_temperature(z, gold)
+        self.stacking = hist
+
+    def proba(self, texts: pl.Series, dense: list) -> np.ndarray:
+        return np.exp(self._combine(self._head_logp(texts, dense), self.weights, self.temperature)).astype(np.float32)
+
+    # -- what Classifier calls -------------------------------------------------------
+    def predict_proba(self, texts: pl.Series, dense: list) -> np.ndarray:
+        return self.proba(texts, dense)
+
+    def predict(self, texts: pl.Series, k: int, threshold: float, dense: list):
+        p = self.proba(texts, dense)
+        n, nl = p.shape
+        kk = min(k, nl)
+        order = np.argsort(-p, axis=1, kind="stable")[:, :kk]
+        top = np.take_along_axis(p, order, axis=1)
+        keep = top >= threshold
+        idx = np.full((n, k), -1, dtype=np.int64)
+        probs = np.full((n, k), np.nan, dtype=np.float32)
+        idx[:, :kk] = np.where(keep, order, -1)
+        probs[:, :kk] = np.where(keep, top, np.nan)
+        return idx.reshape(-1), probs.reshape(-1)
+
+    def test(self, texts: pl.Series, labels: pl.Series, label_name: str, k: int, threshold: float,
+             dense: list) -> dict:
+        idx, _ = self.predict(texts, k, threshold, dense)
+        idx = idx.reshape(-1, k)
+        pos = {lab: i for i, lab in enumerate(self.labels)}
+        gold = [[v] if isinstance(v, str) else list(v) for v in labels.to_list()]
+        nl = len(self.labels)
+        tp, pred, gl = np.zeros(nl, np.int64), np.zeros(nl, np.int64), np.zeros(nl, np.int64)
+        correct = predicted = ngold = 0
+        for row, g in zip(idx, gold):
+            gi = {pos.get(x, -1) for x in g}
+            ngold += len(g)
+            for x in gi:
+                if x >= 0:
+                    gl[x] += 1
+            for x in row:
+                if x < 0:
+                    continue
+                predicted += 1
+                pred[x] += 1
+                if x in gi:
+                    correct += 1
+                    tp[x] += 1
+        return {"rows": len(gold), "predicted": predicted, "gold": ngold, "correct": correct,
+                "per_label": list(zip(tp.tolist(), pred.tolist(), gl.tolist()))}
+
+    @property
+    def dense_dim(self) -> int:
+        return int(self.heads[0].mean.shape[0]) if self.heads else 0
+
+    @property
+    def config_json(self) -> str:
+        cfg = json.loads(self.text.config_json)
+        cfg.update(kind="late", dense=[h.name for h in self.heads], weights=self.weights,
+                   late_temperature=self.temperature)
+        return json.dumps(cfg)
+
+    # -- persistence -----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        header = {"kind": KIND, "labels": self.labels, "weights": self.weights, "temperature": self.temperature,
+                  "dense": [{"name": h.name, "d": int(h.mean.shape[0])} for h in self.heads],
+                  "stacking": self.stacking}
+        parts = [("text", self.text.to_bytes())]
+        for i, h in enumerate(self.heads):
+            parts += [(f"dense.{i}.model", h.model.to_bytes()), (f"dense.{i}.mean", h.mean.tobytes()),
+                      (f"dense.{i}.std", h.std.tobytes())]
+        return _mmq.pack(json.dumps(header), parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "LateModel":
+        from mmq.errors import ModelFileError
+
+        header_json, parts = _mmq.unpack(data, source)
+        h = json.loads(header_json)
+        parts = dict(parts)
+        try:
+            if h.get("kind") != KIND:
+                raise ModelFileError(f"{source}: expected an mmq late-fusion classifier, found kind {h.get('kind')!r}")
+            text = _mmq.RustClassifier.from_bytes(parts["text"], f"{source} (text head)")
+            heads = []
+            for i, dh in enumerate(h["dense"]):
+                d = int(dh["d"])
+                mean = np.frombuffer(parts[f"dense.{i}.mean"], dtype=np.float32).copy()
+                std = np.frombuffer(parts[f"dense.{i}.std"], dtype=np.float32).copy()
+                if mean.shape != (d,) or std.shape != (d,) or not (np.isfinite(mean).all() and (std > 0).all()):
+                    raise ModelFileError(f"{source}: dense head {i} has a bad mean or std")
+                model = _mmq.RustClassifier.from_bytes(parts[f"dense.{i}.model"], f"{source} (dense head {i})")
+                heads.append(DenseHead(str(dh["name"]), mean, std, model))
+            weights = [float(w) for w in h["weights"]]
+            t = float(h["temperature"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFileError(f"{source}: not a well-formed late-fusion model ({type(e).__name__}: {e})") from None
+        if len(weights) != len(heads) or not all(np.isfinite(weights)) or not (np.isfinite(t) and t > 0):
+            raise ModelFileError(f"{source}: bad fusion weights or temperature")
+        return cls(text, heads, weights, t, h.get("stacking"))
+
+    def save(self, path) -> None:
+        _mmq.write_file(path, self.to_bytes())
+
+
+def _gold(labels: pl.Series, names: Sequence[str]) -> np.ndarray:
+    """Index of each row's (first) label in ``names``; -1 for a label never seen."""
+    pos = {lab: i for i, lab in enumerate(names)}
+    first = labels.list.first() if labels.dtype == pl.List(pl.String) else labels
+    return np.array([pos.get(v, -1) for v in first.to_list()], dtype=np.int64)
+
+
+def fit(clf: Any, df: pl.DataFrame, valid: pl.DataFrame, text: str, label: str, patience: Optional[int],
+        progress: Any) -> LateModel:
+    """Train the text head and one linear head per dense column, then fit the weights."""
+    from mmq._input import label_series, text_series
+
+    t, y = text_series(df, text), label_series(df, label)
+    vt, vy = text_series(valid, text), label_series(valid, label)
+    cfg = clf._config()
+    text_model = _mmq.RustClassifier.fit(json.dumps(cfg), t, y, text, label, progress, [], [],
+                                         (vt, vy, []), patience, True)
+    dense, vdense = clf._dense_args(df, fit=True), clf._dense_args(valid)
+    dcfg = dict(cfg, lr=clf.dense_lr, epoch=clf.dense_epoch)
+    heads = []
+    for (name, x, _c, present), (_n, vx, _vc, vpresent) in zip(dense, vdense):
+        heads.append(DenseHead.fit(name, x, y.filter(pl.Series(present)), vx, vy.filter(pl.Series(vpresent)),
+                                   dcfg, label, patience))
+    model = LateModel(text_model, heads, [0.0] * len(heads), 1.0)
+    model.fit_weights(vt, vdense, _gold(vy, model.labels))
+    return model
