@@ -173,3 +173,63 @@ def test_late_fusion(topics, tmp_path):
         mmq.Classifier(**params(), fusion="late", dense=["image"]).fit(train)
     with pytest.raises(InvalidParameterError, match="dense"):
         mmq.Classifier(**params(), fusion="late")
+
+
+def test_autotune_picks_the_best_trial(topics):
+    train, valid, _ = topics
+    r = mmq.autotune(train.drop("image"), valid.drop("image"), budget_s=30, max_trials=4, progress=False,
+                     threads=1)
+    assert r.trials.height == 4
+    assert r.trials["stage"].unique().to_list() == ["text"]
+    best = r.trials["accuracy"].max()
+    assert r.classifier.test(valid).precision == pytest.approx(best)
+    clf, trials = r  # unpacks as (classifier, trials)
+    assert trials.height == 4 and clf is r.classifier
+
+
+def test_autotune_with_images_keeps_text_alone_as_a_candidate(topics):
+    train, valid, _ = topics
+    r = mmq.autotune(train, valid, budget_s=20, max_trials=5, dense=["image"], progress=False, threads=1)
+    stages = r.trials["stage"].to_list()
+    assert stages[0] == "text" and "fusion" in stages
+    assert r.trials.filter(pl.col("stage") == "fusion")["fusion"][0] == "late"
+    text_best = r.trials.filter(pl.col("stage") == "text")["accuracy"].max()
+    assert r.trials["accuracy"].max() >= text_best
+    assert r.classifier.test(valid).precision == pytest.approx(r.trials["accuracy"].max())
+
+
+def test_autotune_bad_input(topics):
+    train, valid, _ = topics
+    for kw, what in ((dict(metric="auc"), "metric"), (dict(budget_s=0), "budget_s"), (dict(budget_s=-3), "budget_s"),
+                     (dict(budget_s=float("nan")), "budget_s"), (dict(max_trials=0), "max_trials"),
+                     (dict(patience=0), "patience")):
+        with pytest.raises(InvalidParameterError, match=what):
+            mmq.autotune(train, valid, progress=False, **kw)
+    with pytest.raises(InvalidInputError, match="'photo'"):
+        mmq.autotune(train, valid, dense=["photo"], progress=False)
+    # a budget shorter than one trial runs exactly one
+    r = mmq.autotune(train.drop("image"), valid.drop("image"), budget_s=1e-3, progress=False, threads=1)
+    assert r.trials.height == 1
+
+
+def test_cli_validation_and_autotune(tmp_path, capsys):
+    from mmq.cli import main
+
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=1500, dense_dim=8, seed=1)
+    for split in ("train", "valid", "test"):
+        with open(tmp_path / f"{split}.txt", "w") as f:
+            for t, lab in df.filter(pl.col("split") == split).select("text", "label").iter_rows():
+                f.write(f"__label__{lab} {t}\n")
+    model = str(tmp_path / "m")
+    assert main(["supervised", "-input", str(tmp_path / "train.txt"), "-output", model, "-head", "linear",
+                 "-lr", "0.5", "-epoch", "20", "-validation", str(tmp_path / "valid.txt"), "-patience", "2",
+                 "-wordNgrams", "2", "-thread", "1", "-quiet"]) == 0
+    m = mmq.load(model + ".mmq")
+    assert m.head == "linear" and 0 < m.history.height <= 20 and m.temperature != 1.0
+    assert main(["supervised", "-input", str(tmp_path / "train.txt"), "-output", model + "2",
+                 "-autotune-validation", str(tmp_path / "valid.txt"), "-autotune-duration", "3",
+                 "-thread", "1", "-quiet"]) == 0
+    assert main(["test", model + "2.mmq", str(tmp_path / "test.txt")]) == 0
+    assert float(capsys.readouterr().out.split("\n")[1].split("\t")[1]) > 0.5

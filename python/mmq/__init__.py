@@ -6,6 +6,7 @@ expression namespace (registered on import), and the errors in :mod:`mmq.errors`
 from mmq._mmq import __version__
 from mmq.classifier import Classifier, TestResult, load, tokenize
 from mmq.quant import PQ, RSPQ
+from mmq.autotune import AutotuneResult, autotune
 from mmq.errors import (
     InvalidInputError,
     InvalidParameterError,
@@ -26,6 +27,8 @@ __all__ = [
     "predict_proba",
     "PQ",
     "RSPQ",
+    "autotune",
+    "AutotuneResult",
     "MmqError",
     "InvalidParameterError",
     "InvalidInputError",

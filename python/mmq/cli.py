@@ -67,12 +67,22 @@ def _train(a: argparse.Namespace) -> int:
     import mmq
 
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
-    clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
-                         maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
-                         seed=a.seed, progress=not a.quiet, lowercase=a.lowercase, split_punct=a.split_punct,
-                         drop_punct=a.drop_punct)
     t = time.perf_counter()
-    clf.fit(df)
+    if a.autotune_validation:
+        valid = read_input(a.autotune_validation, a.textColumn, a.labelColumn, a.label)
+        r = mmq.autotune(df, valid, budget_s=a.autotune_duration, metric=a.autotune_metric, seed=a.seed,
+                         threads=a.thread, progress=not a.quiet)
+        clf = r.classifier
+        if not a.quiet:
+            print(f"autotune: {r.trials.height} trial(s); best: {' '.join(f'{k}={v}' for k, v in r.params.items())}",
+                  file=sys.stderr)
+    else:
+        clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
+                             maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
+                             seed=a.seed, progress=not a.quiet, lowercase=a.lowercase, split_punct=a.split_punct,
+                             drop_punct=a.drop_punct, head=a.head, l2=a.l2, idf=a.idf)
+        valid = read_input(a.validation, a.textColumn, a.labelColumn, a.label) if a.validation else None
+        clf.fit(df, valid=valid, patience=a.patience)
     out = a.output if a.output.endswith(".mmq") else a.output + ".mmq"
     clf.save(out)
     if not a.quiet:
@@ -188,6 +198,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="make every punctuation / symbol character a word of its own (saved with the model)")
         sp.add_argument("-dropPunct", "--drop-punct", dest="drop_punct", action="store_true",
                         help="drop every punctuation / symbol character, cutting words there (saved with the model)")
+        sp.add_argument("-head", "--head", default="bottleneck", choices=["bottleneck", "linear"],
+                        help="bottleneck: fastText's model; linear: features straight to the labels (AdaGrad)")
+        sp.add_argument("-l2", "--l2", type=float, default=0.0, help="L2 penalty of the linear head")
+        sp.add_argument("-idf", "--idf", action="store_true", help="IDF-weighted features (linear head)")
+        sp.add_argument("-validation", "--validation", default=None,
+                        help="validation file: best-epoch weights, calibrated probabilities")
+        sp.add_argument("-patience", "--patience", type=int, default=None,
+                        help="with -validation: stop after this many epochs without a better score")
+        sp.add_argument("-autotune-validation", "--autotune-validation", dest="autotune_validation", default=None,
+                        help="search the settings on this validation file (ignores the model options)")
+        sp.add_argument("-autotune-duration", "--autotune-duration", dest="autotune_duration", type=float,
+                        default=300.0, help="autotune budget in seconds [300]")
+        sp.add_argument("-autotune-metric", "--autotune-metric", dest="autotune_metric", default="accuracy",
+                        choices=["accuracy", "f1", "loss"])
         sp.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
         io_opts(sp)
     for verb in ("test", "predict", "predict-prob"):

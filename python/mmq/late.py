@@ -8,7 +8,8 @@ combined log-probability of label y is
 
     log p(y) = log p_text(y) + sum_j w_j · log p_j(y) − log Z,      then divided by T,
 
-where a row without dense column j leaves its term out, the weights w_j ∈ [0, 2] are
+where a row without dense column j leaves its term out (the dense head reads the
+standardised vector projected on its first MAX_COMPONENTS principal components), the weights w_j ∈ [0, 2] are
 picked on the validation split by the lowest mean loss (w_j = 0, text alone, is always
 a candidate, so on valid the fusion is never worse than the text head by that measure),
 and T is a final temperature fitted there too.
@@ -31,12 +32,20 @@ FLOOR = 1e-6
 GRID = np.round(np.arange(0.0, 2.0001, 0.05), 2)
 
 
-def _features(x: np.ndarray, mean: np.ndarray, std: np.ndarray):
-    """CSR features of standardised vectors: tokens 0..d-1 in every row, values (x-mean)/std."""
-    n, d = x.shape
-    z = ((x - mean) / std).astype(np.float32, copy=False)
-    offsets = np.arange(0, (n + 1) * d, d, dtype=np.uint64)
-    tokens = np.tile(np.arange(d, dtype=np.uint32), n)
+# Dense vectors are standardised, then projected on their first principal components
+# (at most this many): a linear head over 1280-d vectors × 100+ labels costs 5× more for
+# little gain, and the projection is fitted once, in NumPy, on the training rows.
+MAX_COMPONENTS = 256
+
+
+def _features(x: np.ndarray, mean: np.ndarray, std: np.ndarray, proj: np.ndarray):
+    """CSR features of standardised, projected vectors: tokens 0..r-1 in every row,
+    values ((x - mean) / std) @ proj."""
+    n = x.shape[0]
+    z = (((x - mean) / std) @ proj).astype(np.float32)
+    r = proj.shape[1]
+    offsets = np.arange(0, (n + 1) * r, r, dtype=np.uint64)
+    tokens = np.tile(np.arange(r, dtype=np.uint32), n)
     return offsets, tokens, np.ascontiguousarray(z.reshape(-1))
 
 
@@ -73,8 +82,8 @@ def _fit_temperature(logits: np.ndarray, gold: np.ndarray) -> float:
 class DenseHead:
     """A linear softmax head over one standardised dense column."""
 
-    def __init__(self, name: str, mean: np.ndarray, std: np.ndarray, model: Any):
-        self.name, self.mean, self.std, self.model = name, mean, std, model
+    def __init__(self, name: str, mean: np.ndarray, std: np.ndarray, proj: np.ndarray, model: Any):
+        self.name, self.mean, self.std, self.proj, self.model = name, mean, std, proj, model
 
     @classmethod
     def fit(cls, name: str, x: np.ndarray, y: pl.Series, vx: np.ndarray, vy: pl.Series, cfg: dict,
@@ -83,10 +92,19 @@ class DenseHead:
             raise InvalidInputError(f"dense column '{name}' is null in every training or validation row")
         mean = x.mean(axis=0).astype(np.float32)
         std = np.maximum(x.std(axis=0), 1e-6).astype(np.float32)
+        d = x.shape[1]
+        if d > MAX_COMPONENTS:
+            z = (x - mean) / std
+            sample = z[np.random.default_rng(0).permutation(len(z))[:20_000]]
+            _, _, vt = np.linalg.svd(sample, full_matrices=False)
+            proj = np.ascontiguousarray(vt[:MAX_COMPONENTS].T, dtype=np.float32)
+        else:
+            proj = np.eye(d, dtype=np.float32)
         cfg = dict(cfg, head="linear", loss="softmax", idf=False, l2=0.0)
         model = _mmq.RustClassifier.fit_features(
-            json.dumps(cfg), *_features(x, mean, std), y, label, (*_features(vx, mean, std), vy), patience, True)
-        return cls(name, mean, std, model)
+            json.dumps(cfg), *_features(x, mean, std, proj), y, label, (*_features(vx, mean, std, proj), vy),
+            patience, True)
+        return cls(name, mean, std, proj, model)
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] == 0:
@@ -94,7 +112,7 @@ class DenseHead:
         if x.shape[1] != self.mean.shape[0]:
             raise InvalidInputError(
                 f"dense column '{self.name}': expected vectors of dimension {self.mean.shape[0]}, got {x.shape[1]}")
-        return self.model.predict_proba_features(*_features(x, self.mean, self.std))
+        return self.model.predict_proba_features(*_features(x, self.mean, self.std, self.proj))
 
 
 class LateModel:
@@ -226,12 +244,13 @@ class LateModel:
     # -- persistence -----------------------------------------------------------------
     def to_bytes(self) -> bytes:
         header = {"kind": KIND, "labels": self.labels, "weights": self.weights, "temperature": self.temperature,
-                  "dense": [{"name": h.name, "d": int(h.mean.shape[0])} for h in self.heads],
+                  "dense": [{"name": h.name, "d": int(h.mean.shape[0]), "r": int(h.proj.shape[1])}
+                            for h in self.heads],
                   "stacking": self.stacking}
         parts = [("text", self.text.to_bytes())]
         for i, h in enumerate(self.heads):
             parts += [(f"dense.{i}.model", h.model.to_bytes()), (f"dense.{i}.mean", h.mean.tobytes()),
-                      (f"dense.{i}.std", h.std.tobytes())]
+                      (f"dense.{i}.std", h.std.tobytes()), (f"dense.{i}.proj", h.proj.tobytes())]
         return _mmq.pack(json.dumps(header), parts)
 
     @classmethod
@@ -250,10 +269,13 @@ class LateModel:
                 d = int(dh["d"])
                 mean = np.frombuffer(parts[f"dense.{i}.mean"], dtype=np.float32).copy()
                 std = np.frombuffer(parts[f"dense.{i}.std"], dtype=np.float32).copy()
-                if mean.shape != (d,) or std.shape != (d,) or not (np.isfinite(mean).all() and (std > 0).all()):
-                    raise ModelFileError(f"{source}: dense head {i} has a bad mean or std")
+                r = int(dh["r"])
+                proj = np.frombuffer(parts[f"dense.{i}.proj"], dtype=np.float32).copy()
+                if mean.shape != (d,) or std.shape != (d,) or not (np.isfinite(mean).all() and (std > 0).all()) \
+                        or not (1 <= r <= d) or proj.size != d * r or not np.isfinite(proj).all():
+                    raise ModelFileError(f"{source}: dense head {i} has a bad mean, std or projection")
                 model = _mmq.RustClassifier.from_bytes(parts[f"dense.{i}.model"], f"{source} (dense head {i})")
-                heads.append(DenseHead(str(dh["name"]), mean, std, model))
+                heads.append(DenseHead(str(dh["name"]), mean, std, proj.reshape(d, r), model))
             weights = [float(w) for w in h["weights"]]
             t = float(h["temperature"])
         except (KeyError, TypeError, ValueError) as e:
@@ -274,15 +296,17 @@ def _gold(labels: pl.Series, names: Sequence[str]) -> np.ndarray:
 
 
 def fit(clf: Any, df: pl.DataFrame, valid: pl.DataFrame, text: str, label: str, patience: Optional[int],
-        progress: Any) -> LateModel:
-    """Train the text head and one linear head per dense column, then fit the weights."""
+        progress: Any, text_model: Any = None) -> LateModel:
+    """Train the text head (unless ``text_model``, a fitted Rust text model, is given) and
+    one linear head per dense column, then fit the weights."""
     from mmq._input import label_series, text_series
 
     t, y = text_series(df, text), label_series(df, label)
     vt, vy = text_series(valid, text), label_series(valid, label)
     cfg = clf._config()
-    text_model = _mmq.RustClassifier.fit(json.dumps(cfg), t, y, text, label, progress, [], [],
-                                         (vt, vy, []), patience, True)
+    if text_model is None:
+        text_model = _mmq.RustClassifier.fit(json.dumps(cfg), t, y, text, label, progress, [], [],
+                                             (vt, vy, []), patience, True)
     dense, vdense = clf._dense_args(df, fit=True), clf._dense_args(valid)
     dcfg = dict(cfg, lr=clf.dense_lr, epoch=clf.dense_epoch)
     heads = []

@@ -704,3 +704,142 @@ impl<'a> Worker<'a> {
         -safe_ln(self.scores[target])
     }
 }
+
+#[cfg(test)]
+mod linear_tests {
+    use super::*;
+
+    /// Two labels, each with its own words; rows of 3 tokens.
+    fn toy(n: usize, flip: usize) -> (Vec<usize>, Vec<u32>, Vec<usize>, Vec<u32>) {
+        let (mut off, mut tok, mut loff, mut lab) = (vec![0], vec![], vec![0], vec![]);
+        for i in 0..n {
+            let y = (i % 2) as u32;
+            tok.extend([10 + y, 20 + y, 30 + (i % 7) as u32]);
+            off.push(tok.len());
+            lab.push(if i < flip { 1 - y } else { y });
+            loff.push(lab.len());
+        }
+        (off, tok, loff, lab)
+    }
+
+    fn cfg(head: Head, epoch: usize) -> ModelConfig {
+        ModelConfig {
+            head,
+            epoch,
+            lr: 0.5,
+            dim: 4,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn linear_features_merge_duplicates_and_normalise() {
+        let mut f = vec![(3, 1.0), (1, 1.0), (3, 1.0)];
+        let out = linear_features(&mut f, None).to_vec();
+        let v3 = 1.0 + 2f32.ln();
+        let norm = (1.0 + v3 * v3).sqrt();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, 1);
+        assert!((out[0].1 - 1.0 / norm).abs() < 1e-6);
+        assert!((out[1].1 - v3 / norm).abs() < 1e-6);
+        let mut g = vec![(0, 2.0), (1, 1.0)];
+        let out = linear_features(&mut g, Some(&[1.0, 2.0])).to_vec();
+        assert!((out[0].1 - out[1].1).abs() < 1e-6, "{out:?}");
+    }
+
+    #[test]
+    fn linear_head_learns_and_valid_keeps_the_best_epoch() {
+        let (off, tok, loff, lab) = toy(200, 0);
+        let data = Dataset {
+            offsets: &off,
+            tokens: &tok,
+            weights: None,
+            label_offsets: &loff,
+            labels: &lab,
+        };
+        let names = vec!["a".to_string(), "b".to_string()];
+        for head in [Head::Linear, Head::Bottleneck] {
+            let opts = TrainOptions {
+                valid: Some(&data),
+                patience: None,
+                calibrate: true,
+            };
+            let m = train_with(cfg(head, 6), names.clone(), &data, &opts, &|_| true).unwrap();
+            assert_eq!(m.history.len(), 6);
+            let (loss, acc) = score(&m, &data, m.cfg.temperature);
+            assert_eq!(acc, 1.0, "{head:?}");
+            assert!(loss < 0.3, "{head:?} {loss}");
+            let best = m.history.iter().rposition(|r| r.best).unwrap();
+            assert_eq!(m.history[best].valid_accuracy, acc);
+        }
+    }
+
+    #[test]
+    fn patience_stops_and_unknown_valid_labels_are_misses() {
+        let (off, tok, loff, lab) = toy(100, 0);
+        let data = Dataset {
+            offsets: &off,
+            tokens: &tok,
+            weights: None,
+            label_offsets: &loff,
+            labels: &lab,
+        };
+        let names = vec!["a".to_string(), "b".to_string()];
+        // valid labels all wrong: its loss only grows, so epoch 0 stays the best
+        let wrong: Vec<u32> = lab.iter().map(|&l| 1 - l).collect();
+        let valid = Dataset {
+            labels: &wrong,
+            ..data
+        };
+        let opts = TrainOptions {
+            valid: Some(&valid),
+            patience: Some(2),
+            calibrate: false,
+        };
+        let m = train_with(cfg(Head::Linear, 50), names.clone(), &data, &opts, &|_| {
+            true
+        })
+        .unwrap();
+        assert_eq!(m.history.len(), 3, "{:?}", m.history);
+        assert!(m.history[0].best && !m.history[1].best && !m.history[2].best);
+        // a quarter of the valid rows with a label the model never saw: misses
+        let unseen: Vec<u32> = lab
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| if i % 4 == 0 { 7 } else { l })
+            .collect();
+        let valid = Dataset {
+            labels: &unseen,
+            ..data
+        };
+        let opts = TrainOptions {
+            valid: Some(&valid),
+            ..opts
+        };
+        let m = train_with(cfg(Head::Linear, 5), names, &data, &opts, &|_| true).unwrap();
+        assert!(m.history.iter().all(|r| r.valid_accuracy <= 0.75 + 1e-6));
+        assert!(m.history.iter().any(|r| r.valid_accuracy > 0.7));
+    }
+
+    #[test]
+    fn fitted_temperature_minimises_the_loss() {
+        // a quarter of the labels flipped
+        let (off, tok, loff, lab) = toy(400, 100);
+        let data = Dataset {
+            offsets: &off,
+            tokens: &tok,
+            weights: None,
+            label_offsets: &loff,
+            labels: &lab,
+        };
+        let names = vec!["a".to_string(), "b".to_string()];
+        let m = train(cfg(Head::Bottleneck, 30), names, &data, &|_| true).unwrap();
+        let t = fit_temperature(&m, &data);
+        let at = |t: f32| score(&m, &data, t).0;
+        assert!(at(t) <= at(1.0) + 1e-6);
+        assert!(
+            at(t) <= at(t * 1.2) + 1e-6 && at(t) <= at(t / 1.2) + 1e-6,
+            "{t}"
+        );
+    }
+}
