@@ -169,6 +169,8 @@ def test_late_fusion(topics, tmp_path):
     assert back.fusion == "late"
     assert_frame_equal(back.predict_proba(test), p)
     assert_frame_equal(pickle.loads(pickle.dumps(late)).predict(test, k=2), late.predict(test, k=2))
+    with pytest.raises(InvalidParameterError, match="late"):
+        test.select(mmq.predict(late))
     with pytest.raises(InvalidParameterError, match="validation"):
         mmq.Classifier(**params(), fusion="late", dense=["image"]).fit(train)
     with pytest.raises(InvalidParameterError, match="dense"):
@@ -233,3 +235,28 @@ def test_cli_validation_and_autotune(tmp_path, capsys):
                  "-thread", "1", "-quiet"]) == 0
     assert main(["test", model + "2.mmq", str(tmp_path / "test.txt")]) == 0
     assert float(capsys.readouterr().out.split("\n")[1].split("\t")[1]) > 0.5
+
+
+def test_concat_fusion(topics, tmp_path):
+    train, valid, test = topics
+    text = mmq.Classifier(**params()).fit(train.drop("image"), valid=valid.drop("image")).test(test).precision
+    clf = mmq.Classifier(**params(alpha=1.0), fusion="concat", dense=["image"]).fit(train, valid=valid)
+    assert clf.test(test).precision > text + 0.03  # the generated images carry signal
+    assert clf.history.height == 5 and clf.temperature > 0
+    p = clf.predict_proba(test)
+    clf.save(tmp_path / "c.mmq")
+    back = mmq.load(tmp_path / "c.mmq")
+    assert back.fusion == "concat"
+    assert_frame_equal(back.predict_proba(test), p)
+    assert_frame_equal(pickle.loads(pickle.dumps(clf)).predict(test), clf.predict(test))
+    # a row without an image: text features alone
+    row = test.head(3).with_columns(pl.lit(None, dtype=test["image"].dtype).alias("image"))
+    assert clf.predict(row)["label"].null_count() == 0
+    # alpha 0 = the text model (same features, same seed; the learning-rate schedule counts
+    # the dense tokens as work, so the decay differs slightly)
+    zero = mmq.Classifier(**params(alpha=0.0), fusion="concat", dense=["image"]).fit(train)
+    plain = mmq.Classifier(**params()).fit(train.drop("image"))
+    np.testing.assert_allclose(zero.predict_proba(test).to_numpy(), plain.predict_proba(test).to_numpy(),
+                               atol=2e-3)
+    with pytest.raises(InvalidParameterError, match="linear"):
+        mmq.Classifier(fusion="concat", dense=["image"])

@@ -8,8 +8,8 @@ default (the linear head with word bigrams; with dense columns, that model on te
 alone), so the result is never worse on valid than that text-only model; later trials
 are drawn at random (seeded) from the search space below. With dense columns the search
 has two stages: text settings first (60% of the budget), then fusions on top of the
-best text settings (late fusion, reusing that text model, then a few fixed discrete
-fusions), so a multimodal pick is compared with text tuned the same way. A
+best text settings (late fusion, reusing that text model; concat fusion when the best
+text model has the linear head; then a few fixed discrete fusions), so a multimodal pick is compared with text tuned the same way. A
 trial is started only while the stage's time left is larger than the mean duration of
 its trials so far, so the budget holds up to about one trial; a budget shorter than one
 trial runs exactly the first trial of each stage.
@@ -17,7 +17,7 @@ trial runs exactly the first trial of each stage.
 Search space (text): head (linear / fastText's bottleneck), lr (log-uniform), maximum
 epochs, word n-grams 1-3, char n-grams (none, 2-4, 2-5, 3-6), IDF (linear head), dim
 (bottleneck), lowercase and punctuation handling. With dense columns also: text alone,
-discrete fusion (PQ codes as tokens: m, k, alpha) and late fusion.
+late fusion, concat fusion (alpha) and discrete fusion (PQ codes as tokens: m, k, alpha).
 
 fastText's autotune searches the same kind of space (epoch, lr, dim, wordNgrams,
 minn/maxn, bucket, dsub) by random search within a duration; mmq's trials are
@@ -76,6 +76,7 @@ def _draw(rng: np.random.Generator) -> dict:
     if head == "linear":
         p["lr"] = float(np.exp(rng.uniform(np.log(0.05), np.log(1.0))))
         p["idf"] = bool(rng.random() < 0.5)
+        p["l2"] = float(rng.choice([0.0, 1e-5, 1e-4, 1e-3]))
     else:
         p["lr"] = float(np.exp(rng.uniform(np.log(0.1), np.log(1.5))))
         p["dim"] = int(rng.choice([10, 25, 50, 100]))
@@ -95,14 +96,17 @@ def _draw(rng: np.random.Generator) -> dict:
 DISCRETE = ((8, 64, 0.5), (16, 64, 0.25), (32, 256, 1.0), (4, 16, 0.5))
 
 
-def _fusions(dense: Sequence[str], n_rows: int) -> list:
-    """Fusion settings to try on top of the best text settings: late fusion, then the
-    discrete fusions of DISCRETE (PQ codes as tokens)."""
-    out = [dict(fusion="late", dense=list(dense))]
+def _fusions(dense: Sequence[str], n_rows: int, linear: bool) -> list:
+    """Fusion settings to try on top of the best text settings, most promising first:
+    late fusion, concat fusion (alpha 1; linear head only), the discrete fusions of
+    DISCRETE (PQ codes as tokens), with concat at alpha 0.5 after the first of them."""
+    disc = []
     for m, k, alpha in DISCRETE:
         k = min(k, max(2, n_rows // 4))
-        out.append(dict(fusion="discrete", alpha=alpha, dense={name: ("PQ", m, k) for name in dense}))
-    return out
+        disc.append(dict(fusion="discrete", alpha=alpha, dense={name: ("PQ", m, k) for name in dense}))
+    concat = [dict(fusion="concat", alpha=a, dense=list(dense)) for a in (1.0, 0.5)] if linear else [{}, {}]
+    out = [dict(fusion="late", dense=list(dense)), concat[0], disc[0], concat[1], *disc[1:]]
+    return [f for f in out if f]
 
 
 def _build(p: dict, base: dict) -> Any:
@@ -205,7 +209,7 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
     # Stage 1: text settings (the whole budget without dense columns, most of it with them:
     # the fusion stage is a short fixed list).
     text_end = start + (budget_s * 0.6 if dense else budget_s)
-    run(dict(head="linear", lr=0.5, epoch=20, word_ngrams=2), "text")
+    run(dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, l2=1e-4), "text")
     n = 1
     while room(text_end, n, start):
         run(_draw(rng), "text")
@@ -216,7 +220,8 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
         tp = {k: v for k, v in text_best[2].items()}
         s2 = time.perf_counter()
         end = start + budget_s
-        for i, f in enumerate(_fusions(dense, train.height)):
+        linear = tp.get("head", "bottleneck") == "linear"
+        for i, f in enumerate(_fusions(dense, train.height, linear)):
             if i > 0 and not room(end, i, s2):
                 break
             reuse = text_best[1]._model if f["fusion"] == "late" else None

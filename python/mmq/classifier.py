@@ -18,7 +18,9 @@ from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
 LOSSES = ("softmax", "ns", "hs", "ova")
 HEADS = ("bottleneck", "linear")
-FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention", "late")
+HEAD_DEFAULTS = {"bottleneck": dict(lr=0.1, word_ngrams=1, l2=0.0),
+                 "linear": dict(lr=0.2, word_ngrams=2, l2=1e-4)}
+FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention", "late", "concat")
 CONTINUOUS = FUSIONS[1:7]
 TOKEN_FUSIONS = ("discrete", "deepset", "attention")  # dense columns become code tokens
 # The tokenizer's on/off options after fastText's (all off by default; stored in the
@@ -51,6 +53,8 @@ class Classifier:
 
     Parameters follow fastText's names and defaults (``lr=0.1, dim=100, epoch=5,
     word_ngrams=1, minn=maxn=0, neg=5, loss='softmax', bucket=2_000_000``).
+    ``head='linear'`` maps the hashed features straight to the labels (no ``dim``
+    bottleneck; AdaGrad); its defaults are ``lr=0.2, word_ngrams=2, l2=1e-4``.
     ``threads`` defaults to all cores; ``threads=1`` with a ``seed`` is deterministic.
     ``split_cjk`` cuts text written without spaces (Chinese, Japanese, Thai...) into one
     word per character, so such text never becomes one token per sentence.
@@ -76,8 +80,8 @@ class Classifier:
         self,
         dim: int = 100,
         epoch: int = 5,
-        lr: float = 0.1,
-        word_ngrams: int = 1,
+        lr: Optional[float] = None,
+        word_ngrams: Optional[int] = None,
         minn: int = 0,
         maxn: int = 0,
         bucket: int = 2_000_000,
@@ -100,7 +104,7 @@ class Classifier:
         split_punct: bool = False,
         drop_punct: bool = False,
         head: str = "bottleneck",
-        l2: float = 0.0,
+        l2: Optional[float] = None,
         idf: bool = False,
         dense_lr: float = 0.1,
         dense_epoch: int = 20,
@@ -109,9 +113,14 @@ class Classifier:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
         if head not in HEADS:
             raise InvalidParameterError(f"head must be one of {HEADS}, got {head!r}")
+        # None: the head's default (fastText's for the bottleneck; the linear head's were
+        # measured on the text sets of ../shared/data, see docs/better_answers.md)
+        lr = HEAD_DEFAULTS[head]["lr"] if lr is None else lr
+        word_ngrams = HEAD_DEFAULTS[head]["word_ngrams"] if word_ngrams is None else word_ngrams
+        l2 = HEAD_DEFAULTS[head]["l2"] if l2 is None else l2
         if head == "linear" and loss == "hs":
             raise InvalidParameterError("head='linear' trains with loss 'softmax', 'ns' or 'ova', got loss='hs'")
-        if head == "linear" and fusion not in ("discrete", "late"):
+        if head == "linear" and fusion not in ("discrete", "late", "concat"):
             raise InvalidParameterError(
                 f"head='linear' works with text and discrete fusion (code tokens), got fusion={fusion!r}")
         if head == "linear" and blend is not None:
@@ -127,6 +136,13 @@ class Classifier:
         if isinstance(dense_epoch, bool) or not isinstance(dense_epoch, int) or dense_epoch < 1:
             raise InvalidParameterError(f"dense_epoch must be an integer >= 1, got {dense_epoch!r}")
         self.dense_lr, self.dense_epoch = float(dense_lr), dense_epoch
+        if fusion == "concat" and head != "linear":
+            raise InvalidParameterError("fusion='concat' joins the dense vectors to the linear head's features: "
+                                        f"set head='linear' (got head={head!r})")
+        if fusion in ("late", "concat") and not dense:
+            raise InvalidParameterError(f"fusion={fusion!r} needs dense column(s): dense=['image']")
+        if fusion == "concat":
+            dense = {name: None for name in (list(dense) if isinstance(dense, (list, tuple)) else list(dict(dense)))}
         if fusion == "late":
             if loss not in ("softmax", "hs"):
                 raise InvalidParameterError(f"fusion='late' combines probabilities: loss must be 'softmax' or 'hs', "
@@ -306,6 +322,15 @@ class Classifier:
             raise InvalidParameterError("calibrate=True needs a validation frame: fit(train, valid=valid_df)")
         calibrate = valid is not None if calibrate is None else calibrate
         many = not isinstance(text, str) or bool(categorical)
+        if self.fusion == "concat":
+            if many:
+                raise InvalidParameterError("fusion='concat' reads one text column (and its dense columns)")
+            from mmq import late
+
+            self._mods, self._plugin_path = None, None
+            self._model = late.fit_concat(self, as_frame(data), None if valid is None else as_frame(valid), text,
+                                          label, patience, calibrate)
+            return self
         if self.fusion == "late":
             if many:
                 raise InvalidParameterError("fusion='late' reads one text column (and its dense columns)")
@@ -319,7 +344,7 @@ class Classifier:
             self._model = late.fit(self, as_frame(data), as_frame(valid), text, label, patience,
                                    ProgressBar() if show else None)
             return self
-        if valid is not None and (many or self.blend is not None or self.fusion != "discrete"):
+        if valid is not None and (many or self.blend is not None or self.fusion not in ("discrete",)):
             raise InvalidParameterError(
                 "fit(valid=...) is supported for text and discrete-fusion models of one text column "
                 f"(got fusion={self.fusion!r}, blend={self.blend!r}, text={text!r}, categorical={categorical!r})")
@@ -515,7 +540,7 @@ class Classifier:
         contribution to ``label``'s score (default: the predicted label), largest first.
         Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
-        if self.fusion in CONTINUOUS or self.fusion == "late" or self._mods is not None:
+        if self.fusion in CONTINUOUS or self.fusion in ("late", "concat") or self._mods is not None:
             from mmq.errors import MmqError
 
             raise MmqError("explain works for text and discrete-fusion models of one text column; "
@@ -679,6 +704,12 @@ class Classifier:
         return obj
 
     @classmethod
+    def _from_concat(cls, model) -> "Classifier":
+        obj = cls._from_rust(model.model)
+        obj.fusion, obj.dense, obj._model = "concat", {h.name: None for h in model.heads}, model
+        return obj
+
+    @classmethod
     def _from_late(cls, model) -> "Classifier":
         obj = cls._from_rust(model.text)
         obj.fusion, obj.dense, obj._model = "late", {h.name: None for h in model.heads}, model
@@ -713,7 +744,7 @@ class Classifier:
             state["dense"] = {}
             state["_model_bytes"] = self._model.to_bytes()
             return state
-        keep = self._model is None or self.fusion in CONTINUOUS or self.fusion == "late"
+        keep = self._model is None or self.fusion in CONTINUOUS or self.fusion in ("late", "concat")
         state["dense"] = self.dense if keep else {}
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
         return state
@@ -739,6 +770,11 @@ class Classifier:
             from mmq.late import LateModel
 
             self._model = LateModel.from_bytes(b, "<pickle>")
+            return
+        if b is not None and self.fusion == "concat":
+            from mmq.late import ConcatModel
+
+            self._model = ConcatModel.from_bytes(b, "<pickle>")
             return
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
         if self._model is not None:
@@ -776,6 +812,10 @@ def load(path: Union[str, os.PathLike]):
         from mmq.late import LateModel
 
         return Classifier._from_late(LateModel.from_bytes(path.read_bytes(), str(path)))
+    if kind == "concat_classifier":
+        from mmq.late import ConcatModel
+
+        return Classifier._from_concat(ConcatModel.from_bytes(path.read_bytes(), str(path)))
     if kind == "set_classifier":
         return Classifier._from_rust_sets(_mmq.RustSetClassifier.load(path))
     if kind == "fusion_classifier":

@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         sp = sub.add_parser(verb, help="train a classifier")
         sp.add_argument("-input", "--input", required=True)
         sp.add_argument("-output", "--output", required=True)
-        sp.add_argument("-lr", "--lr", type=float, default=0.1)
+        sp.add_argument("-lr", "--lr", type=float, default=None, help="[0.1; 0.2 with -head linear]")
         sp.add_argument("-dim", "--dim", type=int, default=100)
         sp.add_argument("-epoch", "--epoch", type=int, default=5)
-        sp.add_argument("-wordNgrams", "--word-ngrams", dest="wordNgrams", type=int, default=1)
+        sp.add_argument("-wordNgrams", "--word-ngrams", dest="wordNgrams", type=int, default=None,
+                        help="[1; 2 with -head linear]")
         sp.add_argument("-minn", "--minn", type=int, default=0)
         sp.add_argument("-maxn", "--maxn", type=int, default=0)
         sp.add_argument("-bucket", "--bucket", type=int, default=2_000_000)
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="drop every punctuation / symbol character, cutting words there (saved with the model)")
         sp.add_argument("-head", "--head", default="bottleneck", choices=["bottleneck", "linear"],
                         help="bottleneck: fastText's model; linear: features straight to the labels (AdaGrad)")
-        sp.add_argument("-l2", "--l2", type=float, default=0.0, help="L2 penalty of the linear head")
+        sp.add_argument("-l2", "--l2", type=float, default=None, help="L2 penalty of the linear head [1e-4]")
         sp.add_argument("-idf", "--idf", action="store_true", help="IDF-weighted features (linear head)")
         sp.add_argument("-validation", "--validation", default=None,
                         help="validation file: best-epoch weights, calibrated probabilities")

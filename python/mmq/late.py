@@ -79,27 +79,43 @@ def _fit_temperature(logits: np.ndarray, gold: np.ndarray) -> float:
     return t if f(np.log(t)) < f(0.0) else 1.0
 
 
+def _projection(x: np.ndarray) -> tuple:
+    """Mean, std and projection (d × r, the first principal components, r <= MAX_COMPONENTS)
+    of the training vectors."""
+    if x.shape[0] == 0:
+        raise InvalidInputError("a dense column is null in every training row")
+    mean = x.mean(axis=0).astype(np.float32)
+    std = np.maximum(x.std(axis=0), 1e-6).astype(np.float32)
+    d = x.shape[1]
+    if d > MAX_COMPONENTS:
+        z = (x - mean) / std
+        sample = z[np.random.default_rng(0).permutation(len(z))[:20_000]]
+        _, _, vt = np.linalg.svd(sample, full_matrices=False)
+        proj = np.ascontiguousarray(vt[:MAX_COMPONENTS].T, dtype=np.float32)
+    else:
+        proj = np.eye(d, dtype=np.float32)
+    return mean, std, proj
+
+
 class DenseHead:
-    """A linear softmax head over one standardised dense column."""
+    """A linear softmax head over one standardised dense column (``model`` is None for
+    the concat model's columns, which only carry the projection)."""
 
     def __init__(self, name: str, mean: np.ndarray, std: np.ndarray, proj: np.ndarray, model: Any):
         self.name, self.mean, self.std, self.proj, self.model = name, mean, std, proj, model
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] and x.shape[1] != self.mean.shape[0]:
+            raise InvalidInputError(
+                f"dense column '{self.name}': expected vectors of dimension {self.mean.shape[0]}, got {x.shape[1]}")
+        return (((x - self.mean) / self.std) @ self.proj).astype(np.float32)
 
     @classmethod
     def fit(cls, name: str, x: np.ndarray, y: pl.Series, vx: np.ndarray, vy: pl.Series, cfg: dict,
             label: str, patience: Optional[int]) -> "DenseHead":
         if x.shape[0] == 0 or vx.shape[0] == 0:
             raise InvalidInputError(f"dense column '{name}' is null in every training or validation row")
-        mean = x.mean(axis=0).astype(np.float32)
-        std = np.maximum(x.std(axis=0), 1e-6).astype(np.float32)
-        d = x.shape[1]
-        if d > MAX_COMPONENTS:
-            z = (x - mean) / std
-            sample = z[np.random.default_rng(0).permutation(len(z))[:20_000]]
-            _, _, vt = np.linalg.svd(sample, full_matrices=False)
-            proj = np.ascontiguousarray(vt[:MAX_COMPONENTS].T, dtype=np.float32)
-        else:
-            proj = np.eye(d, dtype=np.float32)
+        mean, std, proj = _projection(x)
         cfg = dict(cfg, head="linear", loss="softmax", idf=False, l2=0.0)
         model = _mmq.RustClassifier.fit_features(
             json.dumps(cfg), *_features(x, mean, std, proj), y, label, (*_features(vx, mean, std, proj), vy),
@@ -109,13 +125,76 @@ class DenseHead:
     def proba(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] == 0:
             return np.zeros((0, len(self.model.labels)), dtype=np.float32)
-        if x.shape[1] != self.mean.shape[0]:
-            raise InvalidInputError(
-                f"dense column '{self.name}': expected vectors of dimension {self.mean.shape[0]}, got {x.shape[1]}")
-        return self.model.predict_proba_features(*_features(x, self.mean, self.std, self.proj))
+        z = self.project(x)
+        r = z.shape[1]
+        offsets = np.arange(0, (z.shape[0] + 1) * r, r, dtype=np.uint64)
+        tokens = np.tile(np.arange(r, dtype=np.uint32), z.shape[0])
+        return self.model.predict_proba_features(offsets, tokens, np.ascontiguousarray(z.reshape(-1)))
 
 
-class LateModel:
+class ProbaModel:
+    """A model made in Python of mmq's Rust models: from ``proba(texts, dense)`` it
+    answers the calls :class:`mmq.Classifier` makes of its Rust models (``predict``,
+    ``predict_proba``, ``test``, ``save``)."""
+
+    labels: list
+    heads: list
+
+    def proba(self, texts: pl.Series, dense: list) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- what Classifier calls -------------------------------------------------------
+    def predict_proba(self, texts: pl.Series, dense: list) -> np.ndarray:
+        return self.proba(texts, dense)
+
+    def predict(self, texts: pl.Series, k: int, threshold: float, dense: list):
+        p = self.proba(texts, dense)
+        n, nl = p.shape
+        kk = min(k, nl)
+        order = np.argsort(-p, axis=1, kind="stable")[:, :kk]
+        top = np.take_along_axis(p, order, axis=1)
+        keep = top >= threshold
+        idx = np.full((n, k), -1, dtype=np.int64)
+        probs = np.full((n, k), np.nan, dtype=np.float32)
+        idx[:, :kk] = np.where(keep, order, -1)
+        probs[:, :kk] = np.where(keep, top, np.nan)
+        return idx.reshape(-1), probs.reshape(-1)
+
+    def test(self, texts: pl.Series, labels: pl.Series, label_name: str, k: int, threshold: float,
+             dense: list) -> dict:
+        idx, _ = self.predict(texts, k, threshold, dense)
+        idx = idx.reshape(-1, k)
+        pos = {lab: i for i, lab in enumerate(self.labels)}
+        gold = [[v] if isinstance(v, str) else list(v) for v in labels.to_list()]
+        nl = len(self.labels)
+        tp, pred, gl = np.zeros(nl, np.int64), np.zeros(nl, np.int64), np.zeros(nl, np.int64)
+        correct = predicted = ngold = 0
+        for row, g in zip(idx, gold):
+            gi = {pos.get(x, -1) for x in g}
+            ngold += len(g)
+            for x in gi:
+                if x >= 0:
+                    gl[x] += 1
+            for x in row:
+                if x < 0:
+                    continue
+                predicted += 1
+                pred[x] += 1
+                if x in gi:
+                    correct += 1
+                    tp[x] += 1
+        return {"rows": len(gold), "predicted": predicted, "gold": ngold, "correct": correct,
+                "per_label": list(zip(tp.tolist(), pred.tolist(), gl.tolist()))}
+
+    @property
+    def dense_dim(self) -> int:
+        return int(self.heads[0].mean.shape[0]) if self.heads else 0
+
+    def save(self, path) -> None:
+        _mmq.write_file(path, self.to_bytes())
+
+
+class LateModel(ProbaModel):
     """The fitted late-fusion model; answers the calls :class:`mmq.Classifier` makes of
     its Rust models (``predict``, ``predict_proba``, ``test``, ``save``, ...)."""
 
@@ -187,53 +266,6 @@ class LateModel:
     def proba(self, texts: pl.Series, dense: list) -> np.ndarray:
         return np.exp(self._combine(self._head_logp(texts, dense), self.weights, self.temperature)).astype(np.float32)
 
-    # -- what Classifier calls -------------------------------------------------------
-    def predict_proba(self, texts: pl.Series, dense: list) -> np.ndarray:
-        return self.proba(texts, dense)
-
-    def predict(self, texts: pl.Series, k: int, threshold: float, dense: list):
-        p = self.proba(texts, dense)
-        n, nl = p.shape
-        kk = min(k, nl)
-        order = np.argsort(-p, axis=1, kind="stable")[:, :kk]
-        top = np.take_along_axis(p, order, axis=1)
-        keep = top >= threshold
-        idx = np.full((n, k), -1, dtype=np.int64)
-        probs = np.full((n, k), np.nan, dtype=np.float32)
-        idx[:, :kk] = np.where(keep, order, -1)
-        probs[:, :kk] = np.where(keep, top, np.nan)
-        return idx.reshape(-1), probs.reshape(-1)
-
-    def test(self, texts: pl.Series, labels: pl.Series, label_name: str, k: int, threshold: float,
-             dense: list) -> dict:
-        idx, _ = self.predict(texts, k, threshold, dense)
-        idx = idx.reshape(-1, k)
-        pos = {lab: i for i, lab in enumerate(self.labels)}
-        gold = [[v] if isinstance(v, str) else list(v) for v in labels.to_list()]
-        nl = len(self.labels)
-        tp, pred, gl = np.zeros(nl, np.int64), np.zeros(nl, np.int64), np.zeros(nl, np.int64)
-        correct = predicted = ngold = 0
-        for row, g in zip(idx, gold):
-            gi = {pos.get(x, -1) for x in g}
-            ngold += len(g)
-            for x in gi:
-                if x >= 0:
-                    gl[x] += 1
-            for x in row:
-                if x < 0:
-                    continue
-                predicted += 1
-                pred[x] += 1
-                if x in gi:
-                    correct += 1
-                    tp[x] += 1
-        return {"rows": len(gold), "predicted": predicted, "gold": ngold, "correct": correct,
-                "per_label": list(zip(tp.tolist(), pred.tolist(), gl.tolist()))}
-
-    @property
-    def dense_dim(self) -> int:
-        return int(self.heads[0].mean.shape[0]) if self.heads else 0
-
     @property
     def config_json(self) -> str:
         cfg = json.loads(self.text.config_json)
@@ -243,39 +275,22 @@ class LateModel:
 
     # -- persistence -----------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        meta, parts = _heads_to_parts(self.heads)
         header = {"kind": KIND, "labels": self.labels, "weights": self.weights, "temperature": self.temperature,
-                  "dense": [{"name": h.name, "d": int(h.mean.shape[0]), "r": int(h.proj.shape[1])}
-                            for h in self.heads],
-                  "stacking": self.stacking}
-        parts = [("text", self.text.to_bytes())]
-        for i, h in enumerate(self.heads):
-            parts += [(f"dense.{i}.model", h.model.to_bytes()), (f"dense.{i}.mean", h.mean.tobytes()),
-                      (f"dense.{i}.std", h.std.tobytes()), (f"dense.{i}.proj", h.proj.tobytes())]
-        return _mmq.pack(json.dumps(header), parts)
+                  "dense": meta, "stacking": self.stacking}
+        return _mmq.pack(json.dumps(header), [("text", self.text.to_bytes())] + parts)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "LateModel":
         from mmq.errors import ModelFileError
 
         header_json, parts = _mmq.unpack(data, source)
-        h = json.loads(header_json)
-        parts = dict(parts)
+        h, parts = json.loads(header_json), dict(parts)
         try:
             if h.get("kind") != KIND:
                 raise ModelFileError(f"{source}: expected an mmq late-fusion classifier, found kind {h.get('kind')!r}")
             text = _mmq.RustClassifier.from_bytes(parts["text"], f"{source} (text head)")
-            heads = []
-            for i, dh in enumerate(h["dense"]):
-                d = int(dh["d"])
-                mean = np.frombuffer(parts[f"dense.{i}.mean"], dtype=np.float32).copy()
-                std = np.frombuffer(parts[f"dense.{i}.std"], dtype=np.float32).copy()
-                r = int(dh["r"])
-                proj = np.frombuffer(parts[f"dense.{i}.proj"], dtype=np.float32).copy()
-                if mean.shape != (d,) or std.shape != (d,) or not (np.isfinite(mean).all() and (std > 0).all()) \
-                        or not (1 <= r <= d) or proj.size != d * r or not np.isfinite(proj).all():
-                    raise ModelFileError(f"{source}: dense head {i} has a bad mean, std or projection")
-                model = _mmq.RustClassifier.from_bytes(parts[f"dense.{i}.model"], f"{source} (dense head {i})")
-                heads.append(DenseHead(str(dh["name"]), mean, std, proj.reshape(d, r), model))
+            heads = _heads_from_parts(h["dense"], parts, source, with_model=True)
             weights = [float(w) for w in h["weights"]]
             t = float(h["temperature"])
         except (KeyError, TypeError, ValueError) as e:
@@ -283,9 +298,6 @@ class LateModel:
         if len(weights) != len(heads) or not all(np.isfinite(weights)) or not (np.isfinite(t) and t > 0):
             raise ModelFileError(f"{source}: bad fusion weights or temperature")
         return cls(text, heads, weights, t, h.get("stacking"))
-
-    def save(self, path) -> None:
-        _mmq.write_file(path, self.to_bytes())
 
 
 def _gold(labels: pl.Series, names: Sequence[str]) -> np.ndarray:
@@ -316,3 +328,151 @@ def fit(clf: Any, df: pl.DataFrame, valid: pl.DataFrame, text: str, label: str, 
     model = LateModel(text_model, heads, [0.0] * len(heads), 1.0)
     model.fit_weights(vt, vdense, _gold(vy, model.labels))
     return model
+
+
+# -- concat fusion -------------------------------------------------------------------
+CONCAT_KIND = "concat_classifier"
+
+
+def _heads_to_parts(heads: Sequence[DenseHead]) -> tuple:
+    meta, parts = [], []
+    for i, h in enumerate(heads):
+        meta.append({"name": h.name, "d": int(h.mean.shape[0]), "r": int(h.proj.shape[1])})
+        parts += [(f"dense.{i}.mean", h.mean.tobytes()), (f"dense.{i}.std", h.std.tobytes()),
+                  (f"dense.{i}.proj", h.proj.tobytes())]
+        if h.model is not None:
+            parts.append((f"dense.{i}.model", h.model.to_bytes()))
+    return meta, parts
+
+
+def _heads_from_parts(meta: list, parts: dict, source: str, with_model: bool) -> list:
+    from mmq.errors import ModelFileError
+
+    heads = []
+    for i, dh in enumerate(meta):
+        d, r = int(dh["d"]), int(dh["r"])
+        mean = np.frombuffer(parts[f"dense.{i}.mean"], dtype=np.float32).copy()
+        std = np.frombuffer(parts[f"dense.{i}.std"], dtype=np.float32).copy()
+        proj = np.frombuffer(parts[f"dense.{i}.proj"], dtype=np.float32).copy()
+        if mean.shape != (d,) or std.shape != (d,) or not (np.isfinite(mean).all() and (std > 0).all()) \
+                or not (1 <= r <= d) or proj.size != d * r or not np.isfinite(proj).all():
+            raise ModelFileError(f"{source}: dense column {i} has a bad mean, std or projection")
+        model = (_mmq.RustClassifier.from_bytes(parts[f"dense.{i}.model"], f"{source} (dense head {i})")
+                 if with_model else None)
+        heads.append(DenseHead(str(dh["name"]), mean, std, proj.reshape(d, r), model))
+    return heads
+
+
+class ConcatModel(ProbaModel):
+    """``fusion="concat"``: one linear head over [text features ; alpha · dense features].
+
+    The text part is the linear head's (merged, sublinear, optionally IDF-weighted,
+    L2-normalised hashed tokens); each dense column, standardised and projected on its
+    first principal components as in late fusion, joins the same row as tokens
+    ``bucket + offset + j`` with the projected values; the engine L2-normalises the dense
+    part on its own and scales it by ``alpha`` (see ``linear_row`` in the core), which is
+    scikit-learn's one LogisticRegression over [TF-IDF ; c · standardised image].
+    """
+
+    def __init__(self, model: Any, heads: Sequence[DenseHead]):
+        self.model, self.heads = model, list(heads)
+        self.labels = list(model.labels)
+        cfg = json.loads(model.config_json)
+        self._tok = json.dumps(cfg["tokenizer"])
+        self._bucket = int(cfg["tokenizer"]["bucket"])
+
+    @staticmethod
+    def rows(texts: pl.Series, dense: list, heads: Sequence[DenseHead], tok_json: str, bucket: int):
+        """CSR features (offsets, tokens, values) of the rows."""
+        toks = _mmq.tokenize(texts.fill_null(""), tok_json)
+        lens = toks.list.len().to_numpy().astype(np.int64)
+        parts_len = [lens]
+        by_name = {d[0]: d for d in dense}
+        blocks = []
+        start = bucket
+        for h in heads:
+            _, vecs, _c, present = by_name[h.name]
+            present = np.asarray(present, dtype=bool)
+            z = h.project(np.asarray(vecs, dtype=np.float32))
+            r = h.proj.shape[1]
+            blocks.append((present, z, start, r))
+            parts_len.append(np.where(present, r, 0))
+            start += r
+        if start >= 2 ** 32:
+            raise InvalidInputError(f"bucket {bucket} leaves no token ids for the dense columns (need bucket + "
+                                    f"{start - bucket} < 2**32)")
+        per_row = np.sum(parts_len, axis=0)
+        offsets = np.zeros(len(per_row) + 1, dtype=np.uint64)
+        np.cumsum(per_row, out=offsets[1:])
+        n_tok = int(offsets[-1])
+        tokens = np.empty(n_tok, dtype=np.uint32)
+        values = np.empty(n_tok, dtype=np.float32)
+        flat = toks.explode().drop_nulls().to_numpy().astype(np.uint32)
+        # positions: each row's text tokens first, then each dense block
+        row_start = offsets[:-1].astype(np.int64)
+        text_pos = np.repeat(row_start, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+        tokens[text_pos] = flat
+        values[text_pos] = 1.0
+        cursor = row_start + lens
+        for present, z, first, r in blocks:
+            rows = np.flatnonzero(present)
+            pos = (cursor[rows][:, None] + np.arange(r)[None, :]).reshape(-1)
+            tokens[pos] = np.tile(np.arange(first, first + r, dtype=np.uint32), len(rows))
+            values[pos] = z.reshape(-1)
+            cursor = cursor + np.where(present, r, 0)
+        return offsets, tokens, values
+
+    def proba(self, texts: pl.Series, dense: list) -> np.ndarray:
+        for h in self.heads:
+            if h.name not in {d[0] for d in dense}:
+                raise InvalidInputError(f"this concat-fusion model reads dense column '{h.name}'")
+        return self.model.predict_proba_features(*self.rows(texts, dense, self.heads, self._tok, self._bucket))
+
+    @property
+    def history_json(self) -> str:
+        return self.model.history_json
+
+    @property
+    def config_json(self) -> str:
+        cfg = json.loads(self.model.config_json)
+        cfg.update(kind="concat", dense=[h.name for h in self.heads])
+        return json.dumps(cfg)
+
+    def to_bytes(self) -> bytes:
+        meta, parts = _heads_to_parts(self.heads)
+        header = {"kind": CONCAT_KIND, "labels": self.labels, "dense": meta}
+        return _mmq.pack(json.dumps(header), [("model", self.model.to_bytes())] + parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "ConcatModel":
+        from mmq.errors import ModelFileError
+
+        header_json, parts = _mmq.unpack(data, source)
+        h, parts = json.loads(header_json), dict(parts)
+        try:
+            if h.get("kind") != CONCAT_KIND:
+                raise ModelFileError(f"{source}: expected an mmq concat-fusion classifier, found kind {h.get('kind')!r}")
+            model = _mmq.RustClassifier.from_bytes(parts["model"], f"{source} (model)")
+            heads = _heads_from_parts(h["dense"], parts, source, with_model=False)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFileError(f"{source}: not a well-formed concat-fusion model ({type(e).__name__}: {e})") from None
+        return cls(model, heads)
+
+
+def fit_concat(clf: Any, df: pl.DataFrame, valid: Optional[pl.DataFrame], text: str, label: str,
+               patience: Optional[int], calibrate: bool) -> ConcatModel:
+    """Train ``fusion="concat"``: the projections on the training rows, then one linear head."""
+    from mmq._input import label_series, text_series
+
+    cfg = clf._config()
+    dense = clf._dense_args(df, fit=True)
+    heads = [DenseHead(name, *_projection(np.asarray(x, dtype=np.float32)), None) for name, x, _c, _p in dense]
+    tok, bucket = json.dumps(cfg["tokenizer"]), int(cfg["tokenizer"]["bucket"])
+    t, y = text_series(df, text), label_series(df, label)
+    feats = ConcatModel.rows(t, dense, heads, tok, bucket)
+    vargs = None
+    if valid is not None:
+        vt, vy = text_series(valid, text), label_series(valid, label)
+        vargs = (*ConcatModel.rows(vt, clf._dense_args(valid), heads, tok, bucket), vy)
+    model = _mmq.RustClassifier.fit_features(json.dumps(cfg), *feats, y, label, vargs, patience, calibrate)
+    return ConcatModel(model, heads)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Union
 import polars as pl
 from polars.plugins import register_plugin_function
 
-from mmq.errors import InvalidInputError
+from mmq.errors import InvalidInputError, InvalidParameterError
 
 _LIB = Path(__file__).parent
 _TEMP: list[str] = []
@@ -116,6 +116,9 @@ def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[s
     path = _path_of(model)
     if isinstance(model, (str, os.PathLike)):
         model = load(path)
+    if getattr(model, "fusion", None) in ("late", "concat"):
+        raise InvalidParameterError(f"fusion={model.fusion!r} models are not served by the Polars expressions yet; "
+                                    "use clf.predict(df) / clf.predict_proba(df)")
     mods = getattr(model, "_mods", None)
     if mods is not None:
         # A many-modality model reads its columns by their training names; `dense` and,

@@ -859,18 +859,14 @@ impl PyClassifier {
         }
         let known: Vec<_> = toks
             .into_iter()
-            .filter_map(|(id, s, k, wt)| m.index.get(id).map(|r| (r, s, k, wt)))
+            .filter_map(|(id, s, k, wt)| m.index.get(id).map(|r| (r, s, k, wt, id)))
             .collect();
         if m.cfg.head == Head::Linear {
             // Each token's feature value (shared by its occurrences) times its weight
             // for the label.
-            let mut feats: Vec<(u32, f32)> = known.iter().map(|x| (x.0, x.3)).collect();
-            let idf = (!m.idf.is_empty()).then_some(&m.idf[..]);
-            let vals: std::collections::HashMap<u32, f32> =
-                mmq_core::model::linear_features(&mut feats, idf)
-                    .iter()
-                    .copied()
-                    .collect();
+            let mut feats = Vec::new();
+            m.linear_row(known.iter().map(|x| (x.4, x.0, x.3)), &mut feats);
+            let vals: std::collections::HashMap<u32, f32> = feats.iter().copied().collect();
             let mut count: std::collections::HashMap<u32, f32> = Default::default();
             for x in &known {
                 *count.entry(x.0).or_default() += 1.0;
@@ -878,7 +874,7 @@ impl PyClassifier {
             let nl = m.n_labels();
             return Ok(known
                 .into_iter()
-                .map(|(r, s, k, _)| {
+                .map(|(r, s, k, _, _)| {
                     let w = m.input[r as usize * nl + label];
                     (s, k, vals[&r] / count[&r] * w)
                 })
@@ -891,7 +887,7 @@ impl PyClassifier {
         };
         Ok(known
             .into_iter()
-            .map(|(r, s, k, wt)| {
+            .map(|(r, s, k, wt, _)| {
                 let e = &m.input[r as usize * dim..(r as usize + 1) * dim];
                 let score = out_row.map_or(0.0, |o| mmq_core::model::dot(e, o) * wt / total);
                 (s, k, score)

@@ -268,13 +268,13 @@ impl Model {
         out.fill(0.0);
         if self.cfg.head == Head::Linear {
             let mut feats = Vec::with_capacity(tokens.len());
-            feats.extend(tokens.iter().enumerate().filter_map(|(i, &t)| {
+            let known = tokens.iter().enumerate().filter_map(|(i, &t)| {
                 self.index
                     .get(t)
-                    .map(|r| (r, weights.map_or(1.0, |w| w[i])))
-            }));
-            let idf = (!self.idf.is_empty()).then_some(&self.idf[..]);
-            for &(r, v) in linear_features(&mut feats, idf) {
+                    .map(|r| (t, r, weights.map_or(1.0, |w| w[i])))
+            });
+            self.linear_row(known, &mut feats);
+            for &(r, v) in &feats {
                 let row = &self.input[r as usize * width..(r as usize + 1) * width];
                 for (o, x) in out.iter_mut().zip(row) {
                     *o += v * x;
@@ -297,6 +297,23 @@ impl Model {
             let inv = 1.0 / total;
             out.iter_mut().for_each(|o| *o *= inv);
         }
+    }
+
+    /// The linear head's features of one row from its known tokens (raw id, row, weight),
+    /// into `out`: see [`linear_row`].
+    pub fn linear_row(
+        &self,
+        items: impl Iterator<Item = (u32, u32, f32)>,
+        out: &mut Vec<(u32, f32)>,
+    ) {
+        let idf = (!self.idf.is_empty()).then_some(&self.idf[..]);
+        linear_row(
+            items,
+            self.cfg.tokenizer.bucket as u64,
+            self.cfg.alpha,
+            idf,
+            out,
+        )
     }
 
     /// Probability of every label given a hidden vector (at the model's temperature).
@@ -411,6 +428,37 @@ pub fn linear_features<'a>(
         feats.iter_mut().for_each(|f| f.1 *= inv);
     }
     feats
+}
+
+/// The linear head's features of one row, from its tokens as (raw id, row, weight):
+/// the text tokens (raw id < `bucket`) through [`linear_features`] (norm 1); the dense
+/// tokens (raw id >= `bucket`: PQ codes, or a dense vector's components given as
+/// values) L2-normalised on their own and scaled by `alpha`, so that `alpha` is the
+/// norm of the dense part relative to the text part (one vector [text ; alpha · dense],
+/// as one logistic regression over [TF-IDF ; scaled image] reads it).
+pub fn linear_row(
+    items: impl Iterator<Item = (u32, u32, f32)>,
+    bucket: u64,
+    alpha: f32,
+    idf: Option<&[f32]>,
+    out: &mut Vec<(u32, f32)>,
+) {
+    out.clear();
+    let mut dense: Vec<(u32, f32)> = Vec::new();
+    for (raw, r, w) in items {
+        if (raw as u64) < bucket {
+            out.push((r, w));
+        } else {
+            dense.push((r, w));
+        }
+    }
+    let n = linear_features(out, idf).len();
+    out.truncate(n);
+    let norm: f32 = dense.iter().map(|&(_, v)| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        let s = alpha / norm;
+        out.extend(dense.into_iter().map(|(r, v)| (r, v * s)));
+    }
 }
 
 pub fn top_k(probs: &[f32], k: usize, threshold: f32) -> Ranked {

@@ -5,7 +5,7 @@ pub mod hogwild;
 use crate::error::{MmqError, Result};
 use crate::model::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
 use crate::model::{
-    linear_features, softmax_in_place, EpochRecord, Head, Model, ModelConfig, TokenIndex,
+    linear_row, softmax_in_place, EpochRecord, Head, Model, ModelConfig, TokenIndex,
 };
 use clock::{run_epochs, Clock, Ticker};
 use hogwild::HogwildMatrix;
@@ -226,8 +226,10 @@ pub fn train_with(
     } else {
         Vec::new()
     };
-    let feats =
-        linear.then(|| LinearRows::build(data, &rows, (!idf.is_empty()).then_some(&idf[..])));
+    let feats = linear.then(|| {
+        let idf = (!idf.is_empty()).then_some(&idf[..]);
+        LinearRows::build(data, &rows, cfg.tokenizer.bucket as u64, cfg.alpha, idf)
+    });
 
     let input = HogwildMatrix::from_vec(input, width);
     let output = HogwildMatrix::from_vec(vec![0.0; n_out * width], width);
@@ -451,21 +453,17 @@ struct LinearRows {
 }
 
 impl LinearRows {
-    fn build(data: &Dataset, rows: &[u32], idf: Option<&[f32]>) -> Self {
+    fn build(data: &Dataset, rows: &[u32], bucket: u64, alpha: f32, idf: Option<&[f32]>) -> Self {
         let mut offsets = Vec::with_capacity(data.n_rows() + 1);
         offsets.push(0);
         let mut feats = Vec::with_capacity(rows.len());
         let mut buf = Vec::new();
         for i in 0..data.n_rows() {
             let (a, b) = (data.offsets[i], data.offsets[i + 1]);
-            buf.clear();
-            buf.extend(
-                rows[a..b]
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &r)| (r, data.weights.map_or(1.0, |w| w[a + j]))),
-            );
-            feats.extend_from_slice(linear_features(&mut buf, idf));
+            let items =
+                (a..b).map(|j| (data.tokens[j], rows[j], data.weights.map_or(1.0, |w| w[j])));
+            linear_row(items, bucket, alpha, idf, &mut buf);
+            feats.extend_from_slice(&buf);
             offsets.push(feats.len());
         }
         Self { offsets, feats }
@@ -708,6 +706,7 @@ impl<'a> Worker<'a> {
 #[cfg(test)]
 mod linear_tests {
     use super::*;
+    use crate::model::linear_features;
 
     /// Two labels, each with its own words; rows of 3 tokens.
     fn toy(n: usize, flip: usize) -> (Vec<usize>, Vec<u32>, Vec<usize>, Vec<u32>) {
