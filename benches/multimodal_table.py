@@ -12,6 +12,8 @@ mvsa_tweets), for each of 3 seeds:
                             minn=2, maxn=5), fit(train, valid=valid, patience=3)
   * late, fixed:            the same text settings with fusion="late", dense=["image"]
   * discrete PQ, fixed:     the same text settings with PQ(m=8, k=64) codes, alpha=0.5
+  * concat, fixed:          the same text settings with fusion="concat", alpha=1
+  * concat + dropout:       the same with modality_dropout=0.2
 
 All choices are made on the valid split; the test split is read once per model. Each
 difference gets a paired bootstrap 95% interval over the test rows (10,000 resamples,
@@ -69,7 +71,8 @@ def main() -> int:
     tr, va, te = (df.filter(pl.col("split") == s).drop("split") for s in ("train", "valid", "test"))
     gold = te["label"].to_numpy()
     fixed = dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, minn=2, maxn=5, threads=2, progress=False)
-    names = ["text, autotuned", "multimodal, autotuned", "text, fixed", "late, fixed", "discrete PQ, fixed"]
+    names = ["text, autotuned", "multimodal, autotuned", "text, fixed", "late, fixed", "discrete PQ, fixed",
+             "concat, fixed", "concat + dropout"]
     hits = {n: [] for n in names}
     acc = {n: [] for n in names}
     secs = {n: [] for n in names}
@@ -87,7 +90,10 @@ def main() -> int:
                       "trials_multimodal": rm.trials.height})
         for name, kw, data in (("text, fixed", {}, "text"), ("late, fixed", dict(fusion="late", dense=["image"]), "mm"),
                                ("discrete PQ, fixed", dict(dense={"image": mmq.PQ(m=8, k=64, seed=seed)}, alpha=0.5),
-                                "mm")):
+                                "mm"),
+                               ("concat, fixed", dict(fusion="concat", dense=["image"], alpha=1.0), "mm"),
+                               ("concat + dropout", dict(fusion="concat", dense=["image"], alpha=1.0,
+                                                         modality_dropout=0.2), "mm")):
             t = time.perf_counter()
             c = mmq.Classifier(**fixed, seed=seed, **kw)
             if data == "text":
@@ -106,7 +112,8 @@ def main() -> int:
         print(f"  picks: text {r.params} | multimodal ({rm.classifier.fusion}) {rm.params}", file=sys.stderr)
     score = {n: np.mean(hits[n], axis=0) for n in names}
     pairs = [("multimodal, autotuned", "text, autotuned"), ("late, fixed", "text, fixed"),
-             ("discrete PQ, fixed", "text, fixed"), ("text, autotuned", "text, fixed")]
+             ("discrete PQ, fixed", "text, fixed"), ("concat, fixed", "text, fixed"),
+             ("concat + dropout", "text, fixed"), ("text, autotuned", "text, fixed")]
     print(f"\n{a.set}: test accuracy, mean of {seeds} seed(s), {len(gold):,} test rows; autotune budget {budget:.0f}s")
     print(f"{'model':<24} | {'accuracy':>8} | {'sd':>6} | {'fit s':>6}")
     for n in names:

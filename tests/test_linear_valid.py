@@ -260,3 +260,22 @@ def test_concat_fusion(topics, tmp_path):
                                atol=2e-3)
     with pytest.raises(InvalidParameterError, match="linear"):
         mmq.Classifier(fusion="concat", dense=["image"])
+
+
+@pytest.mark.parametrize("kw", [dict(fusion="concat", dense=["image"]), dict(dense={"image": "pq"})])
+def test_modality_dropout(topics, kw):
+    train, valid, test = topics
+    kw = dict(kw)
+    if kw.get("dense") == {"image": "pq"}:
+        kw["dense"] = {"image": mmq.PQ(m=4, k=16)}
+    base = mmq.Classifier(**params(), **kw).fit(train)
+    drop = mmq.Classifier(**params(), **kw, modality_dropout=0.3).fit(train)
+    # a different model (rows trained on one modality), still a good one
+    assert not np.allclose(base.predict_proba(test).to_numpy(), drop.predict_proba(test).to_numpy())
+    assert drop.test(test).precision > base.test(test).precision - 0.05
+    assert drop.get_params()["modality_dropout"] == 0.3
+    for bad in (-0.1, 1.0, "x", True):
+        with pytest.raises(InvalidParameterError, match="modality_dropout"):
+            mmq.Classifier(**params(), **kw, modality_dropout=bad)
+    with pytest.raises(InvalidParameterError, match="modality_dropout"):
+        mmq.Classifier(**params(), fusion="late", dense=["image"], modality_dropout=0.2)

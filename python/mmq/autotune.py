@@ -99,13 +99,15 @@ DISCRETE = ((8, 64, 0.5), (16, 64, 0.25), (32, 256, 1.0), (4, 16, 0.5))
 def _fusions(dense: Sequence[str], n_rows: int, linear: bool) -> list:
     """Fusion settings to try on top of the best text settings, most promising first:
     late fusion, concat fusion (alpha 1; linear head only), the discrete fusions of
-    DISCRETE (PQ codes as tokens), with concat at alpha 0.5 after the first of them."""
+    DISCRETE (PQ codes as tokens), with concat at alpha 0.5 and concat with modality
+    dropout 0.2 after the first of them."""
     disc = []
     for m, k, alpha in DISCRETE:
         k = min(k, max(2, n_rows // 4))
         disc.append(dict(fusion="discrete", alpha=alpha, dense={name: ("PQ", m, k) for name in dense}))
-    concat = [dict(fusion="concat", alpha=a, dense=list(dense)) for a in (1.0, 0.5)] if linear else [{}, {}]
-    out = [dict(fusion="late", dense=list(dense)), concat[0], disc[0], concat[1], *disc[1:]]
+    concat = ([dict(fusion="concat", alpha=a, dense=list(dense)) for a in (1.0, 0.5)]
+              + [dict(fusion="concat", alpha=1.0, modality_dropout=0.2, dense=list(dense))]) if linear else [{}] * 3
+    out = [dict(fusion="late", dense=list(dense)), concat[0], disc[0], concat[1], concat[2], *disc[1:]]
     return [f for f in out if f]
 
 

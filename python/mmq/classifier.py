@@ -108,6 +108,7 @@ class Classifier:
         idf: bool = False,
         dense_lr: float = 0.1,
         dense_epoch: int = 20,
+        modality_dropout: float = 0.0,
     ):
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -136,6 +137,14 @@ class Classifier:
         if isinstance(dense_epoch, bool) or not isinstance(dense_epoch, int) or dense_epoch < 1:
             raise InvalidParameterError(f"dense_epoch must be an integer >= 1, got {dense_epoch!r}")
         self.dense_lr, self.dense_epoch = float(dense_lr), dense_epoch
+        if isinstance(modality_dropout, bool) or not isinstance(modality_dropout, (int, float)) \
+                or not (0 <= modality_dropout < 1):
+            raise InvalidParameterError(f"modality_dropout must be a probability in [0, 1), got {modality_dropout!r}")
+        if modality_dropout and (fusion not in ("discrete", "concat") or blend is not None):
+            raise InvalidParameterError(
+                f"modality_dropout works with fusion='discrete' or 'concat' (one text column and dense columns), "
+                f"got fusion={fusion!r}")
+        self.modality_dropout = float(modality_dropout)
         if fusion == "concat" and head != "linear":
             raise InvalidParameterError("fusion='concat' joins the dense vectors to the linear head's features: "
                                         f"set head='linear' (got head={head!r})")
@@ -245,6 +254,7 @@ class Classifier:
             "head": self.head,
             "l2": self.l2,
             "idf": self.idf,
+            "modality_dropout": self.modality_dropout,
             "tokenizer": {
                 "word_ngrams": self.word_ngrams,
                 "minn": self.minn,
@@ -261,7 +271,7 @@ class Classifier:
             for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
                       "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
                       "pool", "outer_pool", "blend", "holdout", "blend_window", *TOKENIZER_FLAGS,
-                      "head", "l2", "idf", "dense_lr", "dense_epoch")
+                      "head", "l2", "idf", "dense_lr", "dense_epoch", "modality_dropout")
         }
 
     def _tokenizer_flags(self) -> dict:
@@ -698,6 +708,7 @@ class Classifier:
 
         obj.alpha = float(cfg.get("alpha", 1.0))
         obj.head, obj.l2, obj.idf = cfg.get("head", "bottleneck"), float(cfg.get("l2", 0.0)), bool(cfg.get("idf", False))
+        obj.modality_dropout = float(cfg.get("modality_dropout", 0.0))
         obj.dense = {name: _Quantizer._from_rust(model.dense_quantizer(i))
                      for i, (name, *_rest) in enumerate(model.dense_columns)}
         obj._model = model
@@ -754,7 +765,7 @@ class Classifier:
         state.setdefault("_mods", None)
         # attributes added after the first release: pickles made before them get the defaults
         for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
-                         head="bottleneck", l2=0.0, idf=False, dense_lr=0.1, dense_epoch=20,
+                         head="bottleneck", l2=0.0, idf=False, dense_lr=0.1, dense_epoch=20, modality_dropout=0.0,
                          **dict.fromkeys(TOKENIZER_FLAGS, False)).items():
             state.setdefault(k, v)
         self.__dict__.update(state)

@@ -35,6 +35,10 @@ pub struct ModelConfig {
     /// Temperature of the predicted probabilities (1 = as trained; fitted on a
     /// validation split by calibration).
     pub temperature: f32,
+    /// Modality dropout in training: for a row with text and dense tokens, the dense
+    /// tokens are left out of an update with this probability, else the text tokens with
+    /// this probability (never both).
+    pub modality_dropout: f32,
 }
 
 /// The part of the model between the bag of tokens and the label scores.
@@ -68,6 +72,7 @@ impl Default for ModelConfig {
             l2: 0.0,
             idf: false,
             temperature: 1.0,
+            modality_dropout: 0.0,
         }
     }
 }
@@ -89,6 +94,12 @@ impl ModelConfig {
             return bad(
                 "head='linear' trains with loss 'softmax', 'ns' or 'ova', got loss='hs'".into(),
             );
+        }
+        if !(self.modality_dropout >= 0.0 && self.modality_dropout < 1.0) {
+            return bad(format!(
+                "modality_dropout must be a probability in [0, 1), got {}",
+                self.modality_dropout
+            ));
         }
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
             return bad(format!("l2 must be a finite number >= 0, got {}", self.l2));
@@ -307,13 +318,8 @@ impl Model {
         out: &mut Vec<(u32, f32)>,
     ) {
         let idf = (!self.idf.is_empty()).then_some(&self.idf[..]);
-        linear_row(
-            items,
-            self.cfg.tokenizer.bucket as u64,
-            self.cfg.alpha,
-            idf,
-            out,
-        )
+        let bucket = self.cfg.tokenizer.bucket as u64;
+        linear_row(items, bucket, self.cfg.alpha, idf, out);
     }
 
     /// Probability of every label given a hidden vector (at the model's temperature).
@@ -436,13 +442,14 @@ pub fn linear_features<'a>(
 /// values) L2-normalised on their own and scaled by `alpha`, so that `alpha` is the
 /// norm of the dense part relative to the text part (one vector [text ; alpha · dense],
 /// as one logistic regression over [TF-IDF ; scaled image] reads it).
+/// Returns the number of text features (they come first in `out`).
 pub fn linear_row(
     items: impl Iterator<Item = (u32, u32, f32)>,
     bucket: u64,
     alpha: f32,
     idf: Option<&[f32]>,
     out: &mut Vec<(u32, f32)>,
-) {
+) -> usize {
     out.clear();
     let mut dense: Vec<(u32, f32)> = Vec::new();
     for (raw, r, w) in items {
@@ -459,6 +466,7 @@ pub fn linear_row(
         let s = alpha / norm;
         out.extend(dense.into_iter().map(|(r, v)| (r, v * s)));
     }
+    n
 }
 
 pub fn top_k(probs: &[f32], k: usize, threshold: f32) -> Ranked {

@@ -450,6 +450,8 @@ fn idf_weights(data: &Dataset, rows: &[u32], n_rows_index: usize) -> Vec<f32> {
 struct LinearRows {
     offsets: Vec<usize>,
     feats: Vec<(u32, f32)>,
+    /// Number of text features at the start of each row (the dense ones follow).
+    text_len: Vec<u32>,
 }
 
 impl LinearRows {
@@ -458,15 +460,20 @@ impl LinearRows {
         offsets.push(0);
         let mut feats = Vec::with_capacity(rows.len());
         let mut buf = Vec::new();
+        let mut text_len = Vec::with_capacity(data.n_rows());
         for i in 0..data.n_rows() {
             let (a, b) = (data.offsets[i], data.offsets[i + 1]);
             let items =
                 (a..b).map(|j| (data.tokens[j], rows[j], data.weights.map_or(1.0, |w| w[j])));
-            linear_row(items, bucket, alpha, idf, &mut buf);
+            text_len.push(linear_row(items, bucket, alpha, idf, &mut buf) as u32);
             feats.extend_from_slice(&buf);
             offsets.push(feats.len());
         }
-        Self { offsets, feats }
+        Self {
+            offsets,
+            feats,
+            text_len,
+        }
     }
 }
 
@@ -588,12 +595,27 @@ impl<'a> Worker<'a> {
             let labels = &s.data.labels[la..lb];
             let weights = s.data.weights.map(|w| &w[a..b]);
             if a < b {
+                let p = s.cfg.modality_dropout;
                 let loss = match s.feats {
                     Some(f) => {
                         let feats = &f.feats[f.offsets[row]..f.offsets[row + 1]];
-                        self.update_linear(feats, labels, lr)
+                        let (lo, hi) = self.keep(f.text_len[row] as usize, feats.len(), p);
+                        self.update_linear(&feats[lo..hi], labels, lr)
                     }
-                    None => self.update(&s.rows[a..b], weights, labels, lr),
+                    None => {
+                        let split = if p > 0.0 {
+                            let bucket = s.cfg.tokenizer.bucket as u64;
+                            s.data.tokens[a..b]
+                                .iter()
+                                .position(|&t| t as u64 >= bucket)
+                                .unwrap_or(b - a)
+                        } else {
+                            b - a
+                        };
+                        let (lo, hi) = self.keep(split, b - a, p);
+                        let w = weights.map(|w| &w[lo..hi]);
+                        self.update(&s.rows[a + lo..a + hi], w, labels, lr)
+                    }
                 };
                 tick.loss(loss);
                 sum += loss as f64;
@@ -607,6 +629,22 @@ impl<'a> Worker<'a> {
         let mut e = s.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
         e.0 += sum;
         e.1 += n;
+    }
+
+    /// Modality dropout: the range of a row's tokens to train on, given that its first
+    /// `split` of `len` tokens are text and the rest dense. With probability `p` the dense
+    /// part is dropped, else with probability `p` the text part; only rows that have both.
+    fn keep(&mut self, split: usize, len: usize, p: f32) -> (usize, usize) {
+        if p <= 0.0 || split == 0 || split == len {
+            return (0, len);
+        }
+        if self.rng.random::<f32>() < p {
+            (0, split)
+        } else if self.rng.random::<f32>() < p {
+            (split, len)
+        } else {
+            (0, len)
+        }
     }
 
     /// One SGD step on one row; returns its loss.
