@@ -89,3 +89,51 @@ def test_failed_save_leaves_no_temp_file(small, tmp_path):
         clf.save(f / "model.mmq")  # the parent is a regular file
     assert f.read_bytes() == b"keep"
     assert leftovers(tmp_path) == []
+
+
+# -- 2. Ctrl-C -----------------------------------------------------------------------
+FIT = textwrap.dedent("""
+    import sys, time
+    import mmq
+    from mmq.datasets import make_topics
+    df = make_topics(n_rows=20_000, seed=0).select("text", "label")
+    kind = sys.argv[2]
+    kw = dict(dim=50, epoch=1000, threads=int(sys.argv[1]), progress=False)
+    if kind == "gated":
+        df = make_topics(n_rows=20_000, seed=0).drop_nulls("image")
+        kw.update(fusion="gated", dense=["image"])
+    elif kind == "sets":
+        df = df.with_columns(pl_text2=df["text"])
+        clf = None
+    clf = mmq.Classifier(**kw)
+    print("start", flush=True)
+    try:
+        if kind == "sets":
+            clf.fit(df, text=["text", "pl_text2"])
+        else:
+            clf.fit(df)
+    except KeyboardInterrupt:
+        print("interrupted", time.time(), clf._model is None, flush=True)
+        sys.exit(0)
+    print("finished", flush=True)
+    sys.exit(3)
+""")
+
+
+@pytest.mark.parametrize("threads,kind", [(1, "text"), (2, "text"), (2, "gated"), (2, "sets")])
+def test_ctrl_c_stops_fit(threads, kind):
+    p = subprocess.Popen([sys.executable, "-c", FIT, str(threads), kind], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "start"
+        time.sleep(1.5)
+        sent = time.time()
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, (out, err)
+    word, when, untouched = out.split()
+    assert word == "interrupted" and untouched == "True"
+    assert float(when) - sent < 2.0, float(when) - sent

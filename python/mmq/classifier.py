@@ -296,6 +296,16 @@ class Classifier:
         loss) are kept, ``patience`` (epochs without a better score) stops early, each
         epoch is recorded in :attr:`history`, and with ``calibrate`` (default: on when
         ``valid`` is given) the probabilities' temperature is fitted on it."""
+        # An interrupted (Ctrl-C) or failed fit leaves the classifier as it was.
+        saved = dict(self.__dict__)
+        try:
+            return self._fit(data, text, label, categorical, valid, patience, calibrate)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit(self, data, text, label, categorical, valid, patience, calibrate) -> "Classifier":
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise InvalidParameterError(f"patience must be an integer >= 1 (epochs), got {patience!r}")
         if patience is not None and valid is None:

@@ -375,21 +375,26 @@ pub fn eval_dict<'py>(
     Ok(d)
 }
 
-/// Calls a Python progress callable (if any) from a training thread; false on Ctrl-C.
-pub fn report_progress(progress: &Option<Py<PyAny>>, p: &Progress) -> bool {
-    Python::attach(|py| {
-        if py.check_signals().is_err() {
-            return false;
-        }
-        if let Some(cb) = progress {
+/// Calls a Python progress callable (if any) from a training thread; false once the
+/// call was cancelled (Ctrl-C on the waiting thread, see [`crate::pool::detach_cancel`]).
+pub fn report_progress(
+    progress: &Option<Py<PyAny>>,
+    p: &Progress,
+    cancel: &crate::pool::Cancel,
+) -> bool {
+    if cancel.requested() {
+        return false;
+    }
+    if let Some(cb) = progress {
+        Python::attach(|py| {
             if let Ok(d) = progress_dict(py, p) {
                 if let Err(e) = cb.call1(py, (d,)) {
                     e.print(py);
                 }
             }
-        }
-        true
-    })
+        });
+    }
+    !cancel.requested()
 }
 
 impl PyClassifier {
@@ -535,8 +540,8 @@ impl PyClassifier {
             _ => None,
         };
         let alpha = cfg.alpha;
-        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = crate::pool::detach(py, || {
+        let model = crate::pool::detach_cancel(py, |cancel| {
+            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
             let threads = cfg.threads;
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
             let csr = |texts: &[&str], views: &[DenseView]| -> mmq_core::Result<_> {

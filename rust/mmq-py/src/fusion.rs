@@ -155,8 +155,8 @@ impl PyFusion {
         let texts = columns::texts(&text, text_name)?;
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
         let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
-        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = crate::pool::detach(py, || {
+        let model = crate::pool::detach_cancel(py, |cancel| {
+            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
             let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
             let data = Dataset {
                 offsets: &offsets,

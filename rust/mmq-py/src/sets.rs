@@ -275,8 +275,8 @@ impl PySets {
             return Err(input_err("cannot fit on an empty frame (0 rows)"));
         }
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
-        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = crate::pool::detach(py, || {
+        let model = crate::pool::detach_cancel(py, |cancel| {
+            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
             let mut m = train_sets(cfg, names, &views(&csr), &loffsets, &lidx, &callback)?;
             m.quantizers = qs;
             Ok::<_, mmq_core::MmqError>(m)
