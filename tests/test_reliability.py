@@ -137,3 +137,99 @@ def test_ctrl_c_stops_fit(threads, kind):
     word, when, untouched = out.split()
     assert word == "interrupted" and untouched == "True"
     assert float(when) - sent < 2.0, float(when) - sent
+
+
+# -- 3. sizes checked before allocation -------------------------------------------------
+def test_huge_k_is_clamped_and_nan_threshold_refused(small, tmp_path):
+    clf, df = small
+    n = len(clf.labels)
+    t = time.time()
+    big = clf.predict(df, k=10**9)
+    assert time.time() - t < 10
+    assert big.equals(clf.predict(df, k=n))
+    assert clf.test(df, k=10**9).rows == len(df)
+    for call in (lambda: clf.predict(df, threshold=float("nan")), lambda: clf.test(df, threshold=float("nan")),
+                 lambda: mmq.predict(clf, threshold=float("nan"))):
+        with pytest.raises(mmq.InvalidParameterError, match="threshold"):
+            call()
+
+
+def test_cli_predict_with_a_huge_k(small, tmp_path):
+    clf, df = small
+    model = tmp_path / "m.mmq"
+    clf.save(model)
+    f = tmp_path / "in.txt"
+    f.write_text("".join(f"__label__{l} {t}\n" for t, l in zip(df["text"][:20], df["label"][:20])))
+    r = subprocess.run([sys.executable, "-m", "mmq.cli", "predict", str(model), str(f), "100000000000"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 20 and all(len(l.split()) == len(clf.labels) for l in lines)
+
+
+@pytest.mark.parametrize("kw", [dict(dim=10**9), dict(dim=2**40), dict(threads=10**4), dict(bucket=2**31 + 1),
+                                dict(fusion="bilinear", rank=10**6, dense=["image"])])
+def test_parameter_ceilings(kw):
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=200, seed=0).drop_nulls("image")
+    t = time.time()
+    with pytest.raises(mmq.InvalidParameterError):
+        mmq.Classifier(epoch=1, progress=False, **kw).fit(df)
+    assert time.time() - t < 5
+
+
+def read_st(path):
+    import json
+    import struct
+
+    b = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", b[:8])
+    st = json.loads(b[8:8 + n])
+    return st, json.loads(st["__metadata__"]["mmq"]), b[8 + n:]
+
+
+def write_st(path, st, header, data):
+    import json
+    import struct
+
+    st["__metadata__"]["mmq"] = json.dumps(header)
+    h = json.dumps(st).encode()
+    h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+
+
+def tamper(src, dst, change):
+    st, header, data = read_st(src)
+    change(header)
+    write_st(dst, st, header, data)
+    return dst
+
+
+def test_header_numbers_are_checked(tmp_path):
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=600, seed=0)
+    hs = mmq.Classifier(dim=8, epoch=1, loss="hs", threads=1, progress=False).fit(df)
+    gated = mmq.Classifier(dim=8, epoch=1, fusion="gated", dense=["image"], threads=1, progress=False).fit(
+        df.drop_nulls("image"))
+    disc = mmq.Classifier(dim=8, epoch=1, dense={"image": mmq.PQ(m=4, k=16)}, threads=1, progress=False).fit(df)
+    for name, m in [("hs", hs), ("gated", gated), ("disc", disc)]:
+        m.save(tmp_path / f"{name}.mmq")
+    cases = {
+        "hs": [lambda h: h["label_counts"].__setitem__(0, 2**63 - 1),
+               lambda h: h.__setitem__("label_counts", [2**62] * len(h["labels"])),
+               lambda h: h["config"].__setitem__("dim", 2**63),
+               lambda h: h["config"].__setitem__("dim", 9),
+               lambda h: h["config"]["tokenizer"].__setitem__("bucket", 2**31 + 5)],
+        "gated": [lambda h: h["config"].__setitem__("rank", 2**31 - 1),
+                  lambda h: h.__setitem__("dense_dim", 2**62)],
+        "disc": [lambda h: h["dense"][0].__setitem__("offset", 2**32 + 3),
+                 lambda h: h["dense"][0].__setitem__("offset", 5)],
+    }
+    for name, changes in cases.items():
+        mmq.load(tmp_path / f"{name}.mmq")  # the untouched file loads
+        for i, change in enumerate(changes):
+            bad = tamper(tmp_path / f"{name}.mmq", tmp_path / f"{name}-{i}.mmq", change)
+            with pytest.raises(mmq.ModelFileError):
+                mmq.load(bad)

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from mmq import _mmq
-from mmq._input import as_frame, check_k, label_series, text_series
+from mmq._input import as_frame, check_k, check_threshold, label_series, text_series
 from mmq._progress import ProgressBar
 from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
@@ -457,7 +457,9 @@ class Classifier:
         (Float32), null where no label reaches ``threshold``. With ``k>1``: ``label``
         List[String] and ``prob`` List[Float32], most probable first."""
         m = self._fitted()
-        check_k(k)
+        # Clamped before anything of size n × k exists: a row has at most n_labels labels.
+        k = min(check_k(k), len(m.labels))
+        threshold = check_threshold(threshold)
         if self._mods is not None:
             from mmq import sets
 
@@ -496,7 +498,8 @@ class Classifier:
         """fastText's ``test``: precision and recall at k over all rows, plus per-label
         precision, recall and F1 (``per_label``)."""
         m = self._fitted()
-        check_k(k)
+        k = min(check_k(k), len(m.labels))
+        threshold = check_threshold(threshold)
         df = as_frame(data)
         if self._mods is not None:
             from mmq import sets

@@ -464,13 +464,22 @@ impl PyClassifier {
     }
 }
 
-fn check_k(k: usize) -> PyResult<()> {
+/// The `k` a ranking call (predict, test) of a model of `n_labels` labels uses: `k` >= 1
+/// (else an error), clamped to `n_labels` before anything of size n × k is allocated; and
+/// `threshold` must be a number (NaN would silently reject every label).
+pub fn ranking_k(k: usize, threshold: f32, n_labels: usize) -> PyResult<usize> {
+    let bad = |m: String| {
+        Err(crate::errors::to_py(mmq_core::MmqError::InvalidParameter(
+            m,
+        )))
+    };
     if k < 1 {
-        return Err(crate::errors::to_py(mmq_core::MmqError::InvalidParameter(
-            format!("k must be >= 1, got {k}"),
-        )));
+        return bad(format!("k must be >= 1, got {k}"));
     }
-    Ok(())
+    if threshold.is_nan() {
+        return bad("threshold must be a number, got nan".into());
+    }
+    Ok(k.min(n_labels.max(1)))
 }
 
 #[pymethods]
@@ -597,7 +606,7 @@ impl PyClassifier {
         threshold: f32,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Predictions<'py>> {
-        check_k(k)?;
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let s = text.0;
         let texts = columns::texts(&s, "text")?;
         let batches = self.batches(py, &dense, texts.len())?;
@@ -663,7 +672,7 @@ impl PyClassifier {
         threshold: f32,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        check_k(k)?;
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let (s, l) = (text.0, labels.0);
         let texts = columns::texts(&s, "text")?;
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;

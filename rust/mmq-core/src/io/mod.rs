@@ -216,6 +216,7 @@ pub fn read_classifier<C: StoredConfig>(bytes: &[u8], what: &str) -> Result<Clas
             label_counts.len()
         )));
     }
+    crate::model::loss::check_counts(&label_counts).map_err(|e| bad(e.to_string()))?;
     Ok(ClassifierFile {
         header,
         tensors,
@@ -358,13 +359,26 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Take a tensor out of a read map, checking its type and element count.
+/// The number of elements of a tensor of shape `dims` (header numbers), by checked
+/// multiplication: an overflow is a [`MmqError::InvalidModelFile`].
+pub fn elements(dims: &[usize], name: &str, what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| MmqError::InvalidModelFile {
+            path: what.into(),
+            reason: format!("tensor {name}: the header implies a shape {dims:?} that overflows"),
+        })
+}
+
+/// Take a tensor out of a read map, checking its type and that it has exactly the
+/// element count of the shape `dims` the header implies (computed without overflow).
 pub fn take_f32(
     t: &mut HashMap<String, Tensor>,
     name: &str,
-    len: usize,
+    dims: &[usize],
     what: &str,
 ) -> Result<Vec<f32>> {
+    let len = elements(dims, name, what)?;
     match t.remove(name) {
         Some(Tensor::F32(_, v)) if v.len() == len => Ok(v),
         Some(Tensor::F32(_, v)) => Err(MmqError::InvalidModelFile {
@@ -418,8 +432,11 @@ mod tests {
         )
         .unwrap();
         let (hh, mut t) = from_bytes(&b, "mem").unwrap();
+        assert!(take_f32(&mut t.clone(), "a", &[usize::MAX, 3], "mem").is_err());
+        assert!(take_f32(&mut t.clone(), "a", &[1 << 62, 4], "mem").is_err());
+        assert!(take_f32(&mut t.clone(), "a", &[3], "mem").is_err());
         assert_eq!(hh["kind"], "test");
-        assert_eq!(take_f32(&mut t, "a", 2, "mem").unwrap(), vec![1.0, 2.0]);
+        assert_eq!(take_f32(&mut t, "a", &[2], "mem").unwrap(), vec![1.0, 2.0]);
         assert_eq!(take_u32(&mut t, "b", "mem").unwrap(), vec![7]);
         assert!(from_bytes(b"hello world, not a model", "x").is_err());
         assert!(from_bytes(&b[..b.len() / 2], "x").is_err());
