@@ -70,3 +70,10 @@ def check_k(k: int) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InvalidParameterError(f"k must be an integer >= 1, got {k!r}")
     return k
+
+
+def check_threshold(threshold) -> float:
+    t = float(threshold)
+    if t != t:
+        raise InvalidParameterError("threshold must be a number, got nan")
+    return t

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from mmq import _mmq
-from mmq._input import as_frame, check_k, label_series, text_series
+from mmq._input import as_frame, check_k, check_threshold, label_series, text_series
 from mmq._progress import ProgressBar
 from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
@@ -322,6 +322,16 @@ class Classifier:
         loss) are kept, ``patience`` (epochs without a better score) stops early, each
         epoch is recorded in :attr:`history`, and with ``calibrate`` (default: on when
         ``valid`` is given) the probabilities' temperature is fitted on it."""
+        # An interrupted (Ctrl-C) or failed fit leaves the classifier as it was.
+        saved = dict(self.__dict__)
+        try:
+            return self._fit(data, text, label, categorical, valid, patience, calibrate)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit(self, data, text, label, categorical, valid, patience, calibrate) -> "Classifier":
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise InvalidParameterError(f"patience must be an integer >= 1 (epochs), got {patience!r}")
         if patience is not None and valid is None:
@@ -482,7 +492,9 @@ class Classifier:
         (Float32), null where no label reaches ``threshold``. With ``k>1``: ``label``
         List[String] and ``prob`` List[Float32], most probable first."""
         m = self._fitted()
-        check_k(k)
+        # Clamped before anything of size n × k exists: a row has at most n_labels labels.
+        k = min(check_k(k), len(m.labels))
+        threshold = check_threshold(threshold)
         if self._mods is not None:
             from mmq import sets
 
@@ -521,7 +533,8 @@ class Classifier:
         """fastText's ``test``: precision and recall at k over all rows, plus per-label
         precision, recall and F1 (``per_label``)."""
         m = self._fitted()
-        check_k(k)
+        k = min(check_k(k), len(m.labels))
+        threshold = check_threshold(threshold)
         df = as_frame(data)
         if self._mods is not None:
             from mmq import sets

@@ -156,9 +156,12 @@ def predict(model: Any, text: Union[str, pl.Expr] = "text",
         >>> df.head(2).select(mmq.predict(clf)).to_series().to_list()
         ['p', 'n']
     """
+    from mmq._input import check_threshold
+
+    threshold = check_threshold(threshold)
     path, _, args = _model_args(model, text, dense)
     return register_plugin_function(plugin_path=_LIB, function_name="mmq_predict", args=args,
-                                    kwargs={"path": path, "threshold": float(threshold)},
+                                    kwargs={"path": path, "threshold": threshold},
                                     is_elementwise=True)
 
 

@@ -375,21 +375,26 @@ pub fn eval_dict<'py>(
     Ok(d)
 }
 
-/// Calls a Python progress callable (if any) from a training thread; false on Ctrl-C.
-pub fn report_progress(progress: &Option<Py<PyAny>>, p: &Progress) -> bool {
-    Python::attach(|py| {
-        if py.check_signals().is_err() {
-            return false;
-        }
-        if let Some(cb) = progress {
+/// Calls a Python progress callable (if any) from a training thread; false once the
+/// call was cancelled (Ctrl-C on the waiting thread, see [`crate::pool::detach_cancel`]).
+pub fn report_progress(
+    progress: &Option<Py<PyAny>>,
+    p: &Progress,
+    cancel: &crate::pool::Cancel,
+) -> bool {
+    if cancel.requested() {
+        return false;
+    }
+    if let Some(cb) = progress {
+        Python::attach(|py| {
             if let Ok(d) = progress_dict(py, p) {
                 if let Err(e) = cb.call1(py, (d,)) {
                     e.print(py);
                 }
             }
-        }
-        true
-    })
+        });
+    }
+    !cancel.requested()
 }
 
 impl PyClassifier {
@@ -459,13 +464,22 @@ impl PyClassifier {
     }
 }
 
-fn check_k(k: usize) -> PyResult<()> {
+/// The `k` a ranking call (predict, test) of a model of `n_labels` labels uses: `k` >= 1
+/// (else an error), clamped to `n_labels` before anything of size n × k is allocated; and
+/// `threshold` must be a number (NaN would silently reject every label).
+pub fn ranking_k(k: usize, threshold: f32, n_labels: usize) -> PyResult<usize> {
+    let bad = |m: String| {
+        Err(crate::errors::to_py(mmq_core::MmqError::InvalidParameter(
+            m,
+        )))
+    };
     if k < 1 {
-        return Err(crate::errors::to_py(mmq_core::MmqError::InvalidParameter(
-            format!("k must be >= 1, got {k}"),
-        )));
+        return bad(format!("k must be >= 1, got {k}"));
     }
-    Ok(())
+    if threshold.is_nan() {
+        return bad("threshold must be a number, got nan".into());
+    }
+    Ok(k.min(n_labels.max(1)))
 }
 
 #[pymethods]
@@ -535,8 +549,8 @@ impl PyClassifier {
             _ => None,
         };
         let alpha = cfg.alpha;
-        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = crate::pool::detach(py, || {
+        let model = crate::pool::detach_cancel(py, |cancel| {
+            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
             let threads = cfg.threads;
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
             let csr = |texts: &[&str], views: &[DenseView]| -> mmq_core::Result<_> {
@@ -592,7 +606,7 @@ impl PyClassifier {
         threshold: f32,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Predictions<'py>> {
-        check_k(k)?;
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let s = text.0;
         let texts = columns::texts(&s, "text")?;
         let batches = self.batches(py, &dense, texts.len())?;
@@ -658,7 +672,7 @@ impl PyClassifier {
         threshold: f32,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        check_k(k)?;
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let (s, l) = (text.0, labels.0);
         let texts = columns::texts(&s, "text")?;
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;

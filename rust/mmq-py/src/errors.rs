@@ -22,9 +22,9 @@ pub fn to_py(e: MmqError) -> PyErr {
         MmqError::InvalidInput(_) => raise("InvalidInputError", msg),
         MmqError::InvalidModelFile { .. } => raise("ModelFileError", msg),
         MmqError::NotFitted(_) => raise("NotFittedError", msg),
-        MmqError::Interrupted => {
+        MmqError::Interrupted => crate::pool::take_pending().unwrap_or_else(|| {
             pyo3::exceptions::PyKeyboardInterrupt::new_err("training interrupted")
-        }
+        }),
         MmqError::Io { .. } => raise("MmqIOError", msg),
         _ => raise("MmqError", msg),
     }

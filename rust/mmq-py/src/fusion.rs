@@ -1,7 +1,7 @@
 //! `mmq._mmq.RustFusionClassifier`: the continuous fusion modes (image, add, max, gated,
 //! bilinear, bilinear_gated) over a text column and one dense column.
 use crate::classifier::{
-    eval_dict, flatten_ranked, report_progress, tokenize_rows, DenseArg, Predictions,
+    eval_dict, flatten_ranked, ranking_k, report_progress, tokenize_rows, DenseArg, Predictions,
 };
 use crate::columns;
 use crate::errors::{input_err, IntoPy};
@@ -155,8 +155,8 @@ impl PyFusion {
         let texts = columns::texts(&text, text_name)?;
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
         let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
-        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = crate::pool::detach(py, || {
+        let model = crate::pool::detach_cancel(py, |cancel| {
+            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
             let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
             let data = Dataset {
                 offsets: &offsets,
@@ -180,10 +180,12 @@ impl PyFusion {
         threshold: f32,
         dense: DenseArg<'py>,
     ) -> PyResult<Predictions<'py>> {
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let s = text.0;
         let (texts, full, present) = self.prepare(&s, &dense)?;
-        let (idx, probs) = py
-            .detach(|| flatten_ranked(&self.rows(&texts, &full, &present, k, threshold, false), k));
+        let (idx, probs) = crate::pool::detach(py, || {
+            flatten_ranked(&self.rows(&texts, &full, &present, k, threshold, false), k)
+        });
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
 
@@ -219,6 +221,7 @@ impl PyFusion {
         threshold: f32,
         dense: DenseArg<'py>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let (s, l) = (text.0, labels.0);
         let (texts, full, present) = self.prepare(&s, &dense)?;
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;

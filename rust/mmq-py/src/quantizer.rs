@@ -99,18 +99,21 @@ impl PyQuantizer {
             .py_err()?;
         let q = &mut self.q;
         let m = q.m();
-        let cb = |done: usize| -> bool {
-            Python::attach(|py| {
-                if py.check_signals().is_err() {
+        crate::pool::detach_cancel(py, |cancel| {
+            let cb = |done: usize| -> bool {
+                if cancel.requested() {
                     return false;
                 }
                 if let Some(cb) = &progress {
-                    let _ = cb.call1(py, (done, m));
+                    Python::attach(|py| {
+                        let _ = cb.call1(py, (done, m));
+                    });
                 }
-                true
-            })
-        };
-        crate::pool::detach(py, || q.fit_with_progress(data, n, &cb)).py_err()
+                !cancel.requested()
+            };
+            q.fit_with_progress(data, n, &cb)
+        })
+        .py_err()
     }
 
     /// Codes as uint8 (k <= 256) or uint16, shape n × m.

@@ -1,6 +1,8 @@
 //! `mmq._mmq.RustSetClassifier`: models over many modalities (deepset, attention, bag
 //! fusion, G-Blend), wrapped for Python.
-use crate::classifier::{eval_dict, flatten_ranked, report_progress, tokenize_rows, Predictions};
+use crate::classifier::{
+    eval_dict, flatten_ranked, ranking_k, report_progress, tokenize_rows, Predictions,
+};
 use crate::columns;
 use crate::errors::{input_err, IntoPy};
 use crate::quantizer::PyQuantizer;
@@ -275,8 +277,8 @@ impl PySets {
             return Err(input_err("cannot fit on an empty frame (0 rows)"));
         }
         let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
-        let callback = |p: &Progress| -> bool { report_progress(&progress, p) };
-        let model = crate::pool::detach(py, || {
+        let model = crate::pool::detach_cancel(py, |cancel| {
+            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
             let mut m = train_sets(cfg, names, &views(&csr), &loffsets, &lidx, &callback)?;
             m.quantizers = qs;
             Ok::<_, mmq_core::MmqError>(m)
@@ -292,15 +294,11 @@ impl PySets {
         k: usize,
         threshold: f32,
     ) -> PyResult<Predictions<'py>> {
-        if k < 1 {
-            return Err(crate::errors::to_py(mmq_core::MmqError::InvalidParameter(
-                format!("k must be >= 1, got {k}"),
-            )));
-        }
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let (csr, _) = self.csr(py, &inputs)?;
-        let ranked = py
-            .detach(|| self.model.predict_batch(&views(&csr), k, threshold))
-            .py_err()?;
+        let ranked =
+            crate::pool::detach(py, || self.model.predict_batch(&views(&csr), k, threshold))
+                .py_err()?;
         let (idx, probs) = flatten_ranked(&ranked, k);
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
@@ -313,9 +311,7 @@ impl PySets {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (csr, n) = self.csr(py, &inputs)?;
         let nl = self.model.n_labels();
-        let rows = py
-            .detach(|| self.model.probs_batch(&views(&csr)))
-            .py_err()?;
+        let rows = crate::pool::detach(py, || self.model.probs_batch(&views(&csr))).py_err()?;
         numpy::ndarray::Array2::from_shape_vec((n, nl), rows.concat())
             .map_err(|e| input_err(e.to_string()))
             .map(|a| a.into_pyarray(py))
@@ -331,6 +327,7 @@ impl PySets {
         k: usize,
         threshold: f32,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let k = ranking_k(k, threshold, self.model.n_labels())?;
         let (csr, n) = self.csr(py, &inputs)?;
         let l = labels.0;
         if l.len() != n {

@@ -216,6 +216,7 @@ pub fn read_classifier<C: StoredConfig>(bytes: &[u8], what: &str) -> Result<Clas
             label_counts.len()
         )));
     }
+    crate::model::loss::check_counts(&label_counts).map_err(|e| bad(e.to_string()))?;
     Ok(ClassifierFile {
         header,
         tensors,
@@ -225,26 +226,130 @@ pub fn read_classifier<C: StoredConfig>(bytes: &[u8], what: &str) -> Result<Clas
     })
 }
 
-/// Write bytes atomically: a temp file beside `path`, then rename over it.
+/// The file a save to `path` writes: `path` itself, or, when `path` is a symbolic link
+/// (or a chain of them), the file the link finally points to (which may not exist yet).
+/// A save writes *through* a link, so the link stays and its target is replaced.
+fn save_target(path: &Path) -> Result<std::path::PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p).map_err(|source| MmqError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                p = match p.parent() {
+                    Some(d) if link.is_relative() => d.join(link),
+                    _ => link,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(MmqError::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other("too many levels of symbolic links"),
+    })
+}
+
+/// A temp file that is removed when dropped, unless [`TempFile::keep`] was called: every
+/// error path (and a panic) of a save removes its temp file.
+struct TempFile(Option<std::path::PathBuf>);
+
+impl TempFile {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A name for a temp file beside `name` that no other call (of this or another thread or
+/// process) uses at the same time: `.{name}.tmp-{pid}-{thread}-{counter}-{nanos}`.
+fn temp_name(name: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut h);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        ".{name}.tmp-{}-{:x}-{}-{nanos:x}",
+        std::process::id(),
+        h.finish() & 0xffff_ffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Write bytes atomically: a temp file beside the target (created with `create_new`,
+/// written and fsynced), renamed over the target, then the folder fsynced. Readers see
+/// the old file or the new one, never a torn one.
+///
+/// Only a regular file is ever replaced: a directory, device node, fifo or socket at the
+/// target is an error ([`MmqError::Io`] naming the path), and nothing is written. A
+/// symbolic link is written *through*: the file it points to is replaced and the link
+/// kept. The temp file is removed on every error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let target = save_target(path)?;
     let io_err = |source| MmqError::Io {
         path: path.display().to_string(),
         source,
     };
-    let dir = match path.parent() {
+    match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => {
+            let what = if m.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a device, fifo or socket)"
+            };
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is {what}; mmq saves only replace regular files",
+                    target.display()
+                ),
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path
+    let name = target
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io_err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(e)
-    })
+    let tmp_path = dir.join(temp_name(&name));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .map_err(io_err)?;
+    let tmp = TempFile(Some(tmp_path.clone()));
+    f.write_all(bytes).map_err(io_err)?;
+    f.sync_all().map_err(io_err)?;
+    drop(f);
+    std::fs::rename(&tmp_path, &target).map_err(io_err)?;
+    tmp.keep();
+    // Make the rename itself durable; best effort (some file systems refuse to fsync a
+    // folder, and the data is already in place).
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>> {
@@ -254,13 +359,26 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Take a tensor out of a read map, checking its type and element count.
+/// The number of elements of a tensor of shape `dims` (header numbers), by checked
+/// multiplication: an overflow is a [`MmqError::InvalidModelFile`].
+pub fn elements(dims: &[usize], name: &str, what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| MmqError::InvalidModelFile {
+            path: what.into(),
+            reason: format!("tensor {name}: the header implies a shape {dims:?} that overflows"),
+        })
+}
+
+/// Take a tensor out of a read map, checking its type and that it has exactly the
+/// element count of the shape `dims` the header implies (computed without overflow).
 pub fn take_f32(
     t: &mut HashMap<String, Tensor>,
     name: &str,
-    len: usize,
+    dims: &[usize],
     what: &str,
 ) -> Result<Vec<f32>> {
+    let len = elements(dims, name, what)?;
     match t.remove(name) {
         Some(Tensor::F32(_, v)) if v.len() == len => Ok(v),
         Some(Tensor::F32(_, v)) => Err(MmqError::InvalidModelFile {
@@ -314,8 +432,11 @@ mod tests {
         )
         .unwrap();
         let (hh, mut t) = from_bytes(&b, "mem").unwrap();
+        assert!(take_f32(&mut t.clone(), "a", &[usize::MAX, 3], "mem").is_err());
+        assert!(take_f32(&mut t.clone(), "a", &[1 << 62, 4], "mem").is_err());
+        assert!(take_f32(&mut t.clone(), "a", &[3], "mem").is_err());
         assert_eq!(hh["kind"], "test");
-        assert_eq!(take_f32(&mut t, "a", 2, "mem").unwrap(), vec![1.0, 2.0]);
+        assert_eq!(take_f32(&mut t, "a", &[2], "mem").unwrap(), vec![1.0, 2.0]);
         assert_eq!(take_u32(&mut t, "b", "mem").unwrap(), vec![7]);
         assert!(from_bytes(b"hello world, not a model", "x").is_err());
         assert!(from_bytes(&b[..b.len() / 2], "x").is_err());
@@ -324,5 +445,71 @@ mod tests {
         let v = TensorView::new(Dtype::F32, vec![1], &[0u8; 4]).unwrap();
         let foreign = safetensors::serialize(vec![("x", v)], None).unwrap();
         assert!(from_bytes(&foreign, "x").is_err());
+    }
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mmq-io-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn leftovers(d: &Path) -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.contains(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn write_atomic_refuses_what_is_not_a_regular_file() {
+        let d = scratch("refuse");
+        let sub = d.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let e = write_atomic(&sub, b"x").unwrap_err();
+        assert!(matches!(e, MmqError::Io { .. }), "{e}");
+        assert!(e.to_string().contains("directory"), "{e}");
+        assert!(sub.is_dir());
+        let e = write_atomic(Path::new("/dev/null"), b"x").unwrap_err();
+        assert!(e.to_string().contains("/dev/null"), "{e}");
+        // A parent that is a file: the temp file cannot be created, nothing is left.
+        let f = d.join("file");
+        std::fs::write(&f, b"keep").unwrap();
+        assert!(write_atomic(&f.join("m.mmq"), b"x").is_err());
+        assert_eq!(std::fs::read(&f).unwrap(), b"keep");
+        assert!(leftovers(&d).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn write_atomic_writes_through_symlinks_and_in_parallel() {
+        let d = scratch("link");
+        let target = d.join("target.mmq");
+        std::fs::write(&target, b"old").unwrap();
+        let link = d.join("link.mmq");
+        std::os::unix::fs::symlink("target.mmq", &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        let p = d.join("same.mmq");
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(p, &[i; 1000]).unwrap();
+                    }
+                });
+            }
+        });
+        let b = std::fs::read(&p).unwrap();
+        assert!(b.len() == 1000 && b.iter().all(|&x| x == b[0]));
+        assert!(leftovers(&d).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

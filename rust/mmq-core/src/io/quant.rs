@@ -41,9 +41,13 @@ pub fn quantizer_from_parts(
     };
     let p: QuantizerParams = serde_json::from_value(params.clone())
         .map_err(|e| bad(format!("bad quantizer parameters: {e}")))?;
-    let total: usize = p.subspaces.iter().map(|s| s.len() * p.k).sum();
-    let c = io::take_f32(tensors, &format!("{prefix}centroids"), total, what)?;
-    let mean = io::take_f32(tensors, &format!("{prefix}mean"), p.d, what)?;
+    let total = p
+        .subspaces
+        .iter()
+        .try_fold(0usize, |a, s| s.len().checked_mul(p.k)?.checked_add(a))
+        .ok_or_else(|| bad("the quantizer's shape overflows".into()))?;
+    let c = io::take_f32(tensors, &format!("{prefix}centroids"), &[total], what)?;
+    let mean = io::take_f32(tensors, &format!("{prefix}mean"), &[p.d], what)?;
     Quantizer::from_parts(p, c, mean).map_err(|e| bad(e.to_string()))
 }
 

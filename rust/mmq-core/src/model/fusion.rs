@@ -241,6 +241,9 @@ impl io::StoredConfig for FusionConfig {
     }
 }
 
+/// The largest bilinear rank.
+pub const MAX_RANK: usize = 10_000;
+
 impl FusionConfig {
     /// The bilinear rank in use (`rank`, or `dim` when unset).
     pub fn rank(&self) -> usize {
@@ -253,6 +256,12 @@ impl FusionConfig {
             return Err(MmqError::InvalidParameter(
                 "rank must be >= 1, got 0".into(),
             ));
+        }
+        if self.rank() > MAX_RANK {
+            return Err(MmqError::InvalidParameter(format!(
+                "rank must be <= {MAX_RANK}, got {}",
+                self.rank()
+            )));
         }
         self.tokenizer.validate()
     }
@@ -352,11 +361,10 @@ pub(super) fn take_params<const N: usize>(
 ) -> Result<[Mat; N]> {
     let mut params: [Mat; N] = std::array::from_fn(|_| Mat::default());
     for (p, &(rows, cols)) in shapes.iter().enumerate() {
-        let len = rows * cols;
-        let data = if len == 0 {
+        let data = if io::elements(&[rows, cols], names[p], what)? == 0 {
             Vec::new()
         } else {
-            io::take_f32(t, names[p], len, what)?
+            io::take_f32(t, names[p], &[rows, cols], what)?
         };
         params[p] = Mat { data, cols };
     }
@@ -934,8 +942,8 @@ impl FusionModel {
             .filter(|&v| v >= 1)
             .ok_or_else(|| bad("missing or bad dense_dim".into()))?
             as usize;
-        let dense_mean = io::take_f32(&mut t, "dense_mean", dense_dim, what)?;
-        let dense_std = io::take_f32(&mut t, "dense_std", dense_dim, what)?;
+        let dense_mean = io::take_f32(&mut t, "dense_mean", &[dense_dim], what)?;
+        let dense_std = io::take_f32(&mut t, "dense_std", &[dense_dim], what)?;
         if dense_mean.iter().any(|x| !x.is_finite())
             || dense_std.iter().any(|x| !(x.is_finite() && *x > 0.0))
         {

@@ -32,6 +32,18 @@ impl LossKind {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_that_would_overflow_the_tree_are_refused() {
+        use super::check_counts;
+        assert!(check_counts(&[3, 2, 1]).is_ok());
+        assert!(check_counts(&[(1 << 63) - 1, 1]).is_err());
+        assert!(check_counts(&[1 << 62, 1 << 62, 1 << 62]).is_err());
+        assert!(check_counts(&[u64::MAX, 1]).is_err());
+    }
+}
+
 #[inline]
 pub fn sigmoid(x: f32) -> f32 {
     if x < -30.0 {
@@ -46,6 +58,21 @@ pub fn sigmoid(x: f32) -> f32 {
 #[inline]
 pub fn safe_ln(x: f32) -> f32 {
     (x + 1e-5).ln()
+}
+
+/// The largest total of label counts: the Huffman tree's inner-node counts (at most the
+/// total) stay below its sentinel (`u64::MAX / 4`) and never overflow.
+pub const MAX_COUNT_TOTAL: u64 = u64::MAX / 8;
+
+/// Label counts a [`Tree`] can be built from: their sum (checked) is at most
+/// [`MAX_COUNT_TOTAL`].
+pub fn check_counts(counts: &[u64]) -> crate::error::Result<()> {
+    match counts.iter().try_fold(0u64, |a, &c| a.checked_add(c)) {
+        Some(t) if t <= MAX_COUNT_TOTAL => Ok(()),
+        _ => Err(crate::error::MmqError::InvalidInput(format!(
+            "label counts sum to more than {MAX_COUNT_TOTAL}"
+        ))),
+    }
 }
 
 /// Huffman tree over label counts (fastText's `HierarchicalSoftmaxLoss::buildTree`).

@@ -222,12 +222,24 @@ pub struct EpochRecord {
     pub best: bool,
 }
 
-/// The hyperparameters every trainer has: `dim`, `epoch`, `threads` >= 1 and a finite
-/// `lr` > 0.
+/// The largest `dim` (embedding width) of any model: checked before anything is
+/// allocated, and on load.
+pub const MAX_DIM: usize = 100_000;
+/// The most training threads.
+pub const MAX_THREADS: usize = 1024;
+
+/// The hyperparameters every trainer has: `1 <= dim <= MAX_DIM`, `epoch` >= 1,
+/// `1 <= threads <= MAX_THREADS` and a finite `lr` > 0.
 pub(crate) fn check_training(dim: usize, epoch: usize, lr: f32, threads: usize) -> Result<()> {
     let bad = |m: String| Err(MmqError::InvalidParameter(m));
     if dim < 1 {
         return bad(format!("dim must be >= 1, got {dim}"));
+    }
+    if dim > MAX_DIM {
+        return bad(format!("dim must be <= {MAX_DIM}, got {dim}"));
+    }
+    if threads > MAX_THREADS {
+        return bad(format!("threads must be <= {MAX_THREADS}, got {threads}"));
     }
     if epoch < 1 {
         return bad(format!("epoch must be >= 1, got {epoch}"));

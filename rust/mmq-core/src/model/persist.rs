@@ -73,15 +73,35 @@ impl Model {
                     .ok_or_else(|| bad(format!("dense column {i} has no name")))?;
                 let offset = d["offset"]
                     .as_u64()
-                    .ok_or_else(|| bad(format!("dense column {i} has no offset")))?;
+                    .and_then(|o| u32::try_from(o).ok())
+                    .ok_or_else(|| bad(format!("dense column {i} has no offset below 2^32")))?;
                 let q =
                     quantizer_from_parts(&d["quantizer"], &mut t, &format!("dense.{i}."), what)?;
                 dense.push(DenseInput {
                     name: name.to_string(),
                     quantizer: q,
-                    offset: offset as u32,
+                    offset,
                 });
             }
+        }
+        // The dense columns' id ranges must be the ones fitting lays out (after the text
+        // buckets, one after another): anything else makes codes collide with text.
+        let expected = super::dense::assign_offsets(
+            cfg.tokenizer.bucket,
+            dense
+                .iter()
+                .map(|d| (d.name.clone(), d.quantizer.clone()))
+                .collect(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        if expected
+            .iter()
+            .zip(&dense)
+            .any(|(e, d)| e.offset != d.offset)
+        {
+            return Err(bad(
+                "the dense columns' token offsets do not follow the text buckets".into(),
+            ));
         }
         let mut m = Model {
             dense,
@@ -95,10 +115,10 @@ impl Model {
             idf: Vec::new(),
             history: Vec::new(),
         };
-        m.input = io::take_f32(&mut t, "input", m.index.len() * m.width(), what)?;
-        m.output = io::take_f32(&mut t, "output", m.n_out() * m.out_width(), what)?;
+        m.input = io::take_f32(&mut t, "input", &[m.index.len(), m.width()], what)?;
+        m.output = io::take_f32(&mut t, "output", &[m.n_out(), m.out_width()], what)?;
         if m.cfg.head == super::Head::Linear && m.cfg.idf {
-            m.idf = io::take_f32(&mut t, "idf", m.index.len(), what)?;
+            m.idf = io::take_f32(&mut t, "idf", &[m.index.len()], what)?;
         }
         if let Some(h) = header.get("history") {
             m.history =

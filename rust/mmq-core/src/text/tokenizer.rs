@@ -60,6 +60,10 @@ impl Default for TokenizerConfig {
     }
 }
 
+/// The most hash buckets (token ids are u32, and the ids above the buckets are the dense
+/// columns' code tokens).
+pub const MAX_BUCKET: u64 = 1 << 31;
+
 impl TokenizerConfig {
     /// Check the parameters, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
@@ -67,6 +71,12 @@ impl TokenizerConfig {
             return Err(MmqError::InvalidParameter(
                 "bucket must be >= 1, got 0".into(),
             ));
+        }
+        if self.bucket as u64 > MAX_BUCKET {
+            return Err(MmqError::InvalidParameter(format!(
+                "bucket must be <= {MAX_BUCKET} (2^31), got {}",
+                self.bucket
+            )));
         }
         if self.word_ngrams == 0 {
             return Err(MmqError::InvalidParameter(

@@ -16,6 +16,10 @@ pub(crate) struct Clock<'a> {
     pub total: u64,
     stop: AtomicBool,
     start: Instant,
+    /// When progress was last reported (ms since `start`): shared by the epochs' workers,
+    /// so reports (and the stop requests the callback answers) come every 100 ms even
+    /// when an epoch is shorter than that.
+    last_report: AtomicU64,
     threads: usize,
     callback: &'a (dyn Fn(&Progress) -> bool + Sync),
 }
@@ -31,6 +35,7 @@ impl<'a> Clock<'a> {
             total: total.max(1),
             stop: AtomicBool::new(false),
             start: Instant::now(),
+            last_report: AtomicU64::new(0),
             threads,
             callback,
         }
@@ -45,6 +50,7 @@ impl<'a> Clock<'a> {
             total: self.total,
             stop: AtomicBool::new(false),
             start: Instant::now(),
+            last_report: AtomicU64::new(0),
             threads: self.threads,
             callback,
         }
@@ -90,7 +96,6 @@ impl<'a> Clock<'a> {
 /// One worker's bookkeeping: its work is added to the clock in batches, and the
 /// reporting worker calls the progress callback.
 pub(crate) struct Ticker {
-    last: Instant,
     pending: u64,
     done: u64,
     reporter: bool,
@@ -101,7 +106,6 @@ pub(crate) struct Ticker {
 impl Ticker {
     pub fn new(clock: &Clock, reporter: bool) -> Self {
         Self {
-            last: Instant::now(),
             pending: 0,
             done: clock.processed.load(Ordering::Relaxed),
             reporter,
@@ -136,8 +140,9 @@ impl Ticker {
         if clock.stopped() {
             return false;
         }
-        if self.reporter && self.last.elapsed().as_millis() >= 100 {
-            self.last = Instant::now();
+        let now = clock.start.elapsed().as_millis() as u64;
+        if self.reporter && now >= clock.last_report.load(Ordering::Relaxed) + 100 {
+            clock.last_report.store(now, Ordering::Relaxed);
             let el = clock.start.elapsed().as_secs_f64().max(1e-9);
             let (progress, lr) = self.lr(clock, lr0);
             let p = Progress {
