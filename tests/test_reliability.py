@@ -190,9 +190,12 @@ def read_st(path):
 
 
 def write_st(path, st, header, data):
+    """Write a hand-edited file: without the checksum (as a file from before it existed),
+    so the value checks themselves are tested."""
     import json
     import struct
 
+    header = {k: v for k, v in header.items() if k != "mmq_crc32"}
     st["__metadata__"]["mmq"] = json.dumps(header)
     h = json.dumps(st).encode()
     h += b" " * (-len(h) % 8)
@@ -233,3 +236,99 @@ def test_header_numbers_are_checked(tmp_path):
             bad = tamper(tmp_path / f"{name}.mmq", tmp_path / f"{name}-{i}.mmq", change)
             with pytest.raises(mmq.ModelFileError):
                 mmq.load(bad)
+
+
+# -- 4. silently wrong models -----------------------------------------------------------
+def tensor_span(st, data, name):
+    a, b = st[name]["data_offsets"]
+    return a, b
+
+
+def test_checksum_catches_flipped_bits_and_old_files_still_load(small, tmp_path):
+    clf, df = small
+    clf.save(tmp_path / "m.mmq")
+    st, header, data = read_st(tmp_path / "m.mmq")
+    assert "mmq_crc32" in header
+    raw = open(tmp_path / "m.mmq", "rb").read()
+    a, b = tensor_span(st, data, "output")
+    start = len(raw) - len(data)
+    for at in (start + (a + b) // 2, raw.index(b'epoch') + 8):  # a weight; a header value
+        flipped = bytearray(raw)
+        flipped[at] ^= 0x01
+        (tmp_path / "flip.mmq").write_bytes(bytes(flipped))
+        with pytest.raises(mmq.ModelFileError, match="checksum"):
+            mmq.load(tmp_path / "flip.mmq")
+    # A file written before the checksum existed (no key) loads, and predicts the same.
+    write_st(tmp_path / "old.mmq", st, header, data)
+    assert mmq.load(tmp_path / "old.mmq").predict(df).equals(clf.predict(df))
+
+
+def test_pickle_with_flipped_bits_is_an_error(small):
+    import pickle
+
+    clf, df = small
+    b = bytearray(pickle.dumps(clf))
+    b[len(b) // 2] ^= 0x01
+    with pytest.raises(mmq.ModelFileError):
+        pickle.loads(bytes(b))
+
+
+def test_non_finite_weights_and_duplicate_labels_are_refused(small, tmp_path):
+    import struct
+
+    clf, _ = small
+    clf.save(tmp_path / "m.mmq")
+    st, header, data = read_st(tmp_path / "m.mmq")  # rewritten without the checksum
+    for value in (float("nan"), float("inf")):
+        a, b = tensor_span(st, data, "input")
+        bad = bytearray(data)
+        bad[a:a + 4] = struct.pack("<f", value)
+        write_st(tmp_path / "nan.mmq", st, header, bytes(bad))
+        with pytest.raises(mmq.ModelFileError, match="non-finite"):
+            mmq.load(tmp_path / "nan.mmq")
+    tamper(tmp_path / "m.mmq", tmp_path / "dup.mmq", lambda h: h["labels"].__setitem__(1, h["labels"][0]))
+    with pytest.raises(mmq.ModelFileError, match="twice"):
+        mmq.load(tmp_path / "dup.mmq")
+
+
+MUTATE = textwrap.dedent("""
+    import sys
+    import mmq
+    from hypothesis import given, settings, strategies as st, HealthCheck
+    from mmq.datasets import make_topics
+    df = make_topics(n_rows=300, seed=0).select("text", "label")
+    kind = sys.argv[1]
+    kw = dict(dim=4, epoch=1, threads=1, progress=False, bucket=1000, word_ngrams=2)
+    if kind == "hs":
+        kw["loss"] = "hs"
+    clf = mmq.Classifier(**kw).fit(df)
+    path = sys.argv[2] + "/m.mmq"
+    clf.save(path)
+    good = open(path, "rb").read()
+    want = clf.predict(df, k=2)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)), min_size=1, max_size=4))
+    def check(edits):
+        b = bytearray(good)
+        for at, v in edits:
+            b[at] = v
+        bad = sys.argv[2] + "/bad.mmq"
+        open(bad, "wb").write(bytes(b))
+        try:
+            m = mmq.load(bad)
+        except mmq.MmqError:
+            return
+        assert m.predict(df, k=2).equals(want)
+
+    check()
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("kind", ["softmax", "hs"])
+def test_mutated_files_are_errors_or_identical(kind, tmp_path):
+    pytest.importorskip("hypothesis")
+    r = subprocess.run([sys.executable, "-c", MUTATE, kind, str(tmp_path)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout[-2000:], r.stderr[-3000:])

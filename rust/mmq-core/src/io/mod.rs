@@ -11,6 +11,37 @@ pub mod quant;
 
 pub const FORMAT: &str = "mmq";
 pub const FORMAT_VERSION: u64 = 1;
+/// The header key of the file's checksum (see [`checksum`]): always the header's last
+/// key, `…,"mmq_crc32":"89abcdef"}`. Files written before it existed have no such key
+/// and load unchecked.
+pub const CHECKSUM_KEY: &str = "mmq_crc32";
+
+/// CRC-32 (IEEE) over the mmq header string without its checksum key (byte for byte as
+/// stored) and every tensor, in name order: its name, dtype name, shape (u64 LE) and
+/// bytes. Stored as 8 hex digits; a mismatch on load is a
+/// [`MmqError::InvalidModelFile`], so flipped bits in the weights or the header never
+/// load silently.
+pub fn checksum<'a>(
+    header: &str,
+    tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut all: Vec<_> = tensors.into_iter().collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = crc32fast::Hasher::new();
+    h.update(header.as_bytes());
+    h.update(&[0]);
+    for (name, dtype, shape, data) in all {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        h.update(format!("{dtype:?}").as_bytes());
+        for &d in shape {
+            h.update(&(d as u64).to_le_bytes());
+        }
+        h.update(&(data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    format!("{:08x}", h.finalize())
+}
 
 /// A tensor to write or that was read.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,8 +96,17 @@ pub fn to_bytes<S: AsRef<str>>(
                 .map_err(|e| MmqError::InvalidInput(format!("tensor {n}: {e}")))
         })
         .collect::<Result<_>>()?;
+    obj.remove(CHECKSUM_KEY);
+    let body = h.to_string();
+    let sum = checksum(
+        &body,
+        raw.iter()
+            .map(|(n, d, s, b)| (n.as_str(), *d, &s[..], &b[..])),
+    );
+    // `body` is a non-empty object: the checksum goes in as its last key.
+    let stored = format!("{},\"{CHECKSUM_KEY}\":\"{sum}\"}}", &body[..body.len() - 1]);
     let mut meta = HashMap::new();
-    meta.insert(FORMAT.to_string(), h.to_string());
+    meta.insert(FORMAT.to_string(), stored);
     safetensors::serialize(views, Some(meta))
         .map_err(|e| MmqError::InvalidInput(format!("cannot serialize: {e}")))
 }
@@ -74,21 +114,42 @@ pub fn to_bytes<S: AsRef<str>>(
 /// Parse bytes written by [`to_bytes`]; `what` names the source in errors.
 /// The JSON header of an mmq file, checked for format and version.
 fn read_header(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
+    Ok(read_meta(bytes, what)?.0)
+}
+
+/// The parsed header, the header string as stored, and the stored checksum (if any).
+fn read_meta(bytes: &[u8], what: &str) -> Result<(serde_json::Value, String, Option<String>)> {
     let bad = |reason: String| MmqError::InvalidModelFile {
         path: what.to_string(),
         reason,
     };
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let header = meta
+    let raw = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(FORMAT))
-        .ok_or_else(|| {
-            bad("a safetensors file without an mmq header (not written by mmq)".into())
-        })?;
+        .ok_or_else(|| bad("a safetensors file without an mmq header (not written by mmq)".into()))?
+        .clone();
     let header: serde_json::Value =
-        serde_json::from_str(header).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
+        serde_json::from_str(&raw).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
+    // The checksum and the header string it covers (the stored one without its last key).
+    let (body, sum) = match header.get(CHECKSUM_KEY) {
+        None => (raw, None),
+        Some(v) => {
+            let sum = v
+                .as_str()
+                .ok_or_else(|| bad("corrupt mmq header: the checksum is not a string".into()))?
+                .to_string();
+            let tail = format!(",\"{CHECKSUM_KEY}\":\"{sum}\"}}");
+            let Some(head) = raw.strip_suffix(&tail) else {
+                return Err(bad(
+                    "corrupt mmq header: its checksum is not its last key".into()
+                ));
+            };
+            (format!("{head}}}"), Some(sum))
+        }
+    };
     let version = header
         .get("format_version")
         .and_then(|v| v.as_u64())
@@ -98,7 +159,7 @@ fn read_header(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
             "format version {version} is not supported by this mmq (reads 1..={FORMAT_VERSION})"
         )));
     }
-    Ok(header)
+    Ok((header, body, sum))
 }
 
 pub fn from_bytes(
@@ -109,8 +170,22 @@ pub fn from_bytes(
         path: what.to_string(),
         reason,
     };
-    let header = read_header(bytes, what)?;
+    let (header, raw, stored) = read_meta(bytes, what)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensors: {e}")))?;
+    if let Some(stored) = stored {
+        let views = st.tensors();
+        let sum = checksum(
+            &raw,
+            views
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
+        );
+        if stored != sum {
+            return Err(bad(format!(
+                "checksum mismatch (stored {stored:?}, computed {sum:?}): the file is corrupt"
+            )));
+        }
+    }
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -217,6 +292,10 @@ pub fn read_classifier<C: StoredConfig>(bytes: &[u8], what: &str) -> Result<Clas
         )));
     }
     crate::model::loss::check_counts(&label_counts).map_err(|e| bad(e.to_string()))?;
+    let mut seen = std::collections::HashSet::with_capacity(labels.len());
+    if let Some(dup) = labels.iter().find(|l| !seen.insert(l.as_str())) {
+        return Err(bad(format!("label '{dup}' appears twice")));
+    }
     Ok(ClassifierFile {
         header,
         tensors,
@@ -380,7 +459,16 @@ pub fn take_f32(
 ) -> Result<Vec<f32>> {
     let len = elements(dims, name, what)?;
     match t.remove(name) {
-        Some(Tensor::F32(_, v)) if v.len() == len => Ok(v),
+        Some(Tensor::F32(_, v)) if v.len() == len => {
+            if v.iter().all(|x| x.is_finite()) {
+                Ok(v)
+            } else {
+                Err(MmqError::InvalidModelFile {
+                    path: what.into(),
+                    reason: format!("tensor {name} holds non-finite values (NaN or infinity)"),
+                })
+            }
+        }
         Some(Tensor::F32(_, v)) => Err(MmqError::InvalidModelFile {
             path: what.into(),
             reason: format!("tensor {name} has {} values, expected {len}", v.len()),
@@ -435,12 +523,41 @@ mod tests {
         assert!(take_f32(&mut t.clone(), "a", &[usize::MAX, 3], "mem").is_err());
         assert!(take_f32(&mut t.clone(), "a", &[1 << 62, 4], "mem").is_err());
         assert!(take_f32(&mut t.clone(), "a", &[3], "mem").is_err());
+        assert!(hh.get(CHECKSUM_KEY).is_some());
         assert_eq!(hh["kind"], "test");
         assert_eq!(take_f32(&mut t, "a", &[2], "mem").unwrap(), vec![1.0, 2.0]);
         assert_eq!(take_u32(&mut t, "b", "mem").unwrap(), vec![7]);
         assert!(from_bytes(b"hello world, not a model", "x").is_err());
         assert!(from_bytes(&b[..b.len() / 2], "x").is_err());
         assert!(from_bytes(&[], "x").is_err());
+        // A flipped bit in a tensor is caught by the checksum.
+        let mut flipped = b.clone();
+        let at = flipped.len() - 3;
+        flipped[at] ^= 0x10;
+        let e = from_bytes(&flipped, "x").unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        // So is a changed header value.
+        let mut changed = b.clone();
+        let at = changed.windows(4).position(|w| w == b"test").unwrap();
+        changed[at + 3] = b'T';
+        let e = from_bytes(&changed, "x").unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        // The same bytes every time (no map order in the file).
+        assert_eq!(
+            b,
+            to_bytes(
+                &hh,
+                &[
+                    ("a", Tensor::F32(vec![2], vec![1.0, 2.0])),
+                    ("b", Tensor::U32(vec![1], vec![7]))
+                ]
+            )
+            .unwrap()
+        );
+        // Non-finite weights are refused.
+        let nan = to_bytes(&h, &[("a", Tensor::F32(vec![2], vec![1.0, f32::NAN]))]).unwrap();
+        let (_, mut t) = from_bytes(&nan, "mem").unwrap();
+        assert!(take_f32(&mut t, "a", &[2], "mem").is_err());
         // A valid safetensors file without our header.
         let v = TensorView::new(Dtype::F32, vec![1], &[0u8; 4]).unwrap();
         let foreign = safetensors::serialize(vec![("x", v)], None).unwrap();
