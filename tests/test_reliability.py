@@ -332,3 +332,81 @@ def test_mutated_files_are_errors_or_identical(kind, tmp_path):
     r = subprocess.run([sys.executable, "-c", MUTATE, kind, str(tmp_path)], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+
+
+# -- 5. every error is an MmqError -----------------------------------------------------
+def test_a_panic_in_pool_work_is_an_mmq_error():
+    from mmq import _mmq
+
+    with pytest.raises(mmq.MmqError, match="internal error.*a test panic"):
+        _mmq._panic_in_pool()
+
+
+@pytest.fixture(scope="module")
+def quantizer_file(tmp_path_factory):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype("float32")
+    path = tmp_path_factory.mktemp("q") / "q.mmq"
+    mmq.PQ(m=2, k=4).fit(x).save(path)
+    return path
+
+
+def test_a_quantizer_file_where_a_classifier_is_needed(quantizer_file, small, tmp_path):
+    clf, _ = small
+    df = pl.DataFrame({"text": ["a b"]})
+    with pytest.raises(mmq.ModelFileError, match="quantizer, not a classifier"):
+        df.select(mmq.predict(quantizer_file))
+    with pytest.raises(mmq.InvalidParameterError):
+        mmq.predict(mmq.PQ(m=2, k=4))
+    clf.save(tmp_path / "c.mmq")
+    with pytest.raises(mmq.ModelFileError, match="classifier, not a quantizer"):
+        pl.DataFrame({"v": [[0.0] * 8]}).select(pl.col("v").mmq.encode(tmp_path / "c.mmq"))
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "mmq.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, input=stdin)
+
+
+def test_cli_errors_are_one_line_and_exit_2(quantizer_file, small, tmp_path):
+    clf, df = small
+    f = tmp_path / "in.txt"
+    f.write_text("".join(f"__label__{l} {t}\n" for t, l in zip(df["text"][:20], df["label"][:20])))
+    clf.save(tmp_path / "m.mmq")
+    (tmp_path / "junk.mmq").write_bytes(b"PK\x03\x04 not a model at all")
+    for args in [("test", quantizer_file, f), ("predict", quantizer_file, f), ("test", tmp_path / "nope.mmq", f),
+                 ("test", tmp_path / "junk.mmq", f), ("test", tmp_path / "m.mmq", tmp_path / "nope.txt"),
+                 ("predict", tmp_path / "m.mmq", f, 0), ("test", tmp_path / "m.mmq", f, 1, "nan")]:
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert "quantizer, not a classifier" in run_cli("test", quantizer_file, f).stderr
+
+
+def test_cli_strips_a_byte_order_mark(small, tmp_path):
+    clf, df = small
+    clf.save(tmp_path / "m.mmq")
+    lines = "".join(f"__label__{l} {t}\n" for t, l in zip(df["text"][:20], df["label"][:20]))
+    f = tmp_path / "bom.txt"
+    f.write_bytes(b"\xef\xbb\xbf" + lines.encode())
+    from mmq.cli import read_fasttext
+
+    assert read_fasttext(str(f))["label"][0].to_list() == [df["label"][0]]
+    r = run_cli("test", tmp_path / "m.mmq", f)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("test", tmp_path / "m.mmq", "-", stdin="\ufeff" + lines)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_set_model_without_its_quantizer_is_a_model_file_error(tmp_path):
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=400, seed=0)
+    m = mmq.Classifier(dim=8, epoch=1, fusion="deepset", dense={"image": mmq.PQ(m=4, k=8)}, threads=1,
+                       progress=False).fit(df)
+    m.save(tmp_path / "s.mmq")
+    mmq.load(tmp_path / "s.mmq")
+    tamper(tmp_path / "s.mmq", tmp_path / "bad.mmq", lambda h: h.__setitem__("quantizers", []))
+    with pytest.raises(mmq.ModelFileError, match="quantizer"):
+        mmq.load(tmp_path / "bad.mmq")

@@ -849,3 +849,16 @@ def load(path: Union[str, os.PathLike]):
 
         return _Quantizer._from_rust(_mmq.RustQuantizer.load(path))
     return Classifier._from_rust(_mmq.RustClassifier.load(path))
+
+
+def load_classifier(path: Union[str, os.PathLike]) -> "Classifier":
+    """:func:`load` for a place that needs a classifier: a quantizer's file is a
+    :class:`ModelFileError` that says so."""
+    from mmq.errors import ModelFileError
+    from mmq.quant import _Quantizer
+
+    obj = load(path)
+    if not isinstance(obj, Classifier):
+        what = "quantizer" if isinstance(obj, _Quantizer) else type(obj).__name__
+        raise ModelFileError(f"{path} holds a {what}, not a classifier")
+    return obj

@@ -27,7 +27,9 @@ def read_fasttext(path: str, prefix: str = LABEL_PREFIX) -> pl.DataFrame:
     texts, labels = [], []
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
     with stream:
-        for line in stream:
+        for i, line in enumerate(stream):
+            if i == 0:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
             toks = line.split()
             labs = [t[len(prefix):] for t in toks if t.startswith(prefix)]
             texts.append(" ".join(t for t in toks if not t.startswith(prefix)))
@@ -91,10 +93,14 @@ def _train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _test(a: argparse.Namespace) -> int:
-    import mmq
+def load_classifier(path: str):
+    from mmq.classifier import load_classifier
 
-    clf = mmq.load(a.model)
+    return load_classifier(path)
+
+
+def _test(a: argparse.Namespace) -> int:
+    clf = load_classifier(a.model)
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
     r = clf.test(df, k=a.k, threshold=a.threshold)
     print(r)
@@ -104,9 +110,7 @@ def _test(a: argparse.Namespace) -> int:
 
 
 def _predict(a: argparse.Namespace, probs: bool) -> int:
-    import mmq
-
-    clf = mmq.load(a.model)
+    clf = load_classifier(a.model)
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label, need_label=False)
     pred = clf.predict(df, k=a.k, threshold=a.threshold)
     labs = pred["label"].to_list()
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.verb == "predict-prob":
             return _predict(a, probs=True)
         return _demo(a)
-    except MmqError as e:
+    except (MmqError, OSError) as e:  # one line, no traceback
         print(f"mmq {a.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Union
 import polars as pl
 from polars.plugins import register_plugin_function
 
-from mmq.errors import InvalidInputError, InvalidParameterError
+from mmq.errors import InvalidInputError, InvalidParameterError, ModelFileError
 
 _LIB = Path(__file__).parent
 _TEMP: list[str] = []
@@ -96,11 +96,17 @@ class MmqExpr:
             >>> df.select(pl.col("v").mmq.encode(q)).dtypes
             [Array(UInt8, shape=(4,))]
         """
+        from mmq.classifier import load
+        from mmq.quant import _Quantizer
+
+        if not isinstance(quantizer, (str, os.PathLike, _Quantizer)):
+            raise InvalidParameterError(f"expected a PQ/RSPQ quantizer or the path of its file, "
+                                        f"got {type(quantizer).__name__}")
         path = _path_of(quantizer)
         if isinstance(quantizer, (str, os.PathLike)):
-            from mmq.classifier import load
-
             quantizer = load(path)
+            if not isinstance(quantizer, _Quantizer):
+                raise ModelFileError(f"{path} holds a classifier, not a quantizer")
         return register_plugin_function(
             plugin_path=_LIB,
             function_name="mmq_encode",
@@ -111,11 +117,13 @@ class MmqExpr:
 
 
 def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[str, Union[str, pl.Expr]]]):
-    from mmq.classifier import load
+    from mmq.classifier import Classifier, load_classifier
 
+    if not isinstance(model, (str, os.PathLike, Classifier)):
+        raise InvalidParameterError(f"expected a Classifier or the path of its file, got {type(model).__name__}")
     path = _path_of(model)
     if isinstance(model, (str, os.PathLike)):
-        model = load(path)
+        model = load_classifier(path)
     if getattr(model, "fusion", None) in ("late", "concat"):
         raise InvalidParameterError(f"fusion={model.fusion!r} models are not served by the Polars expressions yet; "
                                     "use clf.predict(df) / clf.predict_proba(df)")

@@ -612,7 +612,7 @@ impl PyClassifier {
         let batches = self.batches(py, &dense, texts.len())?;
         let (idx, probs) = crate::pool::detach(py, || {
             flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold), k)
-        });
+        })?;
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
 
@@ -652,7 +652,7 @@ impl PyClassifier {
                 )
                 .collect();
             rows.concat()
-        });
+        })?;
         let n = texts.len();
         numpy::ndarray::Array2::from_shape_vec((n, nl), flat)
             .map_err(|e| input_err(e.to_string()))
@@ -680,7 +680,7 @@ impl PyClassifier {
         let e = crate::pool::detach(py, || {
             let preds = self.predict_rows(&texts, &batches, k, threshold);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
-        });
+        })?;
         eval_dict(py, &e)
     }
 
@@ -802,7 +802,7 @@ impl PyClassifier {
                 )
                 .flatten()
                 .collect()
-        });
+        })?;
         numpy::ndarray::Array2::from_shape_vec((n, nl), flat)
             .map_err(|e| input_err(e.to_string()))
             .map(|a| a.into_pyarray(py))

@@ -22,9 +22,9 @@ pub fn to_py(e: MmqError) -> PyErr {
         MmqError::InvalidInput(_) => raise("InvalidInputError", msg),
         MmqError::InvalidModelFile { .. } => raise("ModelFileError", msg),
         MmqError::NotFitted(_) => raise("NotFittedError", msg),
-        MmqError::Interrupted => crate::pool::take_pending().unwrap_or_else(|| {
+        MmqError::Interrupted => {
             pyo3::exceptions::PyKeyboardInterrupt::new_err("training interrupted")
-        }),
+        }
         MmqError::Io { .. } => raise("MmqIOError", msg),
         _ => raise("MmqError", msg),
     }
@@ -38,6 +38,22 @@ impl<T> IntoPy<T> for mmq_core::Result<T> {
     fn py_err(self) -> PyResult<T> {
         self.map_err(to_py)
     }
+}
+
+/// What [`crate::pool::detach`] returns for core work that can fail.
+impl<T> IntoPy<T> for PyResult<mmq_core::Result<T>> {
+    fn py_err(self) -> PyResult<T> {
+        self?.map_err(to_py)
+    }
+}
+
+/// A panic caught at the binding boundary (a bug): an `mmq.MmqError`, never a
+/// `PanicException` (which is not an `Exception`).
+pub fn internal(msg: String) -> PyErr {
+    raise(
+        "MmqError",
+        format!("internal error (a bug in mmq, please report it): {msg}"),
+    )
 }
 
 pub fn input_err(msg: impl Into<String>) -> PyErr {

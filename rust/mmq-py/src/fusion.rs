@@ -185,7 +185,7 @@ impl PyFusion {
         let (texts, full, present) = self.prepare(&s, &dense)?;
         let (idx, probs) = crate::pool::detach(py, || {
             flatten_ranked(&self.rows(&texts, &full, &present, k, threshold, false), k)
-        });
+        })?;
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
 
@@ -203,7 +203,7 @@ impl PyFusion {
                 .into_iter()
                 .flat_map(|r| r.into_iter().map(|x| x.1))
                 .collect()
-        });
+        })?;
         numpy::ndarray::Array2::from_shape_vec((texts.len(), nl), flat)
             .map_err(|e| input_err(e.to_string()))
             .map(|a| a.into_pyarray(py))
@@ -228,7 +228,7 @@ impl PyFusion {
         let e = crate::pool::detach(py, || {
             let preds = self.rows(&texts, &full, &present, k, threshold, false);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
-        });
+        })?;
         eval_dict(py, &e)
     }
 

@@ -22,6 +22,7 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_file, m)?)?;
     m.add_function(wrap_pyfunction!(unpack, m)?)?;
     m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_in_pool, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
@@ -70,4 +71,13 @@ fn unpack<'py>(py: Python<'py>, data: &[u8], source: &str) -> PyResult<(String, 
 fn write_file(py: Python<'_>, path: std::path::PathBuf, data: Vec<u8>) -> PyResult<()> {
     use errors::IntoPy;
     crate::pool::detach(py, || mmq_core::io::write_atomic(&path, &data)).py_err()
+}
+
+/// For the tests: a panic in pool work, which must reach Python as `mmq.MmqError`.
+#[pyfunction]
+fn _panic_in_pool(py: Python<'_>) -> PyResult<()> {
+    fn boom() {
+        panic!("a test panic")
+    }
+    crate::pool::detach(py, boom)
 }

@@ -108,8 +108,7 @@ pub fn tokenize(py: Python<'_>, text: PySeries, config_json: &str) -> PyResult<P
         .map_err(|e| crate::errors::input_err(format!("bad tokenizer configuration: {e}")))?;
     let tok = Tokenizer::new(cfg).py_err()?;
     let s = text.0;
-    let out = py
-        .detach(|| tokenize_series(&s, &tok, true))
+    let out = crate::pool::detach(py, || tokenize_series(&s, &tok, true))?
         .map_err(|e| crate::errors::input_err(e.to_string()))?;
     Ok(PySeries(out))
 }

@@ -8,7 +8,7 @@
 //! threads do not exist in the child, so it must not be dropped there).
 use pyo3::prelude::*;
 use rayon::ThreadPool;
-use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -59,37 +59,28 @@ fn per_process(slot: &Slot, threads: usize) -> Arc<ThreadPool> {
 #[derive(Default)]
 pub struct Cancel {
     requested: AtomicBool,
-    seen: AtomicBool,
 }
 
 impl Cancel {
-    /// Whether the caller asked the work to stop (and, if so, records that the work saw
-    /// the request).
+    /// Whether the caller asked the work to stop.
     pub fn requested(&self) -> bool {
-        let r = self.requested.load(Ordering::Relaxed);
-        if r {
-            self.seen.store(true, Ordering::Relaxed);
-        }
-        r
+        self.requested.load(Ordering::Relaxed)
     }
-}
-
-thread_local! {
-    /// The exception a signal handler raised during this thread's last [`detach_cancel`]
-    /// whose work stopped on it: [`crate::errors::to_py`] raises it for `Interrupted`.
-    static PENDING: RefCell<Option<PyErr>> = const { RefCell::new(None) };
-}
-
-/// The exception that interrupted this thread's last call, if any (taken).
-pub fn take_pending() -> Option<PyErr> {
-    PENDING.with(|p| p.borrow_mut().take())
 }
 
 /// How often the waiting thread runs Python's signal handlers.
 const POLL: Duration = Duration::from_millis(50);
 
-/// `f` without the GIL, inside this process's pool.
-pub fn detach<T, F>(py: Python<'_>, f: F) -> T
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// `f` without the GIL, inside this process's pool (see [`detach_cancel`]).
+pub fn detach<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
     F: FnOnce() -> T + Send,
     T: Send,
@@ -100,60 +91,52 @@ where
 /// `f` without the GIL, inside this process's pool, while the calling thread waits and
 /// runs Python's signal handlers every 50 ms (CPython runs them only on the main thread,
 /// so a check from a pool worker would never see Ctrl-C). When a handler raises (Ctrl-C:
-/// `KeyboardInterrupt`), the call's [`Cancel`] is set and the work is waited for: work
-/// that checks it stops early and returns `Interrupted`, which
-/// [`crate::errors::to_py`] turns into the handler's exception; work that does not check
-/// it finishes, and a `KeyboardInterrupt` is re-raised as soon as the call returns to
-/// Python (the result is dropped). Called from inside the pool (a callback of running
-/// work), `f` just runs there.
-pub fn detach_cancel<T, F>(py: Python<'_>, f: F) -> T
+/// `KeyboardInterrupt`), the call's [`Cancel`] is set, the work is waited for (work that
+/// checks it, such as training, stops early) and the handler's exception is the call's
+/// result. A panic of `f` (a bug) is caught and becomes an `mmq.MmqError`, never a
+/// `PanicException`. Called from inside the pool (a callback of running work), `f` just
+/// runs there.
+pub fn detach_cancel<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
     F: FnOnce(&Cancel) -> T + Send,
     T: Send,
 {
     let p = pool();
     let cancel = Cancel::default();
-    PENDING.with(|p| p.borrow_mut().take());
-    if rayon::current_thread_index().is_some() {
-        return py.detach(|| p.install(|| f(&cancel)));
-    }
-    let mut signal: Option<PyErr> = None;
-    let out = py.detach(|| {
-        let (tx, rx) = mpsc::channel();
-        let cancel = &cancel;
-        p.in_place_scope(|s| {
-            s.spawn(move |_| {
-                let _ = tx.send(f(cancel));
-            });
-            loop {
-                match rx.recv_timeout(POLL) {
-                    Ok(v) => return Some(v),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if signal.is_none() {
-                            if let Err(e) = Python::attach(|py| py.check_signals()) {
-                                signal = Some(e);
-                                cancel.requested.store(true, Ordering::Relaxed);
+    let run = |cancel: &Cancel| std::panic::catch_unwind(AssertUnwindSafe(|| f(cancel)));
+    let out = if rayon::current_thread_index().is_some() {
+        py.detach(|| p.install(|| run(&cancel)))
+    } else {
+        let mut signal: Option<PyErr> = None;
+        let out = py.detach(|| {
+            let (tx, rx) = mpsc::channel();
+            let cancel = &cancel;
+            p.in_place_scope(|s| {
+                s.spawn(move |_| {
+                    let _ = tx.send(run(cancel));
+                });
+                loop {
+                    match rx.recv_timeout(POLL) {
+                        Ok(v) => return v,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(Box::new("the pool's task ended without a result"))
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if signal.is_none() {
+                                if let Err(e) = Python::attach(|py| py.check_signals()) {
+                                    signal = Some(e);
+                                    cancel.requested.store(true, Ordering::Relaxed);
+                                }
                             }
                         }
                     }
                 }
-            }
-        })
-    });
-    if let Some(e) = signal {
-        if cancel.seen.load(Ordering::Relaxed) {
-            PENDING.with(|p| *p.borrow_mut() = Some(e));
-        } else if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
-            // SAFETY: async-signal-safe, callable from any thread.
-            unsafe { pyo3::ffi::PyErr_SetInterrupt() };
-        } else {
-            e.write_unraisable(py, None);
+            })
+        });
+        if let Some(e) = signal {
+            return Err(e);
         }
-    }
-    match out {
-        Some(v) => v,
-        // The work panicked: the scope above re-raised the panic, so this is unreachable.
-        None => unreachable!("the pool's task ended without a result"),
-    }
+        out
+    };
+    out.map_err(|p| crate::errors::internal(panic_message(p.as_ref())))
 }

@@ -201,11 +201,10 @@ impl PyQuantizer {
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let q = py
-            .detach(|| {
-                quantizer_from_bytes(&mmq_core::io::read(&path)?, &path.display().to_string())
-            })
-            .py_err()?;
+        let q = crate::pool::detach(py, || {
+            quantizer_from_bytes(&mmq_core::io::read(&path)?, &path.display().to_string())
+        })
+        .py_err()?;
         Ok(Self { q })
     }
 

@@ -214,7 +214,7 @@ fn modality_csr(
             cfg.modalities.len()
         )));
     }
-    crate::pool::detach(py, || batch_tokens(cfg, tokenizer, quantizers, inputs)).map_err(input_err)
+    crate::pool::detach(py, || batch_tokens(cfg, tokenizer, quantizers, inputs))?.map_err(input_err)
 }
 
 fn views(csr: &[Csr]) -> Vec<ModalityRows<'_>> {
@@ -224,6 +224,21 @@ fn views(csr: &[Csr]) -> Vec<ModalityRows<'_>> {
 }
 
 impl PySets {
+    /// A loaded model: every dense modality must come with its quantizer (the Python
+    /// layer encodes the column with it).
+    fn from_file(model: SetModel, what: &str) -> PyResult<Self> {
+        for (k, m) in model.cfg.modalities.iter().enumerate() {
+            if m.kind == ModalityKind::Dense && model.quantizers.get(k).is_none_or(|q| q.is_none())
+            {
+                return Err(crate::errors::to_py(mmq_core::MmqError::InvalidModelFile {
+                    path: what.to_string(),
+                    reason: format!("dense modality '{}' has no quantizer", m.name),
+                }));
+            }
+        }
+        Self::from_model(model)
+    }
+
     pub fn from_model(model: SetModel) -> PyResult<Self> {
         let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
         Ok(Self { model, tokenizer })
@@ -400,7 +415,7 @@ impl PySets {
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
     fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
-        Self::from_model(SetModel::from_bytes(data, source).py_err()?)
+        Self::from_file(SetModel::from_bytes(data, source).py_err()?, source)
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
@@ -410,6 +425,6 @@ impl PySets {
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         let m = crate::pool::detach(py, || SetModel::load(&path)).py_err()?;
-        Self::from_model(m)
+        Self::from_file(m, &path.display().to_string())
     }
 }
