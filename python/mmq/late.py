@@ -407,7 +407,12 @@ class ConcatModel(ProbaModel):
         n_tok = int(offsets[-1])
         tokens = np.empty(n_tok, dtype=np.uint32)
         values = np.empty(n_tok, dtype=np.float32)
-        flat = toks.explode().drop_nulls().to_numpy().astype(np.uint32)
+        nonempty = toks.filter(pl.Series(lens > 0))
+        try:  # Polars >= 1.x with the keyword (its default changes in 2.0)
+            flat = nonempty.explode(empty_as_null=False)
+        except TypeError:
+            flat = nonempty.explode()
+        flat = flat.to_numpy().astype(np.uint32)
         # positions: each row's text tokens first, then each dense block
         row_start = offsets[:-1].astype(np.int64)
         text_pos = np.repeat(row_start, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
