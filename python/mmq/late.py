@@ -38,15 +38,25 @@ GRID = np.round(np.arange(0.0, 2.0001, 0.05), 2)
 MAX_COMPONENTS = 256
 
 
-def _features(x: np.ndarray, mean: np.ndarray, std: np.ndarray, proj: np.ndarray):
-    """CSR features of standardised, projected vectors: tokens 0..r-1 in every row,
-    values ((x - mean) / std) @ proj."""
-    n = x.shape[0]
-    z = (((x - mean) / std) @ proj).astype(np.float32)
-    r = proj.shape[1]
+def _features(z: np.ndarray):
+    """CSR features (offsets, tokens, values) of projected vectors ``z`` (n × r): tokens
+    0..r-1 in every row, values the row of ``z``."""
+    n, r = z.shape
     offsets = np.arange(0, (n + 1) * r, r, dtype=np.uint64)
     tokens = np.tile(np.arange(r, dtype=np.uint32), n)
-    return offsets, tokens, np.ascontiguousarray(z.reshape(-1))
+    return offsets, tokens, np.ascontiguousarray(z.reshape(-1), dtype=np.float32)
+
+
+def _unpack(data: bytes, source: str, kind: str, noun: str) -> tuple:
+    """Header and parts of a packed composite model of ``kind``; a ModelFileError for
+    another kind."""
+    from mmq.errors import ModelFileError
+
+    header_json, parts = _mmq.unpack(data, source)
+    h = json.loads(header_json)
+    if h.get("kind") != kind:
+        raise ModelFileError(f"{source}: expected an mmq {noun} classifier, found kind {h.get('kind')!r}")
+    return h, dict(parts)
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -115,21 +125,17 @@ class DenseHead:
             label: str, patience: Optional[int]) -> "DenseHead":
         if x.shape[0] == 0 or vx.shape[0] == 0:
             raise InvalidInputError(f"dense column '{name}' is null in every training or validation row")
-        mean, std, proj = _projection(x)
+        head = cls(name, *_projection(x), None)
         cfg = dict(cfg, head="linear", loss="softmax", idf=False, l2=0.0)
-        model = _mmq.RustClassifier.fit_features(
-            json.dumps(cfg), *_features(x, mean, std, proj), y, label, (*_features(vx, mean, std, proj), vy),
+        head.model = _mmq.RustClassifier.fit_features(
+            json.dumps(cfg), *_features(head.project(x)), y, label, (*_features(head.project(vx)), vy),
             patience, True)
-        return cls(name, mean, std, proj, model)
+        return head
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] == 0:
             return np.zeros((0, len(self.model.labels)), dtype=np.float32)
-        z = self.project(x)
-        r = z.shape[1]
-        offsets = np.arange(0, (z.shape[0] + 1) * r, r, dtype=np.uint64)
-        tokens = np.tile(np.arange(r, dtype=np.uint32), z.shape[0])
-        return self.model.predict_proba_features(offsets, tokens, np.ascontiguousarray(z.reshape(-1)))
+        return self.model.predict_proba_features(*_features(self.project(x)))
 
 
 class ProbaModel:
@@ -284,11 +290,8 @@ class LateModel(ProbaModel):
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "LateModel":
         from mmq.errors import ModelFileError
 
-        header_json, parts = _mmq.unpack(data, source)
-        h, parts = json.loads(header_json), dict(parts)
+        h, parts = _unpack(data, source, KIND, "late-fusion")
         try:
-            if h.get("kind") != KIND:
-                raise ModelFileError(f"{source}: expected an mmq late-fusion classifier, found kind {h.get('kind')!r}")
             text = _mmq.RustClassifier.from_bytes(parts["text"], f"{source} (text head)")
             heads = _heads_from_parts(h["dense"], parts, source, with_model=True)
             weights = [float(w) for w in h["weights"]]
@@ -452,11 +455,8 @@ class ConcatModel(ProbaModel):
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "ConcatModel":
         from mmq.errors import ModelFileError
 
-        header_json, parts = _mmq.unpack(data, source)
-        h, parts = json.loads(header_json), dict(parts)
+        h, parts = _unpack(data, source, CONCAT_KIND, "concat-fusion")
         try:
-            if h.get("kind") != CONCAT_KIND:
-                raise ModelFileError(f"{source}: expected an mmq concat-fusion classifier, found kind {h.get('kind')!r}")
             model = _mmq.RustClassifier.from_bytes(parts["model"], f"{source} (model)")
             heads = _heads_from_parts(h["dense"], parts, source, with_model=False)
         except (KeyError, TypeError, ValueError) as e:

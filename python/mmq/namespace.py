@@ -121,12 +121,16 @@ def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[s
 
     if not isinstance(model, (str, os.PathLike, Classifier)):
         raise InvalidParameterError(f"expected a Classifier or the path of its file, got {type(model).__name__}")
+    def served(m: Any) -> None:
+        if getattr(m, "fusion", None) in ("late", "concat"):
+            raise InvalidParameterError(f"fusion={m.fusion!r} models are not served by the Polars expressions "
+                                        "yet; use clf.predict(df) / clf.predict_proba(df)")
+
+    served(model)  # before an object is saved to a file for the plugin
     path = _path_of(model)
     if isinstance(model, (str, os.PathLike)):
         model = load_classifier(path)
-    if getattr(model, "fusion", None) in ("late", "concat"):
-        raise InvalidParameterError(f"fusion={model.fusion!r} models are not served by the Polars expressions yet; "
-                                    "use clf.predict(df) / clf.predict_proba(df)")
+        served(model)
     mods = getattr(model, "_mods", None)
     if mods is not None:
         # A many-modality model reads its columns by their training names; `dense` and,

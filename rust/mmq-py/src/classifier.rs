@@ -464,6 +464,14 @@ impl PyClassifier {
     }
 }
 
+/// A classifier configuration from the Python layer's JSON, validated.
+fn parse_config(config_json: &str) -> PyResult<ModelConfig> {
+    let cfg: ModelConfig = serde_json::from_str(config_json)
+        .map_err(|e| input_err(format!("bad configuration: {e}")))?;
+    cfg.validate().py_err()?;
+    Ok(cfg)
+}
+
 /// The `k` a ranking call (predict, test) of a model of `n_labels` labels uses: `k` >= 1
 /// (else an error), clamped to `n_labels` before anything of size n × k is allocated; and
 /// `threshold` must be a number (NaN would silently reject every label).
@@ -502,9 +510,7 @@ impl PyClassifier {
         patience: Option<usize>,
         calibrate: bool,
     ) -> PyResult<Self> {
-        let cfg: ModelConfig = serde_json::from_str(config_json)
-            .map_err(|e| input_err(format!("bad configuration: {e}")))?;
-        cfg.validate().py_err()?;
+        let cfg = parse_config(config_json)?;
         let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
         let text = text.0;
         let labels = labels.0;
@@ -712,9 +718,7 @@ impl PyClassifier {
         patience: Option<usize>,
         calibrate: bool,
     ) -> PyResult<Self> {
-        let cfg: ModelConfig = serde_json::from_str(config_json)
-            .map_err(|e| input_err(format!("bad configuration: {e}")))?;
-        cfg.validate().py_err()?;
+        let cfg = parse_config(config_json)?;
         let (names, loffsets, lidx) = columns::labels(&labels.0, label_name, None)?;
         let as_usize = |o: &PyReadonlyArray1<'_, u64>| -> PyResult<Vec<usize>> {
             Ok(o.as_slice()
@@ -961,7 +965,7 @@ impl PyClassifier {
     /// biases (1 × labels).
     fn output_matrix<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let m = &self.model;
-        numpy::ndarray::Array2::from_shape_vec((m.n_out(), m.out_width()), m.output.clone())
+        numpy::ndarray::Array2::from_shape_vec((m.n_out(), m.width()), m.output.clone())
             .map_err(|e| input_err(e.to_string()))
             .map(|a| a.into_pyarray(py))
     }

@@ -269,18 +269,14 @@ impl Model {
         }
     }
 
-    /// Width of a token row of `input` (and of [`Self::hidden`]'s output): `dim`, or one
-    /// weight per label for the linear head.
+    /// Width of a token row of `input`, of a row of `output` and of [`Self::hidden`]'s
+    /// output: `dim`, or one weight per label for the linear head (whose one output row
+    /// holds the labels' biases).
     pub fn width(&self) -> usize {
         match self.cfg.head {
             Head::Bottleneck => self.cfg.dim,
             Head::Linear => self.n_labels(),
         }
-    }
-
-    /// Width of a row of `output`: `dim`, or the labels' biases for the linear head.
-    pub fn out_width(&self) -> usize {
-        self.width()
     }
 
     /// The bag's vector: the weighted mean of the known tokens' rows (zero when no token

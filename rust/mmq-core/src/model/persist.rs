@@ -39,7 +39,7 @@ impl Model {
         ));
         tensors.push((
             "output".into(),
-            Tensor::F32(vec![self.n_out(), self.out_width()], self.output.clone()),
+            Tensor::F32(vec![self.n_out(), self.width()], self.output.clone()),
         ));
         if !self.idf.is_empty() {
             tensors.push(("idf".into(), Tensor::F32(vec![rows], self.idf.clone())));
@@ -116,7 +116,7 @@ impl Model {
             history: Vec::new(),
         };
         m.input = io::take_f32(&mut t, "input", &[m.index.len(), m.width()], what)?;
-        m.output = io::take_f32(&mut t, "output", &[m.n_out(), m.out_width()], what)?;
+        m.output = io::take_f32(&mut t, "output", &[m.n_out(), m.width()], what)?;
         if m.cfg.head == super::Head::Linear && m.cfg.idf {
             m.idf = io::take_f32(&mut t, "idf", &[m.index.len()], what)?;
         }

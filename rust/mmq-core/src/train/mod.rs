@@ -277,68 +277,59 @@ pub fn train_with(
         idf,
         history: Vec::new(),
     };
-    match opts.valid {
+    // One epoch at a time (the same shuffles and learning rates as one call over all
+    // epochs); with a validation split each epoch is scored and the best one kept.
+    // (accuracy, loss, epoch, input, output) of the best epoch so far:
+    let mut best: Option<Best> = None;
+    for epoch in 0..cfg.epoch {
+        *epoch_loss.lock().unwrap_or_else(|e| e.into_inner()) = (0.0, 0);
+        run_epochs(
+            &pool,
+            threads,
+            cfg.seed,
+            epoch..epoch + 1,
+            &mut order,
+            &clock,
+            &work,
+            &mut |_| Ok(()),
+        )?;
+        let Some(valid) = opts.valid else { continue };
+        model.input = input.snapshot();
+        model.output = output.snapshot();
+        check_finite(&model)?;
+        let (vloss, acc) = pool.install(|| score(&model, valid, 1.0));
+        let (sum, n) = *epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
+        let better = match &best {
+            None => true,
+            Some((ba, bl, ..)) => acc > *ba || (acc == *ba && vloss < *bl),
+        };
+        model.history.push(EpochRecord {
+            epoch,
+            train_loss: (sum / n.max(1) as f64) as f32,
+            valid_loss: vloss,
+            valid_accuracy: acc,
+            best: better,
+        });
+        if better {
+            best = Some((acc, vloss, epoch, model.input.clone(), model.output.clone()));
+        }
+        let since = epoch - best.as_ref().map_or(epoch, |b| b.2);
+        if opts.patience.is_some_and(|p| since >= p) {
+            break;
+        }
+    }
+    match best {
+        Some((_, _, _, i, o)) => {
+            model.input = i;
+            model.output = o;
+        }
         None => {
-            run_epochs(
-                &pool,
-                threads,
-                cfg.seed,
-                0..cfg.epoch,
-                &mut order,
-                &clock,
-                &work,
-                &mut |_| Ok(()),
-            )?;
             model.input = input.into_vec();
             model.output = output.into_vec();
         }
-        Some(valid) => {
-            // (accuracy, loss, epoch, input, output) of the best epoch so far
-            let mut best: Option<Best> = None;
-            for epoch in 0..cfg.epoch {
-                *epoch_loss.lock().unwrap_or_else(|e| e.into_inner()) = (0.0, 0);
-                run_epochs(
-                    &pool,
-                    threads,
-                    cfg.seed,
-                    epoch..epoch + 1,
-                    &mut order,
-                    &clock,
-                    &work,
-                    &mut |_| Ok(()),
-                )?;
-                model.input = input.snapshot();
-                model.output = output.snapshot();
-                check_finite(&model)?;
-                let (vloss, acc) = pool.install(|| score(&model, valid, 1.0));
-                let (sum, n) = *epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
-                let better = match &best {
-                    None => true,
-                    Some((ba, bl, ..)) => acc > *ba || (acc == *ba && vloss < *bl),
-                };
-                model.history.push(EpochRecord {
-                    epoch,
-                    train_loss: (sum / n.max(1) as f64) as f32,
-                    valid_loss: vloss,
-                    valid_accuracy: acc,
-                    best: better,
-                });
-                if better {
-                    best = Some((acc, vloss, epoch, model.input.clone(), model.output.clone()));
-                }
-                let since = epoch - best.as_ref().map_or(epoch, |b| b.2);
-                if opts.patience.is_some_and(|p| since >= p) {
-                    break;
-                }
-            }
-            if let Some((_, _, _, i, o)) = best {
-                model.input = i;
-                model.output = o;
-            }
-            if opts.calibrate {
-                model.cfg.temperature = pool.install(|| fit_temperature(&model, valid));
-            }
-        }
+    }
+    if let (Some(valid), true) = (opts.valid, opts.calibrate) {
+        model.cfg.temperature = pool.install(|| fit_temperature(&model, valid));
     }
     clock.finish(cfg.epoch)?;
     check_finite(&model)?;
@@ -759,6 +750,20 @@ mod linear_tests {
         (off, tok, loff, lab)
     }
 
+    /// The rows of [`toy`] as a [`Dataset`] (labels `lab`).
+    fn rows<'a>(
+        t: &'a (Vec<usize>, Vec<u32>, Vec<usize>, Vec<u32>),
+        lab: &'a [u32],
+    ) -> Dataset<'a> {
+        Dataset {
+            offsets: &t.0,
+            tokens: &t.1,
+            weights: None,
+            label_offsets: &t.2,
+            labels: lab,
+        }
+    }
+
     fn cfg(head: Head, epoch: usize) -> ModelConfig {
         ModelConfig {
             head,
@@ -786,14 +791,9 @@ mod linear_tests {
 
     #[test]
     fn linear_head_learns_and_valid_keeps_the_best_epoch() {
-        let (off, tok, loff, lab) = toy(200, 0);
-        let data = Dataset {
-            offsets: &off,
-            tokens: &tok,
-            weights: None,
-            label_offsets: &loff,
-            labels: &lab,
-        };
+        let t = toy(200, 0);
+        let lab = &t.3;
+        let data = rows(&t, lab);
         let names = vec!["a".to_string(), "b".to_string()];
         for head in [Head::Linear, Head::Bottleneck] {
             let opts = TrainOptions {
@@ -813,21 +813,13 @@ mod linear_tests {
 
     #[test]
     fn patience_stops_and_unknown_valid_labels_are_misses() {
-        let (off, tok, loff, lab) = toy(100, 0);
-        let data = Dataset {
-            offsets: &off,
-            tokens: &tok,
-            weights: None,
-            label_offsets: &loff,
-            labels: &lab,
-        };
+        let t = toy(100, 0);
+        let lab = &t.3;
+        let data = rows(&t, lab);
         let names = vec!["a".to_string(), "b".to_string()];
         // valid labels all wrong: its loss only grows, so epoch 0 stays the best
         let wrong: Vec<u32> = lab.iter().map(|&l| 1 - l).collect();
-        let valid = Dataset {
-            labels: &wrong,
-            ..data
-        };
+        let valid = rows(&t, &wrong);
         let opts = TrainOptions {
             valid: Some(&valid),
             patience: Some(2),
@@ -845,10 +837,7 @@ mod linear_tests {
             .enumerate()
             .map(|(i, &l)| if i % 4 == 0 { 7 } else { l })
             .collect();
-        let valid = Dataset {
-            labels: &unseen,
-            ..data
-        };
+        let valid = rows(&t, &unseen);
         let opts = TrainOptions {
             valid: Some(&valid),
             ..opts
@@ -861,14 +850,9 @@ mod linear_tests {
     #[test]
     fn fitted_temperature_minimises_the_loss() {
         // a quarter of the labels flipped
-        let (off, tok, loff, lab) = toy(400, 100);
-        let data = Dataset {
-            offsets: &off,
-            tokens: &tok,
-            weights: None,
-            label_offsets: &loff,
-            labels: &lab,
-        };
+        let t = toy(400, 100);
+        let lab = &t.3;
+        let data = rows(&t, lab);
         let names = vec!["a".to_string(), "b".to_string()];
         let m = train(cfg(Head::Bottleneck, 30), names, &data, &|_| true).unwrap();
         let t = fit_temperature(&m, &data);
