@@ -4,7 +4,7 @@ use crate::errors::{input_err, IntoPy};
 use crate::quantizer::PyQuantizer;
 use mmq_core::eval::evaluate;
 use mmq_core::model::dense::{assign_offsets, DenseInput};
-use mmq_core::model::{Head, Model, ModelConfig, Ranked};
+use mmq_core::model::{Head, Model, ModelConfig, RankScratch, Ranked, BLOCK};
 use mmq_core::text::{Scratch, Tokenizer};
 use mmq_core::train::{self, Dataset, Progress, TrainOptions};
 use mmq_core::MmqError;
@@ -422,34 +422,55 @@ impl PyClassifier {
         }
     }
 
+    /// Top `k` labels of every row, scored [`BLOCK`] rows at a time
+    /// ([`Model::predict_block`]); blocks run in parallel on the pool when `parallel`.
     pub fn predict_rows(
         &self,
         texts: &[&str],
         batches: &[DenseBatch],
         k: usize,
         threshold: f32,
+        parallel: bool,
     ) -> Vec<Ranked> {
         let m = &self.model;
-        texts
-            .par_iter()
-            .enumerate()
-            .map_init(
-                || {
-                    (
-                        Scratch::default(),
-                        Vec::new(),
-                        Vec::new(),
-                        vec![0.0f32; m.width()],
-                        Vec::new(),
-                    )
-                },
-                |(scratch, ids, w, hidden, buf), (i, t)| {
-                    self.row_tokens(t, batches, i, scratch, ids, w);
-                    m.hidden(ids, (!w.is_empty()).then_some(&w[..]), hidden);
-                    m.predict_hidden(hidden, k, threshold, buf)
-                },
+        let width = m.width();
+        let init = || {
+            (
+                Scratch::default(),
+                Vec::new(),
+                Vec::new(),
+                vec![0.0f32; BLOCK * width],
+                RankScratch::default(),
             )
-            .collect()
+        };
+        let block = |(scratch, ids, w, hidden, rs): &mut (
+            Scratch,
+            Vec<u32>,
+            Vec<f32>,
+            Vec<f32>,
+            RankScratch,
+        ),
+                     b: usize| {
+            let rows = b * BLOCK..((b + 1) * BLOCK).min(texts.len());
+            let n = rows.len();
+            for (j, i) in rows.enumerate() {
+                self.row_tokens(texts[i], batches, i, scratch, ids, w);
+                let h = &mut hidden[j * width..(j + 1) * width];
+                m.hidden(ids, (!w.is_empty()).then_some(&w[..]), h);
+            }
+            m.predict_block(hidden, n, k, threshold, rs)
+        };
+        let n_blocks = texts.len().div_ceil(BLOCK);
+        let blocks: Vec<Vec<Ranked>> = if parallel {
+            (0..n_blocks)
+                .into_par_iter()
+                .map_init(init, block)
+                .collect()
+        } else {
+            let mut st = init();
+            (0..n_blocks).map(|b| block(&mut st, b)).collect()
+        };
+        blocks.into_iter().flatten().collect()
     }
 
     fn batches(
@@ -617,7 +638,7 @@ impl PyClassifier {
         let texts = columns::texts(&s, "text")?;
         let batches = self.batches(py, &dense, texts.len())?;
         let (idx, probs) = crate::pool::detach(py, || {
-            flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold), k)
+            flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold, true), k)
         })?;
         Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
     }
@@ -684,7 +705,7 @@ impl PyClassifier {
         let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
         let batches = self.batches(py, &dense, texts.len())?;
         let e = crate::pool::detach(py, || {
-            let preds = self.predict_rows(&texts, &batches, k, threshold);
+            let preds = self.predict_rows(&texts, &batches, k, threshold, true);
             evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
         })?;
         eval_dict(py, &e)

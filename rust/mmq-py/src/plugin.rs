@@ -512,22 +512,7 @@ fn rank_rows_in_pool(
             let batches = encode_batches(dense, &views)
                 .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?;
             let k = k.unwrap_or(c.model.n_labels());
-            let ranked = if parallel {
-                c.predict_rows(&texts, &batches, k, threshold)
-            } else {
-                let m = &c.model;
-                let (mut scratch, mut ids, mut w) = (Scratch::default(), Vec::new(), Vec::new());
-                let (mut hidden, mut buf) = (vec![0.0f32; m.width()], Vec::new());
-                texts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        c.row_tokens(t, &batches, i, &mut scratch, &mut ids, &mut w);
-                        m.hidden(&ids, (!w.is_empty()).then_some(&w[..]), &mut hidden);
-                        m.predict_hidden(&hidden, k, threshold, &mut buf)
-                    })
-                    .collect()
-            };
+            let ranked = c.predict_rows(&texts, &batches, k, threshold, parallel);
             Ok((ranked, c.model.labels.clone()))
         }
         Loaded::Fusion(f) => {

@@ -2,6 +2,7 @@
 //! layer with one of fastText's losses.
 pub mod dense;
 pub mod fusion;
+pub mod kernels;
 pub mod loss;
 mod persist;
 pub mod sets;
@@ -357,45 +358,40 @@ impl Model {
             return;
         }
         match self.cfg.loss {
-            LossKind::Softmax => {
-                out.extend(
-                    self.output
-                        .chunks_exact(dim)
-                        .map(|w| dot(w, hidden) * inv_t),
-                );
-                softmax_in_place(out);
-            }
-            LossKind::Ns | LossKind::Ova => {
-                out.extend(
-                    self.output
-                        .chunks_exact(dim)
-                        .map(|w| sigmoid(dot(w, hidden) * inv_t)),
-                );
+            LossKind::Softmax | LossKind::Ns | LossKind::Ova => {
+                out.resize(nl, 0.0);
+                kernels::matvec(&self.output, dim, hidden, out);
+                if self.cfg.loss == LossKind::Softmax {
+                    out.iter_mut().for_each(|x| *x *= inv_t);
+                    softmax_in_place(out);
+                } else {
+                    out.iter_mut().for_each(|x| *x = sigmoid(*x * inv_t));
+                }
             }
             LossKind::Hs => {
+                // Each inner node's score is divided by t, so that every node's two
+                // branches still sum to 1 and the top-k search below stays exact.
                 let tree = self.tree.as_ref().expect("hs model has a tree");
                 out.resize(nl, 0.0);
                 for (l, o) in out.iter_mut().enumerate() {
-                    let mut p = 1.0f32;
+                    let mut lp = 0.0f32;
                     for (&node, &code) in tree.paths[l].iter().zip(&tree.codes[l]) {
                         let w = &self.output[node as usize * dim..(node as usize + 1) * dim];
-                        let s = sigmoid(dot(w, hidden));
-                        p *= if code { s } else { 1.0 - s };
+                        let x = dot(w, hidden) * inv_t;
+                        lp += kernels::log_sigmoid(if code { x } else { -x });
                     }
-                    *o = p;
-                }
-                if t != 1.0 {
-                    out.iter_mut().for_each(|p| *p = p.powf(inv_t));
-                    let z: f32 = out.iter().sum();
-                    if z > 0.0 {
-                        out.iter_mut().for_each(|p| *p /= z);
-                    }
+                    *o = lp.exp();
                 }
             }
         }
     }
 
-    /// The `k` most probable labels with probability >= `threshold`, most probable first.
+    /// The `k` most probable labels with probability >= `threshold`, most probable first
+    /// (ties: lower label index first). `buf` is scratch of one row's scores; nothing of
+    /// size rows × labels is made. With `hs` (bottleneck head) the tree is searched depth
+    /// first, skipping every subtree whose path probability is already below the k-th best
+    /// found or the threshold (fastText's `HierarchicalSoftmaxLoss::dfs`): about k · depth
+    /// inner nodes are scored instead of every label's path.
     pub fn predict_hidden(
         &self,
         hidden: &[f32],
@@ -403,8 +399,212 @@ impl Model {
         threshold: f32,
         buf: &mut Vec<f32>,
     ) -> Ranked {
+        if self.cfg.loss == LossKind::Hs && self.cfg.head == Head::Bottleneck {
+            return self.hs_top_k(hidden, k, threshold);
+        }
         self.probs(hidden, buf);
         top_k(buf, k, threshold)
+    }
+
+    /// [`Self::predict_hidden`] for up to [`BLOCK`] rows at once, whose hidden vectors
+    /// are the `n` rows of `hidden` (`n × width`). With softmax, ns or ova (bottleneck
+    /// head) the label scores come from [`kernels::scores_block`] in slices of
+    /// [`LABEL_SLICE`] labels, each folded at once into every row's top k (by score: the
+    /// order of the probabilities) and, for softmax, a running maximum and sum of
+    /// exponentials; so memory is O(BLOCK · (LABEL_SLICE + k)) whatever the number of
+    /// labels, and each output row is read once per block rather than once per row.
+    pub fn predict_block(
+        &self,
+        hidden: &[f32],
+        n: usize,
+        k: usize,
+        threshold: f32,
+        s: &mut RankScratch,
+    ) -> Vec<Ranked> {
+        let width = self.width();
+        debug_assert!(n <= BLOCK && hidden.len() >= n * width);
+        if self.cfg.loss == LossKind::Hs || self.cfg.head == Head::Linear || k == 0 {
+            return (0..n)
+                .map(|j| {
+                    let h = &hidden[j * width..(j + 1) * width];
+                    self.predict_hidden(h, k, threshold, &mut s.buf)
+                })
+                .collect();
+        }
+        let dim = self.cfg.dim;
+        let inv_t = 1.0 / self.cfg.temperature;
+        s.ht.clear();
+        s.ht.resize(dim * BLOCK, 0.0);
+        for j in 0..n {
+            for (d, &x) in hidden[j * width..(j + 1) * width].iter().enumerate() {
+                s.ht[d * BLOCK + j] = x * inv_t;
+            }
+        }
+        let softmax = self.cfg.loss == LossKind::Softmax;
+        let mut best: Vec<TopK> = (0..n).map(|_| TopK::new(k)).collect();
+        let (mut max, mut sum) = ([f32::NEG_INFINITY; BLOCK], [0.0f32; BLOCK]);
+        for (c, w) in self.output.chunks(LABEL_SLICE * dim).enumerate() {
+            let l0 = c * LABEL_SLICE;
+            let scores = &mut s.scores;
+            scores.resize(w.len() / dim * BLOCK, 0.0);
+            kernels::scores_block(w, dim, &s.ht, scores);
+            for (j, b) in best.iter_mut().enumerate() {
+                let col = scores.iter().skip(j).step_by(BLOCK);
+                if softmax {
+                    let m = col.clone().copied().fold(max[j], f32::max);
+                    if m > max[j] {
+                        sum[j] *= (max[j] - m).exp();
+                        max[j] = m;
+                    }
+                    sum[j] += col.clone().map(|&x| (x - m).exp()).sum::<f32>();
+                }
+                for (l, &x) in col.enumerate() {
+                    if b.admits(x) {
+                        b.push((l0 + l) as u32, x);
+                    }
+                }
+            }
+        }
+        best.into_iter()
+            .enumerate()
+            .map(|(j, b)| {
+                let mut r = b.into_sorted();
+                for e in r.iter_mut() {
+                    e.1 = if softmax {
+                        (e.1 - max[j]).exp() / sum[j]
+                    } else {
+                        sigmoid(e.1)
+                    };
+                }
+                r.retain(|e| e.1 >= threshold);
+                r
+            })
+            .collect()
+    }
+
+    fn hs_top_k(&self, hidden: &[f32], k: usize, threshold: f32) -> Ranked {
+        let tree = self.tree.as_ref().expect("hs model has a tree");
+        let dim = self.cfg.dim;
+        let inv_t = 1.0 / self.cfg.temperature;
+        let floor = if threshold > 0.0 {
+            threshold.ln()
+        } else {
+            f32::NEG_INFINITY
+        };
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut best = TopK::new(k);
+        // Depth first with an explicit stack (a skewed Huffman tree can be deep), the
+        // more probable child first, so that the k-th best score rises early and prunes.
+        let mut stack: Vec<(usize, f32)> = vec![(tree.root(), 0.0)];
+        while let Some((node, lp)) = stack.pop() {
+            if lp < floor || !best.admits(lp) {
+                continue;
+            }
+            if node < tree.n {
+                best.push(tree.slot_label[node], lp);
+                continue;
+            }
+            let r = node - tree.n;
+            let x = dot(&self.output[r * dim..(r + 1) * dim], hidden) * inv_t;
+            // ln σ(-x) = ln σ(x) - x: one logarithm per node.
+            let ls = kernels::log_sigmoid(x);
+            let left = (tree.left[node], lp + ls - x);
+            let right = (tree.right[node], lp + ls);
+            if x >= 0.0 {
+                stack.extend([left, right]);
+            } else {
+                stack.extend([right, left]);
+            }
+        }
+        let mut r = best.into_sorted();
+        r.iter_mut().for_each(|e| e.1 = e.1.exp());
+        r
+    }
+}
+
+pub use kernels::BLOCK;
+
+/// Labels scored per slice by [`Model::predict_block`] (a 16 × 256 score tile is 16 KiB).
+pub const LABEL_SLICE: usize = 256;
+
+/// Scratch of [`Model::predict_block`], reused across blocks.
+#[derive(Default)]
+pub struct RankScratch {
+    ht: Vec<f32>,
+    scores: Vec<f32>,
+    buf: Vec<f32>,
+}
+
+/// The best `k` (label, score) pairs seen, by score then lower label: a binary min-heap
+/// of at most `k` entries whose root is the worst kept.
+struct TopK {
+    k: usize,
+    heap: Vec<(u32, f32)>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            heap: Vec::with_capacity(k.min(1024)),
+        }
+    }
+
+    /// `a` ranks below `b` (lower score, or same score and higher label).
+    #[inline]
+    fn worse(a: &(u32, f32), b: &(u32, f32)) -> bool {
+        a.1 < b.1 || (a.1 == b.1 && a.0 > b.0)
+    }
+
+    /// Whether a score could still enter (ties may: the label decides).
+    #[inline]
+    fn admits(&self, score: f32) -> bool {
+        self.heap.len() < self.k || (self.k > 0 && score >= self.heap[0].1)
+    }
+
+    #[inline]
+    fn push(&mut self, label: u32, score: f32) {
+        let e = (label, score);
+        if self.heap.len() < self.k {
+            self.heap.push(e);
+            let mut i = self.heap.len() - 1;
+            while i > 0 {
+                let p = (i - 1) / 2;
+                if Self::worse(&self.heap[i], &self.heap[p]) {
+                    self.heap.swap(i, p);
+                    i = p;
+                } else {
+                    break;
+                }
+            }
+        } else if self.k > 0 && Self::worse(&self.heap[0], &e) {
+            self.heap[0] = e;
+            let n = self.heap.len();
+            let mut i = 0;
+            loop {
+                let (l, r) = (2 * i + 1, 2 * i + 2);
+                let mut m = i;
+                if l < n && Self::worse(&self.heap[l], &self.heap[m]) {
+                    m = l;
+                }
+                if r < n && Self::worse(&self.heap[r], &self.heap[m]) {
+                    m = r;
+                }
+                if m == i {
+                    break;
+                }
+                self.heap.swap(i, m);
+                i = m;
+            }
+        }
+    }
+
+    fn into_sorted(mut self) -> Ranked {
+        self.heap
+            .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.heap
     }
 }
 
@@ -477,30 +677,19 @@ pub fn linear_row(
     n
 }
 
+/// The `k` largest of `probs` that are >= `threshold`, largest first (ties: lower index
+/// first), in O(labels · log k) time and O(k) memory.
 pub fn top_k(probs: &[f32], k: usize, threshold: f32) -> Ranked {
-    let mut r: Ranked = probs
-        .iter()
-        .enumerate()
-        .filter(|(_, &p)| p >= threshold)
-        .map(|(i, &p)| (i as u32, p))
-        .collect();
-    let k = k.min(r.len());
-    if k == 0 {
-        return Vec::new();
+    let mut best = TopK::new(k);
+    for (i, &p) in probs.iter().enumerate() {
+        if p >= threshold && best.admits(p) {
+            best.push(i as u32, p);
+        }
     }
-    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if k < r.len() {
-        r.select_nth_unstable_by(k - 1, cmp);
-        r.truncate(k);
-    }
-    r.sort_by(cmp);
-    r
+    best.into_sorted()
 }
 
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+pub use kernels::dot;
 
 pub fn softmax_in_place(v: &mut [f32]) {
     let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -560,5 +749,115 @@ mod tests {
         m.probs(&[0.3, -0.2, 0.9], &mut p);
         let s: f32 = p.iter().sum();
         assert!((s - 1.0).abs() < 1e-5, "{s}");
+    }
+
+    /// An hs model over `counts` with pseudo-random output rows.
+    fn hs_model(counts: &[u64], dim: usize, seed: u64) -> Model {
+        let mut x = seed | 1;
+        let mut r = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        };
+        Model {
+            cfg: ModelConfig {
+                dim,
+                loss: LossKind::Hs,
+                ..Default::default()
+            },
+            labels: (0..counts.len()).map(|i| i.to_string()).collect(),
+            label_counts: counts.to_vec(),
+            index: TokenIndex::default(),
+            input: vec![],
+            output: (0..(counts.len() - 1) * dim).map(|_| r()).collect(),
+            tree: Some(Tree::build(counts)),
+            dense: vec![],
+            idf: vec![],
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn hs_tree_search_equals_scoring_every_label() {
+        for (seed, n) in [(1u64, 2usize), (2, 3), (3, 17), (4, 300), (5, 1000)] {
+            // Zipf-like and flat counts: deep and balanced trees.
+            for zipf in [true, false] {
+                let counts: Vec<u64> = (0..n)
+                    .map(|i| if zipf { 10_000 / (i as u64 + 1) + 1 } else { 5 })
+                    .collect();
+                let mut m = hs_model(&counts, 8, seed);
+                for t in [1.0f32, 0.5, 2.0] {
+                    m.cfg.temperature = t;
+                    for h in 0..5u64 {
+                        let hidden: Vec<f32> =
+                            (0..8).map(|j| ((h * 8 + j) as f32 * 0.71).cos()).collect();
+                        let mut p = Vec::new();
+                        m.probs(&hidden, &mut p);
+                        let z: f32 = p.iter().sum();
+                        assert!((z - 1.0).abs() < 1e-4, "n={n} t={t}: sum {z}");
+                        for (k, thr) in [(1, 0.0), (3, 0.0), (n, 0.0), (n + 5, 0.0), (5, 0.01)] {
+                            let want = top_k(&p, k, thr);
+                            let got = m.predict_hidden(&hidden, k, thr, &mut Vec::new());
+                            assert_eq!(got.len(), want.len(), "n={n} k={k} thr={thr}");
+                            for (g, w) in got.iter().zip(&want) {
+                                assert!((g.1 - w.1).abs() < 1e-5, "{g:?} vs {w:?}");
+                                if g.0 != w.0 {
+                                    // Only a near-tie may swap two labels.
+                                    assert!((g.1 - w.1).abs() < 1e-6, "{g:?} vs {w:?}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_matches_a_full_sort() {
+        let p: Vec<f32> = (0..200).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
+        for k in [0, 1, 2, 10, 200, 500] {
+            let mut want: Vec<(u32, f32)> =
+                p.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(k);
+            assert_eq!(top_k(&p, k, 0.0), want);
+        }
+    }
+
+    #[test]
+    fn block_ranking_equals_ranking_row_by_row() {
+        for loss in [LossKind::Softmax, LossKind::Ns, LossKind::Ova] {
+            let (dim, nl) = (7, 600); // more than two label slices
+            let mut m = hs_model(&vec![3; nl + 1], dim, 9);
+            m.cfg.loss = loss;
+            m.labels.truncate(nl);
+            m.label_counts.truncate(nl);
+            m.tree = None;
+            for t in [1.0f32, 0.7] {
+                m.cfg.temperature = t;
+                for n in [1usize, 5, BLOCK] {
+                    let hidden: Vec<f32> = (0..n * dim).map(|i| (i as f32 * 0.53).sin()).collect();
+                    for (k, thr) in [(1, 0.0), (4, 0.0), (nl, 0.0), (10, 0.002)] {
+                        let got = m.predict_block(&hidden, n, k, thr, &mut RankScratch::default());
+                        assert_eq!(got.len(), n);
+                        for (j, g) in got.iter().enumerate() {
+                            let want = m.predict_hidden(
+                                &hidden[j * dim..(j + 1) * dim],
+                                k,
+                                thr,
+                                &mut Vec::new(),
+                            );
+                            assert_eq!(g.len(), want.len(), "{loss:?} k={k} thr={thr}");
+                            for (a, b) in g.iter().zip(&want) {
+                                assert!((a.1 - b.1).abs() < 1e-5, "{a:?} vs {b:?}");
+                                assert!(a.0 == b.0 || (a.1 - b.1).abs() < 1e-6);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
