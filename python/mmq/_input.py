@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import polars as pl
 
 from mmq.errors import InvalidInputError, InvalidParameterError
@@ -77,3 +78,116 @@ def check_threshold(threshold) -> float:
     if t != t:
         raise InvalidParameterError("threshold must be a number, got nan")
     return t
+
+
+# -- scikit-learn-style input: X a 1-D array-like of texts, y an array-like of labels ----
+
+def is_frame(data: Any) -> bool:
+    """A Polars DataFrame/LazyFrame, or a pandas DataFrame (recognised without importing pandas)."""
+    return isinstance(data, (pl.DataFrame, pl.LazyFrame)) or _is_pandas(data, "DataFrame")
+
+
+def _is_pandas(obj: Any, name: str) -> bool:
+    return type(obj).__name__ == name and type(obj).__module__.split(".")[0] == "pandas"
+
+
+def frame_of(data: Any) -> pl.DataFrame:
+    """A Polars DataFrame from a Polars or pandas frame."""
+    if _is_pandas(data, "DataFrame"):
+        try:
+            return pl.from_pandas(data)
+        except ImportError:  # Polars needs pyarrow for pandas' string columns: go through Python lists
+            return pl.DataFrame([pl.Series(str(name), [None if isinstance(v, float) and v != v else v
+                                                       for v in data[name].tolist()], strict=False)
+                                 for name in data.columns])
+    return as_frame(data, what="X")
+
+
+def frame_text_column(df: pl.DataFrame, preferred: str = "text") -> str:
+    """The text column of a frame X given without a column name: ``preferred`` (by
+    default ``text``) when the frame has it, else its only String column."""
+    if preferred in df.columns:
+        return preferred
+    strings = [c for c, t in df.schema.items() if t == pl.String]
+    if len(strings) == 1:
+        return strings[0]
+    raise InvalidInputError(
+        f"X is a frame without a '{preferred}' column and with {len(strings)} String columns "
+        f"({strings}); pass the text column itself (X['body']), or name it: fit(X, y, text='body')")
+
+
+def texts_of(data: Any, what: str = "X") -> pl.Series:
+    """A String Series from a 1-D array-like of texts: a list or tuple of str, a 1-D
+    NumPy array of str or object (or one column, shape (n, 1)), a Polars or pandas
+    Series. None (and NaN in a pandas/object array) is a missing text, read as empty."""
+    if isinstance(data, str):
+        raise InvalidInputError(f"{what} must be a sequence of texts, got one str; wrap it in a list: [{data[:40]!r}]")
+    if isinstance(data, pl.Series):
+        s = data.cast(pl.String) if data.dtype == pl.Categorical or isinstance(data.dtype, pl.Enum) else data
+        if s.dtype != pl.String:
+            raise InvalidInputError(f"{what} must hold texts (String), found a Series of {s.dtype}")
+        return s
+    if _is_pandas(data, "Series"):
+        data = data.to_numpy(dtype=object)
+    if isinstance(data, np.ndarray):
+        if data.ndim == 2 and data.shape[1] == 1:
+            data = data[:, 0]
+        if data.ndim != 1:
+            raise InvalidInputError(
+                f"{what} must be 1-D (one text per row) or a single column, got an array of shape {data.shape}")
+        if data.dtype.kind not in "UO":
+            raise InvalidInputError(
+                f"{what} must hold texts (str), found an array of {data.dtype}: mmq.Classifier classifies text, "
+                "not numeric features")
+        data = data.tolist()
+    if not isinstance(data, (list, tuple)):
+        raise InvalidInputError(
+            f"{what} must be texts: a list of str, a 1-D NumPy array, a Polars or pandas Series, or a frame "
+            f"with a text column; got {type(data).__name__}")
+    out = []
+    for i, v in enumerate(data):
+        if isinstance(v, float) and v != v:  # NaN: pandas' missing value
+            v = None
+        if v is not None and not isinstance(v, str):
+            raise InvalidInputError(f"{what} must hold texts (str or None), item {i} is {type(v).__name__}: {v!r}")
+        out.append(v)
+    return pl.Series("text", out, dtype=pl.String)
+
+
+def labels_of(y: Any, n: int) -> "tuple[np.ndarray, list[str], list[str]]":
+    """``(classes, names, rows)`` of scikit-learn-style labels: ``classes`` is
+    ``np.unique(y)`` (y's own values, sorted), ``names`` their str forms (the label names
+    mmq trains on), ``rows`` each row's name."""
+    if y is None:
+        raise InvalidInputError("y is required: fit(X, y) takes the labels as y (one per text)")
+    if isinstance(y, str):
+        raise InvalidInputError(f"y must be an array-like of labels, got one str {y!r}")
+    if isinstance(y, pl.Series) or _is_pandas(y, "Series"):
+        y = y.to_numpy()
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise InvalidInputError(
+            f"y must be 1-D (one label per row), got shape {arr.shape}; multilabel rows go through "
+            "fit(df, label='labels') with a List[String] column")
+    if len(arr) != n:
+        raise InvalidInputError(f"X has {n} rows but y has {len(arr)} labels")
+    if arr.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(arr))
+    elif arr.dtype.kind == "O":
+        bad = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in arr.tolist()])
+    else:
+        bad = np.zeros(0, dtype=np.int64)
+    if len(bad):
+        raise InvalidInputError(f"y has a missing label (None or NaN) at row {int(bad[0])}")
+    try:
+        classes, inverse = np.unique(arr, return_inverse=True)
+    except TypeError as e:
+        raise InvalidInputError(f"y mixes label types that cannot be sorted together ({e})") from None
+    if len(classes) < 2:
+        raise InvalidInputError(f"y has {len(classes)} class ({classes.tolist()}); a classifier needs at least 2")
+    names = [str(c) for c in classes.tolist()]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"y's classes {classes.tolist()} do not have distinct names as str")
+    return classes, names, [names[i] for i in np.asarray(inverse).ravel()]

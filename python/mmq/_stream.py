@@ -189,10 +189,10 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
 
     schema = lf.collect_schema()
     _check_text_label(schema, text, label)
-    for name in clf.dense:
+    for name in clf._dense:
         _require(schema, name, "dense")
-    cols = list(dict.fromkeys([text, label, *clf.dense]))
-    if not clf.dense or clf.fusion in CONTINUOUS:
+    cols = list(dict.fromkeys([text, label, *clf._dense]))
+    if not clf._dense or clf.fusion in CONTINUOUS:
         return clf.fit(lf.select(cols).collect(), text=text, label=label)
 
     from mmq import _mmq
@@ -201,12 +201,12 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     from mmq.quant import as_codes
 
     is_codes = {}
-    for name, q in clf.dense.items():
+    for name, q in clf._dense.items():
         is_codes[name] = _check_vectors(schema[name], name, "dense column", codes_ok=True)
         if is_codes[name] and not q.is_fitted:
             raise InvalidInputError(
                 f"dense column '{name}' holds codes ({schema[name]}): its quantizer must be fitted already")
-    for name, q in clf.dense.items():
+    for name, q in clf._dense.items():
         if not q.is_fitted:
             x, _rows, n = _sample(lf, name, q.max_points_per_centroid * q.k, q.seed, True)
             if n == 0:
@@ -217,12 +217,12 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
             del x
 
     parts: list[pl.DataFrame] = []
-    codes: dict[str, list[np.ndarray]] = {name: [] for name in clf.dense}
-    present: dict[str, list[np.ndarray]] = {name: [] for name in clf.dense}
+    codes: dict[str, list[np.ndarray]] = {name: [] for name in clf._dense}
+    present: dict[str, list[np.ndarray]] = {name: [] for name in clf._dense}
     pos = 0
     for b in iter_batches(lf.select(cols)):
         parts.append(b.select(text, label) if text != label else b.select(text))
-        for name, q in clf.dense.items():
+        for name, q in clf._dense.items():
             s = b.get_column(name)
             p = _present(s)
             if is_codes[name]:
@@ -247,7 +247,7 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     t = text_series(df, text)
     y = label_series(df, label)
     args = []
-    for name, q in clf.dense.items():
+    for name, q in clf._dense.items():
         c = np.concatenate(codes[name]) if len(codes[name]) > 1 else codes[name][0]
         codes[name].clear()
         args.append((name, None, np.ascontiguousarray(c, dtype=np.uint16), np.concatenate(present[name])))
@@ -256,6 +256,6 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     clf._plugin_path = None  # a refit object is re-saved for the Polars plugin
     show = clf.progress if clf.progress is not None else sys.stderr.isatty()
     cb = ProgressBar() if show else None
-    quantizers = [(name, q._q) for name, q in clf.dense.items()]
+    quantizers = [(name, q._q) for name, q in clf._dense.items()]
     clf._model = _mmq.RustClassifier.fit(json.dumps(clf._config()), t, y, text, label, cb, quantizers, args)
     return clf

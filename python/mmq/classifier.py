@@ -1,6 +1,7 @@
 """The text classifier: fastText's architecture, trained by mmq's Rust core."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -12,7 +13,8 @@ import numpy as np
 import polars as pl
 
 from mmq import _mmq
-from mmq._input import as_frame, check_k, check_threshold, label_series, text_series
+from mmq._input import (as_frame, check_k, check_threshold, frame_of, frame_text_column, is_frame, label_series,
+                        labels_of, text_series, texts_of)
 from mmq._progress import ProgressBar
 from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
@@ -27,6 +29,21 @@ TOKEN_FUSIONS = ("discrete", "deepset", "attention")  # dense columns become cod
 # model file's tokenizer config, absent from files and pickles made before them).
 TOKENIZER_FLAGS = ("lowercase", "split_punct", "drop_punct")
 TextInput = Union[pl.DataFrame, pl.LazyFrame, pl.Series, Sequence[str], str]
+
+
+def _dense_spec(dense: Any, fusion: str) -> dict:
+    """The ``dense`` parameter as a dict, column name → quantizer (discrete fusion) or
+    None (the fusions that read the vectors themselves); ``dense`` may be a dict, a list
+    of names or None."""
+    if isinstance(dense, dict):
+        spec = dict(dense)
+    elif isinstance(dense, (list, tuple)):
+        spec = dict.fromkeys(dense)
+    else:
+        spec = {}
+    if fusion in CONTINUOUS or fusion in ("late", "concat"):
+        spec = dict.fromkeys(spec)
+    return spec
 
 
 @dataclass
@@ -67,6 +84,13 @@ class Classifier:
     drops those characters instead, cutting words there (``"#love!"`` → ``love``,
     ``"don't"`` → ``don``, ``t``), as most word tokenizers do; it excludes ``split_punct``.
 
+    It is a scikit-learn estimator too (``get_params``, ``set_params``, ``clone``,
+    ``GridSearchCV``, ``Pipeline``): ``fit(texts, y)`` makes :meth:`predict` return a
+    NumPy array of :attr:`classes_` values and :meth:`predict_proba` a NumPy array whose
+    columns follow :attr:`classes_` (sorted); ``fit(df)`` keeps mmq's frames. Parameters
+    are stored as given (``lr=None`` stays None until fit picks the head's default).
+    See docs/sklearn.md.
+
     Example:
         >>> import polars as pl, mmq
         >>> df = pl.DataFrame({"text": ["good movie", "bad film", "great", "awful"] * 20,
@@ -91,7 +115,7 @@ class Classifier:
         seed: int = 0,
         split_cjk: bool = True,
         progress: Optional[bool] = None,
-        dense: Optional[dict] = None,
+        dense: Union[dict, Sequence[str], None] = (),
         fusion: str = "discrete",
         alpha: float = 1.0,
         rank: Optional[int] = None,
@@ -110,6 +134,36 @@ class Classifier:
         dense_epoch: int = 20,
         modality_dropout: float = 0.0,
     ):
+        # Every parameter is stored as given, as scikit-learn requires (clone() and
+        # get_params() must see the very objects passed in). What they resolve to (the
+        # head's defaults for lr, word_ngrams and l2; threads=None → all cores; the dense
+        # spec as a dict) is computed by _check_params: here, so that a wrong value fails
+        # at once, and again by fit, after any set_params().
+        self.dim, self.epoch, self.lr, self.word_ngrams = dim, epoch, lr, word_ngrams
+        self.minn, self.maxn, self.bucket, self.loss, self.neg = minn, maxn, bucket, loss, neg
+        self.threads, self.seed, self.split_cjk, self.progress = threads, seed, split_cjk, progress
+        self.dense, self.fusion, self.alpha, self.rank, self.pool = dense, fusion, alpha, rank, pool
+        self.outer_pool, self.blend, self.holdout, self.blend_window = outer_pool, blend, holdout, blend_window
+        self.lowercase, self.split_punct, self.drop_punct = lowercase, split_punct, drop_punct
+        self.head, self.l2, self.idf, self.dense_lr, self.dense_epoch = head, l2, idf, dense_lr, dense_epoch
+        self.modality_dropout = modality_dropout
+        self._model: Optional[Any] = None
+        # Modalities of a fitted set model (deepset, attention, G-Blend, many columns).
+        self._mods: Optional[list] = None
+        # Set by a scikit-learn-style fit(X, y): the text column of a frame X, and
+        # classes_ (y's own values, sorted). None after fit(df) and mmq.load().
+        self._sk: Optional[dict] = None
+        self._classes: Optional[np.ndarray] = None
+        self._check_params()
+
+    def _check_params(self) -> dict:
+        """Check the parameters as they are now; return what they resolve to: ``lr``,
+        ``word_ngrams``, ``l2``, ``threads`` and ``dense`` (a dict name → quantizer or None)."""
+        dim, epoch, lr, word_ngrams, minn, maxn = self.dim, self.epoch, self.lr, self.word_ngrams, self.minn, self.maxn
+        bucket, loss, neg, threads, seed, dense = self.bucket, self.loss, self.neg, self.threads, self.seed, self.dense
+        fusion, alpha, rank, pool, outer_pool = self.fusion, self.alpha, self.rank, self.pool, self.outer_pool
+        blend, holdout, blend_window, head, l2 = self.blend, self.holdout, self.blend_window, self.head, self.l2
+        idf, dense_lr, dense_epoch, modality_dropout = self.idf, self.dense_lr, self.dense_epoch, self.modality_dropout
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
         if head not in HEADS:
@@ -130,13 +184,11 @@ class Classifier:
             raise InvalidParameterError(f"l2 must be a finite number >= 0, got {l2!r}")
         if not isinstance(idf, bool):
             raise InvalidParameterError(f"idf must be True or False, got {idf!r}")
-        self.head, self.l2, self.idf = head, float(l2), idf
         if not (isinstance(dense_lr, (int, float)) and not isinstance(dense_lr, bool) and np.isfinite(dense_lr)
                 and dense_lr > 0):
             raise InvalidParameterError(f"dense_lr must be a finite number > 0, got {dense_lr!r}")
         if isinstance(dense_epoch, bool) or not isinstance(dense_epoch, int) or dense_epoch < 1:
             raise InvalidParameterError(f"dense_epoch must be an integer >= 1, got {dense_epoch!r}")
-        self.dense_lr, self.dense_epoch = float(dense_lr), dense_epoch
         if isinstance(modality_dropout, bool) or not isinstance(modality_dropout, (int, float)) \
                 or not (0 <= modality_dropout < 1):
             raise InvalidParameterError(f"modality_dropout must be a probability in [0, 1), got {modality_dropout!r}")
@@ -144,24 +196,17 @@ class Classifier:
             raise InvalidParameterError(
                 f"modality_dropout works with fusion='discrete' or 'concat' (one text column and dense columns), "
                 f"got fusion={fusion!r}")
-        self.modality_dropout = float(modality_dropout)
         if fusion == "concat" and head != "linear":
             raise InvalidParameterError("fusion='concat' joins the dense vectors to the linear head's features: "
                                         f"set head='linear' (got head={head!r})")
         if fusion in ("late", "concat") and not dense:
             raise InvalidParameterError(f"fusion={fusion!r} needs dense column(s): dense=['image']")
-        if fusion == "concat":
-            dense = {name: None for name in (list(dense) if isinstance(dense, (list, tuple)) else list(dict(dense)))}
         if fusion == "late":
             if loss not in ("softmax", "hs"):
                 raise InvalidParameterError(f"fusion='late' combines probabilities: loss must be 'softmax' or 'hs', "
                                             f"got {loss!r}")
             if blend is not None:
                 raise InvalidParameterError(f"fusion='late' has no G-Blend, got blend={blend!r}")
-            if not dense:
-                raise InvalidParameterError("fusion='late' needs dense column(s): dense=['image']")
-            dense = list(dense) if isinstance(dense, (list, tuple)) else list(dict(dense))
-            dense = {name: None for name in dense}
         ints = dict(dim=dim, epoch=epoch, word_ngrams=word_ngrams, bucket=bucket, neg=neg)
         for name, v in ints.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -173,33 +218,32 @@ class Classifier:
             raise InvalidParameterError(f"bucket must be < 2**32, got {bucket}")
         if maxn > 0 and not (1 <= minn <= maxn):
             raise InvalidParameterError(f"char n-grams need 1 <= minn <= maxn, got minn={minn} maxn={maxn}")
-        if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
+        if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and np.isfinite(lr)):
             raise InvalidParameterError(f"lr must be a finite number > 0, got {lr!r}")
         if threads is None:
             threads = os.cpu_count() or 1
-        if not isinstance(threads, int) or threads < 1:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InvalidParameterError(f"threads must be an integer >= 1, got {threads!r}")
-        self.dim, self.epoch, self.lr = dim, epoch, float(lr)
-        self.word_ngrams, self.minn, self.maxn, self.bucket = word_ngrams, minn, maxn, bucket
-        self.loss, self.neg, self.threads, self.seed = loss, neg, threads, seed
-        self.split_cjk, self.progress = split_cjk, progress
-        for name, v in dict(lowercase=lowercase, split_punct=split_punct, drop_punct=drop_punct).items():
+        for name, v in dict(lowercase=self.lowercase, split_punct=self.split_punct,
+                            drop_punct=self.drop_punct).items():
             if not isinstance(v, bool):
                 raise InvalidParameterError(f"{name} must be True or False, got {v!r}")
-        if split_punct and drop_punct:
+        if self.split_punct and self.drop_punct:
             raise InvalidParameterError("split_punct and drop_punct exclude each other (punctuation is "
                                         "either kept as words or dropped); set one of them")
-        self.lowercase, self.split_punct, self.drop_punct = lowercase, split_punct, drop_punct
         if fusion not in FUSIONS:
             raise InvalidParameterError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha >= 0):
+        if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and np.isfinite(alpha)
+                and alpha >= 0):
             raise InvalidParameterError(f"alpha must be a finite number >= 0, got {alpha!r}")
         from mmq.quant import _Quantizer
 
-        if isinstance(dense, (list, tuple)):
-            dense = {name: None for name in dense}
-        dense = dict(dense or {})
-        for name, q in dense.items():
+        if dense is not None and not isinstance(dense, (list, tuple, dict)):
+            raise InvalidParameterError(
+                f"dense must be a dict (column → mmq.PQ/RSPQ), a list of column names or None, "
+                f"got {type(dense).__name__}")
+        spec = _dense_spec(dense, fusion)
+        for name, q in (dict(dense) if isinstance(dense, dict) else dict.fromkeys(dense or ())).items():
             if not isinstance(name, str):
                 raise InvalidParameterError(f"dense column names must be str, got {name!r}")
             if fusion in TOKEN_FUSIONS and not isinstance(q, _Quantizer):
@@ -207,13 +251,12 @@ class Classifier:
                     f"dense['{name}'] must be an mmq.PQ or mmq.RSPQ quantizer with fusion={fusion!r}, "
                     f"got {type(q).__name__}")
         if fusion in CONTINUOUS:
-            if len(dense) != 1:
+            if len(spec) != 1:
                 raise InvalidParameterError(
-                    f"fusion={fusion!r} fuses the text with exactly one dense column, got {list(dense)}")
+                    f"fusion={fusion!r} fuses the text with exactly one dense column, got {list(spec)}")
             if loss != "softmax":
                 raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
-            dense = {name: None for name in dense}
-        if rank is not None and (not isinstance(rank, int) or rank < 1):
+        if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise InvalidParameterError(f"rank must be an integer >= 1, got {rank!r}")
         from mmq.sets import BLENDS, POOLS
 
@@ -229,34 +272,35 @@ class Classifier:
             raise InvalidParameterError(f"blend={blend!r} trains with loss='softmax', got loss={loss!r}")
         if fusion in ("deepset", "attention") and loss != "softmax":
             raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
-        if not (isinstance(holdout, (int, float)) and 0 < holdout <= 0.5):
+        if not (isinstance(holdout, (int, float)) and not isinstance(holdout, bool) and 0 < holdout <= 0.5):
             raise InvalidParameterError(f"holdout must be a number in (0, 0.5], got {holdout!r}")
         if isinstance(blend_window, bool) or not isinstance(blend_window, int) or blend_window < 1:
             raise InvalidParameterError(f"blend_window must be an int >= 1 (epochs), got {blend_window!r}")
-        self.blend_window = blend_window
-        self.dense, self.fusion, self.alpha, self.rank = dense, fusion, float(alpha), rank
-        self.pool, self.outer_pool, self.blend, self.holdout = pool, outer_pool, blend, float(holdout)
-        self._model: Optional[Any] = None
-        # Modalities of a fitted set model (deepset, attention, G-Blend, many columns).
-        self._mods: Optional[list] = None
+        return dict(lr=float(lr), word_ngrams=word_ngrams, l2=float(l2), threads=threads, dense=spec)
+
+    @property
+    def _dense(self) -> dict:
+        """The dense columns as a dict, name → quantizer (discrete fusion) or None."""
+        return _dense_spec(self.dense, self.fusion)
 
     # -- configuration -------------------------------------------------------------
     def _config(self) -> dict:
+        r = self._check_params()
         return {
             "dim": self.dim,
             "epoch": self.epoch,
-            "lr": self.lr,
+            "lr": r["lr"],
             "loss": self.loss,
             "neg": self.neg,
-            "threads": self.threads,
+            "threads": r["threads"],
             "seed": self.seed,
-            "alpha": self.alpha,
+            "alpha": float(self.alpha),
             "head": self.head,
-            "l2": self.l2,
+            "l2": r["l2"],
             "idf": self.idf,
-            "modality_dropout": self.modality_dropout,
+            "modality_dropout": float(self.modality_dropout),
             "tokenizer": {
-                "word_ngrams": self.word_ngrams,
+                "word_ngrams": r["word_ngrams"],
                 "minn": self.minn,
                 "maxn": self.maxn,
                 "bucket": self.bucket,
@@ -265,14 +309,62 @@ class Classifier:
             },
         }
 
-    def get_params(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in ("dim", "epoch", "lr", "word_ngrams", "minn", "maxn", "bucket", "loss",
-                      "neg", "threads", "seed", "split_cjk", "progress", "dense", "fusion", "alpha", "rank",
-                      "pool", "outer_pool", "blend", "holdout", "blend_window", *TOKENIZER_FLAGS,
-                      "head", "l2", "idf", "dense_lr", "dense_epoch", "modality_dropout")
-        }
+    # -- scikit-learn's estimator protocol -------------------------------------------
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters, name → value, as given (``lr=None`` stays None:
+        the head's default is chosen at fit). ``deep`` is accepted for scikit-learn; no
+        parameter is an estimator of its own, so both answers are the same."""
+        return {k: getattr(self, k) for k in PARAMS}
+
+    def set_params(self, **params: Any) -> "Classifier":
+        """Set constructor parameters by name; returns self (scikit-learn's protocol, used
+        by ``GridSearchCV`` and ``Pipeline``). The values are checked by the next
+        :meth:`fit`, which raises :class:`InvalidParameterError` naming the parameter, so
+        that parameters that depend on each other (``head`` and ``lr``...) can be set in
+        any order. A fitted model keeps its weights until it is fitted again."""
+        unknown = [k for k in params if k not in PARAMS]
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown parameter(s) {unknown} for Classifier; the parameters are {list(PARAMS)}")
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self._model is not None
+
+    def __sklearn_tags__(self):
+        """scikit-learn's tags: a classifier of texts. X is a 1-D array-like of str (or a
+        frame with a text column), not a numeric matrix, so ``two_d_array`` is False;
+        scikit-learn's ``check_estimator`` therefore skips its checks on numeric data
+        (docs/sklearn.md lists which apply and how the tests run them)."""
+        # scikit-learn is optional: only scikit-learn calls this, so it is importable here.
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        threads = self.threads if self.threads is not None else (os.cpu_count() or 1)
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True, one_d_labels=True),
+            classifier_tags=ClassifierTags(multi_class=True, multi_label=False),
+            input_tags=InputTags(one_d_array=True, two_d_array=False, string=True),
+            # Hogwild training with several threads is not bit-for-bit reproducible.
+            non_deterministic=threads != 1,
+            requires_fit=True,
+        )
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels, sorted (a NumPy array): after ``fit(X, y)`` y's own values
+        (``np.unique(y)``), after ``fit(df)`` or :func:`mmq.load` the label names. The
+        columns of the scikit-learn-style :meth:`predict_proba` and
+        :meth:`decision_function` come in this order; :attr:`labels` is the model's own
+        order (most frequent in training first)."""
+        if self._model is None:
+            # AttributeError, as for any fitted attribute: hasattr(clf, "classes_") is False
+            raise AttributeError("classes_: this Classifier is not fitted; call fit() first")
+        if self._classes is not None:
+            return self._classes
+        return np.array(sorted(self._model.labels))
 
     def _tokenizer_flags(self) -> dict:
         return {k: getattr(self, k) for k in TOKENIZER_FLAGS}
@@ -301,35 +393,95 @@ class Classifier:
         return self._model
 
     # -- training ------------------------------------------------------------------
-    def fit(self, data: Union[pl.DataFrame, pl.LazyFrame], text: Union[str, Sequence[str]] = "text",
-            label: str = "label", categorical: Optional[Sequence[str]] = None,
-            valid: Optional[Union[pl.DataFrame, pl.LazyFrame]] = None, patience: Optional[int] = None,
-            calibrate: Optional[bool] = None) -> "Classifier":
-        """Train on ``data[text]`` (String; null = empty text) and ``data[label]``
-        (String, or List[String] for multilabel rows). Rows are shuffled (seeded) every
-        epoch. Returns self.
+    def fit(self, data: Any, text: Any = "text", label: str = "label", categorical: Optional[Sequence[str]] = None,
+            valid: Any = None, patience: Optional[int] = None, calibrate: Optional[bool] = None, *,
+            y: Any = None) -> "Classifier":
+        """Train; returns self. Two ways to call it:
 
-        ``text`` may name several String columns and ``categorical`` columns whose values
-        are tokens (String, Categorical, Enum, integer, Boolean): each column is then a
-        modality of its own (a set of tokens; null = the empty set), as are the dense
-        columns. Such models, and ``fusion='deepset'|'attention'`` or ``blend='gblend'``,
-        train the many-modality model of :mod:`mmq.sets`. From a LazyFrame only the needed columns are read; with
+        - **mmq's frame API**, ``fit(df, text="text", label="label")``: train on
+          ``df[text]`` (String; null = empty text) and ``df[label]`` (String, or
+          List[String] for multilabel rows). :meth:`predict` and :meth:`predict_proba`
+          then return DataFrames.
+        - **scikit-learn's**, ``fit(X, y)``: X a list/tuple/1-D NumPy array/Polars or
+          pandas Series of texts (or a frame whose ``text`` column, or only String column,
+          holds them; a frame keeps its dense columns), y one label per row, of any
+          sortable type (str, int...). :attr:`classes_` is then ``np.unique(y)``, and
+          :meth:`predict` returns a NumPy array of those values and :meth:`predict_proba`
+          a NumPy array whose columns follow :attr:`classes_`. ``fit(df, y=labels,
+          text="body")`` names the text column of a frame.
+
+        The second argument is read as y when it is not a column name (a str) or a list of
+        the frame's column names. ``fit(df, "label")`` — the label column given as the
+        text column — is an :class:`InvalidParameterError`.
+
+        Rows are shuffled (seeded) every epoch. ``text`` may name several String columns
+        and ``categorical`` columns whose values are tokens (String, Categorical, Enum,
+        integer, Boolean): each column is then a modality of its own (a set of tokens;
+        null = the empty set), as are the dense columns. Such models, and
+        ``fusion='deepset'|'attention'`` or ``blend='gblend'``, train the many-modality
+        model of :mod:`mmq.sets`. From a LazyFrame only the needed columns are read; with
         discrete fusion its dense vectors are read in batches and kept only as codes, so
         they need not fit in memory (continuous fusion collects them).
 
-        ``valid``: a frame with the same columns, scored after every epoch (text and
-        discrete-fusion models): the best epoch's weights (highest accuracy, then lowest
-        loss) are kept, ``patience`` (epochs without a better score) stops early, each
-        epoch is recorded in :attr:`history`, and with ``calibrate`` (default: on when
-        ``valid`` is given) the probabilities' temperature is fitted on it."""
+        ``valid``: a frame with the same columns (in scikit-learn's style also a tuple
+        ``(X_valid, y_valid)``), scored after every epoch (text and discrete-fusion
+        models): the best epoch's weights (highest accuracy, then lowest loss) are kept,
+        ``patience`` (epochs without a better score) stops early, each epoch is recorded
+        in :attr:`history`, and with ``calibrate`` (default: on when ``valid`` is given)
+        the probabilities' temperature is fitted on it."""
         # An interrupted (Ctrl-C) or failed fit leaves the classifier as it was.
         saved = dict(self.__dict__)
         try:
-            return self._fit(data, text, label, categorical, valid, patience, calibrate)
+            self._check_params()  # again: set_params() does not check
+            if y is None and not self._labels_given(data, text, label):
+                if _is_pandas_frame(data):
+                    data = frame_of(data)
+                self._fit(data, text, label, categorical, valid, patience, calibrate)
+                self._sk, self._classes = None, None
+                return self
+            if y is None:
+                y, text = text, "text"
+            elif not isinstance(text, str):
+                raise InvalidParameterError(
+                    f"fit(X, y=...) takes the labels once: text must then name X's text column (a str), "
+                    f"got {type(text).__name__}")
+            df, tcol, lcol, classes, names = _sk_training_frame(data, y, text, label)
+            if isinstance(valid, tuple):
+                if len(valid) != 2:
+                    raise InvalidParameterError(f"valid must be (X_valid, y_valid) or a frame, got a tuple of {len(valid)}")
+                valid = _sk_frame(valid[0], valid[1], tcol, lcol, what="valid[0]")
+            self._fit(df, tcol, lcol, categorical, valid, patience, calibrate)
+            self._sk = {"text": tcol, "names": names}
+            self._classes = classes
+            return self
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
+
+    @staticmethod
+    def _labels_given(data: Any, text: Any, label: str) -> bool:
+        """Whether ``fit(data, text, label)`` passes the labels as its second argument
+        (scikit-learn's ``fit(X, y)``) rather than the text column(s) of a frame."""
+        frame = is_frame(data)
+        if isinstance(text, str):
+            if not frame:
+                raise InvalidInputError(
+                    f"data must be a polars DataFrame or LazyFrame with text and label columns, got "
+                    f"{type(data).__name__} and no labels; for texts and labels apart pass both: fit(texts, y)")
+            if text == label:
+                raise InvalidParameterError(
+                    f"fit(df, {text!r}): the second argument is the text column, and {text!r} is also the label "
+                    f"column (label={label!r}), so the model would learn to read the labels. Name the columns, "
+                    f"fit(df, text='text', label={label!r}), or pass the labels as y: fit(df['text'], df[{label!r}])")
+            return False
+        if frame and isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text):
+            # column names (the many-modality API; a wrong name is then reported as a missing
+            # column), unless the list is no name list at all: one str per row, not all columns
+            if isinstance(data, pl.LazyFrame) or len(text) != len(data):
+                return False
+            return not set(text) <= set(str(c) for c in data.columns)
+        return True
 
     def _fit(self, data, text, label, categorical, valid, patience, calibrate) -> "Classifier":
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
@@ -400,7 +552,7 @@ class Classifier:
                    "lr": cfg["lr"], "threads": cfg["threads"], "seed": cfg["seed"], "tokenizer": cfg["tokenizer"]}
             self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb)
             return self
-        quantizers = [(name, q._q) for name, q in self.dense.items()]
+        quantizers = [(name, q._q) for name, q in self._dense.items()]
         vargs = None
         if valid is not None:
             vdf = as_frame(valid)
@@ -428,17 +580,17 @@ class Classifier:
 
     def _dense_args(self, data: Any, fit: bool = False) -> list:
         """(name, vectors | None, codes | None, present) per dense column, in order."""
-        if not self.dense:
+        if not self._dense:
             return []
         from mmq.quant import as_codes, as_matrix
 
         if not isinstance(data, (pl.DataFrame, pl.LazyFrame)):
             raise InvalidInputError(
-                f"this model reads dense column(s) {list(self.dense)}: pass a DataFrame that has them, "
+                f"this model reads dense column(s) {list(self._dense)}: pass a DataFrame that has them, "
                 f"not a {type(data).__name__}")
         df = as_frame(data)
         out = []
-        for name, q in self.dense.items():
+        for name, q in self._dense.items():
             if name not in df.columns:
                 raise InvalidInputError(
                     f"dense column '{name}' not found; the frame has columns {df.columns}")
@@ -487,20 +639,25 @@ class Classifier:
         return out
 
     # -- prediction ----------------------------------------------------------------
-    def predict(self, data: TextInput, k: int = 1, threshold: float = 0.0, text: str = "text") -> pl.DataFrame:
-        """Most probable labels. With ``k=1``: columns ``label`` (String) and ``prob``
-        (Float32), null where no label reaches ``threshold``. With ``k>1``: ``label``
-        List[String] and ``prob`` List[Float32], most probable first."""
+    def predict(self, data: Any, k: int = 1, threshold: float = 0.0, text: str = "text") -> Any:
+        """Most probable labels.
+
+        After ``fit(df)`` (mmq's frame API) a DataFrame. With ``k=1``: columns ``label``
+        (String) and ``prob`` (Float32), null where no label reaches ``threshold``. With
+        ``k>1``: ``label`` List[String] and ``prob`` List[Float32], most probable first.
+
+        After ``fit(X, y)`` (scikit-learn's style) a NumPy array of one label per row,
+        values of :attr:`classes_`; X as in :meth:`fit`. ``k > 1`` or a ``threshold``
+        still give the DataFrame (label names as str)."""
+        if self._sk is not None:
+            data, text = self._sk_input(data, text)
+            if k == 1 and check_threshold(threshold) == 0.0:
+                return self._predict_classes(data, text)
         m = self._fitted()
         # Clamped before anything of size n × k exists: a row has at most n_labels labels.
         k = min(check_k(k), len(m.labels))
         threshold = check_threshold(threshold)
-        if self._mods is not None:
-            from mmq import sets
-
-            idx, probs = m.predict(sets.inputs(self, data, self._mods), k, float(threshold))
-        else:
-            idx, probs = m.predict(text_series(data, text), k, float(threshold), self._dargs(data))
+        idx, probs = self._top_k(data, text, k, threshold)
         names = pl.Series("label", m.labels, dtype=pl.String)
         missing = idx < 0
         if missing.any():
@@ -517,16 +674,109 @@ class Classifier:
         prob_l = prob.reshape((n, k)).arr.to_list().list.drop_nulls()
         return pl.DataFrame([lab_l.alias("label"), prob_l.alias("prob")])
 
-    def predict_proba(self, data: TextInput, text: str = "text") -> pl.DataFrame:
-        """Probability of every label (one Float32 column per label, in ``self.labels`` order)."""
+    def _top_k(self, data: Any, text: str, k: int, threshold: float):
+        """The Rust model's top-k: label indices (in :attr:`labels` order; -1 where none
+        reaches the threshold) and probabilities, k per row, flat."""
         m = self._fitted()
         if self._mods is not None:
             from mmq import sets
 
-            p = m.predict_proba(sets.inputs(self, data, self._mods))
-        else:
-            p = m.predict_proba(text_series(data, text), self._dargs(data))
+            return m.predict(sets.inputs(self, data, self._mods), k, float(threshold))
+        return m.predict(text_series(data, text), k, float(threshold), self._dargs(data))
+
+    def _proba(self, data: Any, text: str) -> np.ndarray:
+        """Probabilities, one column per label in :attr:`labels` order (float32)."""
+        m = self._fitted()
+        if self._mods is not None:
+            from mmq import sets
+
+            return m.predict_proba(sets.inputs(self, data, self._mods))
+        return m.predict_proba(text_series(data, text), self._dargs(data))
+
+    def predict_proba(self, data: Any, text: str = "text") -> Any:
+        """Probability of every label.
+
+        After ``fit(df)`` (mmq's frame API) a DataFrame: one Float32 column per label,
+        named by the label, **in** :attr:`labels` **order** (most frequent in training
+        first, not sorted); ``.select(clf.classes_.tolist())`` puts them in sorted order.
+
+        After ``fit(X, y)`` (scikit-learn's style) a float64 NumPy array of shape
+        (rows, classes) **whose columns follow** :attr:`classes_` (sorted), as
+        scikit-learn's metrics (``log_loss``, ``roc_auc_score``) expect; each row sums to
+        1 (for ``loss='ova'`` and ``'ns'``, whose per-label probabilities are independent,
+        the row is divided by its sum, as scikit-learn's one-vs-rest does)."""
+        if self._sk is not None:
+            data, text = self._sk_input(data, text)
+            return self._proba_classes(data, text)
+        m = self._fitted()
+        p = self._proba(data, text)
         return pl.DataFrame({name: p[:, i] for i, name in enumerate(m.labels)})
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """scikit-learn's decision scores, for any fitted model: the log of the
+        :meth:`predict_proba` probabilities in :attr:`classes_` order, shape (rows,
+        classes); with two classes the log-odds of ``classes_[1]`` against
+        ``classes_[0]``, shape (rows,). The largest score is the predicted class. X as in
+        :meth:`fit` (texts, or a frame with a text column)."""
+        p = self._proba_classes(*self._sk_input(X, "text"))
+        logp = np.log(np.maximum(p, np.finfo(np.float32).tiny))
+        return logp[:, 1] - logp[:, 0] if logp.shape[1] == 2 else logp
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy of the top label on X (texts, or a frame with a text column) against
+        y, one label per row, as scikit-learn's ``score``; weighted by ``sample_weight``
+        if given. For any fitted model; for one fitted from a frame y holds label names."""
+        pred = self._predict_classes(*self._sk_input(X, "text"))
+        if y is None or isinstance(y, str):
+            raise InvalidInputError(f"score(X, y) needs y, one label per row of X, got {y!r}")
+        truth = np.asarray(y.to_numpy() if isinstance(y, pl.Series) else y)
+        if truth.ndim == 2 and truth.shape[1] == 1:
+            truth = truth[:, 0]
+        if truth.shape != pred.shape:
+            raise InvalidInputError(f"X has {len(pred)} rows but y has shape {truth.shape}")
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if w is not None and w.shape != pred.shape:
+            raise InvalidInputError(f"sample_weight must have one weight per row ({len(pred)}), got shape {w.shape}")
+        return float(np.average(pred == truth, weights=w))
+
+    # -- scikit-learn-style outputs ----------------------------------------------------
+    def _sk_input(self, X: Any, text: str) -> "tuple[Any, str]":
+        """A frame and its text column from scikit-learn-style X (a frame, texts, or one
+        str); a frame's text column is ``text`` if given, else the one fit used."""
+        col = (self._sk or {}).get("text") or "text"
+        if is_frame(X):
+            return _sk_texts(X, text if text != "text" else col)
+        if isinstance(X, str):
+            X = [X]
+        return _sk_texts(X, col)
+
+    def _class_index(self) -> "tuple[np.ndarray, np.ndarray]":
+        """``(to_model, to_class)``: the model's label index of each class of
+        :attr:`classes_`, and the class of each model label."""
+        labels = self._fitted().labels
+        names = self._sk["names"] if self._sk is not None else self.classes_.tolist()
+        pos = {lab: i for i, lab in enumerate(labels)}
+        to_model = np.array([pos[n] for n in names], dtype=np.int64)
+        to_class = np.empty(len(labels), dtype=np.int64)
+        to_class[to_model] = np.arange(len(names))
+        return to_model, to_class
+
+    def _proba_classes(self, data: Any, text: str) -> np.ndarray:
+        to_model, _ = self._class_index()
+        p = self._proba(data, text)[:, to_model].astype(np.float64)
+        total = p.sum(axis=1, keepdims=True)
+        p = np.divide(p, total, out=np.full_like(p, 1.0 / max(p.shape[1], 1)), where=total > 0)
+        return p
+
+    def _predict_classes(self, data: Any, text: str) -> np.ndarray:
+        """The top label of each row as a value of :attr:`classes_` (mmq's own top-1,
+        the label :meth:`test` scores)."""
+        _, to_class = self._class_index()
+        idx, _ = self._top_k(data, text, 1, 0.0)
+        idx = np.asarray(idx, dtype=np.int64)
+        if (idx < 0).any():  # no probability at all (NaN): the most probable class after all
+            idx = np.where(idx < 0, self._class_index()[0][self._proba_classes(data, text).argmax(axis=1)], idx)
+        return self.classes_[to_class[idx]]
 
     def test(self, data: Union[pl.DataFrame, pl.LazyFrame], text: str = "text", label: str = "label",
              k: int = 1, threshold: float = 0.0) -> TestResult:
@@ -569,7 +819,7 @@ class Classifier:
             raise MmqError("explain works for text and discrete-fusion models of one text column; "
                            "use explain_modalities for many-modality models")
         row = pl.DataFrame({"text": [text]})
-        for name, q in self.dense.items():
+        for name, q in self._dense.items():
             if name not in dense:
                 raise InvalidInputError(f"explain needs the dense value of '{name}' (None if missing)")
             v = dense[name]
@@ -637,7 +887,7 @@ class Classifier:
         return sets.history(m, self._mods)
 
     def _dense_index(self, column: str) -> int:
-        names = list(self.dense)
+        names = list(self._dense)
         if self.fusion != "discrete" or self._mods is not None or column not in names:
             raise InvalidParameterError(
                 f"{column!r} is not a dense column of this discrete-fusion model (dense columns: {names})")
@@ -683,7 +933,7 @@ class Classifier:
         from mmq.quant import apply_transform, as_matrix
 
         self._dense_index(column)
-        q = self.dense[column]
+        q = self._dense[column]
         if not 0 <= j < q.m or not 0 <= c < q.k:
             raise InvalidParameterError(f"({j}, {c}) out of range for m = {q.m}, k = {q.k}")
         df = as_frame(data).with_row_index("row")
@@ -696,7 +946,7 @@ class Classifier:
 
     def tokenize(self, data: TextInput, text: str = "text") -> pl.Series:
         """Hashed token ids of each row, as this model's tokenizer computes them."""
-        return tokenize(data, text=text, word_ngrams=self.word_ngrams, minn=self.minn,
+        return tokenize(data, text=text, word_ngrams=self._check_params()["word_ngrams"], minn=self.minn,
                         maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
                         **self._tokenizer_flags())
 
@@ -769,13 +1019,16 @@ class Classifier:
             state["_model_bytes"] = self._model.to_bytes()
             return state
         keep = self._model is None or self.fusion in CONTINUOUS or self.fusion in ("late", "concat")
-        state["dense"] = self.dense if keep else {}
+        # a discrete model's quantizers travel inside its bytes; a text model keeps dense as given
+        state["dense"] = self.dense if keep or not self._dense else {}
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
         return state
 
     def __setstate__(self, state: dict) -> None:
         b = state.pop("_model_bytes")
         state.setdefault("_mods", None)
+        state.setdefault("_sk", None)
+        state.setdefault("_classes", None)
         # attributes added after the first release: pickles made before them get the defaults
         for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
                          head="bottleneck", l2=0.0, idf=False, dense_lr=0.1, dense_epoch=20, modality_dropout=0.0,
@@ -801,11 +1054,52 @@ class Classifier:
             self._model = ConcatModel.from_bytes(b, "<pickle>")
             return
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
-        if self._model is not None:
+        if self._model is not None and self._model.dense_columns:
             from mmq.quant import _Quantizer
 
             self.dense = {name: _Quantizer._from_rust(self._model.dense_quantizer(i))
                           for i, (name, *_rest) in enumerate(self._model.dense_columns)}
+
+
+def _is_pandas_frame(data: Any) -> bool:
+    return is_frame(data) and not isinstance(data, (pl.DataFrame, pl.LazyFrame))
+
+
+def _sk_texts(X: Any, text: str, what: str = "X") -> "tuple[pl.DataFrame, str]":
+    """A frame and its text column from scikit-learn-style X: a frame (its ``text``
+    column, or its only String column) or a 1-D array-like of texts (put in a column
+    named ``text``)."""
+    if is_frame(X):
+        df = frame_of(X)
+        col = frame_text_column(df, text)
+        text_series(df, col)  # a String column, or an error naming it
+        return df, col
+    return pl.DataFrame([texts_of(X, what).alias(text)]), text
+
+
+def _sk_training_frame(X: Any, y: Any, text: str, label: str):
+    """The frame ``fit(X, y)`` trains on: X's texts (and any other columns of a frame X)
+    plus the labels as str, with the text and label column names, ``classes_`` and the
+    classes' names."""
+    df, tcol = _sk_texts(X, text)
+    classes, names, rows = labels_of(y, df.height)
+    lcol = label if label not in df.columns else "__label__"
+    return df.with_columns(pl.Series(lcol, rows, dtype=pl.String)), tcol, lcol, classes, names
+
+
+def _sk_frame(X: Any, y: Any, tcol: str, lcol: str, what: str) -> pl.DataFrame:
+    """A validation frame from scikit-learn-style ``(X_valid, y_valid)``."""
+    df, col = _sk_texts(X, tcol, what)
+    if col != tcol:
+        df = df.rename({col: tcol})
+    arr = np.asarray(y.to_numpy() if isinstance(y, pl.Series) else y)
+    if arr.ndim != 1 or len(arr) != df.height:
+        raise InvalidInputError(f"{what} has {df.height} rows but its labels have shape {arr.shape}")
+    return df.with_columns(pl.Series(lcol, [str(v) for v in arr.tolist()], dtype=pl.String))
+
+
+# The constructor's parameters, in its order: get_params() and set_params() use these names.
+PARAMS = tuple(inspect.signature(Classifier.__init__).parameters)[1:]
 
 
 def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: int = 0, maxn: int = 0,

@@ -144,7 +144,7 @@ def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[s
             e = _as_expr(over.get(m["name"], m["name"]))
             args.append(e.cast(pl.String) if m["kind"] == "categorical" else e)
         return path, model, args
-    names = list(model.dense)
+    names = list(model._dense)
     dense = dict(dense or {})
     missing = [n for n in names if n not in dense]
     if not dense and names:

@@ -50,7 +50,7 @@ def modalities(clf: "Classifier", text: Union[str, Sequence[str]], label: str,
     cats = [] if categorical is None else ([categorical] if isinstance(categorical, str) else list(categorical))
     out: list[dict] = []
     seen: dict[str, str] = {}
-    for kind, names in (("text", texts), ("categorical", cats), ("dense", list(clf.dense))):
+    for kind, names in (("text", texts), ("categorical", cats), ("dense", list(clf._dense))):
         for n in names:
             if not isinstance(n, str) or not n:
                 raise InvalidParameterError(f"{kind} column names must be non-empty str, got {n!r}")
@@ -104,7 +104,7 @@ def inputs(clf: "Classifier", data: Any, mods: list[dict], fit: bool = False) ->
         else:
             vecs, codes, present = dense[name]
             if codes is None:
-                codes = clf.dense[name].encode(vecs) if len(vecs) else np.zeros((0, clf.dense[name].m))
+                codes = clf._dense[name].encode(vecs) if len(vecs) else np.zeros((0, clf._dense[name].m))
             out.append((name, None, np.ascontiguousarray(codes, dtype=np.uint16), np.ascontiguousarray(present)))
     return out
 
@@ -124,7 +124,7 @@ def fit(clf: "Classifier", data: Any, text: Union[str, Sequence[str]], label: st
 
     y = label_series(df, label)
     args = inputs(clf, df, mods, fit=True)
-    quantizers = [clf.dense[m["name"]]._q if m["kind"] == "dense" else None for m in mods]
+    quantizers = [clf._dense[m["name"]]._q if m["kind"] == "dense" else None for m in mods]
     return _mmq.RustSetClassifier.fit(json.dumps(config(clf, mods)), args, y, label, progress, quantizers)
 
 
