@@ -157,6 +157,27 @@ pub fn scores_block(w: &[f32], dim: usize, ht: &[f32], out: &mut [f32]) {
     scores_block_lanes(w, dim, ht, out)
 }
 
+/// Asks the CPU to start loading `s` into the cache (a hint: no effect on any value).
+/// Used a few embedding rows ahead of where training and prediction read, since those
+/// rows lie at random places of a matrix far larger than the cache.
+#[inline]
+pub fn prefetch<T>(s: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        for line in s.chunks(step) {
+            // SAFETY: a prefetch never faults and changes no value; SSE is part of x86-64.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8)
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
 /// `ln σ(x)`, stable for every `x` (`-softplus(-x)`).
 #[inline]
 pub fn log_sigmoid(x: f32) -> f32 {

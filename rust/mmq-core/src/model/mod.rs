@@ -117,12 +117,33 @@ impl ModelConfig {
 
 /// Maps raw token ids (hash buckets, and extra ids such as visual tokens) to rows of the
 /// input matrix. Only ids seen in training get a row; others are ignored at prediction.
+///
+/// The lookup is a direct table (one u32 per possible id) when the id space is small
+/// enough for it, which turns each of a training set's hundreds of millions of lookups
+/// into one array read; otherwise a hash map.
 #[derive(Clone, Debug, Default)]
 pub struct TokenIndex {
     /// Raw id of each row.
     pub ids: Vec<u32>,
-    map: std::collections::HashMap<u32, u32, BuildIdHasher>,
+    lookup: Lookup,
 }
+
+#[derive(Clone, Debug)]
+enum Lookup {
+    Map(std::collections::HashMap<u32, u32, BuildIdHasher>),
+    /// Row of each id, [`ABSENT`] for ids without one.
+    Table(Vec<u32>),
+}
+
+impl Default for Lookup {
+    fn default() -> Self {
+        Lookup::Map(Default::default())
+    }
+}
+
+const ABSENT: u32 = u32::MAX;
+/// The largest direct table (entries; 4 bytes each).
+const TABLE_MAX: u64 = 1 << 26;
 
 /// Token ids are already uniform hashes: an identity-style hasher is enough.
 #[derive(Clone, Default)]
@@ -155,28 +176,69 @@ impl std::fmt::Debug for BuildIdHasher {
 }
 
 impl TokenIndex {
+    /// An empty index for ids up to `max_id`, about to receive `n_tokens` lookups: a
+    /// direct table when it has at most [`TABLE_MAX`] entries and is not much larger
+    /// than the lookups it serves.
+    pub fn for_ids(max_id: u32, n_tokens: usize) -> Self {
+        let space = max_id as u64 + 1;
+        let lookup = if space <= TABLE_MAX && space <= 8 * n_tokens as u64 + (1 << 20) {
+            Lookup::Table(vec![ABSENT; space as usize])
+        } else {
+            Lookup::default()
+        };
+        Self {
+            ids: Vec::new(),
+            lookup,
+        }
+    }
+
     pub fn from_ids(ids: Vec<u32>) -> Result<Self> {
-        let mut map = std::collections::HashMap::with_capacity_and_hasher(ids.len(), BuildIdHasher);
-        for (r, &id) in ids.iter().enumerate() {
-            if map.insert(id, r as u32).is_some() {
+        let max_id = ids.iter().copied().max().unwrap_or(0);
+        let mut idx = Self::for_ids(max_id, ids.len());
+        for &id in &ids {
+            let r = idx.ids.len() as u32;
+            if idx.get_or_insert(id) != r {
                 return Err(MmqError::InvalidInput(format!(
                     "token id {id} appears twice in the token index"
                 )));
             }
         }
-        Ok(Self { ids, map })
+        Ok(idx)
     }
 
     #[inline]
     pub fn get(&self, id: u32) -> Option<u32> {
-        self.map.get(&id).copied()
+        match &self.lookup {
+            Lookup::Map(m) => m.get(&id).copied(),
+            Lookup::Table(t) => t.get(id as usize).copied().filter(|&r| r != ABSENT),
+        }
     }
 
     /// Row of `id`, adding a row if it is new.
     #[inline]
     pub fn get_or_insert(&mut self, id: u32) -> u32 {
         let next = self.ids.len() as u32;
-        let r = *self.map.entry(id).or_insert(next);
+        let r = match &mut self.lookup {
+            Lookup::Table(t) if (id as usize) < t.len() => {
+                let slot = &mut t[id as usize];
+                if *slot == ABSENT {
+                    *slot = next;
+                }
+                *slot
+            }
+            Lookup::Table(t) => {
+                // An id past the table (not expected): move to a map.
+                let map = t
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &r)| r != ABSENT)
+                    .map(|(i, &r)| (i as u32, r))
+                    .collect();
+                self.lookup = Lookup::Map(map);
+                return self.get_or_insert(id);
+            }
+            Lookup::Map(m) => *m.entry(id).or_insert(next),
+        };
         if r == next {
             self.ids.push(id);
         }
@@ -303,7 +365,18 @@ impl Model {
             return;
         }
         let mut total = 0.0f32;
+        let row_of = |t: u32| {
+            self.index
+                .get(t)
+                .map(|r| &self.input[r as usize * width..(r as usize + 1) * width])
+        };
+        for &t in tokens.iter().take(4) {
+            row_of(t).map(kernels::prefetch);
+        }
         for (i, &t) in tokens.iter().enumerate() {
+            if let Some(&ahead) = tokens.get(i + 4) {
+                row_of(ahead).map(kernels::prefetch);
+            }
             if let Some(r) = self.index.get(t) {
                 let w = weights.map_or(1.0, |w| w[i]);
                 let row = &self.input[r as usize * width..(r as usize + 1) * width];
@@ -859,5 +932,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn token_index_table_and_map_agree() {
+        let ids: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % 100_003).collect();
+        let mut table = TokenIndex::for_ids(100_003, 1000);
+        assert!(matches!(table.lookup, Lookup::Table(_)));
+        let mut map = TokenIndex::for_ids(u32::MAX - 1, 10);
+        assert!(matches!(map.lookup, Lookup::Map(_)));
+        for &id in &ids {
+            assert_eq!(table.get_or_insert(id), map.get_or_insert(id));
+        }
+        assert_eq!(table.ids, map.ids);
+        for id in [0u32, 5, 7919, 99_999, 100_002, 100_003, 4_000_000] {
+            assert_eq!(table.get(id), map.get(id), "{id}");
+        }
+        // An id past the table moves it to a map, keeping every row.
+        let r = table.get_or_insert(7_000_000);
+        assert_eq!(r as usize, table.len() - 1);
+        assert!(matches!(table.lookup, Lookup::Map(_)));
+        assert_eq!(table.get(ids[3]), map.get(ids[3]));
+        assert!(TokenIndex::from_ids(vec![3, 9, 3]).is_err());
+        let loaded = TokenIndex::from_ids(map.ids.clone()).unwrap();
+        assert_eq!(loaded.get(ids[10]), map.get(ids[10]));
     }
 }

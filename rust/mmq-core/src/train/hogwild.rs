@@ -18,18 +18,22 @@ pub struct HogwildMatrix {
 }
 
 impl HogwildMatrix {
+    /// Takes the weights over without copying them.
     pub fn from_vec(v: Vec<f32>, cols: usize) -> Self {
-        Self {
-            data: v.into_iter().map(|x| AtomicU32::new(x.to_bits())).collect(),
-            cols,
-        }
+        let mut v = std::mem::ManuallyDrop::new(v);
+        let (ptr, len, cap) = (v.as_mut_ptr(), v.len(), v.capacity());
+        // SAFETY: AtomicU32 has the size, alignment and bit validity of u32, hence of
+        // f32's bits; the allocation is handed over whole (same capacity, same layout).
+        let data = unsafe { Vec::from_raw_parts(ptr as *mut AtomicU32, len, cap) };
+        Self { data, cols }
     }
 
+    /// The weights, without copying them.
     pub fn into_vec(self) -> Vec<f32> {
-        self.data
-            .into_iter()
-            .map(|a| f32::from_bits(a.into_inner()))
-            .collect()
+        let mut v = std::mem::ManuallyDrop::new(self.data);
+        let (ptr, len, cap) = (v.as_mut_ptr(), v.len(), v.capacity());
+        // SAFETY: as in `from_vec`; every bit pattern is a valid f32.
+        unsafe { Vec::from_raw_parts(ptr as *mut f32, len, cap) }
     }
 
     /// A copy of every weight (a checkpoint; call it while no thread is training).
@@ -51,6 +55,16 @@ impl HogwildMatrix {
     #[inline]
     fn row(&self, r: usize) -> &[AtomicU32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+
+    /// Asks the CPU to start loading `row(r)` into the cache (a hint; no effect on values).
+    /// Training reads a row's dozens of embedding rows at random places of a matrix far
+    /// larger than the cache: fetching a few rows ahead overlaps their memory latency.
+    #[inline]
+    pub fn prefetch_row(&self, r: usize) {
+        if let Some(row) = self.data.get(r * self.cols..(r + 1) * self.cols) {
+            crate::model::kernels::prefetch(row);
+        }
     }
 
     /// `out += a * row(r)`

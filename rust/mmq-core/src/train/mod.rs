@@ -11,6 +11,7 @@ use clock::{run_epochs, Clock, Ticker};
 use hogwild::HogwildMatrix;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
 
 /// Training rows in CSR form: the tokens of row `i` are `tokens[offsets[i]..offsets[i+1]]`
 /// (raw ids: hash buckets, plus any extra ids such as visual tokens), with optional
@@ -194,7 +195,8 @@ pub fn train_with(
     let counts = label_counts(data.labels, &labels)?;
 
     // Compact the token id space to the ids seen in training.
-    let mut index = TokenIndex::default();
+    let max_id = data.tokens.par_iter().copied().max().unwrap_or(0);
+    let mut index = TokenIndex::for_ids(max_id, data.tokens.len());
     let rows: Vec<u32> = data
         .tokens
         .iter()
@@ -210,10 +212,7 @@ pub fn train_with(
     let input: Vec<f32> = if linear {
         vec![0.0; index.len() * width]
     } else {
-        let bound = 1.0 / dim as f32;
-        (0..index.len() * dim)
-            .map(|_| rng.random_range(-bound..bound))
-            .collect()
+        uniform_init(index.len() * dim, 1.0 / dim as f32, cfg.seed)
     };
     let tree = (cfg.loss == LossKind::Hs).then(|| Tree::build(&counts));
     let negatives = if cfg.loss == LossKind::Ns {
@@ -340,6 +339,29 @@ pub fn train_with(
 type Best = (f32, f32, usize, Vec<f32>, Vec<f32>);
 
 /// Training that produced non-finite weights (a learning rate far too high) is an error.
+/// `len` weights drawn uniformly from (-bound, bound), in parallel: chunk c of
+/// [`INIT_CHUNK`] weights has its own generator seeded from (seed, c), so the weights do
+/// not depend on the number of threads.
+fn uniform_init(len: usize, bound: f32, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0f32; len];
+    v.par_chunks_mut(INIT_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(
+                seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            chunk
+                .iter_mut()
+                .for_each(|x| *x = rng.random_range(-bound..bound));
+        });
+    v
+}
+
+const INIT_CHUNK: usize = 1 << 16;
+
+/// How many embedding rows ahead [`Worker::update`] prefetches.
+const PREFETCH: usize = 4;
+
 fn check_finite(m: &Model) -> Result<()> {
     if m.input.iter().chain(&m.output).all(|x| x.is_finite()) {
         Ok(())
@@ -643,7 +665,13 @@ impl<'a> Worker<'a> {
         let s = self.s;
         self.hidden.fill(0.0);
         let mut total = 0.0f32;
+        for &r in rows.iter().take(PREFETCH) {
+            s.input.prefetch_row(r as usize);
+        }
         for (i, &r) in rows.iter().enumerate() {
+            if let Some(&ahead) = rows.get(i + PREFETCH) {
+                s.input.prefetch_row(ahead as usize);
+            }
             let w = weights.map_or(1.0, |w| w[i]);
             s.input.add_row_to(r as usize, w, &mut self.hidden);
             total += w;
