@@ -410,3 +410,14 @@ def test_a_set_model_without_its_quantizer_is_a_model_file_error(tmp_path):
     tamper(tmp_path / "s.mmq", tmp_path / "bad.mmq", lambda h: h.__setitem__("quantizers", []))
     with pytest.raises(mmq.ModelFileError, match="quantizer"):
         mmq.load(tmp_path / "bad.mmq")
+
+
+def test_weights_that_cannot_fit_in_memory_are_an_error_before_training():
+    # 200k labels x 400k token rows x 4 bytes x 2 (AdaGrad) is ~640 GB: refused at once,
+    # with the estimate, instead of an allocation failure or the OOM killer.
+    n = 200_000
+    df = pl.DataFrame({"text": [f"w{i} v{i}" for i in range(n)], "label": [f"L{i}" for i in range(n)]})
+    t = time.perf_counter()
+    with pytest.raises(mmq.InvalidParameterError, match=r"needs about \d+\.\d GB .* available"):
+        mmq.Classifier(head="linear", epoch=1, threads=1, progress=False).fit(df)
+    assert time.perf_counter() - t < 30

@@ -209,6 +209,14 @@ pub fn train_with(
         (_, LossKind::Hs) => (dim, nl - 1),
         _ => (dim, nl),
     };
+    check_memory(
+        weights_bytes(index.len(), n_out, width, linear, opts.valid.is_some()),
+        available_memory(),
+        &format!(
+            "{} token rows and {n_out} output rows of width {width}",
+            index.len()
+        ),
+    )?;
     let input: Vec<f32> = if linear {
         vec![0.0; index.len() * width]
     } else {
@@ -339,6 +347,37 @@ pub fn train_with(
 type Best = (f32, f32, usize, Vec<f32>, Vec<f32>);
 
 /// Training that produced non-finite weights (a learning rate far too high) is an error.
+/// Bytes of the weights a training run allocates: the input and output matrices (twice
+/// for the linear head: AdaGrad's sums), and once more with a validation split (the best
+/// epoch's copy).
+fn weights_bytes(rows: usize, n_out: usize, width: usize, linear: bool, valid: bool) -> u128 {
+    let w = (rows as u128 + n_out as u128) * width as u128 * 4;
+    w * (1 + linear as u128 + valid as u128)
+}
+
+/// The memory the system can still give (Linux's `MemAvailable`), if known.
+fn available_memory() -> Option<u128> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// An error before anything is allocated when the weights cannot fit in memory.
+fn check_memory(need: u128, available: Option<u128>, what: &str) -> Result<()> {
+    let gb = |b: u128| b as f64 / 1e9;
+    match available {
+        Some(avail) if need > avail => Err(MmqError::InvalidParameter(format!(
+            "training needs about {:.1} GB for its weights ({what}, 4 bytes each) but only \
+             {:.1} GB of memory is available: lower dim, bucket or word_ngrams, or train on \
+             fewer labels",
+            gb(need),
+            gb(avail)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `len` weights drawn uniformly from (-bound, bound), in parallel: chunk c of
 /// [`INIT_CHUNK`] weights has its own generator seeded from (seed, c), so the weights do
 /// not depend on the number of threads.
@@ -800,6 +839,23 @@ mod linear_tests {
             dim: 4,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn weights_that_cannot_fit_are_refused_before_allocation() {
+        let need = weights_bytes(1_000_000, 10_000, 50, false, false);
+        assert_eq!(need, 1_010_000 * 50 * 4);
+        assert_eq!(weights_bytes(10, 1, 3, true, true), 11 * 3 * 4 * 3);
+        assert!(check_memory(need, Some(need), "x").is_ok());
+        assert!(check_memory(need, None, "x").is_ok());
+        let e = check_memory(need, Some(need / 2), "1000000 token rows").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("0.2 GB") && m.contains("0.1 GB") && m.contains("token rows"),
+            "{m}"
+        );
+        #[cfg(target_os = "linux")]
+        assert!(available_memory().expect("Linux has /proc/meminfo") > 0);
     }
 
     #[test]
