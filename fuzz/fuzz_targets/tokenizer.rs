@@ -1,6 +1,6 @@
 //! The tokenizer over arbitrary text and any valid config. Input: 4 config bytes, then
 //! the text (UTF-8; invalid bytes are replaced, as the bindings receive only `str`).
-//! Properties: every id < bucket; the ids are the words (each hashed), their char
+//! Properties: a config past the ceilings is refused; every id < bucket; the ids are the words (each hashed), their char
 //! n-grams, EOS and the word n-grams, in the counts fastText's rules give; the words are
 //! non-empty pieces of the (prepared) text, in order, cut as the options say; verbose
 //! and plain tokenizing agree; a reused scratch changes nothing.
@@ -10,8 +10,8 @@ use mmq_core::text::{fnv1a, is_nospace_char, Scratch, TokenKind, Tokenizer, Toke
 
 fn config(b: &[u8; 4]) -> TokenizerConfig {
     let word_ngrams = match b[0] >> 4 {
-        15 => 1000 + b[0] as u32,
-        0 => 0, // invalid: must be refused
+        15 => 90 + (b[0] & 15) as u32, // up to MAX_NGRAM (100), and past it
+        0 => 0,                        // invalid: must be refused
         _ => 1 + (b[0] & 7) as u32,
     };
     let minn = (b[1] & 7) as u32;
