@@ -5,7 +5,7 @@
 # input that did it is left in $FUZZ_SMOKE_DIR (default: a temp folder) and named in
 # the output.
 #
-#   scripts/fuzz_smoke.sh             every target, FUZZ_SECONDS (default 15) each
+#   scripts/fuzz_smoke.sh             every target, FUZZ_SECONDS (default 10) each
 #   scripts/fuzz_smoke.sh tokenizer   one target
 #
 # Needs a nightly toolchain (`rustup toolchain install nightly`), or, failing that, a
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=${FUZZ_SECONDS:-15}
+seconds=${FUZZ_SECONDS:-10}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(model_file fusion_file set_file quantizer_file container tokenizer config_json)
