@@ -285,14 +285,14 @@ impl Tokenizer {
             for i in 0..hs.len() {
                 let end = (i + n).min(hs.len());
                 let mut h = hs[i] as i32 as i64 as u64;
-                for j in i + 1..end {
+                for (len, &next) in (2..).zip(&hs[i + 1..end]) {
                     h = h
                         .wrapping_mul(NGRAM_MULT)
-                        .wrapping_add(hs[j] as i32 as i64 as u64);
+                        .wrapping_add(next as i32 as i64 as u64);
                     emit(
                         (h % bucket as u64) as u32,
                         TokenKind::WordNgram,
-                        Shown::Ngram(i, j + 1 - i),
+                        Shown::Ngram(i, len),
                     );
                 }
             }
