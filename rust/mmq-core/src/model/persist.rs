@@ -124,6 +124,18 @@ impl Model {
             m.history =
                 serde_json::from_value(h.clone()).map_err(|e| bad(format!("bad history: {e}")))?;
         }
+        // A number beyond f32's range parses as infinity, which a save would write as
+        // null and no load could read back: refuse it here.
+        if let Some(r) = m.history.iter().find(|r| {
+            ![r.train_loss, r.valid_loss, r.valid_accuracy]
+                .iter()
+                .all(|x| x.is_finite())
+        }) {
+            return Err(bad(format!(
+                "bad history: epoch {} holds a number that is not a finite 32-bit float",
+                r.epoch
+            )));
+        }
         Ok(m)
     }
 
@@ -133,5 +145,60 @@ impl Model {
 
     pub fn load(path: &std::path::Path) -> Result<Self> {
         Self::from_bytes(&io::read(path)?, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EpochRecord;
+
+    fn model() -> Model {
+        let dim = 2;
+        Model {
+            cfg: ModelConfig {
+                dim,
+                ..Default::default()
+            },
+            labels: vec!["a".into(), "b".into()],
+            label_counts: vec![3, 1],
+            index: TokenIndex::from_ids(vec![5, 9]).unwrap(),
+            input: vec![0.1, -0.2, 0.3, 0.4],
+            output: vec![0.5, 0.6, -0.7, 0.8],
+            tree: None,
+            dense: vec![],
+            idf: vec![],
+            history: vec![EpochRecord {
+                epoch: 0,
+                train_loss: 0.5,
+                valid_loss: 0.6,
+                valid_accuracy: 0.75,
+                best: true,
+            }],
+        }
+    }
+
+    /// Found by the fuzz target model_file (save → load round trip): a history number
+    /// beyond f32's range (1e39) loaded as infinity, was saved as null, and the saved
+    /// file did not load ("bad history: invalid type: null, expected f32").
+    #[test]
+    fn a_history_number_beyond_f32_is_refused_on_load() {
+        let b = model().to_bytes().unwrap();
+        let back = Model::from_bytes(&b, "mem").unwrap();
+        assert_eq!(back.history, model().history);
+        assert_eq!(back.to_bytes().unwrap(), b);
+        for field in ["train_loss", "valid_loss", "valid_accuracy"] {
+            let (mut header, tensors) = io::from_bytes(&b, "mem").unwrap();
+            header["history"][0][field] = json!(1e39);
+            let mut tensors: Vec<_> = tensors.into_iter().collect();
+            tensors.sort_by(|a, b| a.0.cmp(&b.0));
+            let edited = io::to_bytes(&header, &tensors).unwrap();
+            let e = Model::from_bytes(&edited, "mem").unwrap_err();
+            assert!(matches!(e, MmqError::InvalidModelFile { .. }), "{e}");
+            assert!(
+                e.to_string().contains("finite 32-bit float"),
+                "{field}: {e}"
+            );
+        }
     }
 }

@@ -1048,6 +1048,24 @@ impl SetModel {
         } = io::read_classifier::<SetConfig>(bytes, what)?;
         let history: Vec<BlendEpoch> = serde_json::from_value(header["history"].clone())
             .map_err(|e| bad(format!("bad history: {e}")))?;
+        // A number beyond f32's range parses as infinity, which a save would write as
+        // null and no load could read back: refuse it here.
+        if let Some(h) = history.iter().find(|h| {
+            ![
+                &h.weights,
+                &h.gain,
+                &h.overfit,
+                &h.holdout_loss,
+                &h.train_loss,
+            ]
+            .iter()
+            .all(|v| v.iter().all(|x| x.is_finite()))
+        }) {
+            return Err(bad(format!(
+                "bad history: epoch {} holds a number that is not a finite 32-bit float",
+                h.epoch
+            )));
+        }
         let km = cfg.modalities.len();
         let mut quantizers: Vec<Option<Quantizer>> = vec![None; km];
         if let Some(list) = header.get("quantizers").and_then(|q| q.as_array()) {
@@ -1932,6 +1950,33 @@ mod tests {
         let back = SetModel::from_bytes(&a.to_bytes().unwrap(), "mem").unwrap();
         assert_eq!(back.history, a.history);
         assert_eq!(pa, back.probs_batch(&views(&x)).unwrap());
+    }
+
+    /// Found by the fuzz target set_file's save → load round trip (as model_file found
+    /// it for classifiers): a G-Blend history number beyond f32's range loaded as
+    /// infinity, was saved as null, and the saved file did not load.
+    #[test]
+    fn a_history_number_beyond_f32_is_refused_on_load() {
+        let (tr, ytr) = synth(300, 5);
+        let mut c = cfg(SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::Gblend);
+        c.dim = 4;
+        c.epoch = 2;
+        let b = fit(c, &tr, &ytr).to_bytes().unwrap();
+        SetModel::from_bytes(&b, "mem").unwrap();
+        for field in ["weights", "gain", "overfit", "holdout_loss", "train_loss"] {
+            let (mut header, tensors) = io::from_bytes(&b, "mem").unwrap();
+            assert!(header["history"][0][field].is_array(), "{field}");
+            header["history"][0][field] = json!([1e39]);
+            let mut tensors: Vec<_> = tensors.into_iter().collect();
+            tensors.sort_by(|a, b| a.0.cmp(&b.0));
+            let edited = io::to_bytes(&header, &tensors).unwrap();
+            let e = SetModel::from_bytes(&edited, "mem").err().expect(field);
+            assert!(matches!(e, MmqError::InvalidModelFile { .. }), "{e}");
+            assert!(
+                e.to_string().contains("finite 32-bit float"),
+                "{field}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! model: for each word, the word then its char n-grams; the EOS token `</s>`; then the
 //! word n-grams (over the word hashes, EOS included). Unlike fastText, words are hashed
 //! into the buckets too (no vocabulary), so tokenizing is stateless and streams.
-use super::hash::{fnv1a, word_ngram_hash};
+use super::hash::{fnv1a, NGRAM_MULT};
 use crate::error::{MmqError, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -64,6 +64,12 @@ impl Default for TokenizerConfig {
 /// columns' code tokens).
 pub const MAX_BUCKET: u64 = 1 << 31;
 
+/// The longest word n-gram (`word_ngrams`) and char n-gram (`maxn`). A row of `w` words
+/// gives up to `w · word_ngrams` word n-grams and a word of `c` characters up to
+/// `c · maxn` char n-grams: without a ceiling, a long row (or one long word) could ask
+/// for a number of ids quadratic in its length.
+pub const MAX_NGRAM: u32 = 100;
+
 impl TokenizerConfig {
     /// Check the parameters, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
@@ -82,6 +88,18 @@ impl TokenizerConfig {
             return Err(MmqError::InvalidParameter(
                 "word_ngrams must be >= 1, got 0".into(),
             ));
+        }
+        if self.word_ngrams > MAX_NGRAM {
+            return Err(MmqError::InvalidParameter(format!(
+                "word_ngrams must be <= {MAX_NGRAM}, got {}",
+                self.word_ngrams
+            )));
+        }
+        if self.maxn > MAX_NGRAM {
+            return Err(MmqError::InvalidParameter(format!(
+                "maxn must be <= {MAX_NGRAM}, got {}",
+                self.maxn
+            )));
         }
         if self.maxn > 0 && (self.minn == 0 || self.minn > self.maxn) {
             return Err(MmqError::InvalidParameter(format!(
@@ -261,15 +279,20 @@ impl Tokenizer {
         emit(self.eos_hash % bucket, TokenKind::Word, Shown::Str(EOS));
         let n = self.cfg.word_ngrams as usize;
         if n > 1 {
+            // The hash of hs[i..=j] extends the one of hs[i..j] (`word_ngram_hash`), so
+            // each n-gram costs one step, not its length.
             let hs = &scratch.word_hashes;
             for i in 0..hs.len() {
                 let end = (i + n).min(hs.len());
-                for j in i + 2..=end {
-                    let h = word_ngram_hash(&hs[i..j]);
+                let mut h = hs[i] as i32 as i64 as u64;
+                for (len, &next) in (2..).zip(&hs[i + 1..end]) {
+                    h = h
+                        .wrapping_mul(NGRAM_MULT)
+                        .wrapping_add(next as i32 as i64 as u64);
                     emit(
                         (h % bucket as u64) as u32,
                         TokenKind::WordNgram,
-                        Shown::Ngram(i, j - i),
+                        Shown::Ngram(i, len),
                     );
                 }
             }
@@ -600,6 +623,43 @@ mod tests {
         let v = t.tokenize_verbose("éa");
         let s: Vec<&str> = v.iter().map(|x| x.2.as_str()).collect();
         assert_eq!(s, vec!["éa", "é", "a", "</s>"]);
+    }
+
+    /// Found by the fuzz target tokenizer (its speed fell from ~8,000 to ~400 inputs/s
+    /// as its corpus grew): word n-grams were hashed from scratch, O(words ·
+    /// word_ngrams²) per row, and word_ngrams and maxn had no ceiling, so a config (or a
+    /// model file) with word_ngrams = 10^6 made a long row hang and ask for a number of
+    /// ids quadratic in its length.
+    #[test]
+    fn ngram_lengths_have_a_ceiling_and_word_ngrams_hash_incrementally() {
+        for (w, maxn) in [(MAX_NGRAM + 1, 0), (u32::MAX, 0), (1, MAX_NGRAM + 1)] {
+            let e = Tokenizer::new(TokenizerConfig {
+                word_ngrams: w,
+                minn: maxn.min(1),
+                maxn,
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains(&format!("<= {MAX_NGRAM}")), "{e}");
+        }
+        let t = tok(MAX_NGRAM, 0, 0, 1 << 31);
+        let text: String = (0..3000).map(|i| format!("w{} ", i % 97)).collect();
+        let ids = t.tokenize(&text);
+        // Words + EOS, then for each start the n-grams of 2..=MAX_NGRAM words that fit.
+        let nw = 3001usize;
+        let n = MAX_NGRAM as usize;
+        let ngrams: usize = (0..nw).map(|i| (nw - i).min(n) - 1).sum();
+        assert_eq!(ids.len(), nw + ngrams);
+        // The incremental hashes are word_ngram_hash over each n-gram.
+        let mut hs: Vec<u32> = t.words(&text).map(|w| fnv1a(w.as_bytes())).collect();
+        hs.push(fnv1a(EOS.as_bytes()));
+        let mut expect: Vec<u32> = hs.iter().map(|h| h % (1 << 31)).collect();
+        for i in 0..hs.len() {
+            for j in i + 2..=(i + n).min(hs.len()) {
+                expect.push((super::super::word_ngram_hash(&hs[i..j]) % (1 << 31)) as u32);
+            }
+        }
+        assert_eq!(ids, expect);
     }
 
     #[test]

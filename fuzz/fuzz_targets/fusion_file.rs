@@ -1,0 +1,8 @@
+//! The fusion-classifier file (FusionModel::from_bytes), every fusion mode. What loads must predict (or encode) without panicking and survive
+//! save → load → save unchanged; see `mmq_fuzz::fusion_round_trip`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    mmq_fuzz::both(data, mmq_fuzz::fusion_round_trip);
+});
