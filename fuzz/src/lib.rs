@@ -126,9 +126,19 @@ pub fn check_model(m: &Model) -> Vec<u32> {
     let mut hidden = vec![0.0; m.width()];
     let mut buf = Vec::new();
     m.hidden(&tokens, None, &mut hidden);
+    // hs ranks by a tree search that leaves `buf` alone; every loss ranks each label once.
     let ranked = m.predict_hidden(&hidden, nl, 0.0, &mut buf);
-    assert_eq!(buf.len(), nl, "one probability per label");
     assert!(ranked.len() <= nl && ranked.iter().all(|&(l, _)| (l as usize) < nl));
+    let mut seen = vec![false; nl];
+    assert!(
+        ranked
+            .iter()
+            .all(|&(l, _)| !std::mem::replace(&mut seen[l as usize], true)),
+        "a label ranked twice"
+    );
+    let mut all = Vec::new();
+    m.probs(&hidden, &mut all);
+    assert_eq!(all.len(), nl, "one probability per label");
     let weights = vec![0.5; tokens.len()];
     m.hidden(&tokens, Some(&weights), &mut hidden);
     m.predict_hidden(&hidden, 1, f32::NAN, &mut buf);
