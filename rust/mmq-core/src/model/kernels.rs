@@ -40,6 +40,7 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
 
 #[inline(always)]
 fn matvec_lanes(m: &[f32], cols: usize, v: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(m.len(), cols * out.len());
     for (o, row) in out.iter_mut().zip(m.chunks_exact(cols)) {
         *o = dot_lanes(row, v);
     }
@@ -55,6 +56,8 @@ pub const BLOCK: usize = 16;
 /// there is no horizontal sum: a small GEMM, the layout that keeps dim 50 fast.
 #[inline(always)]
 fn scores_block_lanes(w: &[f32], dim: usize, ht: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(ht.len(), dim * BLOCK);
+    debug_assert_eq!(out.len(), w.len() / dim * BLOCK);
     for (row, o) in w.chunks_exact(dim).zip(out.chunks_exact_mut(BLOCK)) {
         let mut acc = [0.0f32; BLOCK];
         for (&c, h) in row.iter().zip(ht.chunks_exact(BLOCK)) {
@@ -63,34 +66,6 @@ fn scores_block_lanes(w: &[f32], dim: usize, ht: &[f32], out: &mut [f32]) {
             }
         }
         o.copy_from_slice(&acc);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn scores_block_512(w: &[f32], dim: usize, ht: &[f32], out: &mut [f32]) {
-        super::scores_block_lanes(w, dim, ht, out)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scores_block_256(w: &[f32], dim: usize, ht: &[f32], out: &mut [f32]) {
-        super::scores_block_lanes(w, dim, ht, out)
-    }
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot_512(a: &[f32], b: &[f32]) -> f32 {
-        super::dot_lanes(a, b)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_256(a: &[f32], b: &[f32]) -> f32 {
-        super::dot_lanes(a, b)
-    }
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn matvec_512(m: &[f32], cols: usize, v: &[f32], out: &mut [f32]) {
-        super::matvec_lanes(m, cols, v, out)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn matvec_256(m: &[f32], cols: usize, v: &[f32], out: &mut [f32]) {
-        super::matvec_lanes(m, cols, v, out)
     }
 }
 
@@ -109,53 +84,54 @@ fn level() -> u8 {
     0
 }
 
-/// `a · b` over the shorter of the two.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: each function is called only when the CPU has the features it was
-        // compiled for.
-        match level() {
-            2 => return unsafe { x86::dot_512(a, b) },
-            1 => return unsafe { x86::dot_256(a, b) },
-            _ => {}
+/// `pub fn $name(args)`: runs `$lanes(args)` compiled for the widest SIMD level of this
+/// CPU (a copy for AVX-512F and one for AVX2 + FMA on x86-64; the baseline otherwise).
+macro_rules! dispatched {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $lanes:ident) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $lanes($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn mid($($arg: $ty),*) $(-> $ret)? {
+                    $lanes($($arg),*)
+                }
+                // SAFETY: each copy runs only on a CPU that has the features it was
+                // compiled for.
+                match level() {
+                    2 => return unsafe { wide($($arg),*) },
+                    1 => return unsafe { mid($($arg),*) },
+                    _ => {}
+                }
+            }
+            $lanes($($arg),*)
         }
-    }
-    dot_lanes(a, b)
+    };
 }
 
-/// `out[r] = m[r] · v` for every row `r` of the row-major matrix `m` (`cols` columns);
-/// `out` has one entry per row.
-pub fn matvec(m: &[f32], cols: usize, v: &[f32], out: &mut [f32]) {
-    debug_assert_eq!(m.len(), cols * out.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: as in `dot`.
-        match level() {
-            2 => return unsafe { x86::matvec_512(m, cols, v, out) },
-            1 => return unsafe { x86::matvec_256(m, cols, v, out) },
-            _ => {}
-        }
-    }
-    matvec_lanes(m, cols, v, out)
+dispatched! {
+    /// `a · b` over the shorter of the two.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_lanes
 }
 
-/// See [`scores_block_lanes`]: `out` holds BLOCK entries per row of `w`.
-pub fn scores_block(w: &[f32], dim: usize, ht: &[f32], out: &mut [f32]) {
-    debug_assert_eq!(ht.len(), dim * BLOCK);
-    debug_assert_eq!(out.len(), w.len() / dim * BLOCK);
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: as in `dot`.
-        match level() {
-            2 => return unsafe { x86::scores_block_512(w, dim, ht, out) },
-            1 => return unsafe { x86::scores_block_256(w, dim, ht, out) },
-            _ => {}
-        }
-    }
-    scores_block_lanes(w, dim, ht, out)
+dispatched! {
+    /// `out[r] = m[r] · v` for every row `r` of the row-major matrix `m` (`cols` columns);
+    /// `out` has one entry per row.
+    pub fn matvec(m: &[f32], cols: usize, v: &[f32], out: &mut [f32]) => matvec_lanes
 }
+
+dispatched! {
+    /// See [`scores_block_lanes`]: `out` holds BLOCK entries per row of `w`.
+    pub fn scores_block(w: &[f32], dim: usize, ht: &[f32], out: &mut [f32]) => scores_block_lanes
+}
+
+/// How many embedding rows ahead training and prediction [`prefetch`].
+pub const PREFETCH_AHEAD: usize = 4;
 
 /// Asks the CPU to start loading `s` into the cache (a hint: no effect on any value).
 /// Used a few embedding rows ahead of where training and prediction read, since those

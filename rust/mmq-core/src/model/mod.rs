@@ -365,21 +365,19 @@ impl Model {
             return;
         }
         let mut total = 0.0f32;
-        let row_of = |t: u32| {
-            self.index
-                .get(t)
-                .map(|r| &self.input[r as usize * width..(r as usize + 1) * width])
+        // Each token's row is looked up once, PREFETCH_AHEAD tokens before it is read.
+        let row_of = |i: usize| {
+            let r = tokens.get(i).and_then(|&t| self.index.get(t))?;
+            let row = &self.input[r as usize * width..(r as usize + 1) * width];
+            kernels::prefetch(row);
+            Some(row)
         };
-        for &t in tokens.iter().take(4) {
-            row_of(t).map(kernels::prefetch);
-        }
-        for (i, &t) in tokens.iter().enumerate() {
-            if let Some(&ahead) = tokens.get(i + 4) {
-                row_of(ahead).map(kernels::prefetch);
-            }
-            if let Some(r) = self.index.get(t) {
+        let mut ahead: [Option<&[f32]>; kernels::PREFETCH_AHEAD] = std::array::from_fn(row_of);
+        for i in 0..tokens.len() {
+            let slot = i % kernels::PREFETCH_AHEAD;
+            let cur = std::mem::replace(&mut ahead[slot], row_of(i + kernels::PREFETCH_AHEAD));
+            if let Some(row) = cur {
                 let w = weights.map_or(1.0, |w| w[i]);
-                let row = &self.input[r as usize * width..(r as usize + 1) * width];
                 for (o, x) in out.iter_mut().zip(row) {
                     *o += w * x;
                 }

@@ -3,6 +3,7 @@ pub(crate) mod clock;
 pub mod hogwild;
 
 use crate::error::{MmqError, Result};
+use crate::model::kernels::PREFETCH_AHEAD;
 use crate::model::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
 use crate::model::{
     linear_row, softmax_in_place, EpochRecord, Head, Model, ModelConfig, TokenIndex,
@@ -398,9 +399,6 @@ fn uniform_init(len: usize, bound: f32, seed: u64) -> Vec<f32> {
 
 const INIT_CHUNK: usize = 1 << 16;
 
-/// How many embedding rows ahead [`Worker::update`] prefetches.
-const PREFETCH: usize = 4;
-
 fn check_finite(m: &Model) -> Result<()> {
     if m.input.iter().chain(&m.output).all(|x| x.is_finite()) {
         Ok(())
@@ -704,11 +702,11 @@ impl<'a> Worker<'a> {
         let s = self.s;
         self.hidden.fill(0.0);
         let mut total = 0.0f32;
-        for &r in rows.iter().take(PREFETCH) {
+        for &r in rows.iter().take(PREFETCH_AHEAD) {
             s.input.prefetch_row(r as usize);
         }
         for (i, &r) in rows.iter().enumerate() {
-            if let Some(&ahead) = rows.get(i + PREFETCH) {
+            if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
                 s.input.prefetch_row(ahead as usize);
             }
             let w = weights.map_or(1.0, |w| w[i]);
