@@ -87,6 +87,11 @@ def is_frame(data: Any) -> bool:
     return isinstance(data, (pl.DataFrame, pl.LazyFrame)) or _is_pandas(data, "DataFrame")
 
 
+def _is_nan(v: Any) -> bool:
+    """A float NaN: pandas' missing value in object columns."""
+    return isinstance(v, float) and v != v
+
+
 def _is_pandas(obj: Any, name: str) -> bool:
     return type(obj).__name__ == name and type(obj).__module__.split(".")[0] == "pandas"
 
@@ -97,7 +102,7 @@ def frame_of(data: Any) -> pl.DataFrame:
         try:
             return pl.from_pandas(data)
         except ImportError:  # Polars needs pyarrow for pandas' string columns: go through Python lists
-            return pl.DataFrame([pl.Series(str(name), [None if isinstance(v, float) and v != v else v
+            return pl.DataFrame([pl.Series(str(name), [None if _is_nan(v) else v
                                                        for v in data[name].tolist()], strict=False)
                                  for name in data.columns])
     return as_frame(data, what="X")
@@ -146,7 +151,7 @@ def texts_of(data: Any, what: str = "X") -> pl.Series:
             f"with a text column; got {type(data).__name__}")
     out = []
     for i, v in enumerate(data):
-        if isinstance(v, float) and v != v:  # NaN: pandas' missing value
+        if _is_nan(v):
             v = None
         if v is not None and not isinstance(v, str):
             raise InvalidInputError(f"{what} must hold texts (str or None), item {i} is {type(v).__name__}: {v!r}")
@@ -176,7 +181,7 @@ def labels_of(y: Any, n: int) -> "tuple[np.ndarray, list[str], list[str]]":
     if arr.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(arr))
     elif arr.dtype.kind == "O":
-        bad = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in arr.tolist()])
+        bad = np.flatnonzero([v is None or _is_nan(v) for v in arr.tolist()])
     else:
         bad = np.zeros(0, dtype=np.int64)
     if len(bad):
