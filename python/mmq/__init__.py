@@ -8,6 +8,7 @@ from mmq.classifier import Classifier, TestResult, load, tokenize
 from mmq.quant import PQ, RSPQ
 from mmq.autotune import AutotuneResult, autotune
 from mmq.errors import (
+    DependencyError,
     InvalidInputError,
     InvalidParameterError,
     MmqError,
@@ -35,4 +36,5 @@ __all__ = [
     "ModelFileError",
     "NotFittedError",
     "MmqIOError",
+    "DependencyError",
 ]

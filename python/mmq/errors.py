@@ -25,6 +25,10 @@ class MmqIOError(MmqError, OSError):
     """Reading or writing a file failed."""
 
 
+class DependencyError(MmqError, ImportError):
+    """An optional dependency (e.g. Ray for :mod:`mmq.ray`) is missing or of an unsupported version."""
+
+
 __all__ = [
     "MmqError",
     "InvalidParameterError",
@@ -32,4 +36,5 @@ __all__ = [
     "ModelFileError",
     "NotFittedError",
     "MmqIOError",
+    "DependencyError",
 ]

@@ -118,7 +118,10 @@ class DenseHead:
         if x.shape[0] and x.shape[1] != self.mean.shape[0]:
             raise InvalidInputError(
                 f"dense column '{self.name}': expected vectors of dimension {self.mean.shape[0]}, got {x.shape[1]}")
-        return (((x - self.mean) / self.std) @ self.proj).astype(np.float32)
+        # In Rust, row by row in a fixed order: a BLAS product's rounding depends on the
+        # batch's shape, and predictions must not depend on how rows are batched.
+        f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+        return _mmq.project(f32(x), f32(self.mean), f32(self.std), f32(self.proj))
 
     @classmethod
     def fit(cls, name: str, x: np.ndarray, y: pl.Series, vx: np.ndarray, vy: pl.Series, cfg: dict,

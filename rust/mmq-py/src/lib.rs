@@ -23,6 +23,9 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unpack, m)?)?;
     m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_in_pool, m)?)?;
+    m.add_function(wrap_pyfunction!(set_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(project, m)?)?;
+    m.add_function(wrap_pyfunction!(get_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
@@ -74,6 +77,58 @@ fn write_file(py: Python<'_>, path: std::path::PathBuf, data: Vec<u8>) -> PyResu
 }
 
 /// For the tests: a panic in pool work, which must reach Python as `mmq.MmqError`.
+/// `((x − mean) / std) @ proj` (float32), each row in a fixed order: the same result for
+/// a row however many rows come with it (see `mmq_core::model::dense::project`).
+#[pyfunction]
+fn project<'py>(
+    py: Python<'py>,
+    x: numpy::PyReadonlyArray2<'py, f32>,
+    mean: numpy::PyReadonlyArray1<'py, f32>,
+    std: numpy::PyReadonlyArray1<'py, f32>,
+    proj: numpy::PyReadonlyArray2<'py, f32>,
+) -> PyResult<Bound<'py, numpy::PyArray2<f32>>> {
+    use errors::IntoPy;
+    use numpy::{IntoPyArray, PyUntypedArrayMethods};
+    let n = x.shape()[0];
+    let r = proj.shape()[1];
+    let (x, mean, std, proj) = (
+        x.as_slice()?,
+        mean.as_slice()?,
+        std.as_slice()?,
+        proj.as_slice()?,
+    );
+    let mut out = vec![
+        0f32;
+        n.checked_mul(r)
+            .ok_or_else(|| errors::input_err("project: n × r overflows"))?
+    ];
+    pool::detach(py, || {
+        mmq_core::model::dense::project(x, n, mean, std, proj, r, &mut out)
+    })
+    .py_err()?;
+    let a = numpy::ndarray::Array2::from_shape_vec((n, r), out)
+        .map_err(|e| errors::input_err(e.to_string()))?;
+    Ok(a.into_pyarray(py))
+}
+
+/// Use `threads` threads (>= 1) for this process's parallel work from now on.
+#[pyfunction]
+fn set_threads(threads: i64) -> PyResult<()> {
+    if !(1..=4096).contains(&threads) {
+        return Err(errors::to_py(mmq_core::MmqError::InvalidParameter(
+            format!("threads must be an integer in 1..=4096, got {threads}"),
+        )));
+    }
+    pool::set_threads(threads as usize);
+    Ok(())
+}
+
+/// The number of threads this process's parallel work uses.
+#[pyfunction]
+fn get_threads() -> usize {
+    pool::threads()
+}
+
 #[pyfunction]
 fn _panic_in_pool(py: Python<'_>) -> PyResult<()> {
     fn boom() {

@@ -23,6 +23,35 @@ pub fn pool() -> Arc<ThreadPool> {
     per_process(&POOL, 0)
 }
 
+/// Replace this process's pool by one of `threads` threads (0: rayon's default), for a
+/// worker that is allotted fewer cores than the machine has (a Ray actor with
+/// `num_cpus=1`). Work already running keeps the pool it started in.
+pub fn set_threads(threads: usize) {
+    let p = build(threads);
+    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = slot.take() {
+        if old.0 != std::process::id() {
+            std::mem::forget(old); // a parent's pool: its threads are not in this process
+        }
+    }
+    *slot = Some((std::process::id(), p));
+}
+
+/// The number of threads of this process's pool.
+pub fn threads() -> usize {
+    pool().current_num_threads()
+}
+
+fn build(threads: usize) -> Arc<ThreadPool> {
+    Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+            .expect("a one-thread pool can always be built"),
+    )
+}
+
 /// This process's one-thread pool, for work that must not fan out (a caller that is
 /// already parallel).
 pub fn single() -> Arc<ThreadPool> {
@@ -42,13 +71,7 @@ fn per_process(slot: &Slot, threads: usize) -> Arc<ThreadPool> {
     if let Some(inherited) = slot.take() {
         std::mem::forget(inherited);
     }
-    let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-            .expect("a one-thread pool can always be built"),
-    );
+    let p = build(threads);
     *slot = Some((pid, p.clone()));
     p
 }

@@ -67,3 +67,102 @@ pub fn assign_offsets(
     }
     Ok(out)
 }
+
+/// Standardise and project dense rows: `out[i] = ((x[i] − mean) / std) · proj` for the
+/// `n` rows of `x` (n × d) and `proj` (d × r, row-major), into `out` (n × r).
+///
+/// Each row is computed on its own, in a fixed order (the sum runs over `j = 0..d`), so
+/// a row's result does not depend on how many rows are projected with it or on the
+/// thread count — unlike a BLAS matrix product, whose blocking (and so its rounding)
+/// changes with the shape. Late and concat fusion project through this, which makes
+/// their predictions identical however the rows are batched (Ray, the Polars plugin).
+pub fn project(
+    x: &[f32],
+    n: usize,
+    mean: &[f32],
+    std: &[f32],
+    proj: &[f32],
+    r: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    use rayon::prelude::*;
+    let d = mean.len();
+    let sizes_ok = std.len() == d
+        && n.checked_mul(d) == Some(x.len())
+        && d.checked_mul(r) == Some(proj.len())
+        && n.checked_mul(r) == Some(out.len());
+    if !sizes_ok {
+        return Err(MmqError::InvalidInput(format!(
+            "project: shapes do not agree (x {} values for {n} rows, mean {d}, std {}, proj {} for r = {r}, out {})",
+            x.len(),
+            std.len(),
+            proj.len(),
+            out.len()
+        )));
+    }
+    if r == 0 || n == 0 {
+        return Ok(());
+    }
+    out.par_chunks_mut(r)
+        .zip(x.par_chunks(d.max(1)))
+        .with_min_len(16)
+        .for_each(|(o, row)| {
+            o.fill(0.0);
+            for j in 0..d {
+                let z = (row[j] - mean[j]) / std[j];
+                for (ok, pk) in o.iter_mut().zip(&proj[j * r..(j + 1) * r]) {
+                    *ok += z * pk;
+                }
+            }
+        });
+    Ok(())
+}
+
+#[cfg(test)]
+mod project_tests {
+    use super::project;
+
+    #[test]
+    fn a_rows_projection_does_not_depend_on_its_batch() {
+        let (n, d, r) = (203, 37, 11);
+        let mut s = 7u64;
+        let mut rnd = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let x: Vec<f32> = (0..n * d).map(|_| rnd()).collect();
+        let mean: Vec<f32> = (0..d).map(|_| rnd()).collect();
+        let std: Vec<f32> = (0..d).map(|_| rnd().abs() + 0.1).collect();
+        let proj: Vec<f32> = (0..d * r).map(|_| rnd()).collect();
+        let mut all = vec![0.0; n * r];
+        project(&x, n, &mean, &std, &proj, r, &mut all).unwrap();
+        for i in [0, 5, 202] {
+            let want: f64 = (0..d)
+                .map(|j| ((x[i * d + j] - mean[j]) / std[j]) as f64 * proj[j * r + 3] as f64)
+                .sum();
+            assert!((all[i * r + 3] as f64 - want).abs() < 1e-4);
+        }
+        for batch in [1, 7, 16, 100] {
+            let mut got = Vec::new();
+            for start in (0..n).step_by(batch) {
+                let m = batch.min(n - start);
+                let mut o = vec![0.0; m * r];
+                project(
+                    &x[start * d..(start + m) * d],
+                    m,
+                    &mean,
+                    &std,
+                    &proj,
+                    r,
+                    &mut o,
+                )
+                .unwrap();
+                got.extend(o);
+            }
+            assert_eq!(got, all, "batch {batch}");
+        }
+        assert!(project(&x, n + 1, &mean, &std, &proj, r, &mut all).is_err());
+    }
+}
