@@ -189,14 +189,36 @@ def read_st(path):
     return st, json.loads(st["__metadata__"]["mmq"]), b[8 + n:]
 
 
-def write_st(path, st, header, data):
-    """Write a hand-edited file: without the checksum (as a file from before it existed),
-    so the value checks themselves are tested."""
+def checksum(body, st, data):
+    """The CRC-32 of an mmq header (without its checksum key) and tensors, as mmq-core's
+    io::checksum computes it: the header string, a 0 byte, then per tensor in name
+    order its name, a 0 byte, dtype, shape (u64 LE), byte count (u64 LE) and bytes."""
+    import struct
+    import zlib
+
+    crc = zlib.crc32(body.encode() + b"\0")
+    for name in sorted(k for k in st if k != "__metadata__"):
+        t = st[name]
+        a, b = t["data_offsets"]
+        dtype = {"F32": "F32", "U32": "U32", "U8": "U8"}[t["dtype"]]
+        part = name.encode() + b"\0" + dtype.encode()
+        part += b"".join(struct.pack("<Q", d) for d in t["shape"]) + struct.pack("<Q", b - a)
+        crc = zlib.crc32(part + data[a:b], crc)
+    return f"{crc:08x}"
+
+
+def write_st(path, st, header, data, sign=True):
+    """Write a hand-edited file, with its checksum recomputed (so the checks behind the
+    checksum are tested), or without one (``sign=False``: as a format version 1 file
+    from before the checksum existed)."""
     import json
     import struct
 
     header = {k: v for k, v in header.items() if k != "mmq_crc32"}
-    st["__metadata__"]["mmq"] = json.dumps(header)
+    body = json.dumps(header, separators=(",", ":"))
+    if sign:
+        body = body[:-1] + ',"mmq_crc32":"%s"}' % checksum(body, st, data)
+    st["__metadata__"]["mmq"] = body
     h = json.dumps(st).encode()
     h += b" " * (-len(h) % 8)
     open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
@@ -258,9 +280,70 @@ def test_checksum_catches_flipped_bits_and_old_files_still_load(small, tmp_path)
         (tmp_path / "flip.mmq").write_bytes(bytes(flipped))
         with pytest.raises(mmq.ModelFileError, match="checksum"):
             mmq.load(tmp_path / "flip.mmq")
-    # A file written before the checksum existed (no key) loads, and predicts the same.
-    write_st(tmp_path / "old.mmq", st, header, data)
+    # A format version 1 file written before the checksum existed (no key) loads, and
+    # predicts the same; a version 2 file needs its checksum.
+    write_st(tmp_path / "old.mmq", st, dict(header, format_version=1), data, sign=False)
     assert mmq.load(tmp_path / "old.mmq").predict(df).equals(clf.predict(df))
+    write_st(tmp_path / "unsigned.mmq", st, header, data, sign=False)
+    with pytest.raises(mmq.ModelFileError, match="missing key mmq_crc32"):
+        mmq.load(tmp_path / "unsigned.mmq")
+    # The re-signing helper of these tests agrees with mmq's checksum.
+    write_st(tmp_path / "resigned.mmq", st, header, data)
+    assert mmq.load(tmp_path / "resigned.mmq").predict(df).equals(clf.predict(df))
+
+
+# -- strict headers (format version 2) ---------------------------------------------------
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "v1")
+
+
+def test_files_of_format_version_1_still_load_and_predict_the_same(tmp_path):
+    """Written by mmq 0.1.0 before strict headers (format version 1)."""
+    import json
+
+    import numpy as np
+
+    want = json.load(open(os.path.join(FIXTURES, "text_ns.json")))
+    clf = mmq.load(os.path.join(FIXTURES, "text_ns.mmq"))
+    assert clf.loss == "ns" and list(clf.labels) == want["labels"]
+    got = clf.predict_proba(pl.DataFrame({"text": want["text"]})).to_numpy()
+    np.testing.assert_allclose(got, np.array(want["proba"]), rtol=0, atol=1e-6)
+    # Saved again, it is a version 2 file and loads as one.
+    clf.save(tmp_path / "again.mmq")
+    assert read_st(tmp_path / "again.mmq")[1]["format_version"] == 2
+    assert mmq.load(tmp_path / "again.mmq").predict_proba(pl.DataFrame({"text": want["text"]})).to_numpy() \
+        .tolist() == got.tolist()
+    q = json.load(open(os.path.join(FIXTURES, "pq.json")))
+    pq = mmq.load(os.path.join(FIXTURES, "pq.mmq"))
+    x = np.array(q["x"], dtype=np.float32)
+    assert np.asarray(pq.encode(x)).tolist() == q["codes"]
+
+
+def test_unknown_and_missing_header_keys_are_refused(small, tmp_path):
+    clf, _ = small
+    clf.save(tmp_path / "m.mmq")
+    fine = tamper(tmp_path / "m.mmq", tmp_path / "fine.mmq", lambda h: None)
+    mmq.load(fine)  # re-signed unchanged: loads
+    cases = [
+        (lambda h: h.__setitem__("extra", 1), "unknown key extra"),
+        (lambda h: h["config"].__setitem__("dimension", 8), "unknown key config.dimension"),
+        (lambda h: h["config"]["tokenizer"].__setitem__("lower", True), "unknown key config.tokenizer.lower"),
+        (lambda h: h["config"].pop("loss"), "missing key config.loss"),
+        (lambda h: h["config"]["tokenizer"].pop("bucket"), "missing key config.tokenizer.bucket"),
+        (lambda h: h.pop("dense"), "missing key dense"),
+        (lambda h: h.pop("history"), "missing key history"),
+    ]
+    for i, (change, says) in enumerate(cases):
+        bad = tamper(tmp_path / "m.mmq", tmp_path / f"bad{i}.mmq", change)
+        with pytest.raises(mmq.ModelFileError, match=says.replace("[", r"\[").replace(".", r"\.")):
+            mmq.load(bad)
+    # A version 1 file may lack the keys added during version 1, not the others.
+    old = tamper(tmp_path / "m.mmq", tmp_path / "v1.mmq",
+                 lambda h: (h.__setitem__("format_version", 1), h["config"].pop("temperature"), h.pop("history")))
+    assert mmq.load(old).temperature == 1.0
+    old = tamper(tmp_path / "m.mmq", tmp_path / "v1-loss.mmq",
+                 lambda h: (h.__setitem__("format_version", 1), h["config"].pop("loss")))
+    with pytest.raises(mmq.ModelFileError, match="missing key config.loss"):
+        mmq.load(old)
 
 
 def test_pickle_with_flipped_bits_is_an_error(small):
@@ -278,7 +361,7 @@ def test_non_finite_weights_and_duplicate_labels_are_refused(small, tmp_path):
 
     clf, _ = small
     clf.save(tmp_path / "m.mmq")
-    st, header, data = read_st(tmp_path / "m.mmq")  # rewritten without the checksum
+    st, header, data = read_st(tmp_path / "m.mmq")  # rewritten with the checksum recomputed
     for value in (float("nan"), float("inf")):
         a, b = tensor_span(st, data, "input")
         bad = bytearray(data)
@@ -421,3 +504,4 @@ def test_weights_that_cannot_fit_in_memory_are_an_error_before_training():
     with pytest.raises(mmq.InvalidParameterError, match=r"needs about \d+\.\d GB .* available"):
         mmq.Classifier(head="linear", epoch=1, threads=1, progress=False).fit(df)
     assert time.perf_counter() - t < 30
+

@@ -10,11 +10,158 @@ use std::path::Path;
 pub mod quant;
 
 pub const FORMAT: &str = "mmq";
-pub const FORMAT_VERSION: u64 = 1;
+/// The version this mmq writes. Version 2 headers are strict: a reader refuses a
+/// header with a key its writer never writes, or without one it always writes (see
+/// [`check_keys`]), and the checksum is required. Version 1 (mmq before strict headers)
+/// is read through [`migrate_v1`].
+pub const FORMAT_VERSION: u64 = 2;
 /// The header key of the file's checksum (see [`checksum`]): always the header's last
-/// key, `…,"mmq_crc32":"89abcdef"}`. Files written before it existed have no such key
-/// and load unchecked.
+/// key, `…,"mmq_crc32":"89abcdef"}`. Version 1 files written before it existed have no
+/// such key and load unchecked; a version 2 file without it is refused.
 pub const CHECKSUM_KEY: &str = "mmq_crc32";
+/// The keys [`to_bytes`] puts in every header (the framing, checked by the reader of
+/// the framing, not by [`check_keys`]).
+const FRAMING_KEYS: [&str; 3] = ["format", "format_version", CHECKSUM_KEY];
+
+/// The strict schema of a header: `stored` (as read) must have exactly the keys of
+/// `written` (the header this mmq writes for what was loaded from it), in every object
+/// at every depth (arrays are compared element by element), but the framing keys at the
+/// top. The first difference is a [`MmqError::InvalidModelFile`] naming the key by its
+/// path (`config.tokenizer.bucket`, `history[0].best`): an unknown key (a typo, a file
+/// from a newer mmq, an edit) or a missing one (which serde's defaults would otherwise
+/// fill silently: an ns model loading as softmax).
+///
+/// The header's structs keep their serde defaults, because the same structs parse the
+/// keyword arguments of the Python API (where every key is optional); it is the file
+/// reader that is strict, against what the writer writes.
+pub fn check_keys(
+    stored: &serde_json::Value,
+    written: &serde_json::Value,
+    what: &str,
+) -> Result<()> {
+    check_keys_at(stored, written, "", what)
+}
+
+/// [`check_keys`] for the value at `path` of a header (`""`: the whole header).
+pub fn check_keys_at(
+    stored: &serde_json::Value,
+    written: &serde_json::Value,
+    path: &str,
+    what: &str,
+) -> Result<()> {
+    use serde_json::Value;
+    fn walk(s: &Value, w: &Value, path: &str) -> std::result::Result<(), String> {
+        let at = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match (s, w) {
+            (Value::Object(s), Value::Object(w)) => {
+                let framing = |k: &str| path.is_empty() && FRAMING_KEYS.contains(&k);
+                if let Some(k) = s.keys().find(|k| !w.contains_key(*k) && !framing(k)) {
+                    return Err(format!(
+                        "unknown key {} (not part of format version {FORMAT_VERSION})",
+                        at(k)
+                    ));
+                }
+                if let Some(k) = w.keys().find(|k| !s.contains_key(*k)) {
+                    return Err(format!(
+                        "missing key {} (every file of format version {FORMAT_VERSION} has it)",
+                        at(k)
+                    ));
+                }
+                w.iter().try_for_each(|(k, wv)| walk(&s[k], wv, &at(k)))
+            }
+            (Value::Array(s), Value::Array(w)) => s
+                .iter()
+                .zip(w)
+                .enumerate()
+                .try_for_each(|(i, (sv, wv))| walk(sv, wv, &format!("{path}[{i}]"))),
+            _ => Ok(()),
+        }
+    }
+    walk(stored, written, path).map_err(|reason| MmqError::InvalidModelFile {
+        path: what.to_string(),
+        reason: format!("bad header: {reason}"),
+    })
+}
+
+/// Read a version 1 header as version 2: version 1 readers filled a missing key with
+/// its default, and version 1 writers of earlier mmq releases did not write the keys
+/// added after them. Exactly those keys are filled here, with the values the version 1
+/// reader gave them; any other missing key is an error as in version 2. The header is
+/// marked version 2 afterwards.
+///
+/// Keys added during version 1: classifier `config.alpha`, `head`, `l2`, `idf`,
+/// `temperature`, `modality_dropout`, and `dense`, `history`; every tokenizer's
+/// `split_cjk`, `lowercase`, `split_punct`, `drop_punct`; every quantizer's `tol`,
+/// `max_points_per_centroid`, `transform`; a set model's `config.blend_window` and its
+/// history's `epochs`, `gain`, `overfit`.
+pub fn migrate_v1(header: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn fill(v: Option<&mut Value>, defaults: &Value, keys: &[&str]) {
+        if let Some(Value::Object(o)) = v {
+            for &k in keys {
+                if !o.contains_key(k) {
+                    o.insert(k.to_string(), defaults[k].clone());
+                }
+            }
+        }
+    }
+    fn each(v: Option<&mut Value>, f: impl Fn(&mut Value)) {
+        if let Some(Value::Array(a)) = v {
+            a.iter_mut().for_each(f);
+        }
+    }
+    let tok = serde_json::to_value(crate::text::TokenizerConfig::default()).unwrap_or_default();
+    let tok_keys = ["split_cjk", "lowercase", "split_punct", "drop_punct"];
+    let quant = crate::quant::QuantizerParams::v1_defaults();
+    let quant_keys = ["tol", "max_points_per_centroid", "transform"];
+    let fill_tokenizer = |h: &mut Value| fill(h.pointer_mut("/config/tokenizer"), &tok, &tok_keys);
+    match header.get("kind").and_then(|k| k.as_str()).unwrap_or("") {
+        "classifier" => {
+            let cfg =
+                serde_json::to_value(crate::model::ModelConfig::default()).unwrap_or_default();
+            let keys = [
+                "alpha",
+                "head",
+                "l2",
+                "idf",
+                "temperature",
+                "modality_dropout",
+            ];
+            fill(header.get_mut("config"), &cfg, &keys);
+            fill_tokenizer(header);
+            let top = serde_json::json!({"dense": [], "history": []});
+            fill(Some(header), &top, &["dense", "history"]);
+            each(header.get_mut("dense"), |d| {
+                fill(d.get_mut("quantizer"), &quant, &quant_keys)
+            });
+        }
+        "fusion_classifier" => fill_tokenizer(header),
+        "set_classifier" => {
+            let cfg =
+                serde_json::to_value(crate::model::sets::SetConfig::default()).unwrap_or_default();
+            fill(header.get_mut("config"), &cfg, &["blend_window"]);
+            fill_tokenizer(header);
+            let epoch = serde_json::json!({"epochs": 1, "gain": [], "overfit": []});
+            each(header.get_mut("history"), |e| {
+                fill(Some(e), &epoch, &["epochs", "gain", "overfit"])
+            });
+            each(header.get_mut("quantizers"), |q| {
+                fill(q.get_mut("params"), &quant, &quant_keys)
+            });
+        }
+        "quantizer" => fill(header.get_mut("params"), &quant, &quant_keys),
+        _ => {}
+    }
+    if let Some(o) = header.as_object_mut() {
+        o.insert("format_version".into(), FORMAT_VERSION.into());
+    }
+}
 
 /// CRC-32 (IEEE) over the mmq header string without its checksum key (byte for byte as
 /// stored) and every tensor, in name order: its name, dtype name, shape (u64 LE) and
@@ -75,12 +222,24 @@ pub fn to_bytes<S: AsRef<str>>(
     header: &serde_json::Value,
     tensors: &[(S, Tensor)],
 ) -> Result<Vec<u8>> {
+    to_bytes_as_version(header, tensors, FORMAT_VERSION)
+}
+
+/// [`to_bytes`] with another format version in the header: for tests of the readers of
+/// older versions only (what it writes is not what that version's writer wrote unless
+/// the header is).
+#[doc(hidden)]
+pub fn to_bytes_as_version<S: AsRef<str>>(
+    header: &serde_json::Value,
+    tensors: &[(S, Tensor)],
+    version: u64,
+) -> Result<Vec<u8>> {
     let mut h = header.clone();
     let obj = h
         .as_object_mut()
         .ok_or_else(|| MmqError::InvalidInput("file header must be a JSON object".into()))?;
     obj.insert("format".into(), FORMAT.into());
-    obj.insert("format_version".into(), FORMAT_VERSION.into());
+    obj.insert("format_version".into(), version.into());
     let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| {
@@ -131,8 +290,17 @@ fn read_meta(bytes: &[u8], what: &str) -> Result<(serde_json::Value, String, Opt
         .and_then(|m| m.get(FORMAT))
         .ok_or_else(|| bad("a safetensors file without an mmq header (not written by mmq)".into()))?
         .clone();
-    let header: serde_json::Value =
+    let mut header: serde_json::Value =
         serde_json::from_str(&raw).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
+    if !header.is_object() {
+        return Err(bad("corrupt mmq header: not a JSON object".into()));
+    }
+    if header.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        return Err(bad(format!(
+            "bad header: key format is {}, expected \"{FORMAT}\"",
+            header.get("format").unwrap_or(&serde_json::Value::Null)
+        )));
+    }
     // The checksum and the header string it covers (the stored one without its last key).
     let (body, sum) = match header.get(CHECKSUM_KEY) {
         None => (raw, None),
@@ -157,6 +325,13 @@ fn read_meta(bytes: &[u8], what: &str) -> Result<(serde_json::Value, String, Opt
     if version == 0 || version > FORMAT_VERSION {
         return Err(bad(format!(
             "format version {version} is not supported by this mmq (reads 1..={FORMAT_VERSION})"
+        )));
+    }
+    if version == 1 {
+        migrate_v1(&mut header);
+    } else if sum.is_none() {
+        return Err(bad(format!(
+            "bad header: missing key {CHECKSUM_KEY} (every file of format version {version} has it)"
         )));
     }
     Ok((header, body, sum))
@@ -247,7 +422,7 @@ pub fn unpack(bytes: &[u8], what: &str) -> Result<(serde_json::Value, Vec<Part>)
 /// The configuration of a kind of classifier file: the header's `kind` tag, the noun
 /// that names the kind in errors ("expected an mmq {noun}"), and the checks a loaded
 /// configuration must pass.
-pub trait StoredConfig: serde::de::DeserializeOwned {
+pub trait StoredConfig: serde::de::DeserializeOwned + serde::Serialize {
     const KIND: &'static str;
     const NOUN: &'static str;
     fn check(&self) -> Result<()>;
@@ -279,6 +454,11 @@ pub fn read_classifier<C: StoredConfig>(bytes: &[u8], what: &str) -> Result<Clas
     }
     let cfg: C = serde_json::from_value(header["config"].clone())
         .map_err(|e| bad(format!("bad config: {e}")))?;
+    // Strict before anything else reads the configuration: a missing key names itself
+    // rather than showing up as a tensor of the wrong shape (the rest of the header is
+    // checked by each kind's reader against what it writes).
+    let written = serde_json::to_value(&cfg).map_err(|e| bad(format!("bad config: {e}")))?;
+    check_keys_at(&header["config"], &written, "config", what)?;
     cfg.check().map_err(|e| bad(e.to_string()))?;
     let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
         .map_err(|e| bad(format!("bad labels: {e}")))?;
