@@ -505,3 +505,78 @@ def test_weights_that_cannot_fit_in_memory_are_an_error_before_training():
         mmq.Classifier(head="linear", epoch=1, threads=1, progress=False).fit(df)
     assert time.perf_counter() - t < 30
 
+
+# -- errors of the Polars expressions carry their mmq class ----------------------------
+def test_expression_errors_carry_the_mmq_class(small, quantizer_file, tmp_path):
+    from mmq.errors import from_polars, polars_errors
+
+    clf, df = small
+    clf.save(tmp_path / "m.mmq")
+    cases = [
+        # (query, mmq class, words of the message)
+        (lambda: pl.DataFrame({"t": [1, 2]}).select(pl.col("t").mmq.tokenize()),
+         mmq.InvalidInputError, "expects a String column"),
+        (lambda: pl.DataFrame({"t": ["a"]}).select(pl.col("t").mmq.tokenize(bucket=0)),
+         mmq.InvalidParameterError, "bucket"),
+        (lambda: pl.DataFrame({"text": [1.5]}).select(mmq.predict(tmp_path / "m.mmq")),
+         mmq.InvalidInputError, "must be String"),
+        (lambda: pl.DataFrame({"v": pl.Series([[1.0, 2.0]], dtype=pl.Array(pl.Float32, 2))})
+         .select(pl.col("v").mmq.encode(quantizer_file)),
+         mmq.InvalidInputError, "dimension"),
+    ]
+    for query, cls, words in cases:
+        with pytest.raises(pl.exceptions.ComputeError) as raw:
+            query()
+        assert f"[mmq:{cls.__name__}]" in str(raw.value)
+        e = from_polars(raw.value)
+        assert type(e) is cls and words in str(e), (cls, str(e))
+        assert ".so" not in str(e) and "[mmq:" not in str(e) and not str(e).startswith("the plugin")
+        assert e.polars_error is raw.value
+        with pytest.raises(cls, match=words):
+            with polars_errors():
+                query()
+    # A model file that changed into a corrupt one under a cached expression.
+    expr = mmq.predict(tmp_path / "m.mmq")
+    (tmp_path / "m.mmq").write_bytes(b"not a model any more")
+    with pytest.raises(mmq.ModelFileError, match="mmq.predict: .*not a safetensors file"):
+        with polars_errors():
+            df.select(expr)
+    # Other exceptions pass through both unchanged.
+    other = pl.exceptions.ComputeError("no code here")
+    assert from_polars(other) is other
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        with polars_errors():
+            df.select(pl.col("nope"))
+
+
+def test_mmq_functions_that_run_queries_raise_the_mmq_class(small):
+    clf, df = small
+    # A lazy frame with an mmq expression in it, collected by mmq's own fit.
+    # (The text column is computed by it, so projection pushdown cannot drop it.)
+    lf = df.lazy().with_columns(pl.col("text").mmq.tokenize(bucket=0).list.len().cast(pl.String).alias("text"))
+    for fit in (lambda: mmq.Classifier(dim=4, epoch=1, threads=1, progress=False).fit(lf),
+                lambda: mmq.Classifier(dim=4, epoch=1, threads=1, progress=False).fit(lf, valid=df),
+                lambda: mmq.Classifier(dim=4, epoch=1, threads=1, progress=False).fit(
+                    lf.with_columns(pl.col("text").alias("title")), text=["text", "title"])):
+        with pytest.raises(mmq.InvalidParameterError, match="bucket"):
+            fit()
+
+
+# -- a panic at the binding boundary is an MmqError ----------------------------------
+def test_a_panic_in_a_binding_or_an_expression_is_an_mmq_error():
+    from mmq import _mmq
+    from mmq.errors import from_polars
+    from mmq.namespace import _panic_for_test
+
+    with pytest.raises(mmq.MmqError, match="internal error.*_panic_for_test: boom here"):
+        _mmq._panic_for_test("boom here")
+    try:
+        _mmq._panic_for_test("again")
+    except Exception as e:  # an Exception (PanicException is only a BaseException)
+        assert type(e) is mmq.MmqError
+    with pytest.raises(pl.exceptions.ComputeError) as raw:
+        pl.DataFrame({"x": [1, 2]}).select(_panic_for_test(pl.col("x"), "expression boom"))
+    e = from_polars(raw.value)
+    assert type(e) is mmq.MmqError
+    assert "internal error" in str(e) and "expression boom" in str(e)
+

@@ -23,6 +23,7 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unpack, m)?)?;
     m.add_function(wrap_pyfunction!(plugin::tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_in_pool, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::_panic_for_test, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
@@ -30,8 +31,10 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// The kind of model stored in an mmq file ("classifier", "quantizer", ...).
 #[pyfunction]
 fn file_kind(path: std::path::PathBuf) -> PyResult<String> {
-    use errors::IntoPy;
-    mmq_core::io::peek_kind(&path).py_err()
+    crate::errors::guard("file_kind", || {
+        use errors::IntoPy;
+        mmq_core::io::peek_kind(&path).py_err()
+    })
 }
 
 /// A composite model file's bytes: a JSON header (an object with a `kind`) and named
@@ -42,11 +45,13 @@ fn pack<'py>(
     header_json: &str,
     parts: Vec<(String, Vec<u8>)>,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-    use errors::IntoPy;
-    let header: serde_json::Value = serde_json::from_str(header_json)
-        .map_err(|e| errors::input_err(format!("bad header: {e}")))?;
-    let b = mmq_core::io::pack(&header, &parts).py_err()?;
-    Ok(pyo3::types::PyBytes::new(py, &b))
+    crate::errors::guard("pack", || {
+        use errors::IntoPy;
+        let header: serde_json::Value = serde_json::from_str(header_json)
+            .map_err(|e| errors::input_err(format!("bad header: {e}")))?;
+        let b = mmq_core::io::pack(&header, &parts).py_err()?;
+        Ok(pyo3::types::PyBytes::new(py, &b))
+    })
 }
 
 /// The header (JSON) and named byte parts of a file written by `pack`.
@@ -55,29 +60,35 @@ type NamedBytes<'py> = Vec<(String, Bound<'py, pyo3::types::PyBytes>)>;
 #[pyfunction]
 #[pyo3(signature = (data, source="<bytes>"))]
 fn unpack<'py>(py: Python<'py>, data: &[u8], source: &str) -> PyResult<(String, NamedBytes<'py>)> {
-    use errors::IntoPy;
-    let (h, parts) = mmq_core::io::unpack(data, source).py_err()?;
-    Ok((
-        h.to_string(),
-        parts
-            .into_iter()
-            .map(|(n, b)| (n, pyo3::types::PyBytes::new(py, &b)))
-            .collect(),
-    ))
+    crate::errors::guard("unpack", || {
+        use errors::IntoPy;
+        let (h, parts) = mmq_core::io::unpack(data, source).py_err()?;
+        Ok((
+            h.to_string(),
+            parts
+                .into_iter()
+                .map(|(n, b)| (n, pyo3::types::PyBytes::new(py, &b)))
+                .collect(),
+        ))
+    })
 }
 
 /// Write bytes to `path` atomically (as every model's `save`).
 #[pyfunction]
 fn write_file(py: Python<'_>, path: std::path::PathBuf, data: Vec<u8>) -> PyResult<()> {
-    use errors::IntoPy;
-    crate::pool::detach(py, || mmq_core::io::write_atomic(&path, &data)).py_err()
+    crate::errors::guard("write_file", || {
+        use errors::IntoPy;
+        crate::pool::detach(py, || mmq_core::io::write_atomic(&path, &data)).py_err()
+    })
 }
 
 /// For the tests: a panic in pool work, which must reach Python as `mmq.MmqError`.
 #[pyfunction]
 fn _panic_in_pool(py: Python<'_>) -> PyResult<()> {
-    fn boom() {
-        panic!("a test panic")
-    }
-    crate::pool::detach(py, boom)
+    crate::errors::guard("_panic_in_pool", || {
+        fn boom() {
+            panic!("a test panic")
+        }
+        crate::pool::detach(py, boom)
+    })
 }
