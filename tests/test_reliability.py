@@ -580,3 +580,49 @@ def test_a_panic_in_a_binding_or_an_expression_is_an_mmq_error():
     assert type(e) is mmq.MmqError
     assert "internal error" in str(e) and "expression boom" in str(e)
 
+
+# -- a killed save leaves no temp file for good ------------------------------------------
+KILLED_SAVE = textwrap.dedent("""
+    import sys
+    from mmq import _mmq
+    data = b"x" * (int(sys.argv[2]) << 20)
+    print("ready", flush=True)
+    while True:
+        _mmq.write_file(sys.argv[1], data)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stale temp files are removed on Linux only")
+def test_the_temp_file_of_a_killed_save_is_removed_by_the_next_save(small, tmp_path):
+    clf, df = small
+    target = tmp_path / "m.mmq"
+    left = []
+    for size_mb in (64, 256, 512):
+        p = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(target), str(size_mb)],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        deadline = time.time() + 30
+        while time.time() < deadline and not leftovers(tmp_path):
+            time.sleep(0.0005)
+        os.kill(p.pid, signal.SIGKILL)  # mid-save: its temp file is there
+        p.wait()
+        p.stdout.close()
+        left = leftovers(tmp_path)
+        if left:
+            break
+    assert left, "no save was caught mid-write"
+    assert all(n.startswith(".m.mmq.tmp-%d-" % p.pid) for n in left), left
+    # A live process's temp file of the same target and a dead one's of another target
+    # are left alone.
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        live = tmp_path / f".m.mmq.tmp-{sleeper.pid}-ab-0-ff"
+        live.write_bytes(b"partial")
+        other = tmp_path / f".other.mmq.tmp-{p.pid}-ab-0-ff"
+        other.write_bytes(b"partial")
+        clf.save(target)
+        assert sorted(leftovers(tmp_path)) == sorted([live.name, other.name])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert mmq.load(target).predict(df).equals(clf.predict(df))

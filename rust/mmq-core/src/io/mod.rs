@@ -549,6 +549,94 @@ fn temp_name(name: &str) -> String {
     )
 }
 
+/// The process id in the name of a temp file of a save to `name` (see [`temp_name`]),
+/// or `None` when `file` is not such a name.
+fn temp_owner(file: &str, name: &str) -> Option<u32> {
+    let rest = file.strip_prefix(&format!(".{name}.tmp-"))?;
+    let f: Vec<&str> = rest.split('-').collect();
+    let dec = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if f.len() != 4 || !(dec(f[0]) && hex(f[1]) && dec(f[2]) && hex(f[3])) {
+        return None;
+    }
+    f[0].parse().ok()
+}
+
+/// Whether `dir` is on a file system other machines may write to (NFS, SMB, FUSE...),
+/// where a process id in a temp name says nothing about the process that wrote it. From
+/// `/proc/self/mounts` (the longest mount point above `dir`); `true` when unknown.
+#[cfg(target_os = "linux")]
+fn maybe_shared(dir: &Path) -> bool {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return true;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return true;
+    };
+    let fs = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, at, fs) = (f.next()?, f.next()?, f.next()?);
+            // Spaces etc. in mount points are octal escapes (\040); such a mount point
+            // never matches, and a shorter one above it decides.
+            dir.starts_with(at).then_some((at.len(), fs))
+        })
+        .max_by_key(|m| m.0)
+        .map(|m| m.1);
+    match fs {
+        None => true,
+        Some(fs) => {
+            const SHARED: [&str; 12] = [
+                "nfs",
+                "nfs4",
+                "cifs",
+                "smb3",
+                "smbfs",
+                "9p",
+                "ceph",
+                "glusterfs",
+                "lustre",
+                "gpfs",
+                "afs",
+                "virtiofs",
+            ];
+            SHARED.contains(&fs) || fs.starts_with("fuse")
+        }
+    }
+}
+
+/// Remove the temp files that saves to `name` in `dir` left when they were killed
+/// (SIGKILL, a crash, power loss: no error path ran): those whose process is gone. Run
+/// before each save, so a folder holds at most the temp files of live saves. Only on
+/// Linux, where `/proc/<pid>` tells a live process; a temp file of this process or of a
+/// live one (or of a reused pid) is left alone, and so is every temp file on a file
+/// system other machines may share. Best effort: an error leaves the file.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        if !Path::new("/proc/self").exists() || maybe_shared(dir) {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let me = std::process::id();
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(pid) = file.to_str().and_then(|f| temp_owner(f, name)) else {
+                continue;
+            };
+            let regular = e.file_type().map(|t| t.is_file()).unwrap_or(false);
+            if pid != me && regular && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (dir, name);
+}
+
 /// Write bytes atomically: a temp file beside the target (created with `create_new`,
 /// written and fsynced), renamed over the target, then the folder fsynced. Readers see
 /// the old file or the new one, never a torn one.
@@ -556,7 +644,8 @@ fn temp_name(name: &str) -> String {
 /// Only a regular file is ever replaced: a directory, device node, fifo or socket at the
 /// target is an error ([`MmqError::Io`] naming the path), and nothing is written. A
 /// symbolic link is written *through*: the file it points to is replaced and the link
-/// kept. The temp file is removed on every error.
+/// kept. The temp file is removed on every error; the temp files of saves to the same
+/// name that were killed are removed by the next one (see [`remove_stale_temps`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let target = save_target(path)?;
@@ -591,6 +680,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    remove_stale_temps(&dir, &name);
     let tmp_path = dir.join(temp_name(&name));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -776,6 +866,60 @@ mod tests {
         assert!(write_atomic(&f.join("m.mmq"), b"x").is_err());
         assert_eq!(std::fs::read(&f).unwrap(), b"keep");
         assert!(leftovers(&d).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn temp_names_are_recognised_exactly() {
+        let t = temp_name("m.mmq");
+        assert_eq!(temp_owner(&t, "m.mmq"), Some(std::process::id()));
+        assert_eq!(temp_owner(&t, "m"), None);
+        assert_eq!(temp_owner(".m.mmq.tmp-12-ab-3-ff", "m.mmq"), Some(12));
+        for other in [
+            "m.mmq",
+            ".m.mmq.tmp-",
+            ".m.mmq.tmp-12-ab-3",
+            ".m.mmq.tmp-12-ab-3-ff-1",
+            ".m.mmq.tmp-x-ab-3-ff",
+            ".m.mmq.tmp-12-zz-3-ff",
+            ".m.mmq.tmp-x.tmp-12-ab-3-ff",
+        ] {
+            assert_eq!(temp_owner(other, "m.mmq"), None, "{other}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_save_removes_the_temp_files_of_dead_saves_only() {
+        let d = scratch("stale");
+        if maybe_shared(&d) {
+            return; // nothing is removed there, by design
+        }
+        // A process that has exited: its pid is not live (unless reused at once).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let files = [
+            (format!(".m.mmq.tmp-{dead}-ab-0-ff"), false),
+            (format!(".m.mmq.tmp-{}-ab-0-ff", live.id()), true),
+            (format!(".m.mmq.tmp-{}-ab-0-ff", std::process::id()), true),
+            (format!(".other.mmq.tmp-{dead}-ab-0-ff"), true),
+            (format!(".m.mmq.tmp-{dead}-ab-0"), true),
+        ];
+        for (f, _) in &files {
+            std::fs::write(d.join(f), b"partial").unwrap();
+        }
+        write_atomic(&d.join("m.mmq"), b"new").unwrap();
+        live.kill().unwrap();
+        live.wait().unwrap();
+        for (f, kept) in &files {
+            assert_eq!(d.join(f).exists(), *kept, "{f}");
+        }
+        assert_eq!(std::fs::read(d.join("m.mmq")).unwrap(), b"new");
         let _ = std::fs::remove_dir_all(&d);
     }
 
