@@ -866,9 +866,10 @@ impl PyClassifier {
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
         crate::errors::guard("Classifier.from_bytes", || {
-            Self::from_model(Model::from_bytes(data, source).py_err()?)
+            let m = crate::pool::detach(py, || Model::from_bytes(data, source)).py_err()?;
+            Self::from_model(m)
         })
     }
 

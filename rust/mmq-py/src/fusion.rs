@@ -261,9 +261,10 @@ impl PyFusion {
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
         crate::errors::guard("FusionClassifier.from_bytes", || {
-            let model = FusionModel::from_bytes(data, source).py_err()?;
+            let model =
+                crate::pool::detach(py, || FusionModel::from_bytes(data, source)).py_err()?;
             let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
             Ok(Self { model, tokenizer })
         })

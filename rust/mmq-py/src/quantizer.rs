@@ -232,10 +232,10 @@ impl PyQuantizer {
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
         crate::errors::guard("Quantizer.from_bytes", || {
             Ok(Self {
-                q: quantizer_from_bytes(data, source).py_err()?,
+                q: crate::pool::detach(py, || quantizer_from_bytes(data, source)).py_err()?,
             })
         })
     }

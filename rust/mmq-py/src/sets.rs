@@ -431,9 +431,10 @@ impl PySets {
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
         crate::errors::guard("SetClassifier.from_bytes", || {
-            Self::from_file(SetModel::from_bytes(data, source).py_err()?, source)
+            let m = crate::pool::detach(py, || SetModel::from_bytes(data, source)).py_err()?;
+            Self::from_file(m, source)
         })
     }
 
