@@ -16,12 +16,13 @@ root; override with ``MMQ_DATA``) and saved to a temp folder:
   dim 50, word bigrams (a discrete-fusion model: classifier file with a quantizer).
 
 Each worker loads the model file and predicts the test split (top-1), ``--reps`` times,
-and reports the median load time and the median load + predict time. Workers with the
+and reports the median (and the fastest) load time and load + predict time. Workers with the
 checks on and off alternate (the order flips every round), ``--rounds`` rounds; the
-figures are the medians over rounds, and the ratio on / off. Workers check that their
+figures are the medians over rounds (and the fastest repetition of all, the least
+disturbed on a shared machine), and the ratios on / off. Workers check that their
 predictions are identical in both settings.
 
-    flock /tmp/mmq-bench.lock python benches/load_checks.py [--rounds 7] [--reps 5]
+    flock /tmp/mmq-bench.lock python benches/load_checks.py [--rounds 9] [--reps 15]
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ for _ in range(reps):
     d = hashlib.sha1(str(p.to_series().to_list()).encode()).hexdigest()
     assert digest in (None, d)
     digest = d
-print(json.dumps({"load": statistics.median(loads), "total": statistics.median(totals), "digest": digest}))
+print(json.dumps({"load": statistics.median(loads), "total": statistics.median(totals),
+                  "load_min": min(loads), "total_min": min(totals), "digest": digest}))
 """
 
 
@@ -102,8 +104,8 @@ def run_worker(path: Path, test: Path, reps: int, checks: bool, threads: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--reps", type=int, default=5, help="load+predict repetitions per worker")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--reps", type=int, default=15, help="load+predict repetitions per worker")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args()
@@ -122,6 +124,9 @@ def main() -> None:
                     digests.add(w["digest"])
             assert len(digests) == 1, f"{name}: predictions differ with and without the checks"
             med = {c: {k: statistics.median(w[k] for w in runs[c]) for k in ("load", "total")} for c in runs}
+            # The fastest repetition of any worker: the least disturbed by other work on
+            # a shared machine (medians are what the issue asks for; both are reported).
+            best = {c: {k: min(w[k + "_min"] for w in runs[c]) for k in ("load", "total")} for c in runs}
             res[name] = {
                 "file_mb": size / 2**20,
                 "load_on_ms": med[True]["load"] * 1e3,
@@ -130,6 +135,12 @@ def main() -> None:
                 "total_off_ms": med[False]["total"] * 1e3,
                 "load_ratio": med[True]["load"] / med[False]["load"],
                 "total_ratio": med[True]["total"] / med[False]["total"],
+                "load_min_on_ms": best[True]["load"] * 1e3,
+                "load_min_off_ms": best[False]["load"] * 1e3,
+                "total_min_on_ms": best[True]["total"] * 1e3,
+                "total_min_off_ms": best[False]["total"] * 1e3,
+                "load_min_ratio": best[True]["load"] / best[False]["load"],
+                "total_min_ratio": best[True]["total"] / best[False]["total"],
                 "rounds": args.rounds,
                 "reps": args.reps,
             }
@@ -138,6 +149,9 @@ def main() -> None:
     for name, r in res.items():
         print(f"{name:<10} {r['file_mb']:>6.1f}MB {r['load_on_ms']:>7.1f}ms {r['load_off_ms']:>7.1f}ms "
               f"{r['load_ratio']:>7.3f} {r['total_on_ms']:>14.1f}ms {r['total_off_ms']:>7.1f}ms {r['total_ratio']:>7.3f}")
+        print(f"{'  (min)':<10} {'':>8} {r['load_min_on_ms']:>7.1f}ms {r['load_min_off_ms']:>7.1f}ms "
+              f"{r['load_min_ratio']:>7.3f} {r['total_min_on_ms']:>14.1f}ms {r['total_min_off_ms']:>7.1f}ms "
+              f"{r['total_min_ratio']:>7.3f}")
     if args.out:
         args.out.write_text(json.dumps(res, indent=2) + "\n")
 
