@@ -506,6 +506,35 @@ def test_weights_that_cannot_fit_in_memory_are_an_error_before_training():
     assert time.perf_counter() - t < 30
 
 
+def test_composite_headers_are_strict_too(tmp_path):
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=400, seed=1).drop_nulls("image")
+    for fusion in ("late", "concat"):
+        kw = dict(head="linear") if fusion == "concat" else {}
+        clf = mmq.Classifier(dim=4, epoch=1, fusion=fusion, dense=["image"], threads=1, progress=False,
+                             **kw).fit(df[:300], valid=df[300:])
+        clf.save(tmp_path / f"{fusion}.mmq")
+        want = clf.predict_proba(df)
+        fine = tamper(tmp_path / f"{fusion}.mmq", tmp_path / f"{fusion}-fine.mmq", lambda h: None)
+        assert mmq.load(fine).predict_proba(df).equals(want)
+        cases = [(lambda h: h.__setitem__("extra", 1), "unknown key extra"),
+                 (lambda h: h["dense"][0].__setitem__("dd", 1), "unknown key dense[0].dd"),
+                 (lambda h: h.pop("labels"), "missing key labels"),
+                 # (read before the model is whole: named by the reader's KeyError)
+                 (lambda h: h["dense"][0].pop("name"), "KeyError: 'name'")]
+        if fusion == "late":
+            cases.append((lambda h: h.pop("stacking"), "missing key stacking"))
+        for i, (change, says) in enumerate(cases):
+            bad = tamper(tmp_path / f"{fusion}.mmq", tmp_path / f"{fusion}-{i}.mmq", change)
+            with pytest.raises(mmq.ModelFileError, match=says.replace("[", r"\[").replace(".", r"\.")):
+                mmq.load(bad)
+        if fusion == "late":  # a version 1 late-fusion file may lack stacking
+            old = tamper(tmp_path / "late.mmq", tmp_path / "late-v1.mmq",
+                         lambda h: (h.pop("stacking"), h.__setitem__("format_version", 1)))
+            assert mmq.load(old).predict_proba(df).equals(want)
+
+
 # -- errors of the Polars expressions carry their mmq class ----------------------------
 def test_expression_errors_carry_the_mmq_class(small, quantizer_file, tmp_path):
     from mmq.errors import from_polars, polars_errors
