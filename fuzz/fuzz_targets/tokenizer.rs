@@ -173,5 +173,4 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(v.2, w);
         assert_eq!(v.0, fnv1a(w.as_bytes()) % cfg.bucket);
     }
-
 });
