@@ -423,11 +423,13 @@ pub fn from_bytes(
     };
     // The checksum beside the copy of the tensors, when called inside a thread pool (as
     // the bindings do, in their fork-safe pool): the check then costs no wall time on
-    // two cores. Outside one, one after the other (rayon's global pool is not fork-safe).
-    let (sum, out) = if rayon::current_thread_index().is_some() {
-        rayon::join(sum, convert)
+    // two cores. The copy (the longer task) runs here and the checksum is offered to the
+    // pool, so an idle worker has the whole copy to pick the checksum up. Outside a
+    // pool, one after the other (rayon's global pool is not fork-safe).
+    let (out, sum) = if rayon::current_thread_index().is_some() {
+        rayon::join(convert, sum)
     } else {
-        (sum(), convert())
+        (convert(), sum())
     };
     if let (Some(stored), Some(sum)) = (&stored, sum) {
         if *stored != sum {
