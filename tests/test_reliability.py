@@ -189,14 +189,36 @@ def read_st(path):
     return st, json.loads(st["__metadata__"]["mmq"]), b[8 + n:]
 
 
-def write_st(path, st, header, data):
-    """Write a hand-edited file: without the checksum (as a file from before it existed),
-    so the value checks themselves are tested."""
+def checksum(body, st, data):
+    """The CRC-32 of an mmq header (without its checksum key) and tensors, as mmq-core's
+    io::checksum computes it: the header string, a 0 byte, then per tensor in name
+    order its name, a 0 byte, dtype, shape (u64 LE), byte count (u64 LE) and bytes."""
+    import struct
+    import zlib
+
+    crc = zlib.crc32(body.encode() + b"\0")
+    for name in sorted(k for k in st if k != "__metadata__"):
+        t = st[name]
+        a, b = t["data_offsets"]
+        dtype = {"F32": "F32", "U32": "U32", "U8": "U8"}[t["dtype"]]
+        part = name.encode() + b"\0" + dtype.encode()
+        part += b"".join(struct.pack("<Q", d) for d in t["shape"]) + struct.pack("<Q", b - a)
+        crc = zlib.crc32(part + data[a:b], crc)
+    return f"{crc:08x}"
+
+
+def write_st(path, st, header, data, sign=True):
+    """Write a hand-edited file, with its checksum recomputed (so the checks behind the
+    checksum are tested), or without one (``sign=False``: as a format version 1 file
+    from before the checksum existed)."""
     import json
     import struct
 
     header = {k: v for k, v in header.items() if k != "mmq_crc32"}
-    st["__metadata__"]["mmq"] = json.dumps(header)
+    body = json.dumps(header, separators=(",", ":"))
+    if sign:
+        body = body[:-1] + ',"mmq_crc32":"%s"}' % checksum(body, st, data)
+    st["__metadata__"]["mmq"] = body
     h = json.dumps(st).encode()
     h += b" " * (-len(h) % 8)
     open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
@@ -258,9 +280,70 @@ def test_checksum_catches_flipped_bits_and_old_files_still_load(small, tmp_path)
         (tmp_path / "flip.mmq").write_bytes(bytes(flipped))
         with pytest.raises(mmq.ModelFileError, match="checksum"):
             mmq.load(tmp_path / "flip.mmq")
-    # A file written before the checksum existed (no key) loads, and predicts the same.
-    write_st(tmp_path / "old.mmq", st, header, data)
+    # A format version 1 file written before the checksum existed (no key) loads, and
+    # predicts the same; a version 2 file needs its checksum.
+    write_st(tmp_path / "old.mmq", st, dict(header, format_version=1), data, sign=False)
     assert mmq.load(tmp_path / "old.mmq").predict(df).equals(clf.predict(df))
+    write_st(tmp_path / "unsigned.mmq", st, header, data, sign=False)
+    with pytest.raises(mmq.ModelFileError, match="missing key mmq_crc32"):
+        mmq.load(tmp_path / "unsigned.mmq")
+    # The re-signing helper of these tests agrees with mmq's checksum.
+    write_st(tmp_path / "resigned.mmq", st, header, data)
+    assert mmq.load(tmp_path / "resigned.mmq").predict(df).equals(clf.predict(df))
+
+
+# -- strict headers (format version 2) ---------------------------------------------------
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "v1")
+
+
+def test_files_of_format_version_1_still_load_and_predict_the_same(tmp_path):
+    """Written by mmq 0.1.0 before strict headers (format version 1)."""
+    import json
+
+    import numpy as np
+
+    want = json.load(open(os.path.join(FIXTURES, "text_ns.json")))
+    clf = mmq.load(os.path.join(FIXTURES, "text_ns.mmq"))
+    assert clf.loss == "ns" and list(clf.labels) == want["labels"]
+    got = clf.predict_proba(pl.DataFrame({"text": want["text"]})).to_numpy()
+    np.testing.assert_allclose(got, np.array(want["proba"]), rtol=0, atol=1e-6)
+    # Saved again, it is a version 2 file and loads as one.
+    clf.save(tmp_path / "again.mmq")
+    assert read_st(tmp_path / "again.mmq")[1]["format_version"] == 2
+    assert mmq.load(tmp_path / "again.mmq").predict_proba(pl.DataFrame({"text": want["text"]})).to_numpy() \
+        .tolist() == got.tolist()
+    q = json.load(open(os.path.join(FIXTURES, "pq.json")))
+    pq = mmq.load(os.path.join(FIXTURES, "pq.mmq"))
+    x = np.array(q["x"], dtype=np.float32)
+    assert np.asarray(pq.encode(x)).tolist() == q["codes"]
+
+
+def test_unknown_and_missing_header_keys_are_refused(small, tmp_path):
+    clf, _ = small
+    clf.save(tmp_path / "m.mmq")
+    fine = tamper(tmp_path / "m.mmq", tmp_path / "fine.mmq", lambda h: None)
+    mmq.load(fine)  # re-signed unchanged: loads
+    cases = [
+        (lambda h: h.__setitem__("extra", 1), "unknown key extra"),
+        (lambda h: h["config"].__setitem__("dimension", 8), "unknown key config.dimension"),
+        (lambda h: h["config"]["tokenizer"].__setitem__("lower", True), "unknown key config.tokenizer.lower"),
+        (lambda h: h["config"].pop("loss"), "missing key config.loss"),
+        (lambda h: h["config"]["tokenizer"].pop("bucket"), "missing key config.tokenizer.bucket"),
+        (lambda h: h.pop("dense"), "missing key dense"),
+        (lambda h: h.pop("history"), "missing key history"),
+    ]
+    for i, (change, says) in enumerate(cases):
+        bad = tamper(tmp_path / "m.mmq", tmp_path / f"bad{i}.mmq", change)
+        with pytest.raises(mmq.ModelFileError, match=says.replace("[", r"\[").replace(".", r"\.")):
+            mmq.load(bad)
+    # A version 1 file may lack the keys added during version 1, not the others.
+    old = tamper(tmp_path / "m.mmq", tmp_path / "v1.mmq",
+                 lambda h: (h.__setitem__("format_version", 1), h["config"].pop("temperature"), h.pop("history")))
+    assert mmq.load(old).temperature == 1.0
+    old = tamper(tmp_path / "m.mmq", tmp_path / "v1-loss.mmq",
+                 lambda h: (h.__setitem__("format_version", 1), h["config"].pop("loss")))
+    with pytest.raises(mmq.ModelFileError, match="missing key config.loss"):
+        mmq.load(old)
 
 
 def test_pickle_with_flipped_bits_is_an_error(small):
@@ -278,7 +361,7 @@ def test_non_finite_weights_and_duplicate_labels_are_refused(small, tmp_path):
 
     clf, _ = small
     clf.save(tmp_path / "m.mmq")
-    st, header, data = read_st(tmp_path / "m.mmq")  # rewritten without the checksum
+    st, header, data = read_st(tmp_path / "m.mmq")  # rewritten with the checksum recomputed
     for value in (float("nan"), float("inf")):
         a, b = tensor_span(st, data, "input")
         bad = bytearray(data)
@@ -421,3 +504,154 @@ def test_weights_that_cannot_fit_in_memory_are_an_error_before_training():
     with pytest.raises(mmq.InvalidParameterError, match=r"needs about \d+\.\d GB .* available"):
         mmq.Classifier(head="linear", epoch=1, threads=1, progress=False).fit(df)
     assert time.perf_counter() - t < 30
+
+
+def test_composite_headers_are_strict_too(tmp_path):
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=400, seed=1).drop_nulls("image")
+    for fusion in ("late", "concat"):
+        kw = dict(head="linear") if fusion == "concat" else {}
+        clf = mmq.Classifier(dim=4, epoch=1, fusion=fusion, dense=["image"], threads=1, progress=False,
+                             **kw).fit(df[:300], valid=df[300:])
+        clf.save(tmp_path / f"{fusion}.mmq")
+        want = clf.predict_proba(df)
+        fine = tamper(tmp_path / f"{fusion}.mmq", tmp_path / f"{fusion}-fine.mmq", lambda h: None)
+        assert mmq.load(fine).predict_proba(df).equals(want)
+        cases = [(lambda h: h.__setitem__("extra", 1), "unknown key extra"),
+                 (lambda h: h["dense"][0].__setitem__("dd", 1), "unknown key dense[0].dd"),
+                 (lambda h: h.pop("labels"), "missing key labels"),
+                 # (read before the model is whole: named by the reader's KeyError)
+                 (lambda h: h["dense"][0].pop("name"), "KeyError: 'name'")]
+        if fusion == "late":
+            cases.append((lambda h: h.pop("stacking"), "missing key stacking"))
+        for i, (change, says) in enumerate(cases):
+            bad = tamper(tmp_path / f"{fusion}.mmq", tmp_path / f"{fusion}-{i}.mmq", change)
+            with pytest.raises(mmq.ModelFileError, match=says.replace("[", r"\[").replace(".", r"\.")):
+                mmq.load(bad)
+        if fusion == "late":  # a version 1 late-fusion file may lack stacking
+            old = tamper(tmp_path / "late.mmq", tmp_path / "late-v1.mmq",
+                         lambda h: (h.pop("stacking"), h.__setitem__("format_version", 1)))
+            assert mmq.load(old).predict_proba(df).equals(want)
+
+
+# -- errors of the Polars expressions carry their mmq class ----------------------------
+def test_expression_errors_carry_the_mmq_class(small, quantizer_file, tmp_path):
+    from mmq.errors import from_polars, polars_errors
+
+    clf, df = small
+    clf.save(tmp_path / "m.mmq")
+    cases = [
+        # (query, mmq class, words of the message)
+        (lambda: pl.DataFrame({"t": [1, 2]}).select(pl.col("t").mmq.tokenize()),
+         mmq.InvalidInputError, "expects a String column"),
+        (lambda: pl.DataFrame({"t": ["a"]}).select(pl.col("t").mmq.tokenize(bucket=0)),
+         mmq.InvalidParameterError, "bucket"),
+        (lambda: pl.DataFrame({"text": [1.5]}).select(mmq.predict(tmp_path / "m.mmq")),
+         mmq.InvalidInputError, "must be String"),
+        (lambda: pl.DataFrame({"v": pl.Series([[1.0, 2.0]], dtype=pl.Array(pl.Float32, 2))})
+         .select(pl.col("v").mmq.encode(quantizer_file)),
+         mmq.InvalidInputError, "dimension"),
+    ]
+    for query, cls, words in cases:
+        with pytest.raises(pl.exceptions.ComputeError) as raw:
+            query()
+        assert f"[mmq:{cls.__name__}]" in str(raw.value)
+        e = from_polars(raw.value)
+        assert type(e) is cls and words in str(e), (cls, str(e))
+        assert ".so" not in str(e) and "[mmq:" not in str(e) and not str(e).startswith("the plugin")
+        assert e.polars_error is raw.value
+        with pytest.raises(cls, match=words):
+            with polars_errors():
+                query()
+    # A model file that changed into a corrupt one under a cached expression.
+    expr = mmq.predict(tmp_path / "m.mmq")
+    (tmp_path / "m.mmq").write_bytes(b"not a model any more")
+    with pytest.raises(mmq.ModelFileError, match="mmq.predict: .*not a safetensors file"):
+        with polars_errors():
+            df.select(expr)
+    # Other exceptions pass through both unchanged.
+    other = pl.exceptions.ComputeError("no code here")
+    assert from_polars(other) is other
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        with polars_errors():
+            df.select(pl.col("nope"))
+
+
+def test_mmq_functions_that_run_queries_raise_the_mmq_class(small):
+    clf, df = small
+    # A lazy frame with an mmq expression in it, collected by mmq's own fit.
+    # (The text column is computed by it, so projection pushdown cannot drop it.)
+    lf = df.lazy().with_columns(pl.col("text").mmq.tokenize(bucket=0).list.len().cast(pl.String).alias("text"))
+    for fit in (lambda: mmq.Classifier(dim=4, epoch=1, threads=1, progress=False).fit(lf),
+                lambda: mmq.Classifier(dim=4, epoch=1, threads=1, progress=False).fit(lf, valid=df),
+                lambda: mmq.Classifier(dim=4, epoch=1, threads=1, progress=False).fit(
+                    lf.with_columns(pl.col("text").alias("title")), text=["text", "title"])):
+        with pytest.raises(mmq.InvalidParameterError, match="bucket"):
+            fit()
+
+
+# -- a panic at the binding boundary is an MmqError ----------------------------------
+def test_a_panic_in_a_binding_or_an_expression_is_an_mmq_error():
+    from mmq import _mmq
+    from mmq.errors import from_polars
+    from mmq.namespace import _panic_for_test
+
+    with pytest.raises(mmq.MmqError, match="internal error.*_panic_for_test: boom here"):
+        _mmq._panic_for_test("boom here")
+    try:
+        _mmq._panic_for_test("again")
+    except Exception as e:  # an Exception (PanicException is only a BaseException)
+        assert type(e) is mmq.MmqError
+    with pytest.raises(pl.exceptions.ComputeError) as raw:
+        pl.DataFrame({"x": [1, 2]}).select(_panic_for_test(pl.col("x"), "expression boom"))
+    e = from_polars(raw.value)
+    assert type(e) is mmq.MmqError
+    assert "internal error" in str(e) and "expression boom" in str(e)
+
+
+# -- a killed save leaves no temp file for good ------------------------------------------
+KILLED_SAVE = textwrap.dedent("""
+    import sys
+    from mmq import _mmq
+    data = b"x" * (int(sys.argv[2]) << 20)
+    print("ready", flush=True)
+    while True:
+        _mmq.write_file(sys.argv[1], data)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stale temp files are removed on Linux only")
+def test_the_temp_file_of_a_killed_save_is_removed_by_the_next_save(small, tmp_path):
+    clf, df = small
+    target = tmp_path / "m.mmq"
+    left = []
+    for size_mb in (64, 256, 512):
+        p = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(target), str(size_mb)],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        deadline = time.time() + 30
+        while time.time() < deadline and not leftovers(tmp_path):
+            time.sleep(0.0005)
+        os.kill(p.pid, signal.SIGKILL)  # mid-save: its temp file is there
+        p.wait()
+        p.stdout.close()
+        left = leftovers(tmp_path)
+        if left:
+            break
+    assert left, "no save was caught mid-write"
+    assert all(n.startswith(".m.mmq.tmp-%d-" % p.pid) for n in left), left
+    # A live process's temp file of the same target and a dead one's of another target
+    # are left alone.
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        live = tmp_path / f".m.mmq.tmp-{sleeper.pid}-ab-0-ff"
+        live.write_bytes(b"partial")
+        other = tmp_path / f".other.mmq.tmp-{p.pid}-ab-0-ff"
+        other.write_bytes(b"partial")
+        clf.save(target)
+        assert sorted(leftovers(tmp_path)) == sorted([live.name, other.name])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert mmq.load(target).predict(df).equals(clf.predict(df))

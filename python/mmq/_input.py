@@ -7,12 +7,18 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from mmq.errors import InvalidInputError, InvalidParameterError
+from mmq.errors import InvalidInputError, InvalidParameterError, polars_errors
+
+
+def collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    """``lf.collect()``, an error of an mmq expression in it raised as its mmq class."""
+    with polars_errors():
+        return lf.collect()
 
 
 def as_frame(data: Any, what: str = "data") -> pl.DataFrame:
     if isinstance(data, pl.LazyFrame):
-        return data.collect()
+        return collect(data)
     if isinstance(data, pl.DataFrame):
         return data
     raise InvalidInputError(

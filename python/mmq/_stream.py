@@ -40,21 +40,25 @@ def _mode() -> str:
 
 
 def iter_batches(lf: pl.LazyFrame, batch_rows: Optional[int] = None) -> Iterator[pl.DataFrame]:
-    """The rows of ``lf`` in order, in frames of at most ``batch_rows`` rows."""
+    """The rows of ``lf`` in order, in frames of at most ``batch_rows`` rows (an error of
+    an mmq expression in ``lf`` is raised as its mmq class)."""
+    from mmq.errors import polars_errors
+
     n = batch_rows or BATCH_ROWS
-    if _mode() == "batches":
-        for b in lf.collect_batches(chunk_size=n, maintain_order=True):
+    with polars_errors():
+        if _mode() == "batches":
+            for b in lf.collect_batches(chunk_size=n, maintain_order=True):
+                if b.height:
+                    yield b
+            return
+        off = 0
+        while True:
+            b = lf.slice(off, n).collect()
             if b.height:
                 yield b
-        return
-    off = 0
-    while True:
-        b = lf.slice(off, n).collect()
-        if b.height:
-            yield b
-        if b.height < n:
-            return
-        off += n
+            if b.height < n:
+                return
+            off += n
 
 
 # -- input checks from the schema (before reading any row) -------------------------------
@@ -193,7 +197,9 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
         _require(schema, name, "dense")
     cols = list(dict.fromkeys([text, label, *clf._dense]))
     if not clf._dense or clf.fusion in CONTINUOUS:
-        return clf.fit(lf.select(cols).collect(), text=text, label=label)
+        from mmq._input import collect
+
+        return clf.fit(collect(lf.select(cols)), text=text, label=label)
 
     from mmq import _mmq
     from mmq._input import label_series, text_series

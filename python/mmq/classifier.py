@@ -534,7 +534,9 @@ class Classifier:
         self._mods = None
         if isinstance(data, pl.LazyFrame):
             if valid is not None:
-                data = data.collect()
+                from mmq._input import collect
+
+                data = collect(data)
             else:
                 from mmq._stream import fit_classifier
 

@@ -49,14 +49,49 @@ def _features(z: np.ndarray):
 
 def _unpack(data: bytes, source: str, kind: str, noun: str) -> tuple:
     """Header and parts of a packed composite model of ``kind``; a ModelFileError for
-    another kind."""
+    another kind. A format version 1 header (before strict headers) is migrated: the
+    version 1 reader took a missing ``stacking`` as None."""
     from mmq.errors import ModelFileError
 
     header_json, parts = _mmq.unpack(data, source)
     h = json.loads(header_json)
     if h.get("kind") != kind:
         raise ModelFileError(f"{source}: expected an mmq {noun} classifier, found kind {h.get('kind')!r}")
+    if kind == KIND and "stacking" not in h and _stored_version(data) == 1:
+        h["stacking"] = None
     return h, dict(parts)
+
+
+def _stored_version(data: bytes) -> Any:
+    """The format version as stored (``unpack`` gives the header as read: migrated, so
+    version 2); only called on bytes ``unpack`` read."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(json.loads(data[8:8 + n])["__metadata__"]["mmq"]).get("format_version")
+
+
+_FRAMING = ("format", "format_version", "mmq_crc32")
+
+
+def _check_keys(stored: Any, written: Any, source: str, path: str = "") -> None:
+    """Strict headers, as mmq-core's ``io::check_keys``: ``stored`` must hold exactly the
+    keys of ``written`` (the header this mmq writes for what was loaded) in every object at
+    every depth (the framing keys aside), else a ModelFileError naming the key."""
+    from mmq.errors import ModelFileError
+
+    at = (lambda k: f"{path}.{k}" if path else k)
+    if isinstance(stored, dict) and isinstance(written, dict):
+        for k in stored:
+            if k not in written and not (not path and k in _FRAMING):
+                raise ModelFileError(f"{source}: bad header: unknown key {at(k)} (not part of format version 2)")
+        for k in written:
+            if k not in stored:
+                raise ModelFileError(f"{source}: bad header: missing key {at(k)} "
+                                     "(every file of format version 2 has it)")
+        for k, w in written.items():
+            _check_keys(stored[k], w, source, at(k))
+    elif isinstance(stored, list) and isinstance(written, list):
+        for i, (sv, wv) in enumerate(zip(stored, written)):
+            _check_keys(sv, wv, source, f"{path}[{i}]")
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -283,11 +318,13 @@ class LateModel(ProbaModel):
         return json.dumps(cfg)
 
     # -- persistence -----------------------------------------------------------------
+    def _header(self, meta: list) -> dict:
+        return {"kind": KIND, "labels": self.labels, "weights": self.weights, "temperature": self.temperature,
+                "dense": meta, "stacking": self.stacking}
+
     def to_bytes(self) -> bytes:
         meta, parts = _heads_to_parts(self.heads)
-        header = {"kind": KIND, "labels": self.labels, "weights": self.weights, "temperature": self.temperature,
-                  "dense": meta, "stacking": self.stacking}
-        return _mmq.pack(json.dumps(header), [("text", self.text.to_bytes())] + parts)
+        return _mmq.pack(json.dumps(self._header(meta)), [("text", self.text.to_bytes())] + parts)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "LateModel":
@@ -303,7 +340,9 @@ class LateModel(ProbaModel):
             raise ModelFileError(f"{source}: not a well-formed late-fusion model ({type(e).__name__}: {e})") from None
         if len(weights) != len(heads) or not all(np.isfinite(weights)) or not (np.isfinite(t) and t > 0):
             raise ModelFileError(f"{source}: bad fusion weights or temperature")
-        return cls(text, heads, weights, t, h.get("stacking"))
+        m = cls(text, heads, weights, t, h.get("stacking"))
+        _check_keys(h, json.loads(json.dumps(m._header(_heads_meta(m.heads)))), source)
+        return m
 
 
 def _gold(labels: pl.Series, names: Sequence[str]) -> np.ndarray:
@@ -340,10 +379,13 @@ def fit(clf: Any, df: pl.DataFrame, valid: pl.DataFrame, text: str, label: str, 
 CONCAT_KIND = "concat_classifier"
 
 
+def _heads_meta(heads: Sequence[DenseHead]) -> list:
+    return [{"name": h.name, "d": int(h.mean.shape[0]), "r": int(h.proj.shape[1])} for h in heads]
+
+
 def _heads_to_parts(heads: Sequence[DenseHead]) -> tuple:
-    meta, parts = [], []
+    meta, parts = _heads_meta(heads), []
     for i, h in enumerate(heads):
-        meta.append({"name": h.name, "d": int(h.mean.shape[0]), "r": int(h.proj.shape[1])})
         parts += [(f"dense.{i}.mean", h.mean.tobytes()), (f"dense.{i}.std", h.std.tobytes()),
                   (f"dense.{i}.proj", h.proj.tobytes())]
         if h.model is not None:
@@ -451,8 +493,10 @@ class ConcatModel(ProbaModel):
 
     def to_bytes(self) -> bytes:
         meta, parts = _heads_to_parts(self.heads)
-        header = {"kind": CONCAT_KIND, "labels": self.labels, "dense": meta}
-        return _mmq.pack(json.dumps(header), [("model", self.model.to_bytes())] + parts)
+        return _mmq.pack(json.dumps(self._header(meta)), [("model", self.model.to_bytes())] + parts)
+
+    def _header(self, meta: list) -> dict:
+        return {"kind": CONCAT_KIND, "labels": self.labels, "dense": meta}
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "ConcatModel":
@@ -464,7 +508,9 @@ class ConcatModel(ProbaModel):
             heads = _heads_from_parts(h["dense"], parts, source, with_model=False)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFileError(f"{source}: not a well-formed concat-fusion model ({type(e).__name__}: {e})") from None
-        return cls(model, heads)
+        m = cls(model, heads)
+        _check_keys(h, json.loads(json.dumps(m._header(_heads_meta(m.heads)))), source)
+        return m
 
 
 def fit_concat(clf: Any, df: pl.DataFrame, valid: Optional[pl.DataFrame], text: str, label: str,

@@ -155,6 +155,12 @@ def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[s
     return path, model, args
 
 
+def _panic_for_test(expr: pl.Expr, message: str) -> pl.Expr:
+    """A test hook: an expression that panics in the plugin (see plugin.rs)."""
+    return register_plugin_function(plugin_path=_LIB, function_name="mmq_panic_for_test", args=[expr],
+                                    kwargs={"message": message}, is_elementwise=True)
+
+
 def predict(model: Any, text: Union[str, pl.Expr] = "text",
             dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None, threshold: float = 0.0) -> pl.Expr:
     """The most probable label (String; null under ``threshold``) as an expression.

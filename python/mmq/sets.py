@@ -118,7 +118,9 @@ def fit(clf: "Classifier", data: Any, text: Union[str, Sequence[str]], label: st
         missing = [n for n in names if n not in have]
         if missing:
             raise InvalidInputError(f"column(s) {missing} not found; the frame has {have}")
-        data = data.select(names).collect()
+        from mmq._input import collect
+
+        data = collect(data.select(names))
     df = as_frame(data)
     from mmq._input import label_series
 

@@ -531,95 +531,99 @@ impl PyClassifier {
         patience: Option<usize>,
         calibrate: bool,
     ) -> PyResult<Self> {
-        let cfg = parse_config(config_json)?;
-        let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
-        let text = text.0;
-        let labels = labels.0;
-        if text.len() != labels.len() {
-            return Err(input_err(format!(
-                "'{text_name}' has {} rows but '{label_name}' has {}",
-                text.len(),
-                labels.len()
-            )));
-        }
-        if text.is_empty() {
-            return Err(input_err("cannot fit on an empty frame (0 rows)"));
-        }
-        let texts = columns::texts(&text, text_name)?;
-        let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
-        let qs: Vec<(String, mmq_core::quant::Quantizer)> = quantizers
-            .iter()
-            .map(|(n, q)| (n.clone(), q.q.clone()))
-            .collect();
-        let dense_inputs = assign_offsets(cfg.tokenizer.bucket, qs).py_err()?;
-        let views = dense_views(&dense_inputs, &dense, texts.len())?;
-        let valid_cols = match &valid {
-            Some((vt, vl, _)) => {
-                let vtexts = columns::texts(&vt.0, text_name)?;
-                let (_, vlo, vli) = columns::labels(&vl.0, label_name, Some(&names))?;
-                if vtexts.len() != vlo.len() - 1 {
-                    return Err(input_err(format!(
-                        "validation '{text_name}' has {} rows but '{label_name}' has {}",
-                        vtexts.len(),
-                        vlo.len() - 1
-                    )));
-                }
-                if vtexts.is_empty() {
-                    return Err(input_err("the validation frame is empty (0 rows)"));
-                }
-                Some((vtexts, vlo, vli))
+        crate::errors::guard("Classifier.fit", || {
+            let cfg = parse_config(config_json)?;
+            let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
+            let text = text.0;
+            let labels = labels.0;
+            if text.len() != labels.len() {
+                return Err(input_err(format!(
+                    "'{text_name}' has {} rows but '{label_name}' has {}",
+                    text.len(),
+                    labels.len()
+                )));
             }
-            None => None,
-        };
-        let valid_views = match (&valid, &valid_cols) {
-            (Some((_, _, vd)), Some((vt, _, _))) => Some(dense_views(&dense_inputs, vd, vt.len())?),
-            _ => None,
-        };
-        let alpha = cfg.alpha;
-        let model = crate::pool::detach_cancel(py, |cancel| {
-            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
-            let threads = cfg.threads;
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-            let csr = |texts: &[&str], views: &[DenseView]| -> mmq_core::Result<_> {
-                let codes = fit_codes(&dense_inputs, views)?;
-                let build = || fit_csr(&tokenizer, texts, &dense_inputs, &codes, alpha);
-                Ok(match &pool {
-                    Ok(p) => p.install(build),
-                    Err(_) => build(),
-                })
+            if text.is_empty() {
+                return Err(input_err("cannot fit on an empty frame (0 rows)"));
+            }
+            let texts = columns::texts(&text, text_name)?;
+            let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+            let qs: Vec<(String, mmq_core::quant::Quantizer)> = quantizers
+                .iter()
+                .map(|(n, q)| (n.clone(), q.q.clone()))
+                .collect();
+            let dense_inputs = assign_offsets(cfg.tokenizer.bucket, qs).py_err()?;
+            let views = dense_views(&dense_inputs, &dense, texts.len())?;
+            let valid_cols = match &valid {
+                Some((vt, vl, _)) => {
+                    let vtexts = columns::texts(&vt.0, text_name)?;
+                    let (_, vlo, vli) = columns::labels(&vl.0, label_name, Some(&names))?;
+                    if vtexts.len() != vlo.len() - 1 {
+                        return Err(input_err(format!(
+                            "validation '{text_name}' has {} rows but '{label_name}' has {}",
+                            vtexts.len(),
+                            vlo.len() - 1
+                        )));
+                    }
+                    if vtexts.is_empty() {
+                        return Err(input_err("the validation frame is empty (0 rows)"));
+                    }
+                    Some((vtexts, vlo, vli))
+                }
+                None => None,
             };
-            let (offsets, ids, weights) = csr(&texts, &views)?;
-            let vcsr = match (&valid_cols, &valid_views) {
-                (Some((vt, _, _)), Some(vv)) => Some(csr(vt, vv)?),
+            let valid_views = match (&valid, &valid_cols) {
+                (Some((_, _, vd)), Some((vt, _, _))) => {
+                    Some(dense_views(&dense_inputs, vd, vt.len())?)
+                }
                 _ => None,
             };
-            let data = Dataset {
-                offsets: &offsets,
-                tokens: &ids,
-                weights: (!weights.is_empty()).then_some(&weights[..]),
-                label_offsets: &loffsets,
-                labels: &lidx,
-            };
-            let vdata = match (&vcsr, &valid_cols) {
-                (Some((o, t, w)), Some((_, vlo, vli))) => Some(Dataset {
-                    offsets: o,
-                    tokens: t,
-                    weights: (!w.is_empty()).then_some(&w[..]),
-                    label_offsets: vlo,
-                    labels: vli,
-                }),
-                _ => None,
-            };
-            let opts = TrainOptions {
-                valid: vdata.as_ref(),
-                patience,
-                calibrate,
-            };
-            let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
-            model.dense = dense_inputs.clone();
-            Ok::<_, MmqError>(model)
-        });
-        Self::from_model(model.py_err()?)
+            let alpha = cfg.alpha;
+            let model = crate::pool::detach_cancel(py, |cancel| {
+                let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
+                let threads = cfg.threads;
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+                let csr = |texts: &[&str], views: &[DenseView]| -> mmq_core::Result<_> {
+                    let codes = fit_codes(&dense_inputs, views)?;
+                    let build = || fit_csr(&tokenizer, texts, &dense_inputs, &codes, alpha);
+                    Ok(match &pool {
+                        Ok(p) => p.install(build),
+                        Err(_) => build(),
+                    })
+                };
+                let (offsets, ids, weights) = csr(&texts, &views)?;
+                let vcsr = match (&valid_cols, &valid_views) {
+                    (Some((vt, _, _)), Some(vv)) => Some(csr(vt, vv)?),
+                    _ => None,
+                };
+                let data = Dataset {
+                    offsets: &offsets,
+                    tokens: &ids,
+                    weights: (!weights.is_empty()).then_some(&weights[..]),
+                    label_offsets: &loffsets,
+                    labels: &lidx,
+                };
+                let vdata = match (&vcsr, &valid_cols) {
+                    (Some((o, t, w)), Some((_, vlo, vli))) => Some(Dataset {
+                        offsets: o,
+                        tokens: t,
+                        weights: (!w.is_empty()).then_some(&w[..]),
+                        label_offsets: vlo,
+                        labels: vli,
+                    }),
+                    _ => None,
+                };
+                let opts = TrainOptions {
+                    valid: vdata.as_ref(),
+                    patience,
+                    calibrate,
+                };
+                let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
+                model.dense = dense_inputs.clone();
+                Ok::<_, MmqError>(model)
+            });
+            Self::from_model(model.py_err()?)
+        })
     }
 
     /// Top-k label indices (-1 where fewer than k pass the threshold) and probabilities
@@ -633,14 +637,16 @@ impl PyClassifier {
         threshold: f32,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Predictions<'py>> {
-        let k = ranking_k(k, threshold, self.model.n_labels())?;
-        let s = text.0;
-        let texts = columns::texts(&s, "text")?;
-        let batches = self.batches(py, &dense, texts.len())?;
-        let (idx, probs) = crate::pool::detach(py, || {
-            flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold, true), k)
-        })?;
-        Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+        crate::errors::guard("Classifier.predict", || {
+            let k = ranking_k(k, threshold, self.model.n_labels())?;
+            let s = text.0;
+            let texts = columns::texts(&s, "text")?;
+            let batches = self.batches(py, &dense, texts.len())?;
+            let (idx, probs) = crate::pool::detach(py, || {
+                flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold, true), k)
+            })?;
+            Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+        })
     }
 
     /// Probability of every label for every row: an n × n_labels array.
@@ -651,39 +657,41 @@ impl PyClassifier {
         text: PySeries,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let s = text.0;
-        let texts = columns::texts(&s, "text")?;
-        let batches = self.batches(py, &dense, texts.len())?;
-        let m = &self.model;
-        let nl = m.n_labels();
-        let flat: Vec<f32> = crate::pool::detach(py, || {
-            let rows: Vec<Vec<f32>> = texts
-                .par_iter()
-                .enumerate()
-                .map_init(
-                    || {
-                        (
-                            Scratch::default(),
-                            Vec::new(),
-                            Vec::new(),
-                            vec![0.0f32; m.width()],
-                        )
-                    },
-                    |(scratch, ids, w, hidden), (i, t)| {
-                        self.row_tokens(t, &batches, i, scratch, ids, w);
-                        m.hidden(ids, (!w.is_empty()).then_some(&w[..]), hidden);
-                        let mut p = Vec::with_capacity(nl);
-                        m.probs(hidden, &mut p);
-                        p
-                    },
-                )
-                .collect();
-            rows.concat()
-        })?;
-        let n = texts.len();
-        numpy::ndarray::Array2::from_shape_vec((n, nl), flat)
-            .map_err(|e| input_err(e.to_string()))
-            .map(|a| a.into_pyarray(py))
+        crate::errors::guard("Classifier.predict_proba", || {
+            let s = text.0;
+            let texts = columns::texts(&s, "text")?;
+            let batches = self.batches(py, &dense, texts.len())?;
+            let m = &self.model;
+            let nl = m.n_labels();
+            let flat: Vec<f32> = crate::pool::detach(py, || {
+                let rows: Vec<Vec<f32>> = texts
+                    .par_iter()
+                    .enumerate()
+                    .map_init(
+                        || {
+                            (
+                                Scratch::default(),
+                                Vec::new(),
+                                Vec::new(),
+                                vec![0.0f32; m.width()],
+                            )
+                        },
+                        |(scratch, ids, w, hidden), (i, t)| {
+                            self.row_tokens(t, &batches, i, scratch, ids, w);
+                            m.hidden(ids, (!w.is_empty()).then_some(&w[..]), hidden);
+                            let mut p = Vec::with_capacity(nl);
+                            m.probs(hidden, &mut p);
+                            p
+                        },
+                    )
+                    .collect();
+                rows.concat()
+            })?;
+            let n = texts.len();
+            numpy::ndarray::Array2::from_shape_vec((n, nl), flat)
+                .map_err(|e| input_err(e.to_string()))
+                .map(|a| a.into_pyarray(py))
+        })
     }
 
     /// Evaluate on labelled rows: counts for P@k / R@k and per-label (tp, predicted, gold).
@@ -699,16 +707,18 @@ impl PyClassifier {
         threshold: f32,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let k = ranking_k(k, threshold, self.model.n_labels())?;
-        let (s, l) = (text.0, labels.0);
-        let texts = columns::texts(&s, "text")?;
-        let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
-        let batches = self.batches(py, &dense, texts.len())?;
-        let e = crate::pool::detach(py, || {
-            let preds = self.predict_rows(&texts, &batches, k, threshold, true);
-            evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
-        })?;
-        eval_dict(py, &e)
+        crate::errors::guard("Classifier.test", || {
+            let k = ranking_k(k, threshold, self.model.n_labels())?;
+            let (s, l) = (text.0, labels.0);
+            let texts = columns::texts(&s, "text")?;
+            let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
+            let batches = self.batches(py, &dense, texts.len())?;
+            let e = crate::pool::detach(py, || {
+                let preds = self.predict_rows(&texts, &batches, k, threshold, true);
+                evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
+            })?;
+            eval_dict(py, &e)
+        })
     }
 
     #[getter]
@@ -739,54 +749,56 @@ impl PyClassifier {
         patience: Option<usize>,
         calibrate: bool,
     ) -> PyResult<Self> {
-        let cfg = parse_config(config_json)?;
-        let (names, loffsets, lidx) = columns::labels(&labels.0, label_name, None)?;
-        let as_usize = |o: &PyReadonlyArray1<'_, u64>| -> PyResult<Vec<usize>> {
-            Ok(o.as_slice()
-                .map_err(|e| input_err(e.to_string()))?
-                .iter()
-                .map(|&x| x as usize)
-                .collect())
-        };
-        let off = as_usize(&offsets)?;
-        let tok = tokens.as_slice().map_err(|e| input_err(e.to_string()))?;
-        let val = values.as_slice().map_err(|e| input_err(e.to_string()))?;
-        let vparts = match &valid {
-            Some((o, t, v, l)) => {
-                let (_, vlo, vli) = columns::labels(&l.0, label_name, Some(&names))?;
-                Some((
-                    as_usize(o)?,
-                    t.as_slice().map_err(|e| input_err(e.to_string()))?,
-                    v.as_slice().map_err(|e| input_err(e.to_string()))?,
-                    vlo,
-                    vli,
-                ))
-            }
-            None => None,
-        };
-        let model = crate::pool::detach(py, || {
-            let data = Dataset {
-                offsets: &off,
-                tokens: tok,
-                weights: Some(val),
-                label_offsets: &loffsets,
-                labels: &lidx,
+        crate::errors::guard("Classifier.fit_features", || {
+            let cfg = parse_config(config_json)?;
+            let (names, loffsets, lidx) = columns::labels(&labels.0, label_name, None)?;
+            let as_usize = |o: &PyReadonlyArray1<'_, u64>| -> PyResult<Vec<usize>> {
+                Ok(o.as_slice()
+                    .map_err(|e| input_err(e.to_string()))?
+                    .iter()
+                    .map(|&x| x as usize)
+                    .collect())
             };
-            let vdata = vparts.as_ref().map(|(o, t, v, lo, li)| Dataset {
-                offsets: o,
-                tokens: t,
-                weights: Some(v),
-                label_offsets: lo,
-                labels: li,
+            let off = as_usize(&offsets)?;
+            let tok = tokens.as_slice().map_err(|e| input_err(e.to_string()))?;
+            let val = values.as_slice().map_err(|e| input_err(e.to_string()))?;
+            let vparts = match &valid {
+                Some((o, t, v, l)) => {
+                    let (_, vlo, vli) = columns::labels(&l.0, label_name, Some(&names))?;
+                    Some((
+                        as_usize(o)?,
+                        t.as_slice().map_err(|e| input_err(e.to_string()))?,
+                        v.as_slice().map_err(|e| input_err(e.to_string()))?,
+                        vlo,
+                        vli,
+                    ))
+                }
+                None => None,
+            };
+            let model = crate::pool::detach(py, || {
+                let data = Dataset {
+                    offsets: &off,
+                    tokens: tok,
+                    weights: Some(val),
+                    label_offsets: &loffsets,
+                    labels: &lidx,
+                };
+                let vdata = vparts.as_ref().map(|(o, t, v, lo, li)| Dataset {
+                    offsets: o,
+                    tokens: t,
+                    weights: Some(v),
+                    label_offsets: lo,
+                    labels: li,
+                });
+                let opts = TrainOptions {
+                    valid: vdata.as_ref(),
+                    patience,
+                    calibrate,
+                };
+                train::train_with(cfg, names, &data, &opts, &|_| true)
             });
-            let opts = TrainOptions {
-                valid: vdata.as_ref(),
-                patience,
-                calibrate,
-            };
-            train::train_with(cfg, names, &data, &opts, &|_| true)
-        });
-        Self::from_model(model.py_err()?)
+            Self::from_model(model.py_err()?)
+        })
     }
 
     /// Probability of every label for rows given as features (see `fit_features`).
@@ -797,40 +809,42 @@ impl PyClassifier {
         tokens: PyReadonlyArray1<'py, u32>,
         values: PyReadonlyArray1<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let off = offsets.as_slice().map_err(|e| input_err(e.to_string()))?;
-        let tok = tokens.as_slice().map_err(|e| input_err(e.to_string()))?;
-        let val = values.as_slice().map_err(|e| input_err(e.to_string()))?;
-        if off.is_empty()
-            || tok.len() != val.len()
-            || off.windows(2).any(|w| w[0] > w[1])
-            || *off.last().unwrap_or(&0) as usize != tok.len()
-        {
-            return Err(input_err(
+        crate::errors::guard("Classifier.predict_proba_features", || {
+            let off = offsets.as_slice().map_err(|e| input_err(e.to_string()))?;
+            let tok = tokens.as_slice().map_err(|e| input_err(e.to_string()))?;
+            let val = values.as_slice().map_err(|e| input_err(e.to_string()))?;
+            if off.is_empty()
+                || tok.len() != val.len()
+                || off.windows(2).any(|w| w[0] > w[1])
+                || *off.last().unwrap_or(&0) as usize != tok.len()
+            {
+                return Err(input_err(
                 "features: offsets must rise from 0 to the number of tokens, one value per token",
             ));
-        }
-        let m = &self.model;
-        let nl = m.n_labels();
-        let n = off.len() - 1;
-        let flat: Vec<f32> = crate::pool::detach(py, || {
-            (0..n)
-                .into_par_iter()
-                .map_init(
-                    || vec![0.0f32; m.width()],
-                    |hidden, i| {
-                        let (a, b) = (off[i] as usize, off[i + 1] as usize);
-                        m.hidden(&tok[a..b], Some(&val[a..b]), hidden);
-                        let mut p = Vec::with_capacity(nl);
-                        m.probs(hidden, &mut p);
-                        p
-                    },
-                )
-                .flatten()
-                .collect()
-        })?;
-        numpy::ndarray::Array2::from_shape_vec((n, nl), flat)
-            .map_err(|e| input_err(e.to_string()))
-            .map(|a| a.into_pyarray(py))
+            }
+            let m = &self.model;
+            let nl = m.n_labels();
+            let n = off.len() - 1;
+            let flat: Vec<f32> = crate::pool::detach(py, || {
+                (0..n)
+                    .into_par_iter()
+                    .map_init(
+                        || vec![0.0f32; m.width()],
+                        |hidden, i| {
+                            let (a, b) = (off[i] as usize, off[i + 1] as usize);
+                            m.hidden(&tok[a..b], Some(&val[a..b]), hidden);
+                            let mut p = Vec::with_capacity(nl);
+                            m.probs(hidden, &mut p);
+                            p
+                        },
+                    )
+                    .flatten()
+                    .collect()
+            })?;
+            numpy::ndarray::Array2::from_shape_vec((n, nl), flat)
+                .map_err(|e| input_err(e.to_string()))
+                .map(|a| a.into_pyarray(py))
+        })
     }
 
     #[getter]
@@ -844,24 +858,33 @@ impl PyClassifier {
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let b = self.model.to_bytes().py_err()?;
-        Ok(PyBytes::new(py, &b))
+        crate::errors::guard("Classifier.to_bytes", || {
+            let b = self.model.to_bytes().py_err()?;
+            Ok(PyBytes::new(py, &b))
+        })
     }
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
-        Self::from_model(Model::from_bytes(data, source).py_err()?)
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
+        crate::errors::guard("Classifier.from_bytes", || {
+            let m = crate::pool::detach(py, || Model::from_bytes(data, source)).py_err()?;
+            Self::from_model(m)
+        })
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        crate::pool::detach(py, || self.model.save(&path)).py_err()
+        crate::errors::guard("Classifier.save", || {
+            crate::pool::detach(py, || self.model.save(&path)).py_err()
+        })
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let m = crate::pool::detach(py, || Model::load(&path)).py_err()?;
-        Self::from_model(m)
+        crate::errors::guard("Classifier.load", || {
+            let m = crate::pool::detach(py, || Model::load(&path)).py_err()?;
+            Self::from_model(m)
+        })
     }
 
     /// Embedding rows, label scores and token strings for `explain`: for each token of
@@ -874,64 +897,66 @@ impl PyClassifier {
         label: usize,
         dense: Vec<DenseArg<'py>>,
     ) -> PyResult<Vec<(String, String, f32)>> {
-        let m = &self.model;
-        if label >= m.n_labels() {
-            return Err(input_err(format!("label index {label} out of range")));
-        }
-        let batches = self.batches(py, &dense, 1)?;
-        let dim = m.cfg.dim;
-        let mut toks: Vec<(u32, String, String, f32)> = self
-            .tokenizer
-            .tokenize_verbose(text)
-            .into_iter()
-            .map(|(id, k, s)| (id, s, format!("{k:?}"), 1.0))
-            .collect();
-        let (mut ids, mut w) = (Vec::new(), Vec::new());
-        push_dense(&m.dense, &batches, 0, m.cfg.alpha, &mut ids, &mut w);
-        for (&id, &wt) in ids.iter().zip(&w) {
-            let (name, (j, c)) = m
-                .dense
-                .iter()
-                .find_map(|d| d.code_of(id).map(|jc| (d.name.as_str(), jc)))
-                .expect("visual token belongs to a column");
-            toks.push((id, format!("{name}[{j}]={c}"), "Dense".to_string(), wt));
-        }
-        let known: Vec<_> = toks
-            .into_iter()
-            .filter_map(|(id, s, k, wt)| m.index.get(id).map(|r| (r, s, k, wt, id)))
-            .collect();
-        if m.cfg.head == Head::Linear {
-            // Each token's feature value (shared by its occurrences) times its weight
-            // for the label.
-            let mut feats = Vec::new();
-            m.linear_row(known.iter().map(|x| (x.4, x.0, x.3)), &mut feats);
-            let vals: std::collections::HashMap<u32, f32> = feats.iter().copied().collect();
-            let mut count: std::collections::HashMap<u32, f32> = Default::default();
-            for x in &known {
-                *count.entry(x.0).or_default() += 1.0;
+        crate::errors::guard("Classifier.explain", || {
+            let m = &self.model;
+            if label >= m.n_labels() {
+                return Err(input_err(format!("label index {label} out of range")));
             }
-            let nl = m.n_labels();
-            return Ok(known
+            let batches = self.batches(py, &dense, 1)?;
+            let dim = m.cfg.dim;
+            let mut toks: Vec<(u32, String, String, f32)> = self
+                .tokenizer
+                .tokenize_verbose(text)
                 .into_iter()
-                .map(|(r, s, k, _, _)| {
-                    let w = m.input[r as usize * nl + label];
-                    (s, k, vals[&r] / count[&r] * w)
+                .map(|(id, k, s)| (id, s, format!("{k:?}"), 1.0))
+                .collect();
+            let (mut ids, mut w) = (Vec::new(), Vec::new());
+            push_dense(&m.dense, &batches, 0, m.cfg.alpha, &mut ids, &mut w);
+            for (&id, &wt) in ids.iter().zip(&w) {
+                let (name, (j, c)) = m
+                    .dense
+                    .iter()
+                    .find_map(|d| d.code_of(id).map(|jc| (d.name.as_str(), jc)))
+                    .expect("visual token belongs to a column");
+                toks.push((id, format!("{name}[{j}]={c}"), "Dense".to_string(), wt));
+            }
+            let known: Vec<_> = toks
+                .into_iter()
+                .filter_map(|(id, s, k, wt)| m.index.get(id).map(|r| (r, s, k, wt, id)))
+                .collect();
+            if m.cfg.head == Head::Linear {
+                // Each token's feature value (shared by its occurrences) times its weight
+                // for the label.
+                let mut feats = Vec::new();
+                m.linear_row(known.iter().map(|x| (x.4, x.0, x.3)), &mut feats);
+                let vals: std::collections::HashMap<u32, f32> = feats.iter().copied().collect();
+                let mut count: std::collections::HashMap<u32, f32> = Default::default();
+                for x in &known {
+                    *count.entry(x.0).or_default() += 1.0;
+                }
+                let nl = m.n_labels();
+                return Ok(known
+                    .into_iter()
+                    .map(|(r, s, k, _, _)| {
+                        let w = m.input[r as usize * nl + label];
+                        (s, k, vals[&r] / count[&r] * w)
+                    })
+                    .collect());
+            }
+            let total: f32 = known.iter().map(|x| x.3).sum::<f32>().max(1e-12);
+            let out_row = match m.cfg.loss {
+                mmq_core::model::loss::LossKind::Hs => None,
+                _ => Some(&m.output[label * dim..(label + 1) * dim]),
+            };
+            Ok(known
+                .into_iter()
+                .map(|(r, s, k, wt, _)| {
+                    let e = &m.input[r as usize * dim..(r as usize + 1) * dim];
+                    let score = out_row.map_or(0.0, |o| mmq_core::model::dot(e, o) * wt / total);
+                    (s, k, score)
                 })
-                .collect());
-        }
-        let total: f32 = known.iter().map(|x| x.3).sum::<f32>().max(1e-12);
-        let out_row = match m.cfg.loss {
-            mmq_core::model::loss::LossKind::Hs => None,
-            _ => Some(&m.output[label * dim..(label + 1) * dim]),
-        };
-        Ok(known
-            .into_iter()
-            .map(|(r, s, k, wt, _)| {
-                let e = &m.input[r as usize * dim..(r as usize + 1) * dim];
-                let score = out_row.map_or(0.0, |o| mmq_core::model::dot(e, o) * wt / total);
-                (s, k, score)
-            })
-            .collect())
+                .collect())
+        })
     }
 
     /// Names of the model's dense columns, in order, with (d, m, k).
@@ -953,13 +978,15 @@ impl PyClassifier {
 
     /// A copy of dense column i's quantizer.
     fn dense_quantizer(&self, i: usize) -> PyResult<PyQuantizer> {
-        self.model
-            .dense
-            .get(i)
-            .map(|d| PyQuantizer {
-                q: d.quantizer.clone(),
-            })
-            .ok_or_else(|| input_err(format!("no dense column {i}")))
+        crate::errors::guard("Classifier.dense_quantizer", || {
+            self.model
+                .dense
+                .get(i)
+                .map(|d| PyQuantizer {
+                    q: d.quantizer.clone(),
+                })
+                .ok_or_else(|| input_err(format!("no dense column {i}")))
+        })
     }
 
     /// Learned embedding rows of the given raw token ids (NaN rows for unseen ids).
@@ -968,43 +995,49 @@ impl PyClassifier {
         py: Python<'py>,
         ids: Vec<u32>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let m = &self.model;
-        let dim = m.width();
-        let mut out = vec![f32::NAN; ids.len() * dim];
-        for (i, id) in ids.iter().enumerate() {
-            if let Some(r) = m.index.get(*id) {
-                out[i * dim..(i + 1) * dim]
-                    .copy_from_slice(&m.input[r as usize * dim..(r as usize + 1) * dim]);
+        crate::errors::guard("Classifier.embeddings", || {
+            let m = &self.model;
+            let dim = m.width();
+            let mut out = vec![f32::NAN; ids.len() * dim];
+            for (i, id) in ids.iter().enumerate() {
+                if let Some(r) = m.index.get(*id) {
+                    out[i * dim..(i + 1) * dim]
+                        .copy_from_slice(&m.input[r as usize * dim..(r as usize + 1) * dim]);
+                }
             }
-        }
-        let a = numpy::ndarray::Array2::from_shape_vec((ids.len(), dim), out)
-            .map_err(|e| input_err(e.to_string()))?;
-        Ok(a.into_pyarray(py))
+            let a = numpy::ndarray::Array2::from_shape_vec((ids.len(), dim), out)
+                .map_err(|e| input_err(e.to_string()))?;
+            Ok(a.into_pyarray(py))
+        })
     }
 
     /// The output layer: `labels × dim` (hs: inner nodes × dim), or the linear head's
     /// biases (1 × labels).
     fn output_matrix<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let m = &self.model;
-        numpy::ndarray::Array2::from_shape_vec((m.n_out(), m.width()), m.output.clone())
-            .map_err(|e| input_err(e.to_string()))
-            .map(|a| a.into_pyarray(py))
+        crate::errors::guard("Classifier.output_matrix", || {
+            let m = &self.model;
+            numpy::ndarray::Array2::from_shape_vec((m.n_out(), m.width()), m.output.clone())
+                .map_err(|e| input_err(e.to_string()))
+                .map(|a| a.into_pyarray(py))
+        })
     }
 
     /// Raw token id of code c of sub-quantizer j of dense column i.
     fn dense_token(&self, i: usize, j: usize, c: u16) -> PyResult<u32> {
-        let d = self
-            .model
-            .dense
-            .get(i)
-            .ok_or_else(|| input_err(format!("no dense column {i}")))?;
-        if j >= d.quantizer.m() || c as usize >= d.quantizer.k() {
-            return Err(input_err(format!(
-                "({j}, {c}) out of range for m = {}, k = {}",
-                d.quantizer.m(),
-                d.quantizer.k()
-            )));
-        }
-        Ok(d.token(j, c))
+        crate::errors::guard("Classifier.dense_token", || {
+            let d = self
+                .model
+                .dense
+                .get(i)
+                .ok_or_else(|| input_err(format!("no dense column {i}")))?;
+            if j >= d.quantizer.m() || c as usize >= d.quantizer.k() {
+                return Err(input_err(format!(
+                    "({j}, {c}) out of range for m = {}, k = {}",
+                    d.quantizer.m(),
+                    d.quantizer.k()
+                )));
+            }
+            Ok(d.token(j, c))
+        })
     }
 }

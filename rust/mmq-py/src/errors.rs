@@ -15,18 +15,25 @@ fn raise(name: &str, msg: String) -> PyErr {
     })
 }
 
-pub fn to_py(e: MmqError) -> PyErr {
-    let msg = e.to_string();
+/// The name of the `mmq.errors` class of a core error (also the code of an error of the
+/// Polars expressions, see plugin.rs).
+pub fn class_name(e: &MmqError) -> &'static str {
     match e {
-        MmqError::InvalidParameter(_) => raise("InvalidParameterError", msg),
-        MmqError::InvalidInput(_) => raise("InvalidInputError", msg),
-        MmqError::InvalidModelFile { .. } => raise("ModelFileError", msg),
-        MmqError::NotFitted(_) => raise("NotFittedError", msg),
+        MmqError::InvalidParameter(_) => "InvalidParameterError",
+        MmqError::InvalidInput(_) => "InvalidInputError",
+        MmqError::InvalidModelFile { .. } => "ModelFileError",
+        MmqError::NotFitted(_) => "NotFittedError",
+        MmqError::Io { .. } => "MmqIOError",
+        _ => "MmqError",
+    }
+}
+
+pub fn to_py(e: MmqError) -> PyErr {
+    match e {
         MmqError::Interrupted => {
             pyo3::exceptions::PyKeyboardInterrupt::new_err("training interrupted")
         }
-        MmqError::Io { .. } => raise("MmqIOError", msg),
-        _ => raise("MmqError", msg),
+        e => raise(class_name(&e), e.to_string()),
     }
 }
 
@@ -45,6 +52,30 @@ impl<T> IntoPy<T> for PyResult<mmq_core::Result<T>> {
     fn py_err(self) -> PyResult<T> {
         self?.map_err(to_py)
     }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The body of a binding entry that hands user data to the core: a panic (a bug, the
+/// last resort after the core's own checks) becomes an `mmq.MmqError` naming the call,
+/// never pyo3's `PanicException` (a `BaseException`, which `except Exception` misses).
+/// Work run through [`crate::pool::detach`] is covered there too.
+pub fn guard<T>(call: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(internal(format!("{call}: {}", panic_message(p.as_ref())))))
+}
+
+/// A test hook (`mmq._mmq._panic_for_test`): a panic inside [`guard`], to prove that it
+/// reaches Python as an `mmq.MmqError`. No entry of mmq panics on purpose.
+#[pyfunction]
+pub fn _panic_for_test(message: &str) -> PyResult<()> {
+    guard("_panic_for_test", || panic!("{message}"))
 }
 
 /// A panic caught at the binding boundary (a bug): an `mmq.MmqError`, never a

@@ -143,32 +143,34 @@ impl PyFusion {
         dense: DenseArg<'_>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let mut cfg: FusionConfig = serde_json::from_str(config_json)
-            .map_err(|e| input_err(format!("bad configuration: {e}")))?;
-        cfg.dense_name = dense.0.clone();
-        cfg.validate().py_err()?;
-        let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
-        let (text, labels) = (text.0, labels.0);
-        if text.is_empty() {
-            return Err(input_err("cannot fit on an empty frame (0 rows)"));
-        }
-        let texts = columns::texts(&text, text_name)?;
-        let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
-        let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
-        let model = crate::pool::detach_cancel(py, |cancel| {
-            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
-            let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
-            let data = Dataset {
-                offsets: &offsets,
-                tokens: &ids,
-                weights: None,
-                label_offsets: &loffsets,
-                labels: &lidx,
-            };
-            train_fusion(cfg, names, &data, &full, dim, &present, &callback)
-        });
-        let model = model.py_err()?;
-        Ok(Self { tokenizer, model })
+        crate::errors::guard("FusionClassifier.fit", || {
+            let mut cfg: FusionConfig = serde_json::from_str(config_json)
+                .map_err(|e| input_err(format!("bad configuration: {e}")))?;
+            cfg.dense_name = dense.0.clone();
+            cfg.validate().py_err()?;
+            let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
+            let (text, labels) = (text.0, labels.0);
+            if text.is_empty() {
+                return Err(input_err("cannot fit on an empty frame (0 rows)"));
+            }
+            let texts = columns::texts(&text, text_name)?;
+            let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+            let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
+            let model = crate::pool::detach_cancel(py, |cancel| {
+                let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
+                let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
+                let data = Dataset {
+                    offsets: &offsets,
+                    tokens: &ids,
+                    weights: None,
+                    label_offsets: &loffsets,
+                    labels: &lidx,
+                };
+                train_fusion(cfg, names, &data, &full, dim, &present, &callback)
+            });
+            let model = model.py_err()?;
+            Ok(Self { tokenizer, model })
+        })
     }
 
     #[pyo3(signature = (text, k, threshold, dense))]
@@ -180,13 +182,15 @@ impl PyFusion {
         threshold: f32,
         dense: DenseArg<'py>,
     ) -> PyResult<Predictions<'py>> {
-        let k = ranking_k(k, threshold, self.model.n_labels())?;
-        let s = text.0;
-        let (texts, full, present) = self.prepare(&s, &dense)?;
-        let (idx, probs) = crate::pool::detach(py, || {
-            flatten_ranked(&self.rows(&texts, &full, &present, k, threshold, false), k)
-        })?;
-        Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+        crate::errors::guard("FusionClassifier.predict", || {
+            let k = ranking_k(k, threshold, self.model.n_labels())?;
+            let s = text.0;
+            let (texts, full, present) = self.prepare(&s, &dense)?;
+            let (idx, probs) = crate::pool::detach(py, || {
+                flatten_ranked(&self.rows(&texts, &full, &present, k, threshold, false), k)
+            })?;
+            Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+        })
     }
 
     fn predict_proba<'py>(
@@ -195,18 +199,20 @@ impl PyFusion {
         text: PySeries,
         dense: DenseArg<'py>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let s = text.0;
-        let (texts, full, present) = self.prepare(&s, &dense)?;
-        let nl = self.model.n_labels();
-        let flat: Vec<f32> = crate::pool::detach(py, || {
-            self.rows(&texts, &full, &present, nl, 0.0, true)
-                .into_iter()
-                .flat_map(|r| r.into_iter().map(|x| x.1))
-                .collect()
-        })?;
-        numpy::ndarray::Array2::from_shape_vec((texts.len(), nl), flat)
-            .map_err(|e| input_err(e.to_string()))
-            .map(|a| a.into_pyarray(py))
+        crate::errors::guard("FusionClassifier.predict_proba", || {
+            let s = text.0;
+            let (texts, full, present) = self.prepare(&s, &dense)?;
+            let nl = self.model.n_labels();
+            let flat: Vec<f32> = crate::pool::detach(py, || {
+                self.rows(&texts, &full, &present, nl, 0.0, true)
+                    .into_iter()
+                    .flat_map(|r| r.into_iter().map(|x| x.1))
+                    .collect()
+            })?;
+            numpy::ndarray::Array2::from_shape_vec((texts.len(), nl), flat)
+                .map_err(|e| input_err(e.to_string()))
+                .map(|a| a.into_pyarray(py))
+        })
     }
 
     #[pyo3(signature = (text, labels, label_name, k, threshold, dense))]
@@ -221,15 +227,17 @@ impl PyFusion {
         threshold: f32,
         dense: DenseArg<'py>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let k = ranking_k(k, threshold, self.model.n_labels())?;
-        let (s, l) = (text.0, labels.0);
-        let (texts, full, present) = self.prepare(&s, &dense)?;
-        let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
-        let e = crate::pool::detach(py, || {
-            let preds = self.rows(&texts, &full, &present, k, threshold, false);
-            evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
-        })?;
-        eval_dict(py, &e)
+        crate::errors::guard("FusionClassifier.test", || {
+            let k = ranking_k(k, threshold, self.model.n_labels())?;
+            let (s, l) = (text.0, labels.0);
+            let (texts, full, present) = self.prepare(&s, &dense)?;
+            let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
+            let e = crate::pool::detach(py, || {
+                let preds = self.rows(&texts, &full, &present, k, threshold, false);
+                evaluate(&preds, &loffsets, &lidx, self.model.n_labels())
+            })?;
+            eval_dict(py, &e)
+        })
     }
 
     #[getter]
@@ -246,25 +254,34 @@ impl PyFusion {
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.model.to_bytes().py_err()?))
+        crate::errors::guard("FusionClassifier.to_bytes", || {
+            Ok(PyBytes::new(py, &self.model.to_bytes().py_err()?))
+        })
     }
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
-        let model = FusionModel::from_bytes(data, source).py_err()?;
-        let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
-        Ok(Self { model, tokenizer })
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
+        crate::errors::guard("FusionClassifier.from_bytes", || {
+            let model =
+                crate::pool::detach(py, || FusionModel::from_bytes(data, source)).py_err()?;
+            let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
+            Ok(Self { model, tokenizer })
+        })
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        crate::pool::detach(py, || self.model.save(&path)).py_err()
+        crate::errors::guard("FusionClassifier.save", || {
+            crate::pool::detach(py, || self.model.save(&path)).py_err()
+        })
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let model = crate::pool::detach(py, || FusionModel::load(&path)).py_err()?;
-        let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
-        Ok(Self { model, tokenizer })
+        crate::errors::guard("FusionClassifier.load", || {
+            let model = crate::pool::detach(py, || FusionModel::load(&path)).py_err()?;
+            let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
+            Ok(Self { model, tokenizer })
+        })
     }
 }

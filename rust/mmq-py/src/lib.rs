@@ -26,6 +26,7 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_threads, m)?)?;
     m.add_function(wrap_pyfunction!(project, m)?)?;
     m.add_function(wrap_pyfunction!(get_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::_panic_for_test, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
@@ -33,8 +34,10 @@ fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// The kind of model stored in an mmq file ("classifier", "quantizer", ...).
 #[pyfunction]
 fn file_kind(path: std::path::PathBuf) -> PyResult<String> {
-    use errors::IntoPy;
-    mmq_core::io::peek_kind(&path).py_err()
+    crate::errors::guard("file_kind", || {
+        use errors::IntoPy;
+        mmq_core::io::peek_kind(&path).py_err()
+    })
 }
 
 /// A composite model file's bytes: a JSON header (an object with a `kind`) and named
@@ -45,11 +48,13 @@ fn pack<'py>(
     header_json: &str,
     parts: Vec<(String, Vec<u8>)>,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-    use errors::IntoPy;
-    let header: serde_json::Value = serde_json::from_str(header_json)
-        .map_err(|e| errors::input_err(format!("bad header: {e}")))?;
-    let b = mmq_core::io::pack(&header, &parts).py_err()?;
-    Ok(pyo3::types::PyBytes::new(py, &b))
+    crate::errors::guard("pack", || {
+        use errors::IntoPy;
+        let header: serde_json::Value = serde_json::from_str(header_json)
+            .map_err(|e| errors::input_err(format!("bad header: {e}")))?;
+        let b = mmq_core::io::pack(&header, &parts).py_err()?;
+        Ok(pyo3::types::PyBytes::new(py, &b))
+    })
 }
 
 /// The header (JSON) and named byte parts of a file written by `pack`.
@@ -58,22 +63,26 @@ type NamedBytes<'py> = Vec<(String, Bound<'py, pyo3::types::PyBytes>)>;
 #[pyfunction]
 #[pyo3(signature = (data, source="<bytes>"))]
 fn unpack<'py>(py: Python<'py>, data: &[u8], source: &str) -> PyResult<(String, NamedBytes<'py>)> {
-    use errors::IntoPy;
-    let (h, parts) = mmq_core::io::unpack(data, source).py_err()?;
-    Ok((
-        h.to_string(),
-        parts
-            .into_iter()
-            .map(|(n, b)| (n, pyo3::types::PyBytes::new(py, &b)))
-            .collect(),
-    ))
+    crate::errors::guard("unpack", || {
+        use errors::IntoPy;
+        let (h, parts) = mmq_core::io::unpack(data, source).py_err()?;
+        Ok((
+            h.to_string(),
+            parts
+                .into_iter()
+                .map(|(n, b)| (n, pyo3::types::PyBytes::new(py, &b)))
+                .collect(),
+        ))
+    })
 }
 
 /// Write bytes to `path` atomically (as every model's `save`).
 #[pyfunction]
 fn write_file(py: Python<'_>, path: std::path::PathBuf, data: Vec<u8>) -> PyResult<()> {
-    use errors::IntoPy;
-    crate::pool::detach(py, || mmq_core::io::write_atomic(&path, &data)).py_err()
+    crate::errors::guard("write_file", || {
+        use errors::IntoPy;
+        crate::pool::detach(py, || mmq_core::io::write_atomic(&path, &data)).py_err()
+    })
 }
 
 /// For the tests: a panic in pool work, which must reach Python as `mmq.MmqError`.
@@ -87,28 +96,30 @@ fn project<'py>(
     std: numpy::PyReadonlyArray1<'py, f32>,
     proj: numpy::PyReadonlyArray2<'py, f32>,
 ) -> PyResult<Bound<'py, numpy::PyArray2<f32>>> {
-    use errors::IntoPy;
-    use numpy::{IntoPyArray, PyUntypedArrayMethods};
-    let n = x.shape()[0];
-    let r = proj.shape()[1];
-    let (x, mean, std, proj) = (
-        x.as_slice()?,
-        mean.as_slice()?,
-        std.as_slice()?,
-        proj.as_slice()?,
-    );
-    let mut out = vec![
-        0f32;
-        n.checked_mul(r)
-            .ok_or_else(|| errors::input_err("project: n × r overflows"))?
-    ];
-    pool::detach(py, || {
-        mmq_core::model::dense::project(x, n, mean, std, proj, r, &mut out)
+    errors::guard("project", || {
+        use errors::IntoPy;
+        use numpy::{IntoPyArray, PyUntypedArrayMethods};
+        let n = x.shape()[0];
+        let r = proj.shape()[1];
+        let (x, mean, std, proj) = (
+            x.as_slice()?,
+            mean.as_slice()?,
+            std.as_slice()?,
+            proj.as_slice()?,
+        );
+        let mut out = vec![
+            0f32;
+            n.checked_mul(r)
+                .ok_or_else(|| errors::input_err("project: n × r overflows"))?
+        ];
+        pool::detach(py, || {
+            mmq_core::model::dense::project(x, n, mean, std, proj, r, &mut out)
+        })
+        .py_err()?;
+        let a = numpy::ndarray::Array2::from_shape_vec((n, r), out)
+            .map_err(|e| errors::input_err(e.to_string()))?;
+        Ok(a.into_pyarray(py))
     })
-    .py_err()?;
-    let a = numpy::ndarray::Array2::from_shape_vec((n, r), out)
-        .map_err(|e| errors::input_err(e.to_string()))?;
-    Ok(a.into_pyarray(py))
 }
 
 /// Use `threads` threads (>= 1) for this process's parallel work from now on.
@@ -119,8 +130,10 @@ fn set_threads(threads: i64) -> PyResult<()> {
             format!("threads must be an integer in 1..=4096, got {threads}"),
         )));
     }
-    pool::set_threads(threads as usize);
-    Ok(())
+    errors::guard("set_threads", || {
+        pool::set_threads(threads as usize);
+        Ok(())
+    })
 }
 
 /// The number of threads this process's parallel work uses.
@@ -131,8 +144,10 @@ fn get_threads() -> usize {
 
 #[pyfunction]
 fn _panic_in_pool(py: Python<'_>) -> PyResult<()> {
-    fn boom() {
-        panic!("a test panic")
-    }
-    crate::pool::detach(py, boom)
+    crate::errors::guard("_panic_in_pool", || {
+        fn boom() {
+            panic!("a test panic")
+        }
+        crate::pool::detach(py, boom)
+    })
 }

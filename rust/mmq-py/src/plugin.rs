@@ -1,7 +1,7 @@
 //! Polars expression plugin functions (`pl.col(..).mmq.tokenize(..)`) and the same
 //! operations as plain functions on a Series.
 use crate::classifier::tokenize_rows;
-use crate::errors::IntoPy;
+use crate::errors::{class_name, IntoPy};
 use mmq_core::text::{Tokenizer, TokenizerConfig};
 use polars::prelude::*;
 use polars_arrow::array::{ListArray, PrimitiveArray};
@@ -12,6 +12,47 @@ use pyo3::prelude::*;
 use pyo3_polars::derive::{polars_expr, CallerContext};
 use pyo3_polars::PySeries;
 use serde::Deserialize;
+
+// Errors. Polars turns a plugin's error into a `polars.exceptions.ComputeError` of its
+// own (the plugin cannot choose the class), so every error of an mmq expression carries
+// the name of its mmq class as a code at the start of its message, `[mmq:ModelFileError]
+// mmq.predict: ...`, which `mmq.errors.from_polars` / `polars_errors` (Python) turn back
+// into that class. Every expression runs through [`run_expr`], which codes any error not
+// coded yet as an input error and turns a panic into a coded internal error.
+
+/// An error of an mmq expression of the mmq class `class` (a name in `mmq.errors`).
+fn coded(class: &str, msg: impl std::fmt::Display) -> PolarsError {
+    PolarsError::ComputeError(format!("[mmq:{class}] {msg}").into())
+}
+
+/// A core error met by the expression `expr`, coded with its class.
+fn core_err(expr: &str, e: &mmq_core::MmqError) -> PolarsError {
+    coded(class_name(e), format_args!("{expr}: {e}"))
+}
+
+/// The body of the expression `expr`: an error without a code gets the input error's
+/// (the expressions' own checks are of their input columns), a panic (a bug) becomes a
+/// coded `MmqError` instead of Polars' "the plugin panicked".
+fn run_expr(expr: &str, f: impl FnOnce() -> PolarsResult<Series>) -> PolarsResult<Series> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            Err(if msg.starts_with("[mmq:") {
+                e
+            } else {
+                coded("InvalidInputError", msg)
+            })
+        }
+        Err(p) => Err(coded(
+            "MmqError",
+            format_args!(
+                "{expr}: internal error (a bug in mmq, please report it): {}",
+                crate::errors::panic_message(p.as_ref())
+            ),
+        )),
+    }
+}
 
 /// Build a List[UInt32] column from CSR arrays; rows flagged in `nulls` are null.
 fn list_u32(
@@ -91,26 +132,47 @@ fn mmq_tokenize(
     kwargs: TokenizeKwargs,
 ) -> PolarsResult<Series> {
     // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
-    crate::pool::pool().install(|| {
-        let tok = Tokenizer::new(kwargs.cfg)
-            .map_err(|e| polars_err!(ComputeError: "mmq.tokenize: {}", e))?;
-        let s = &inputs[0];
-        let mut out = tokenize_series(s, &tok, !(context.parallel() || kwargs.serial))?;
-        out.rename(s.name().clone());
-        Ok(out)
+    run_expr("mmq.tokenize", || {
+        crate::pool::pool().install(|| {
+            let tok = Tokenizer::new(kwargs.cfg).map_err(|e| core_err("mmq.tokenize", &e))?;
+            let s = &inputs[0];
+            let mut out = tokenize_series(s, &tok, !(context.parallel() || kwargs.serial))?;
+            out.rename(s.name().clone());
+            Ok(out)
+        })
+    })
+}
+
+#[derive(Deserialize)]
+struct PanicKwargs {
+    message: String,
+}
+
+/// A test hook: an expression that panics with `message` inside [`run_expr`], which
+/// proves that a panic of an expression reaches Python as a coded `MmqError` (no
+/// expression of mmq panics on purpose; `mmq.namespace._panic_for_test`).
+#[polars_expr(output_type=UInt32)]
+fn mmq_panic_for_test(inputs: &[Series], kwargs: PanicKwargs) -> PolarsResult<Series> {
+    run_expr("mmq._panic_for_test", || {
+        if inputs.is_empty() {
+            return Ok(Series::new_empty("x".into(), &DataType::UInt32));
+        }
+        panic!("{}", kwargs.message)
     })
 }
 
 /// Tokenize a String Series into a List[UInt32] Series (the Python API's path).
 #[pyfunction]
 pub fn tokenize(py: Python<'_>, text: PySeries, config_json: &str) -> PyResult<PySeries> {
-    let cfg: TokenizerConfig = serde_json::from_str(config_json)
-        .map_err(|e| crate::errors::input_err(format!("bad tokenizer configuration: {e}")))?;
-    let tok = Tokenizer::new(cfg).py_err()?;
-    let s = text.0;
-    let out = crate::pool::detach(py, || tokenize_series(&s, &tok, true))?
-        .map_err(|e| crate::errors::input_err(e.to_string()))?;
-    Ok(PySeries(out))
+    crate::errors::guard("tokenize", || {
+        let cfg: TokenizerConfig = serde_json::from_str(config_json)
+            .map_err(|e| crate::errors::input_err(format!("bad tokenizer configuration: {e}")))?;
+        let tok = Tokenizer::new(cfg).py_err()?;
+        let s = text.0;
+        let out = crate::pool::detach(py, || tokenize_series(&s, &tok, true))?
+            .map_err(|e| crate::errors::input_err(e.to_string()))?;
+        Ok(PySeries(out))
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -145,9 +207,12 @@ fn cache() -> &'static Mutex<CacheMap> {
 
 fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
     let p = PathBuf::from(path);
-    let meta = std::fs::metadata(&p).map_err(
-        |e| polars_err!(ComputeError: "{}: cannot read model file '{}': {}", expr, path, e),
-    )?;
+    let meta = std::fs::metadata(&p).map_err(|e| {
+        coded(
+            "MmqIOError",
+            format_args!("{expr}: cannot read model file '{path}': {e}"),
+        )
+    })?;
     let stamp = (
         meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         meta.len(),
@@ -157,7 +222,7 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
             return Ok(l.clone());
         }
     }
-    let err = |e: mmq_core::MmqError| polars_err!(ComputeError: "{}: {}", expr, e);
+    let err = |e: mmq_core::MmqError| core_err(expr, &e);
     let kind = mmq_core::io::peek_kind(&p).map_err(err)?;
     let bytes = mmq_core::io::read(&p).map_err(err)?;
     let loaded = match kind.as_str() {
@@ -167,7 +232,7 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
         "classifier" => {
             let m = mmq_core::model::Model::from_bytes(&bytes, path).map_err(err)?;
             let c = PyClassifier::from_model(m)
-                .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?;
+                .map_err(|e| coded("ModelFileError", format_args!("{expr}: {e}")))?;
             Loaded::Classifier(Box::new(c))
         }
         "fusion_classifier" => {
@@ -179,11 +244,16 @@ fn load_cached(path: &str, expr: &str) -> PolarsResult<Arc<Loaded>> {
         "set_classifier" => {
             let m = mmq_core::model::sets::SetModel::from_bytes(&bytes, path).map_err(err)?;
             let s = crate::sets::PySets::from_model(m)
-                .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?;
+                .map_err(|e| coded("ModelFileError", format_args!("{expr}: {e}")))?;
             Loaded::Sets(Box::new(s))
         }
         other => {
-            polars_bail!(ComputeError: "{}: '{}' holds an mmq {}, not a quantizer or classifier", expr, path, other)
+            return Err(coded(
+                "ModelFileError",
+                format_args!(
+                    "{expr}: '{path}' holds an mmq {other}, not a quantizer or classifier"
+                ),
+            ))
         }
     };
     let l = Arc::new(loaded);
@@ -366,42 +436,52 @@ fn mmq_encode(
     kwargs: EncodeKwargs,
 ) -> PolarsResult<Series> {
     // In mmq's fork-safe pool (see pool.rs), not rayon's global one.
-    crate::pool::pool().install(|| {
-    let l = load_cached(&kwargs.path, "mmq.encode")?;
-    let Loaded::Quantizer(q) = &*l else {
-        polars_bail!(ComputeError: "mmq.encode: '{}' is not a quantizer file", kwargs.path)
-    };
-    let s = &inputs[0];
-    let col = dense_column(s, q.d(), "mmq.encode")?;
-    let x = col.matrix();
-    let (n, m) = (s.len(), q.m());
-    let n_present = x.len() / q.d().max(1);
-    let parallel = !(context.parallel() || kwargs.serial);
-    let err = |e: mmq_core::MmqError| polars_err!(ComputeError: "mmq.encode: column '{}': {}", s.name(), e);
-    let valid = validity(&col.present);
-    let (arr, inner): (Box<dyn polars_arrow::array::Array>, DataType) = if q.k() <= 256 {
-        let mut c = vec![0u8; n_present * m];
-        encode_rows(x, n_present, m, &mut c, parallel, |x, n, o| {
-            q.encode_u8(x, n, o)
+    run_expr("mmq.encode", || {
+        crate::pool::pool().install(|| {
+            let l = load_cached(&kwargs.path, "mmq.encode")?;
+            let Loaded::Quantizer(q) = &*l else {
+                return Err(coded(
+                    "ModelFileError",
+                    format_args!("mmq.encode: '{}' is not a quantizer file", kwargs.path),
+                ));
+            };
+            let s = &inputs[0];
+            let col = dense_column(s, q.d(), "mmq.encode")?;
+            let x = col.matrix();
+            let (n, m) = (s.len(), q.m());
+            let n_present = x.len() / q.d().max(1);
+            let parallel = !(context.parallel() || kwargs.serial);
+            let err = |e: mmq_core::MmqError| {
+                coded(
+                    class_name(&e),
+                    format_args!("mmq.encode: column '{}': {e}", s.name()),
+                )
+            };
+            let valid = validity(&col.present);
+            let (arr, inner): (Box<dyn polars_arrow::array::Array>, DataType) = if q.k() <= 256 {
+                let mut c = vec![0u8; n_present * m];
+                encode_rows(x, n_present, m, &mut c, parallel, |x, n, o| {
+                    q.encode_u8(x, n, o)
+                })
+                .map_err(err)?;
+                let dt = FixedSizeListArray::default_datatype(ArrowDataType::UInt8, m);
+                let values = PrimitiveArray::from_vec(spread(c, &col.present, m));
+                let arr = FixedSizeListArray::new(dt, n, Box::new(values), valid);
+                (Box::new(arr), DataType::UInt8)
+            } else {
+                let mut c = vec![0u16; n_present * m];
+                encode_rows(x, n_present, m, &mut c, parallel, |x, n, o| {
+                    q.encode_u16(x, n, o)
+                })
+                .map_err(err)?;
+                let dt = FixedSizeListArray::default_datatype(ArrowDataType::UInt16, m);
+                let values = PrimitiveArray::from_vec(spread(c, &col.present, m));
+                let arr = FixedSizeListArray::new(dt, n, Box::new(values), valid);
+                (Box::new(arr), DataType::UInt16)
+            };
+            Series::from_arrow(s.name().clone(), arr)
+                .and_then(|s| s.cast(&DataType::Array(Box::new(inner), m)))
         })
-        .map_err(err)?;
-        let dt = FixedSizeListArray::default_datatype(ArrowDataType::UInt8, m);
-        let values = PrimitiveArray::from_vec(spread(c, &col.present, m));
-        let arr = FixedSizeListArray::new(dt, n, Box::new(values), valid);
-        (Box::new(arr), DataType::UInt8)
-    } else {
-        let mut c = vec![0u16; n_present * m];
-        encode_rows(x, n_present, m, &mut c, parallel, |x, n, o| {
-            q.encode_u16(x, n, o)
-        })
-        .map_err(err)?;
-        let dt = FixedSizeListArray::default_datatype(ArrowDataType::UInt16, m);
-        let values = PrimitiveArray::from_vec(spread(c, &col.present, m));
-        let arr = FixedSizeListArray::new(dt, n, Box::new(values), valid);
-        (Box::new(arr), DataType::UInt16)
-    };
-    Series::from_arrow(s.name().clone(), arr)
-        .and_then(|s| s.cast(&DataType::Array(Box::new(inner), m)))
     })
 }
 
@@ -491,7 +571,12 @@ fn rank_rows_in_pool(
                             q.encode_u16(x, n, o)
                         })
                         .map(|_| out)
-                        .map_err(|e| polars_err!(ComputeError: "{}: dense column '{}': {}", expr, d.name, e))
+                        .map_err(|e| {
+                            coded(
+                                class_name(&e),
+                                format_args!("{expr}: dense column '{}': {e}", d.name),
+                            )
+                        })
                     })
                     .collect::<PolarsResult<_>>()?
             };
@@ -509,8 +594,7 @@ fn rank_rows_in_pool(
                     }
                 })
                 .collect();
-            let batches = encode_batches(dense, &views)
-                .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))?;
+            let batches = encode_batches(dense, &views).map_err(|e| core_err(expr, &e))?;
             let k = k.unwrap_or(c.model.n_labels());
             let ranked = c.predict_rows(&texts, &batches, k, threshold, parallel);
             Ok((ranked, c.model.labels.clone()))
@@ -560,9 +644,10 @@ fn rank_rows_in_pool(
             };
             Ok((ranked, f.model.labels.clone()))
         }
-        Loaded::Quantizer(_) => {
-            polars_bail!(ComputeError: "{}: '{}' is a quantizer, not a classifier", expr, path)
-        }
+        Loaded::Quantizer(_) => Err(coded(
+            "ModelFileError",
+            format_args!("{expr}: '{path}' is a quantizer, not a classifier"),
+        )),
         Loaded::Sets(_) => unreachable!("handled above"),
     }
 }
@@ -595,7 +680,12 @@ fn rank_set_rows(
             if m.kind != ModalityKind::Dense {
                 continue;
             }
-            let q = q.as_ref().ok_or_else(|| polars_err!(ComputeError: "{}: dense column '{}' has no quantizer", expr, m.name))?;
+            let q = q.as_ref().ok_or_else(|| {
+                coded(
+                    "ModelFileError",
+                    format_args!("{expr}: dense column '{}' has no quantizer", m.name),
+                )
+            })?;
             let dc = dense_column(col, q.d(), expr)?;
             let x = dc.matrix();
             let n = x.len() / q.d().max(1);
@@ -603,7 +693,12 @@ fn rank_set_rows(
             encode_rows(x, n, q.m(), &mut out, parallel, |x, n, o| {
                 q.encode_u16(x, n, o)
             })
-            .map_err(|e| polars_err!(ComputeError: "{}: dense column '{}': {}", expr, m.name, e))?;
+            .map_err(|e| {
+                coded(
+                    class_name(&e),
+                    format_args!("{expr}: dense column '{}': {e}", m.name),
+                )
+            })?;
             codes.push((out, dc.present));
         }
         let mut next = codes.iter();
@@ -619,8 +714,9 @@ fn rank_set_rows(
                 _ => Input::Strings(col),
             })
             .collect();
+        // Its errors are about the input columns.
         let (csr, _) = batch_tokens(cfg, &s.tokenizer, &s.model.quantizers, batch)
-            .map_err(|e| polars_err!(InvalidOperation: "{}: {}", expr, e))?;
+            .map_err(|e| coded("InvalidInputError", format_args!("{expr}: {e}")))?;
         let views: Vec<ModalityRows> = csr
             .iter()
             .map(|(o, i)| ModalityRows { offsets: o, ids: i })
@@ -628,7 +724,7 @@ fn rank_set_rows(
         let k = k.unwrap_or(s.model.n_labels());
         s.model
             .predict_batch(&views, k, threshold)
-            .map_err(|e| polars_err!(ComputeError: "{}: {}", expr, e))
+            .map_err(|e| core_err(expr, &e))
     };
     // rank_rows runs this in a one-thread pool when Polars is already parallel.
     let ranked = work()?;
@@ -641,19 +737,21 @@ fn mmq_predict(
     context: CallerContext,
     kwargs: PredictKwargs,
 ) -> PolarsResult<Series> {
-    let (ranked, labels) = rank_rows(
-        inputs,
-        &kwargs.path,
-        Some(1),
-        kwargs.threshold,
-        "mmq.predict",
-        !(context.parallel() || kwargs.serial),
-    )?;
-    let ca: StringChunked = ranked
-        .iter()
-        .map(|r| r.first().map(|&(l, _)| labels[l as usize].as_str()))
-        .collect();
-    Ok(ca.with_name(inputs[0].name().clone()).into_series())
+    run_expr("mmq.predict", || {
+        let (ranked, labels) = rank_rows(
+            inputs,
+            &kwargs.path,
+            Some(1),
+            kwargs.threshold,
+            "mmq.predict",
+            !(context.parallel() || kwargs.serial),
+        )?;
+        let ca: StringChunked = ranked
+            .iter()
+            .map(|r| r.first().map(|&(l, _)| labels[l as usize].as_str()))
+            .collect();
+        Ok(ca.with_name(inputs[0].name().clone()).into_series())
+    })
 }
 
 #[polars_expr(output_type_func_with_kwargs=proba_type)]
@@ -661,6 +759,16 @@ fn mmq_predict_proba(
     inputs: &[Series],
     context: CallerContext,
     kwargs: PredictKwargs,
+) -> PolarsResult<Series> {
+    run_expr("mmq.predict_proba", || {
+        predict_proba_series(inputs, &context, &kwargs)
+    })
+}
+
+fn predict_proba_series(
+    inputs: &[Series],
+    context: &CallerContext,
+    kwargs: &PredictKwargs,
 ) -> PolarsResult<Series> {
     let (ranked, labels) = rank_rows(
         inputs,
@@ -672,7 +780,13 @@ fn mmq_predict_proba(
     )?;
     let nl = labels.len();
     if kwargs.n_labels != nl {
-        polars_bail!(ComputeError: "mmq.predict_proba: the model file now has {} labels, the expression was built for {}", nl, kwargs.n_labels);
+        return Err(coded(
+            "ModelFileError",
+            format_args!(
+                "mmq.predict_proba: the model file now has {nl} labels, the expression was built for {}",
+                kwargs.n_labels
+            ),
+        ));
     }
     let mut flat = vec![0.0f32; ranked.len() * nl];
     for (i, r) in ranked.iter().enumerate() {

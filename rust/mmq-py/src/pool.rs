@@ -94,14 +94,6 @@ impl Cancel {
 /// How often the waiting thread runs Python's signal handlers.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The message of a caught panic.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 /// `f` without the GIL, inside this process's pool (see [`detach_cancel`]).
 pub fn detach<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
@@ -161,5 +153,5 @@ where
         }
         out
     };
-    out.map_err(|p| crate::errors::internal(panic_message(p.as_ref())))
+    out.map_err(|p| crate::errors::internal(crate::errors::panic_message(p.as_ref())))
 }

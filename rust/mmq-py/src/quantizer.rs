@@ -71,16 +71,20 @@ impl PyQuantizer {
         subspaces: Option<Vec<Vec<u32>>>,
         transform: Option<&str>,
     ) -> PyResult<Self> {
-        let transform = Transform::parse(transform).py_err()?;
-        let mut q = match (kind, subspaces) {
-            (_, Some(sub)) => Quantizer::with_subspaces(d, k, sub, seed),
-            ("pq", None) => Quantizer::pq(d, m, k, seed),
-            ("rspq", None) => Quantizer::rspq(d, m, s, k, seed),
-            (other, None) => return Err(input_err(format!("unknown quantizer kind {other:?}"))),
-        }
-        .py_err()?;
-        q.set_transform(transform).py_err()?;
-        Ok(Self { q })
+        crate::errors::guard("Quantizer.new", || {
+            let transform = Transform::parse(transform).py_err()?;
+            let mut q = match (kind, subspaces) {
+                (_, Some(sub)) => Quantizer::with_subspaces(d, k, sub, seed),
+                ("pq", None) => Quantizer::pq(d, m, k, seed),
+                ("rspq", None) => Quantizer::rspq(d, m, s, k, seed),
+                (other, None) => {
+                    return Err(input_err(format!("unknown quantizer kind {other:?}")))
+                }
+            }
+            .py_err()?;
+            q.set_transform(transform).py_err()?;
+            Ok(Self { q })
+        })
     }
 
     #[pyo3(signature = (x, max_iter, max_points_per_centroid, progress=None))]
@@ -92,43 +96,47 @@ impl PyQuantizer {
         max_points_per_centroid: usize,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let (data, n) = self.vectors(&x)?;
-        self.q.set_max_iter(max_iter);
-        self.q
-            .set_max_points_per_centroid(max_points_per_centroid)
-            .py_err()?;
-        let q = &mut self.q;
-        let m = q.m();
-        crate::pool::detach_cancel(py, |cancel| {
-            let cb = |done: usize| -> bool {
-                if cancel.requested() {
-                    return false;
-                }
-                if let Some(cb) = &progress {
-                    Python::attach(|py| {
-                        let _ = cb.call1(py, (done, m));
-                    });
-                }
-                !cancel.requested()
-            };
-            q.fit_with_progress(data, n, &cb)
+        crate::errors::guard("Quantizer.fit", || {
+            let (data, n) = self.vectors(&x)?;
+            self.q.set_max_iter(max_iter);
+            self.q
+                .set_max_points_per_centroid(max_points_per_centroid)
+                .py_err()?;
+            let q = &mut self.q;
+            let m = q.m();
+            crate::pool::detach_cancel(py, |cancel| {
+                let cb = |done: usize| -> bool {
+                    if cancel.requested() {
+                        return false;
+                    }
+                    if let Some(cb) = &progress {
+                        Python::attach(|py| {
+                            let _ = cb.call1(py, (done, m));
+                        });
+                    }
+                    !cancel.requested()
+                };
+                q.fit_with_progress(data, n, &cb)
+            })
+            .py_err()
         })
-        .py_err()
     }
 
     /// Codes as uint8 (k <= 256) or uint16, shape n × m.
     fn encode(&self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<Py<PyAny>> {
-        let (data, n) = self.vectors(&x)?;
-        let (q, m) = (&self.q, self.q.m());
-        if q.k() <= 256 {
-            let mut out = vec![0u8; n * m];
-            crate::pool::detach(py, || q.encode_u8(data, n, &mut out)).py_err()?;
-            Ok(array2(py, n, m, out)?.into_any().unbind())
-        } else {
-            let mut out = vec![0u16; n * m];
-            crate::pool::detach(py, || q.encode_u16(data, n, &mut out)).py_err()?;
-            Ok(array2(py, n, m, out)?.into_any().unbind())
-        }
+        crate::errors::guard("Quantizer.encode", || {
+            let (data, n) = self.vectors(&x)?;
+            let (q, m) = (&self.q, self.q.m());
+            if q.k() <= 256 {
+                let mut out = vec![0u8; n * m];
+                crate::pool::detach(py, || q.encode_u8(data, n, &mut out)).py_err()?;
+                Ok(array2(py, n, m, out)?.into_any().unbind())
+            } else {
+                let mut out = vec![0u16; n * m];
+                crate::pool::detach(py, || q.encode_u16(data, n, &mut out)).py_err()?;
+                Ok(array2(py, n, m, out)?.into_any().unbind())
+            }
+        })
     }
 
     fn decode<'py>(
@@ -136,10 +144,12 @@ impl PyQuantizer {
         py: Python<'py>,
         codes: PyReadonlyArray2<'py, u16>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (c, n) = self.codes(&codes)?;
-        let q = &self.q;
-        let out = crate::pool::detach(py, || q.decode(c, n)).py_err()?;
-        array2(py, n, q.d(), out)
+        crate::errors::guard("Quantizer.decode", || {
+            let (c, n) = self.codes(&codes)?;
+            let q = &self.q;
+            let out = crate::pool::detach(py, || q.decode(c, n)).py_err()?;
+            array2(py, n, q.d(), out)
+        })
     }
 
     fn tokens<'py>(
@@ -147,31 +157,37 @@ impl PyQuantizer {
         py: Python<'py>,
         codes: PyReadonlyArray2<'py, u16>,
     ) -> PyResult<Bound<'py, PyArray2<u32>>> {
-        let (c, n) = self.codes(&codes)?;
-        let q = &self.q;
-        let out = crate::pool::detach(py, || q.token_ids(c)).py_err()?;
-        array2(py, n, q.m(), out)
+        crate::errors::guard("Quantizer.tokens", || {
+            let (c, n) = self.codes(&codes)?;
+            let q = &self.q;
+            let out = crate::pool::detach(py, || q.token_ids(c)).py_err()?;
+            array2(py, n, q.m(), out)
+        })
     }
 
     fn quantization_error(&self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<f64> {
-        let (data, n) = self.vectors(&x)?;
-        let q = &self.q;
-        crate::pool::detach(py, || q.quantization_error(data, n)).py_err()
+        crate::errors::guard("Quantizer.quantization_error", || {
+            let (data, n) = self.vectors(&x)?;
+            let q = &self.q;
+            crate::pool::detach(py, || q.quantization_error(data, n)).py_err()
+        })
     }
 
     /// Centroids of sub-quantizer j: a k × s_j array.
     fn centroids<'py>(&self, py: Python<'py>, j: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        if j >= self.q.m() {
-            return Err(input_err(format!(
-                "sub-quantizer {j} out of range (m = {})",
-                self.q.m()
-            )));
-        }
-        let c = self.q.sub_centroids(j).to_vec();
-        let s = self.q.subspaces()[j].len();
-        let a = numpy::ndarray::Array2::from_shape_vec((self.q.k(), s), c)
-            .map_err(|e| input_err(e.to_string()))?;
-        Ok(a.into_pyarray(py))
+        crate::errors::guard("Quantizer.centroids", || {
+            if j >= self.q.m() {
+                return Err(input_err(format!(
+                    "sub-quantizer {j} out of range (m = {})",
+                    self.q.m()
+                )));
+            }
+            let c = self.q.sub_centroids(j).to_vec();
+            let s = self.q.subspaces()[j].len();
+            let a = numpy::ndarray::Array2::from_shape_vec((self.q.k(), s), c)
+                .map_err(|e| input_err(e.to_string()))?;
+            Ok(a.into_pyarray(py))
+        })
     }
 
     #[getter]
@@ -188,31 +204,39 @@ impl PyQuantizer {
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &quantizer_to_bytes(&self.q).py_err()?))
+        crate::errors::guard("Quantizer.to_bytes", || {
+            Ok(PyBytes::new(py, &quantizer_to_bytes(&self.q).py_err()?))
+        })
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        let q = &self.q;
-        crate::pool::detach(py, || {
-            mmq_core::io::write_atomic(&path, &quantizer_to_bytes(q)?)
+        crate::errors::guard("Quantizer.save", || {
+            let q = &self.q;
+            crate::pool::detach(py, || {
+                mmq_core::io::write_atomic(&path, &quantizer_to_bytes(q)?)
+            })
+            .py_err()
         })
-        .py_err()
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let q = crate::pool::detach(py, || {
-            quantizer_from_bytes(&mmq_core::io::read(&path)?, &path.display().to_string())
+        crate::errors::guard("Quantizer.load", || {
+            let q = crate::pool::detach(py, || {
+                quantizer_from_bytes(&mmq_core::io::read(&path)?, &path.display().to_string())
+            })
+            .py_err()?;
+            Ok(Self { q })
         })
-        .py_err()?;
-        Ok(Self { q })
     }
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
-        Ok(Self {
-            q: quantizer_from_bytes(data, source).py_err()?,
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
+        crate::errors::guard("Quantizer.from_bytes", || {
+            Ok(Self {
+                q: crate::pool::detach(py, || quantizer_from_bytes(data, source)).py_err()?,
+            })
         })
     }
 }

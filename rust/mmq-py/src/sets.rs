@@ -269,36 +269,38 @@ impl PySets {
         progress: Option<Py<PyAny>>,
         quantizers: Vec<Option<PyRef<'_, PyQuantizer>>>,
     ) -> PyResult<Self> {
-        let cfg: SetConfig = serde_json::from_str(config_json)
-            .map_err(|e| input_err(format!("bad configuration: {e}")))?;
-        cfg.validate().py_err()?;
-        let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
-        let qs: Vec<Option<Quantizer>> = quantizers
-            .iter()
-            .map(|q| q.as_ref().map(|q| q.q.clone()))
-            .collect();
-        if qs.len() != cfg.modalities.len() {
-            return Err(input_err("one quantizer slot per modality expected"));
-        }
-        let (csr, n) = modality_csr(py, &cfg, &tokenizer, &qs, &inputs)?;
-        let labels = labels.0;
-        if labels.len() != n {
-            return Err(input_err(format!(
-                "the feature columns have {n} rows but '{label_name}' has {}",
-                labels.len()
-            )));
-        }
-        if n == 0 {
-            return Err(input_err("cannot fit on an empty frame (0 rows)"));
-        }
-        let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
-        let model = crate::pool::detach_cancel(py, |cancel| {
-            let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
-            let mut m = train_sets(cfg, names, &views(&csr), &loffsets, &lidx, &callback)?;
-            m.quantizers = qs;
-            Ok::<_, mmq_core::MmqError>(m)
-        });
-        Self::from_model(model.py_err()?)
+        crate::errors::guard("SetClassifier.fit", || {
+            let cfg: SetConfig = serde_json::from_str(config_json)
+                .map_err(|e| input_err(format!("bad configuration: {e}")))?;
+            cfg.validate().py_err()?;
+            let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
+            let qs: Vec<Option<Quantizer>> = quantizers
+                .iter()
+                .map(|q| q.as_ref().map(|q| q.q.clone()))
+                .collect();
+            if qs.len() != cfg.modalities.len() {
+                return Err(input_err("one quantizer slot per modality expected"));
+            }
+            let (csr, n) = modality_csr(py, &cfg, &tokenizer, &qs, &inputs)?;
+            let labels = labels.0;
+            if labels.len() != n {
+                return Err(input_err(format!(
+                    "the feature columns have {n} rows but '{label_name}' has {}",
+                    labels.len()
+                )));
+            }
+            if n == 0 {
+                return Err(input_err("cannot fit on an empty frame (0 rows)"));
+            }
+            let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+            let model = crate::pool::detach_cancel(py, |cancel| {
+                let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
+                let mut m = train_sets(cfg, names, &views(&csr), &loffsets, &lidx, &callback)?;
+                m.quantizers = qs;
+                Ok::<_, mmq_core::MmqError>(m)
+            });
+            Self::from_model(model.py_err()?)
+        })
     }
 
     /// Top-k label indices (-1 past a row's predictions) and probabilities (NaN there).
@@ -309,13 +311,15 @@ impl PySets {
         k: usize,
         threshold: f32,
     ) -> PyResult<Predictions<'py>> {
-        let k = ranking_k(k, threshold, self.model.n_labels())?;
-        let (csr, _) = self.csr(py, &inputs)?;
-        let ranked =
-            crate::pool::detach(py, || self.model.predict_batch(&views(&csr), k, threshold))
-                .py_err()?;
-        let (idx, probs) = flatten_ranked(&ranked, k);
-        Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+        crate::errors::guard("SetClassifier.predict", || {
+            let k = ranking_k(k, threshold, self.model.n_labels())?;
+            let (csr, _) = self.csr(py, &inputs)?;
+            let ranked =
+                crate::pool::detach(py, || self.model.predict_batch(&views(&csr), k, threshold))
+                    .py_err()?;
+            let (idx, probs) = flatten_ranked(&ranked, k);
+            Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+        })
     }
 
     /// Probability of every label for every row (n × n_labels).
@@ -324,12 +328,14 @@ impl PySets {
         py: Python<'py>,
         inputs: Vec<ModalityArg<'py>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (csr, n) = self.csr(py, &inputs)?;
-        let nl = self.model.n_labels();
-        let rows = crate::pool::detach(py, || self.model.probs_batch(&views(&csr))).py_err()?;
-        numpy::ndarray::Array2::from_shape_vec((n, nl), rows.concat())
-            .map_err(|e| input_err(e.to_string()))
-            .map(|a| a.into_pyarray(py))
+        crate::errors::guard("SetClassifier.predict_proba", || {
+            let (csr, n) = self.csr(py, &inputs)?;
+            let nl = self.model.n_labels();
+            let rows = crate::pool::detach(py, || self.model.probs_batch(&views(&csr))).py_err()?;
+            numpy::ndarray::Array2::from_shape_vec((n, nl), rows.concat())
+                .map_err(|e| input_err(e.to_string()))
+                .map(|a| a.into_pyarray(py))
+        })
     }
 
     /// Counts for P@k / R@k and per-label (tp, predicted, gold).
@@ -342,21 +348,28 @@ impl PySets {
         k: usize,
         threshold: f32,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let k = ranking_k(k, threshold, self.model.n_labels())?;
-        let (csr, n) = self.csr(py, &inputs)?;
-        let l = labels.0;
-        if l.len() != n {
-            return Err(input_err(format!(
-                "{n} rows but '{label_name}' has {}",
-                l.len()
-            )));
-        }
-        let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
-        let e = crate::pool::detach(py, || {
-            let preds = self.model.predict_batch(&views(&csr), k, threshold)?;
-            Ok::<_, mmq_core::MmqError>(evaluate(&preds, &loffsets, &lidx, self.model.n_labels()))
-        });
-        eval_dict(py, &e.py_err()?)
+        crate::errors::guard("SetClassifier.test", || {
+            let k = ranking_k(k, threshold, self.model.n_labels())?;
+            let (csr, n) = self.csr(py, &inputs)?;
+            let l = labels.0;
+            if l.len() != n {
+                return Err(input_err(format!(
+                    "{n} rows but '{label_name}' has {}",
+                    l.len()
+                )));
+            }
+            let (_, loffsets, lidx) = columns::labels(&l, label_name, Some(&self.model.labels))?;
+            let e = crate::pool::detach(py, || {
+                let preds = self.model.predict_batch(&views(&csr), k, threshold)?;
+                Ok::<_, mmq_core::MmqError>(evaluate(
+                    &preds,
+                    &loffsets,
+                    &lidx,
+                    self.model.n_labels(),
+                ))
+            });
+            eval_dict(py, &e.py_err()?)
+        })
     }
 
     /// Per modality of the one given row: (contribution to `label`'s score, dimensions
@@ -367,19 +380,21 @@ impl PySets {
         inputs: Vec<ModalityArg<'_>>,
         label: usize,
     ) -> PyResult<Shares> {
-        let (csr, n) = self.csr(py, &inputs)?;
-        if n != 1 {
-            return Err(input_err(format!("explain takes one row, got {n}")));
-        }
-        let raw: Vec<&[u32]> = csr.iter().map(|(_, ids)| ids.as_slice()).collect();
-        let (shares, bias) = self.model.explain_modalities(&raw, label).py_err()?;
-        Ok((
-            shares
-                .into_iter()
-                .map(|s| (s.score, s.dims_won, s.present))
-                .collect(),
-            bias,
-        ))
+        crate::errors::guard("SetClassifier.explain_modalities", || {
+            let (csr, n) = self.csr(py, &inputs)?;
+            if n != 1 {
+                return Err(input_err(format!("explain takes one row, got {n}")));
+            }
+            let raw: Vec<&[u32]> = csr.iter().map(|(_, ids)| ids.as_slice()).collect();
+            let (shares, bias) = self.model.explain_modalities(&raw, label).py_err()?;
+            Ok((
+                shares
+                    .into_iter()
+                    .map(|s| (s.score, s.dims_won, s.present))
+                    .collect(),
+                bias,
+            ))
+        })
     }
 
     #[getter]
@@ -408,23 +423,32 @@ impl PySets {
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let b = self.model.to_bytes().py_err()?;
-        Ok(PyBytes::new(py, &b))
+        crate::errors::guard("SetClassifier.to_bytes", || {
+            let b = self.model.to_bytes().py_err()?;
+            Ok(PyBytes::new(py, &b))
+        })
     }
 
     #[staticmethod]
     #[pyo3(signature = (data, source="<bytes>"))]
-    fn from_bytes(data: &[u8], source: &str) -> PyResult<Self> {
-        Self::from_file(SetModel::from_bytes(data, source).py_err()?, source)
+    fn from_bytes(py: Python<'_>, data: &[u8], source: &str) -> PyResult<Self> {
+        crate::errors::guard("SetClassifier.from_bytes", || {
+            let m = crate::pool::detach(py, || SetModel::from_bytes(data, source)).py_err()?;
+            Self::from_file(m, source)
+        })
     }
 
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        crate::pool::detach(py, || self.model.save(&path)).py_err()
+        crate::errors::guard("SetClassifier.save", || {
+            crate::pool::detach(py, || self.model.save(&path)).py_err()
+        })
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let m = crate::pool::detach(py, || SetModel::load(&path)).py_err()?;
-        Self::from_file(m, &path.display().to_string())
+        crate::errors::guard("SetClassifier.load", || {
+            let m = crate::pool::detach(py, || SetModel::load(&path)).py_err()?;
+            Self::from_file(m, &path.display().to_string())
+        })
     }
 }

@@ -10,11 +10,173 @@ use std::path::Path;
 pub mod quant;
 
 pub const FORMAT: &str = "mmq";
-pub const FORMAT_VERSION: u64 = 1;
+/// The version this mmq writes. Version 2 headers are strict: a reader refuses a
+/// header with a key its writer never writes, or without one it always writes (see
+/// [`check_keys`]), and the checksum is required. Version 1 (mmq before strict headers)
+/// is read through [`migrate_v1`].
+pub const FORMAT_VERSION: u64 = 2;
 /// The header key of the file's checksum (see [`checksum`]): always the header's last
-/// key, `…,"mmq_crc32":"89abcdef"}`. Files written before it existed have no such key
-/// and load unchecked.
+/// key, `…,"mmq_crc32":"89abcdef"}`. Version 1 files written before it existed have no
+/// such key and load unchecked; a version 2 file without it is refused.
 pub const CHECKSUM_KEY: &str = "mmq_crc32";
+/// The keys [`to_bytes`] puts in every header (the framing, checked by the reader of
+/// the framing, not by [`check_keys`]).
+const FRAMING_KEYS: [&str; 3] = ["format", "format_version", CHECKSUM_KEY];
+
+/// Whether `MMQ_UNSAFE_SKIP_CHECKS=1` was set when the first file was read: then the
+/// checks of a file's content that cost time in proportion to its size (the checksum,
+/// the finiteness of the weights) and the strict header keys are skipped. **For
+/// benchmarks only** (`benches/load_checks.py` measures what the checks cost with it): a
+/// corrupt file then loads silently wrong. Shapes and header numbers are still checked,
+/// so nothing can crash either way.
+#[doc(hidden)]
+pub fn unsafe_skip_checks() -> bool {
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var_os("MMQ_UNSAFE_SKIP_CHECKS").is_some_and(|v| v == "1"))
+}
+
+/// The strict schema of a header: `stored` (as read) must have exactly the keys of
+/// `written` (the header this mmq writes for what was loaded from it), in every object
+/// at every depth (arrays are compared element by element), but the framing keys at the
+/// top. The first difference is a [`MmqError::InvalidModelFile`] naming the key by its
+/// path (`config.tokenizer.bucket`, `history[0].best`): an unknown key (a typo, a file
+/// from a newer mmq, an edit) or a missing one (which serde's defaults would otherwise
+/// fill silently: an ns model loading as softmax).
+///
+/// The header's structs keep their serde defaults, because the same structs parse the
+/// keyword arguments of the Python API (where every key is optional); it is the file
+/// reader that is strict, against what the writer writes.
+pub fn check_keys(
+    stored: &serde_json::Value,
+    written: &serde_json::Value,
+    what: &str,
+) -> Result<()> {
+    check_keys_at(stored, written, "", what)
+}
+
+/// [`check_keys`] for the value at `path` of a header (`""`: the whole header).
+pub fn check_keys_at(
+    stored: &serde_json::Value,
+    written: &serde_json::Value,
+    path: &str,
+    what: &str,
+) -> Result<()> {
+    use serde_json::Value;
+    fn walk(s: &Value, w: &Value, path: &str) -> std::result::Result<(), String> {
+        let at = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match (s, w) {
+            (Value::Object(s), Value::Object(w)) => {
+                let framing = |k: &str| path.is_empty() && FRAMING_KEYS.contains(&k);
+                if let Some(k) = s.keys().find(|k| !w.contains_key(*k) && !framing(k)) {
+                    return Err(format!(
+                        "unknown key {} (not part of format version {FORMAT_VERSION})",
+                        at(k)
+                    ));
+                }
+                if let Some(k) = w.keys().find(|k| !s.contains_key(*k)) {
+                    return Err(format!(
+                        "missing key {} (every file of format version {FORMAT_VERSION} has it)",
+                        at(k)
+                    ));
+                }
+                w.iter().try_for_each(|(k, wv)| walk(&s[k], wv, &at(k)))
+            }
+            (Value::Array(s), Value::Array(w)) => s
+                .iter()
+                .zip(w)
+                .enumerate()
+                .try_for_each(|(i, (sv, wv))| walk(sv, wv, &format!("{path}[{i}]"))),
+            _ => Ok(()),
+        }
+    }
+    if unsafe_skip_checks() {
+        return Ok(());
+    }
+    walk(stored, written, path).map_err(|reason| MmqError::InvalidModelFile {
+        path: what.to_string(),
+        reason: format!("bad header: {reason}"),
+    })
+}
+
+/// Read a version 1 header as version 2: version 1 readers filled a missing key with
+/// its default, and version 1 writers of earlier mmq releases did not write the keys
+/// added after them. Exactly those keys are filled here, with the values the version 1
+/// reader gave them; any other missing key is an error as in version 2. The header is
+/// marked version 2 afterwards.
+///
+/// Keys added during version 1: classifier `config.alpha`, `head`, `l2`, `idf`,
+/// `temperature`, `modality_dropout`, and `dense`, `history`; every tokenizer's
+/// `split_cjk`, `lowercase`, `split_punct`, `drop_punct`; every quantizer's `tol`,
+/// `max_points_per_centroid`, `transform`; a set model's `config.blend_window` and its
+/// history's `epochs`, `gain`, `overfit`.
+pub fn migrate_v1(header: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn fill(v: Option<&mut Value>, defaults: &Value, keys: &[&str]) {
+        if let Some(Value::Object(o)) = v {
+            for &k in keys {
+                if !o.contains_key(k) {
+                    o.insert(k.to_string(), defaults[k].clone());
+                }
+            }
+        }
+    }
+    fn each(v: Option<&mut Value>, f: impl Fn(&mut Value)) {
+        if let Some(Value::Array(a)) = v {
+            a.iter_mut().for_each(f);
+        }
+    }
+    let tok = serde_json::to_value(crate::text::TokenizerConfig::default()).unwrap_or_default();
+    let tok_keys = ["split_cjk", "lowercase", "split_punct", "drop_punct"];
+    let quant = crate::quant::QuantizerParams::v1_defaults();
+    let quant_keys = ["tol", "max_points_per_centroid", "transform"];
+    let fill_tokenizer = |h: &mut Value| fill(h.pointer_mut("/config/tokenizer"), &tok, &tok_keys);
+    match header.get("kind").and_then(|k| k.as_str()).unwrap_or("") {
+        "classifier" => {
+            let cfg =
+                serde_json::to_value(crate::model::ModelConfig::default()).unwrap_or_default();
+            let keys = [
+                "alpha",
+                "head",
+                "l2",
+                "idf",
+                "temperature",
+                "modality_dropout",
+            ];
+            fill(header.get_mut("config"), &cfg, &keys);
+            fill_tokenizer(header);
+            let top = serde_json::json!({"dense": [], "history": []});
+            fill(Some(header), &top, &["dense", "history"]);
+            each(header.get_mut("dense"), |d| {
+                fill(d.get_mut("quantizer"), &quant, &quant_keys)
+            });
+        }
+        "fusion_classifier" => fill_tokenizer(header),
+        "set_classifier" => {
+            let cfg =
+                serde_json::to_value(crate::model::sets::SetConfig::default()).unwrap_or_default();
+            fill(header.get_mut("config"), &cfg, &["blend_window"]);
+            fill_tokenizer(header);
+            let epoch = serde_json::json!({"epochs": 1, "gain": [], "overfit": []});
+            each(header.get_mut("history"), |e| {
+                fill(Some(e), &epoch, &["epochs", "gain", "overfit"])
+            });
+            each(header.get_mut("quantizers"), |q| {
+                fill(q.get_mut("params"), &quant, &quant_keys)
+            });
+        }
+        "quantizer" => fill(header.get_mut("params"), &quant, &quant_keys),
+        _ => {}
+    }
+    if let Some(o) = header.as_object_mut() {
+        o.insert("format_version".into(), FORMAT_VERSION.into());
+    }
+}
 
 /// CRC-32 (IEEE) over the mmq header string without its checksum key (byte for byte as
 /// stored) and every tensor, in name order: its name, dtype name, shape (u64 LE) and
@@ -75,12 +237,24 @@ pub fn to_bytes<S: AsRef<str>>(
     header: &serde_json::Value,
     tensors: &[(S, Tensor)],
 ) -> Result<Vec<u8>> {
+    to_bytes_as_version(header, tensors, FORMAT_VERSION)
+}
+
+/// [`to_bytes`] with another format version in the header: for tests of the readers of
+/// older versions only (what it writes is not what that version's writer wrote unless
+/// the header is).
+#[doc(hidden)]
+pub fn to_bytes_as_version<S: AsRef<str>>(
+    header: &serde_json::Value,
+    tensors: &[(S, Tensor)],
+    version: u64,
+) -> Result<Vec<u8>> {
     let mut h = header.clone();
     let obj = h
         .as_object_mut()
         .ok_or_else(|| MmqError::InvalidInput("file header must be a JSON object".into()))?;
     obj.insert("format".into(), FORMAT.into());
-    obj.insert("format_version".into(), FORMAT_VERSION.into());
+    obj.insert("format_version".into(), version.into());
     let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| {
@@ -131,8 +305,17 @@ fn read_meta(bytes: &[u8], what: &str) -> Result<(serde_json::Value, String, Opt
         .and_then(|m| m.get(FORMAT))
         .ok_or_else(|| bad("a safetensors file without an mmq header (not written by mmq)".into()))?
         .clone();
-    let header: serde_json::Value =
+    let mut header: serde_json::Value =
         serde_json::from_str(&raw).map_err(|e| bad(format!("corrupt mmq header: {e}")))?;
+    if !header.is_object() {
+        return Err(bad("corrupt mmq header: not a JSON object".into()));
+    }
+    if header.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        return Err(bad(format!(
+            "bad header: key format is {}, expected \"{FORMAT}\"",
+            header.get("format").unwrap_or(&serde_json::Value::Null)
+        )));
+    }
     // The checksum and the header string it covers (the stored one without its last key).
     let (body, sum) = match header.get(CHECKSUM_KEY) {
         None => (raw, None),
@@ -159,6 +342,13 @@ fn read_meta(bytes: &[u8], what: &str) -> Result<(serde_json::Value, String, Opt
             "format version {version} is not supported by this mmq (reads 1..={FORMAT_VERSION})"
         )));
     }
+    if version == 1 {
+        migrate_v1(&mut header);
+    } else if sum.is_none() {
+        return Err(bad(format!(
+            "bad header: missing key {CHECKSUM_KEY} (every file of format version {version} has it)"
+        )));
+    }
     Ok((header, body, sum))
 }
 
@@ -172,42 +362,83 @@ pub fn from_bytes(
     };
     let (header, raw, stored) = read_meta(bytes, what)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensors: {e}")))?;
-    if let Some(stored) = stored {
-        let views = st.tensors();
-        let sum = checksum(
-            &raw,
-            views
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
-        );
-        if stored != sum {
+    let views = st.tensors();
+    let sum = || {
+        stored.as_ref().filter(|_| !unsafe_skip_checks()).map(|_| {
+            checksum(
+                &raw,
+                views
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
+            )
+        })
+    };
+    let bad_file = |reason: String| MmqError::InvalidModelFile {
+        path: what.to_string(),
+        reason,
+    };
+    let convert = || -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (name, view) in &views {
+            let shape = view.shape().to_vec();
+            let data = view.data();
+            let t = match view.dtype() {
+                Dtype::F32 => {
+                    // Copy and check finiteness in one pass (a second pass over the
+                    // weights would cost as much as the checksum): every f32 tensor of
+                    // every kind of file holds weights or statistics, never NaN or inf.
+                    const EXP: u32 = 0x7f80_0000;
+                    let mut bad = 0u32;
+                    let v: Vec<f32> = data
+                        .chunks_exact(4)
+                        .map(|c| {
+                            let b = u32::from_le_bytes(c.try_into().unwrap());
+                            bad |= ((b & EXP) == EXP) as u32;
+                            f32::from_bits(b)
+                        })
+                        .collect();
+                    if bad != 0 && !unsafe_skip_checks() {
+                        return Err(bad_file(format!(
+                            "tensor {name} holds non-finite values (NaN or infinity)"
+                        )));
+                    }
+                    Tensor::F32(shape, v)
+                }
+                Dtype::U32 => Tensor::U32(
+                    shape,
+                    data.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ),
+                Dtype::U8 => Tensor::U8(shape, data.to_vec()),
+                d => {
+                    return Err(bad_file(format!(
+                        "tensor {name} has unsupported dtype {d:?}"
+                    )))
+                }
+            };
+            out.insert(name.clone(), t);
+        }
+        Ok(out)
+    };
+    // The checksum beside the copy of the tensors, when called inside a thread pool (as
+    // the bindings do, in their fork-safe pool): the check then costs no wall time on
+    // two cores. The copy (the longer task) runs here and the checksum is offered to the
+    // pool, so an idle worker has the whole copy to pick the checksum up. Outside a
+    // pool, one after the other (rayon's global pool is not fork-safe).
+    let (out, sum) = if rayon::current_thread_index().is_some() {
+        rayon::join(convert, sum)
+    } else {
+        (convert(), sum())
+    };
+    if let (Some(stored), Some(sum)) = (&stored, sum) {
+        if *stored != sum {
             return Err(bad(format!(
                 "checksum mismatch (stored {stored:?}, computed {sum:?}): the file is corrupt"
             )));
         }
     }
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        let shape = view.shape().to_vec();
-        let data = view.data();
-        let t = match view.dtype() {
-            Dtype::F32 => Tensor::F32(
-                shape,
-                data.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            Dtype::U32 => Tensor::U32(
-                shape,
-                data.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            Dtype::U8 => Tensor::U8(shape, data.to_vec()),
-            d => return Err(bad(format!("tensor {name} has unsupported dtype {d:?}"))),
-        };
-        out.insert(name, t);
-    }
+    let out = out?;
     Ok((header, out))
 }
 
@@ -247,7 +478,7 @@ pub fn unpack(bytes: &[u8], what: &str) -> Result<(serde_json::Value, Vec<Part>)
 /// The configuration of a kind of classifier file: the header's `kind` tag, the noun
 /// that names the kind in errors ("expected an mmq {noun}"), and the checks a loaded
 /// configuration must pass.
-pub trait StoredConfig: serde::de::DeserializeOwned {
+pub trait StoredConfig: serde::de::DeserializeOwned + serde::Serialize {
     const KIND: &'static str;
     const NOUN: &'static str;
     fn check(&self) -> Result<()>;
@@ -279,6 +510,11 @@ pub fn read_classifier<C: StoredConfig>(bytes: &[u8], what: &str) -> Result<Clas
     }
     let cfg: C = serde_json::from_value(header["config"].clone())
         .map_err(|e| bad(format!("bad config: {e}")))?;
+    // Strict before anything else reads the configuration: a missing key names itself
+    // rather than showing up as a tensor of the wrong shape (the rest of the header is
+    // checked by each kind's reader against what it writes).
+    let written = serde_json::to_value(&cfg).map_err(|e| bad(format!("bad config: {e}")))?;
+    check_keys_at(&header["config"], &written, "config", what)?;
     cfg.check().map_err(|e| bad(e.to_string()))?;
     let labels: Vec<String> = serde_json::from_value(header["labels"].clone())
         .map_err(|e| bad(format!("bad labels: {e}")))?;
@@ -369,6 +605,94 @@ fn temp_name(name: &str) -> String {
     )
 }
 
+/// The process id in the name of a temp file of a save to `name` (see [`temp_name`]),
+/// or `None` when `file` is not such a name.
+fn temp_owner(file: &str, name: &str) -> Option<u32> {
+    let rest = file.strip_prefix(&format!(".{name}.tmp-"))?;
+    let f: Vec<&str> = rest.split('-').collect();
+    let dec = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if f.len() != 4 || !(dec(f[0]) && hex(f[1]) && dec(f[2]) && hex(f[3])) {
+        return None;
+    }
+    f[0].parse().ok()
+}
+
+/// Whether `dir` is on a file system other machines may write to (NFS, SMB, FUSE...),
+/// where a process id in a temp name says nothing about the process that wrote it. From
+/// `/proc/self/mounts` (the longest mount point above `dir`); `true` when unknown.
+#[cfg(target_os = "linux")]
+fn maybe_shared(dir: &Path) -> bool {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return true;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return true;
+    };
+    let fs = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, at, fs) = (f.next()?, f.next()?, f.next()?);
+            // Spaces etc. in mount points are octal escapes (\040); such a mount point
+            // never matches, and a shorter one above it decides.
+            dir.starts_with(at).then_some((at.len(), fs))
+        })
+        .max_by_key(|m| m.0)
+        .map(|m| m.1);
+    match fs {
+        None => true,
+        Some(fs) => {
+            const SHARED: [&str; 12] = [
+                "nfs",
+                "nfs4",
+                "cifs",
+                "smb3",
+                "smbfs",
+                "9p",
+                "ceph",
+                "glusterfs",
+                "lustre",
+                "gpfs",
+                "afs",
+                "virtiofs",
+            ];
+            SHARED.contains(&fs) || fs.starts_with("fuse")
+        }
+    }
+}
+
+/// Remove the temp files that saves to `name` in `dir` left when they were killed
+/// (SIGKILL, a crash, power loss: no error path ran): those whose process is gone. Run
+/// before each save, so a folder holds at most the temp files of live saves. Only on
+/// Linux, where `/proc/<pid>` tells a live process; a temp file of this process or of a
+/// live one (or of a reused pid) is left alone, and so is every temp file on a file
+/// system other machines may share. Best effort: an error leaves the file.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        if !Path::new("/proc/self").exists() || maybe_shared(dir) {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let me = std::process::id();
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(pid) = file.to_str().and_then(|f| temp_owner(f, name)) else {
+                continue;
+            };
+            let regular = e.file_type().map(|t| t.is_file()).unwrap_or(false);
+            if pid != me && regular && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (dir, name);
+}
+
 /// Write bytes atomically: a temp file beside the target (created with `create_new`,
 /// written and fsynced), renamed over the target, then the folder fsynced. Readers see
 /// the old file or the new one, never a torn one.
@@ -376,7 +700,8 @@ fn temp_name(name: &str) -> String {
 /// Only a regular file is ever replaced: a directory, device node, fifo or socket at the
 /// target is an error ([`MmqError::Io`] naming the path), and nothing is written. A
 /// symbolic link is written *through*: the file it points to is replaced and the link
-/// kept. The temp file is removed on every error.
+/// kept. The temp file is removed on every error; the temp files of saves to the same
+/// name that were killed are removed by the next one (see [`remove_stale_temps`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let target = save_target(path)?;
@@ -411,6 +736,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    remove_stale_temps(&dir, &name);
     let tmp_path = dir.join(temp_name(&name));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -450,7 +776,8 @@ pub fn elements(dims: &[usize], name: &str, what: &str) -> Result<usize> {
 }
 
 /// Take a tensor out of a read map, checking its type and that it has exactly the
-/// element count of the shape `dims` the header implies (computed without overflow).
+/// element count of the shape `dims` the header implies (computed without overflow). Its
+/// values are finite: [`from_bytes`] refuses non-finite f32 tensors.
 pub fn take_f32(
     t: &mut HashMap<String, Tensor>,
     name: &str,
@@ -459,16 +786,8 @@ pub fn take_f32(
 ) -> Result<Vec<f32>> {
     let len = elements(dims, name, what)?;
     match t.remove(name) {
-        Some(Tensor::F32(_, v)) if v.len() == len => {
-            if v.iter().all(|x| x.is_finite()) {
-                Ok(v)
-            } else {
-                Err(MmqError::InvalidModelFile {
-                    path: what.into(),
-                    reason: format!("tensor {name} holds non-finite values (NaN or infinity)"),
-                })
-            }
-        }
+        // Finite: [`from_bytes`] refuses a file with a non-finite f32 tensor.
+        Some(Tensor::F32(_, v)) if v.len() == len => Ok(v),
         Some(Tensor::F32(_, v)) => Err(MmqError::InvalidModelFile {
             path: what.into(),
             reason: format!("tensor {name} has {} values, expected {len}", v.len()),
@@ -555,9 +874,19 @@ mod tests {
             .unwrap()
         );
         // Non-finite weights are refused.
-        let nan = to_bytes(&h, &[("a", Tensor::F32(vec![2], vec![1.0, f32::NAN]))]).unwrap();
-        let (_, mut t) = from_bytes(&nan, "mem").unwrap();
-        assert!(take_f32(&mut t, "a", &[2], "mem").is_err());
+        for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let nan = to_bytes(&h, &[("a", Tensor::F32(vec![2], vec![1.0, x]))]).unwrap();
+            let e = from_bytes(&nan, "mem").unwrap_err();
+            assert!(e.to_string().contains("tensor a holds non-finite"), "{e}");
+        }
+        let big = to_bytes(
+            &h,
+            &[(
+                "a",
+                Tensor::F32(vec![2], vec![f32::MAX, -f32::MIN_POSITIVE]),
+            )],
+        );
+        assert!(from_bytes(&big.unwrap(), "mem").is_ok());
         // A valid safetensors file without our header.
         let v = TensorView::new(Dtype::F32, vec![1], &[0u8; 4]).unwrap();
         let foreign = safetensors::serialize(vec![("x", v)], None).unwrap();
@@ -596,6 +925,60 @@ mod tests {
         assert!(write_atomic(&f.join("m.mmq"), b"x").is_err());
         assert_eq!(std::fs::read(&f).unwrap(), b"keep");
         assert!(leftovers(&d).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn temp_names_are_recognised_exactly() {
+        let t = temp_name("m.mmq");
+        assert_eq!(temp_owner(&t, "m.mmq"), Some(std::process::id()));
+        assert_eq!(temp_owner(&t, "m"), None);
+        assert_eq!(temp_owner(".m.mmq.tmp-12-ab-3-ff", "m.mmq"), Some(12));
+        for other in [
+            "m.mmq",
+            ".m.mmq.tmp-",
+            ".m.mmq.tmp-12-ab-3",
+            ".m.mmq.tmp-12-ab-3-ff-1",
+            ".m.mmq.tmp-x-ab-3-ff",
+            ".m.mmq.tmp-12-zz-3-ff",
+            ".m.mmq.tmp-x.tmp-12-ab-3-ff",
+        ] {
+            assert_eq!(temp_owner(other, "m.mmq"), None, "{other}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_save_removes_the_temp_files_of_dead_saves_only() {
+        let d = scratch("stale");
+        if maybe_shared(&d) {
+            return; // nothing is removed there, by design
+        }
+        // A process that has exited: its pid is not live (unless reused at once).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let files = [
+            (format!(".m.mmq.tmp-{dead}-ab-0-ff"), false),
+            (format!(".m.mmq.tmp-{}-ab-0-ff", live.id()), true),
+            (format!(".m.mmq.tmp-{}-ab-0-ff", std::process::id()), true),
+            (format!(".other.mmq.tmp-{dead}-ab-0-ff"), true),
+            (format!(".m.mmq.tmp-{dead}-ab-0"), true),
+        ];
+        for (f, _) in &files {
+            std::fs::write(d.join(f), b"partial").unwrap();
+        }
+        write_atomic(&d.join("m.mmq"), b"new").unwrap();
+        live.kill().unwrap();
+        live.wait().unwrap();
+        for (f, kept) in &files {
+            assert_eq!(d.join(f).exists(), *kept, "{f}");
+        }
+        assert_eq!(std::fs::read(d.join("m.mmq")).unwrap(), b"new");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -17,7 +17,7 @@ pub fn quantizer_parts(
     }
     let c = q.centroids_flat();
     Ok((
-        serde_json::to_value(q.params()).map_err(|e| MmqError::InvalidInput(e.to_string()))?,
+        quantizer_header(q)?,
         vec![
             (format!("{prefix}centroids"), Tensor::F32(vec![c.len()], c)),
             (
@@ -26,6 +26,15 @@ pub fn quantizer_parts(
             ),
         ],
     ))
+}
+
+/// The header part of a quantizer (its parameters), as [`quantizer_parts`] writes it.
+pub fn quantizer_header(q: &Quantizer) -> Result<serde_json::Value> {
+    serde_json::to_value(q.params()).map_err(|e| MmqError::InvalidInput(e.to_string()))
+}
+
+fn file_header(q: &Quantizer) -> Result<serde_json::Value> {
+    Ok(json!({"kind": "quantizer", "params": quantizer_header(q)?}))
 }
 
 /// Rebuild a quantizer from [`quantizer_parts`] output read back from a file.
@@ -52,12 +61,12 @@ pub fn quantizer_from_parts(
 }
 
 pub fn quantizer_to_bytes(q: &Quantizer) -> Result<Vec<u8>> {
-    let (params, tensors) = quantizer_parts(q, "")?;
+    let (_, tensors) = quantizer_parts(q, "")?;
     let refs: Vec<(&str, Tensor)> = tensors
         .iter()
         .map(|(n, t)| (n.as_str(), t.clone()))
         .collect();
-    io::to_bytes(&json!({"kind": "quantizer", "params": params}), &refs)
+    io::to_bytes(&file_header(q)?, &refs)
 }
 
 pub fn quantizer_from_bytes(bytes: &[u8], what: &str) -> Result<Quantizer> {
@@ -68,5 +77,7 @@ pub fn quantizer_from_bytes(bytes: &[u8], what: &str) -> Result<Quantizer> {
             reason: format!("expected an mmq quantizer, found kind {}", header["kind"]),
         });
     }
-    quantizer_from_parts(&header["params"], &mut t, "", what)
+    let q = quantizer_from_parts(&header["params"], &mut t, "", what)?;
+    io::check_keys(&header, &file_header(&q)?, what)?;
+    Ok(q)
 }

@@ -894,14 +894,19 @@ impl FusionModel {
         top_k(&buf, k, threshold)
     }
 
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let header = json!({
+    /// The file header (without the framing keys [`io::to_bytes`] adds).
+    fn header(&self) -> serde_json::Value {
+        json!({
             "kind": <FusionConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
             "dense_dim": self.dense_dim,
-        });
+        })
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let header = self.header();
         let dd = self.dense_dim;
         let mut tensors = vec![
             (
@@ -963,7 +968,7 @@ impl FusionModel {
         };
         let shapes = dm.shapes(ids.len());
         let params = take_params(&PARAM_NAMES, &shapes, &mut t, what)?;
-        Ok(Self {
+        let m = Self {
             index: TokenIndex::from_ids(ids).map_err(|e| bad(e.to_string()))?,
             scale: dense_scale(&dense_std),
             cfg,
@@ -973,7 +978,9 @@ impl FusionModel {
             dense_mean,
             dense_std,
             params,
-        })
+        };
+        io::check_keys(&header, &m.header(), what)?;
+        Ok(m)
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<()> {

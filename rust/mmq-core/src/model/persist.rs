@@ -3,7 +3,7 @@ use super::dense::DenseInput;
 use super::loss::Tree;
 use super::{Model, ModelConfig, TokenIndex};
 use crate::error::{MmqError, Result};
-use crate::io::quant::{quantizer_from_parts, quantizer_parts};
+use crate::io::quant::{quantizer_from_parts, quantizer_header, quantizer_parts};
 use crate::io::{self, Tensor};
 use serde_json::json;
 
@@ -16,22 +16,33 @@ impl io::StoredConfig for ModelConfig {
 }
 
 impl Model {
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut dense = Vec::new();
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for (i, d) in self.dense.iter().enumerate() {
-            let (params, t) = quantizer_parts(&d.quantizer, &format!("dense.{i}."))?;
-            dense.push(json!({"name": d.name, "offset": d.offset, "quantizer": params}));
-            tensors.extend(t);
-        }
-        let header = json!({
+    /// The file header (without the framing keys [`io::to_bytes`] adds).
+    fn header(&self) -> Result<serde_json::Value> {
+        let dense = self
+            .dense
+            .iter()
+            .map(|d| {
+                let params = quantizer_header(&d.quantizer)?;
+                Ok(json!({"name": d.name, "offset": d.offset, "quantizer": params}))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(json!({
             "kind": <ModelConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
             "dense": dense,
             "history": self.history,
-        });
+        }))
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (i, d) in self.dense.iter().enumerate() {
+            let (_, t) = quantizer_parts(&d.quantizer, &format!("dense.{i}."))?;
+            tensors.extend(t);
+        }
+        let header = self.header()?;
         let rows = self.index.len();
         tensors.push((
             "input".into(),
@@ -136,6 +147,7 @@ impl Model {
                 r.epoch
             )));
         }
+        io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
     }
 
@@ -200,5 +212,119 @@ mod tests {
                 "{field}: {e}"
             );
         }
+    }
+
+    /// The header of `b` edited by `edit`, written back (re-signed) as `version`.
+    fn edited(b: &[u8], version: u64, edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+        let (mut header, tensors) = io::from_bytes(b, "mem").unwrap();
+        edit(&mut header);
+        let mut tensors: Vec<_> = tensors.into_iter().collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        io::to_bytes_as_version(&header, &tensors, version).unwrap()
+    }
+
+    fn remove(h: &mut serde_json::Value, pointer: &str) {
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        h.pointer_mut(parent)
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .remove(key)
+            .unwrap();
+    }
+
+    fn refused(b: &[u8], says: &str) {
+        let e = Model::from_bytes(b, "mem").unwrap_err();
+        assert!(matches!(e, MmqError::InvalidModelFile { .. }), "{e}");
+        assert!(e.to_string().contains(says), "expected {says:?} in: {e}");
+    }
+
+    #[test]
+    fn headers_are_strict_unknown_and_missing_keys_are_refused() {
+        let mut m = model();
+        m.cfg.loss = crate::model::loss::LossKind::Ns;
+        let b = m.to_bytes().unwrap();
+        assert!(Model::from_bytes(&edited(&b, 2, |_| {}), "mem").is_ok());
+        for (at, key, says) in [
+            ("", "extra", "unknown key extra"),
+            ("/config", "dimension", "unknown key config.dimension"),
+            (
+                "/config/tokenizer",
+                "buckets",
+                "unknown key config.tokenizer.buckets",
+            ),
+            ("/history/0", "note", "unknown key history[0].note"),
+        ] {
+            let b = edited(&b, 2, |h| {
+                h.pointer_mut(at).unwrap()[key] = json!(1);
+            });
+            refused(&b, says);
+        }
+        for (pointer, says) in [
+            ("/config/loss", "missing key config.loss"),
+            (
+                "/config/tokenizer/bucket",
+                "missing key config.tokenizer.bucket",
+            ),
+            ("/config/dim", "missing key config.dim"),
+            ("/dense", "missing key dense"),
+            ("/history", "missing key history"),
+            // serde names a key missing from a struct without defaults itself.
+            ("/history/0/best", "bad history: missing field `best`"),
+        ] {
+            refused(&edited(&b, 2, |h| remove(h, pointer)), says);
+        }
+        // A version 2 file needs its checksum.
+        let (mut header, _) = io::from_bytes(&b, "mem").unwrap();
+        header.as_object_mut().unwrap().remove(io::CHECKSUM_KEY);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = vec![];
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("mmq".to_string(), header.to_string());
+        let bare = safetensors::serialize(views, Some(meta)).unwrap();
+        refused(&bare, "missing key mmq_crc32");
+    }
+
+    #[test]
+    fn a_version_1_header_is_migrated_and_only_its_later_keys_are_filled() {
+        let m = model();
+        let b = m.to_bytes().unwrap();
+        // A version 1 writer of an earlier release: no keys added during version 1.
+        let v1 = edited(&b, 1, |h| {
+            for p in [
+                "/config/alpha",
+                "/config/head",
+                "/config/l2",
+                "/config/idf",
+                "/config/temperature",
+                "/config/modality_dropout",
+                "/config/tokenizer/split_cjk",
+                "/config/tokenizer/lowercase",
+                "/config/tokenizer/split_punct",
+                "/config/tokenizer/drop_punct",
+                "/dense",
+                "/history",
+            ] {
+                remove(h, p);
+            }
+        });
+        let back = Model::from_bytes(&v1, "mem").unwrap();
+        assert_eq!(back.input, m.input);
+        assert!(back.history.is_empty());
+        assert_eq!(back.cfg.tokenizer, m.cfg.tokenizer);
+        assert_eq!(back.cfg.temperature, 1.0);
+        // Saved again, it is a version 2 file.
+        let (h, _) = io::from_bytes(&back.to_bytes().unwrap(), "mem").unwrap();
+        assert_eq!(h["format_version"], 2);
+        // A key that every version 1 writer wrote is not filled in.
+        refused(
+            &edited(&b, 1, |h| remove(h, "/config/loss")),
+            "missing key config.loss",
+        );
+        refused(
+            &edited(&b, 1, |h| h["config"]["extra"] = json!(0)),
+            "unknown key config.extra",
+        );
+        // Neither version 0 nor 3 is read.
+        refused(&edited(&b, 3, |_| {}), "format version 3 is not supported");
     }
 }

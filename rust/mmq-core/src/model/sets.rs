@@ -75,7 +75,7 @@ use super::fusion::{param_tensors, take_params, Mat, Weights};
 use super::loss::safe_ln;
 use super::{softmax_in_place, top_k, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
-use crate::io::quant::{quantizer_from_parts, quantizer_parts};
+use crate::io::quant::{quantizer_from_parts, quantizer_header, quantizer_parts};
 use crate::io::{self, Tensor};
 use crate::quant::Quantizer;
 use crate::text::TokenizerConfig;
@@ -1000,24 +1000,33 @@ impl SetModel {
         Ok((out, self.params[OUT_B].data[label]))
     }
 
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    /// The file header (without the framing keys [`io::to_bytes`] adds).
+    fn header(&self) -> Result<serde_json::Value> {
         let mut quants = Vec::new();
         for (k, q) in self.quantizers.iter().enumerate() {
             if let Some(q) = q {
-                let (p, t) = quantizer_parts(q, &format!("quantizer.{k}."))?;
-                quants.push(json!({"modality": k, "params": p}));
-                tensors.extend(t);
+                quants.push(json!({"modality": k, "params": quantizer_header(q)?}));
             }
         }
-        let header = json!({
+        Ok(json!({
             "kind": <SetConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
             "history": self.history,
             "quantizers": quants,
-        });
+        }))
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (k, q) in self.quantizers.iter().enumerate() {
+            if let Some(q) = q {
+                let (_, t) = quantizer_parts(q, &format!("quantizer.{k}."))?;
+                tensors.extend(t);
+            }
+        }
+        let header = self.header()?;
         for (k, idx) in self.indexes.iter().enumerate() {
             if !idx.is_empty() {
                 tensors.push((
@@ -1096,7 +1105,7 @@ impl SetModel {
         let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
         let dm = Dims::new(&cfg, labels.len(), &sizes);
         let params = take_params(&PARAM_NAMES, &dm.shapes(), &mut t, what)?;
-        Ok(Self {
+        let m = Self {
             cfg,
             labels,
             label_counts,
@@ -1104,7 +1113,9 @@ impl SetModel {
             quantizers,
             history,
             params,
-        })
+        };
+        io::check_keys(&header, &m.header()?, what)?;
+        Ok(m)
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<()> {

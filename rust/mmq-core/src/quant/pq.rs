@@ -122,6 +122,18 @@ fn default_mppc() -> usize {
     KMeansConfig::DEFAULT_MAX_POINTS_PER_CENTROID
 }
 
+impl QuantizerParams {
+    /// The values a format version 1 reader gave the keys added during version 1
+    /// (`tol`, `max_points_per_centroid`, `transform`): see [`crate::io::migrate_v1`].
+    pub fn v1_defaults() -> serde_json::Value {
+        serde_json::json!({
+            "tol": default_tol(),
+            "max_points_per_centroid": default_mppc(),
+            "transform": Transform::default(),
+        })
+    }
+}
+
 /// Everything but the learned arrays: what a model file stores in its header.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantizerParams {
