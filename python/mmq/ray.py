@@ -611,11 +611,7 @@ def predict(ds: Any, model: Any, k: int = 1, threshold: float = 0.0, proba: bool
 def _check_classifier_file(obj: Any) -> None:
     """A classifier (object), or a file that holds one: the header only, not the weights."""
     if isinstance(obj, str):
-        try:
-            kind = _mmq.file_kind(obj)
-        except MmqError:
-            raise
-        if kind in ("quantizer",):
+        if _mmq.file_kind(obj) == "quantizer":
             raise ModelFileError(f"{obj} holds a quantizer, not a classifier")
         return
     _classifier(obj)
@@ -710,6 +706,8 @@ def sample(ds: Any, column: str, n: int, seed: int = 0) -> np.ndarray:
     ``n × d`` float32 matrix in key order: the rows of smallest :func:`row_keys`, so the
     same rows :func:`sample_local` draws from the whole column in memory, however the
     dataset is partitioned or ordered. The driver receives about ``n + 6√n`` rows."""
+    import pyarrow as pa
+
     ray = _ray()
     n = _check_n(n)
     if not isinstance(ds, ray.data.Dataset):
@@ -721,8 +719,6 @@ def sample(ds: Any, column: str, n: int, seed: int = 0) -> np.ndarray:
             bound = 2**64 - 1 if frac >= 1.0 else int(frac * 2**64)
             got = _map_batches(ds, _Pick, dict(column=column, seed=seed, bound=bound), batch_size=BATCH_ROWS,
                                compute=ray.data.ActorPoolStrategy(min_size=1)).to_arrow_refs()
-            import pyarrow as pa
-
             tables = [t for t in ray.get(got) if t.num_rows]
             if tables:
                 t = pa.concat_tables([tb.cast(tables[0].schema) for tb in tables])
