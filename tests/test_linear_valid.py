@@ -279,3 +279,83 @@ def test_modality_dropout(topics, kw):
             mmq.Classifier(**params(), **kw, modality_dropout=bad)
     with pytest.raises(InvalidParameterError, match="modality_dropout"):
         mmq.Classifier(**params(), fusion="late", dense=["image"], modality_dropout=0.2)
+
+
+# -- every model kind: validation-driven training, history, calibration ---------------
+KINDS = {
+    "gated": dict(fusion="gated", dense=["image"]),
+    "bilinear": dict(fusion="bilinear", dense=["image"], rank=8),
+    "deepset": dict(fusion="deepset", dense={"image": "pq"}),
+    "attention": dict(fusion="attention", dense={"image": "pq"}),
+    "bag+gblend": dict(fusion="discrete", dense={"image": "pq"}, blend="gblend"),
+    "deepset+gblend_offline": dict(fusion="deepset", dense={"image": "pq"}, blend="gblend_offline"),
+}
+
+
+def kind_params(name, **kw):
+    spec = dict(KINDS[name])
+    if isinstance(spec["dense"], dict):
+        spec["dense"] = {"image": mmq.PQ(m=4, k=16, seed=0)}
+    return dict(epoch=6, dim=12, lr=0.2, threads=1, seed=0, progress=False, **spec, **kw)
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_every_model_kind_keeps_its_best_epoch(topics, name, tmp_path):
+    train, valid, _ = topics
+    train, valid = train.drop("split"), valid.drop("split")
+    clf = mmq.Classifier(**kind_params(name)).fit(train, valid=valid, calibrate=False)
+    h = clf.history
+    assert h.columns == ["epoch", "train_loss", "valid_loss", "valid_accuracy", "best"]
+    assert h.height == 6 and h["best"][0]
+    best = h.filter(pl.col("best")).tail(1)
+    assert best["valid_accuracy"][0] == h["valid_accuracy"].max()
+    # the weights kept score on valid as the epoch recorded (NumPy reference of loss/acc)
+    p = clf.predict_proba(valid).to_numpy().astype(np.float64)
+    gold = np.array([clf.labels.index(v) for v in valid["label"]])
+    assert (p.argmax(1) == gold).mean() == pytest.approx(best["valid_accuracy"][0], abs=1e-6)
+    nll = -np.log(np.maximum(p[np.arange(len(gold)), gold], 1e-12)).mean()
+    assert nll == pytest.approx(best["valid_loss"][0], rel=1e-3)
+    if "gblend" in name:
+        assert clf.blend_history.height > 0
+    # patience 1 stops at the first epoch without a better score
+    first_worse = h["best"].arg_min() if not h["best"].all() else None
+    short = mmq.Classifier(**kind_params(name)).fit(train, valid=valid, patience=1, calibrate=False)
+    assert short.history.height == (6 if first_worse is None else first_worse + 1)
+    # calibration: probabilities are a power of the uncalibrated ones, loss no higher
+    cal = mmq.Classifier(**kind_params(name)).fit(train, valid=valid)
+    pc = cal.predict_proba(valid).to_numpy().astype(np.float64)
+    ref = p ** (1 / cal.temperature)
+    ref /= ref.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(pc, ref, rtol=2e-3, atol=1e-6)
+    assert -np.log(np.maximum(pc[np.arange(len(gold)), gold], 1e-12)).mean() <= nll + 1e-6
+    # history and temperature survive save/load and pickle
+    cal.save(tmp_path / "m.mmq")
+    for back in (mmq.load(tmp_path / "m.mmq"), pickle.loads(pickle.dumps(cal))):
+        assert_frame_equal(back.history, cal.history)
+        assert back.temperature == cal.temperature
+        np.testing.assert_allclose(back.predict_proba(valid).to_numpy(), pc, rtol=1e-6, atol=1e-7)
+
+
+def test_every_model_kind_valid_bad_input(topics):
+    train, valid, _ = topics
+    train, valid = train.drop("split"), valid.drop("split")
+    for name in ("gated", "deepset"):
+        clf = mmq.Classifier(**kind_params(name))
+        with pytest.raises(InvalidInputError, match="'image'"):
+            clf.fit(train, valid=valid.drop("image"))
+        with pytest.raises(InvalidInputError, match="empty"):
+            clf.fit(train, valid=valid.head(0))
+        with pytest.raises(InvalidParameterError, match="patience"):
+            clf.fit(train, valid=valid, patience=0)
+        odd = valid.with_columns(pl.when(pl.int_range(pl.len()) < 5).then(pl.lit("never_seen"))
+                                 .otherwise(pl.col("label")).alias("label"))
+        with pytest.warns(UserWarning, match="5 label"):
+            clf.fit(train, valid=odd, calibrate=False)
+        assert clf.history["valid_accuracy"].max() <= 1 - 5 / valid.height + 1e-6
+    # a validation frame whose dense column is null everywhere: text alone scores it
+    nulls = valid.with_columns(pl.lit(None, dtype=valid.schema["image"]).alias("image"))
+    clf = mmq.Classifier(**kind_params("gated")).fit(train, valid=nulls)
+    assert clf.history.height == 6
+    # a model without valid has no history and no temperature
+    plain = mmq.Classifier(**kind_params("deepset")).fit(train)
+    assert plain.history.height == 0 and plain.temperature == 1.0

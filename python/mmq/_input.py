@@ -73,6 +73,26 @@ def label_series(df: pl.DataFrame, label: str) -> pl.Series:
     )
 
 
+def valid_frame(valid: Any, train_labels: pl.Series, label: str) -> "tuple[pl.DataFrame, pl.Series]":
+    """A validation frame (collected) and its label column. Labels training never saw are
+    counted in a warning: they score as errors."""
+    vdf = as_frame(valid, what="valid")
+    if vdf.height == 0:
+        raise InvalidInputError("the validation frame is empty (0 rows)")
+    vy = label_series(vdf, label)
+
+    def flat(s: pl.Series) -> pl.Series:
+        return s.explode() if s.dtype == pl.List(pl.String) else s
+
+    unseen = flat(vy).filter(~flat(vy).is_in(flat(train_labels).unique().to_list()))
+    if len(unseen):
+        import warnings
+
+        warnings.warn(f"the validation frame has {len(unseen)} label(s) never seen in training "
+                      f"({unseen.unique().head(5).to_list()}...); they score as errors", stacklevel=3)
+    return vdf, vy
+
+
 def check_k(k: int) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InvalidParameterError(f"k must be an integer >= 1, got {k!r}")

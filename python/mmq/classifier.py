@@ -14,7 +14,7 @@ import polars as pl
 
 from mmq import _mmq
 from mmq._input import (as_frame, check_k, check_threshold, frame_of, frame_text_column, is_frame, label_series,
-                        labels_of, text_series, texts_of)
+                        labels_of, text_series, texts_of, valid_frame)
 from mmq._progress import ProgressBar
 from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
@@ -516,10 +516,7 @@ class Classifier:
             self._model = late.fit(self, as_frame(data), as_frame(valid), text, label, patience,
                                    ProgressBar() if show else None)
             return self
-        if valid is not None and (many or self.blend is not None or self.fusion not in ("discrete",)):
-            raise InvalidParameterError(
-                "fit(valid=...) is supported for text and discrete-fusion models of one text column "
-                f"(got fusion={self.fusion!r}, blend={self.blend!r}, text={text!r}, categorical={categorical!r})")
+        vopts = (valid, patience, calibrate)
         if many or self.blend is not None or self.fusion in ("deepset", "attention"):
             from mmq import sets
 
@@ -528,7 +525,7 @@ class Classifier:
                     f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self.fusion!r}")
             self._plugin_path = None
             show = self.progress if self.progress is not None else sys.stderr.isatty()
-            self._model = sets.fit(self, data, text, label, categorical, ProgressBar() if show else None)
+            self._model = sets.fit(self, data, text, label, categorical, ProgressBar() if show else None, vopts)
             self._mods = json.loads(self._model.config_json)["modalities"]
             return self
         self._mods = None
@@ -548,28 +545,21 @@ class Classifier:
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         cb = ProgressBar() if show else None
         args = self._dense_args(df, fit=True)
+        vargs = None
+        if valid is not None:
+            vdf, vy = valid_frame(valid, y, label)
+            width = args[0][1].shape[1] if self.fusion in CONTINUOUS else None
+            vargs = (text_series(vdf, text), vy, self._dense_args(vdf, width=width))
         if self.fusion in CONTINUOUS:
             cfg = self._config()
             cfg = {"mode": self.fusion, "dim": cfg["dim"], "rank": self.rank, "epoch": cfg["epoch"],
                    "lr": cfg["lr"], "threads": cfg["threads"], "seed": cfg["seed"], "tokenizer": cfg["tokenizer"]}
-            self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb)
+            if vargs is not None:
+                vargs = (vargs[0], vargs[1], vargs[2][0])
+            self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb,
+                                                        vargs, patience, calibrate)
             return self
         quantizers = [(name, q._q) for name, q in self._dense.items()]
-        vargs = None
-        if valid is not None:
-            vdf = as_frame(valid)
-            if vdf.height == 0:
-                raise InvalidInputError("the validation frame is empty (0 rows)")
-            vy = label_series(vdf, label)
-            seen = set(y.explode().unique().to_list()) if y.dtype == pl.List(pl.String) else set(y.unique().to_list())
-            vflat = vy.explode() if vy.dtype == pl.List(pl.String) else vy
-            unseen = vflat.filter(~vflat.is_in(list(seen)))
-            if len(unseen):
-                import warnings
-
-                warnings.warn(f"the validation frame has {len(unseen)} label(s) never seen in training "
-                              f"({unseen.unique().head(5).to_list()}...); they score as errors", stacklevel=2)
-            vargs = (text_series(vdf, text), vy, self._dense_args(vdf))
         self._model = _mmq.RustClassifier.fit(
             json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate
         )
@@ -580,8 +570,10 @@ class Classifier:
         args = self._dense_args(data)
         return args[0] if self.fusion in CONTINUOUS else args
 
-    def _dense_args(self, data: Any, fit: bool = False) -> list:
-        """(name, vectors | None, codes | None, present) per dense column, in order."""
+    def _dense_args(self, data: Any, fit: bool = False, width: Optional[int] = None) -> list:
+        """(name, vectors | None, codes | None, present) per dense column, in order.
+        ``width``: the vectors' length for a continuous model not fitted yet (a validation
+        frame whose column is null in every row)."""
         if not self._dense:
             return []
         from mmq.quant import as_codes, as_matrix
@@ -618,7 +610,7 @@ class Classifier:
                 if q is None:
                     if fit:
                         raise InvalidInputError(f"dense column '{name}' is null in every row")
-                    width = self._model.dense_dim
+                    width = self._model.dense_dim if width is None else width
                     out.append((name, np.zeros((0, width), dtype=np.float32), None, present))
                     continue
                 if fit and not q.is_fitted:
@@ -865,27 +857,33 @@ class Classifier:
 
     @property
     def history(self) -> pl.DataFrame:
-        """Text and discrete-fusion models fitted with ``valid``: one row per epoch
-        (``epoch``, ``train_loss``, ``valid_loss``, ``valid_accuracy``, ``best``: the
-        weights kept); empty without ``valid``.
-        G-Blend's record (``blend='gblend'``), one row per super-epoch and head: ``epoch``
-        (its first epoch) and ``epochs`` (``blend_window``), ``head`` (``fused`` or a
-        modality), the head's loss ``weight`` over it, the ``gain`` (held-out loss drop)
-        and ``overfit`` (change of the held-out − train gap) of the head's trial run that
-        set that weight, and the blended model's mean loss on the held-out slice and the
-        training subset after it. Empty otherwise."""
+        """Models fitted with ``valid`` (every kind): one row per epoch (``epoch``,
+        ``train_loss``, ``valid_loss``, ``valid_accuracy``, ``best``: the weights kept);
+        with online G-Blend one row per super-epoch (``epoch`` is its last). Without
+        ``valid``: G-Blend's record (:attr:`blend_history`) for G-Blend models, else empty."""
         m = self._fitted()
-        from mmq import sets
-
         if self.fusion == "late":
             m = m.text
-        if self._mods is None and hasattr(m, "history_json"):
-            rows = json.loads(m.history_json)
-            schema = {"epoch": pl.UInt32, "train_loss": pl.Float32, "valid_loss": pl.Float32,
-                      "valid_accuracy": pl.Float32, "best": pl.Boolean}
-            return pl.DataFrame(rows or None, schema=schema)
+        rows = json.loads(getattr(m, "valid_history_json", None) or getattr(m, "history_json", "[]"))
+        if self._mods is not None and not rows:
+            return self.blend_history
+        schema = {"epoch": pl.UInt32, "train_loss": pl.Float32, "valid_loss": pl.Float32,
+                  "valid_accuracy": pl.Float32, "best": pl.Boolean}
+        return pl.DataFrame(rows or None, schema=schema)
+
+    @property
+    def blend_history(self) -> pl.DataFrame:
+        """G-Blend's record (``blend='gblend'`` or ``'gblend_offline'``), one row per
+        super-epoch and head: ``epoch`` (its first epoch) and ``epochs`` (``blend_window``),
+        ``head`` (``fused`` or a modality), the head's loss ``weight`` over it, the ``gain``
+        (held-out loss drop) and ``overfit`` (change of the held-out − train gap) of the
+        head's trial run that set that weight, and the blended model's mean loss on the
+        held-out slice and the training subset after it. Empty for other models."""
+        m = self._fitted()
         if self._mods is None:
             return pl.DataFrame()
+        from mmq import sets
+
         return sets.history(m, self._mods)
 
     def _dense_index(self, column: str) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from mmq import _mmq
-from mmq._input import as_frame, column, text_series
+from mmq._input import as_frame, collect, column, label_series, text_series, valid_frame
 from mmq.errors import InvalidInputError, InvalidParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,24 +110,31 @@ def inputs(clf: "Classifier", data: Any, mods: list[dict], fit: bool = False) ->
 
 
 def fit(clf: "Classifier", data: Any, text: Union[str, Sequence[str]], label: str,
-        categorical: Optional[Sequence[str]], progress) -> Any:
+        categorical: Optional[Sequence[str]], progress, vopts: tuple = (None, None, False)) -> Any:
+    """Train a set model; ``vopts`` = (valid frame or None, patience, calibrate)."""
     mods = modalities(clf, text, label, categorical)
-    if isinstance(data, pl.LazyFrame):
-        names = [m["name"] for m in mods] + [label]
-        have = data.collect_schema().names()
-        missing = [n for n in names if n not in have]
-        if missing:
-            raise InvalidInputError(f"column(s) {missing} not found; the frame has {have}")
-        from mmq._input import collect
+    names = [m["name"] for m in mods] + [label]
 
-        data = collect(data.select(names))
-    df = as_frame(data)
-    from mmq._input import label_series
+    def frame(d: Any) -> pl.DataFrame:
+        if isinstance(d, pl.LazyFrame):
+            have = d.collect_schema().names()
+            missing = [n for n in names if n not in have]
+            if missing:
+                raise InvalidInputError(f"column(s) {missing} not found; the frame has {have}")
+            return collect(d.select(names))
+        return as_frame(d)
 
+    df = frame(data)
     y = label_series(df, label)
     args = inputs(clf, df, mods, fit=True)
     quantizers = [clf._dense[m["name"]]._q if m["kind"] == "dense" else None for m in mods]
-    return _mmq.RustSetClassifier.fit(json.dumps(config(clf, mods)), args, y, label, progress, quantizers)
+    valid, patience, calibrate = vopts
+    vargs = None
+    if valid is not None:
+        vdf, vy = valid_frame(frame(valid), y, label)
+        vargs = (inputs(clf, vdf, mods), vy)
+    return _mmq.RustSetClassifier.fit(json.dumps(config(clf, mods)), args, y, label, progress, quantizers,
+                                      vargs, patience, bool(calibrate))
 
 
 def history(model: Any, mods: list[dict]) -> pl.DataFrame:

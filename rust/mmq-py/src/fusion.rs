@@ -6,10 +6,10 @@ use crate::classifier::{
 use crate::columns;
 use crate::errors::{input_err, IntoPy};
 use mmq_core::eval::evaluate;
-use mmq_core::model::fusion::{train_fusion, FusionConfig, FusionModel};
+use mmq_core::model::fusion::{train_fusion_with, FusionConfig, FusionModel, FusionRows};
 use mmq_core::model::Ranked;
 use mmq_core::text::{Scratch, Tokenizer};
-use mmq_core::train::{Dataset, Progress};
+use mmq_core::train::{Dataset, Progress, TrainOptions};
 use numpy::{IntoPyArray, PyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -131,7 +131,7 @@ impl PyFusion {
 #[pymethods]
 impl PyFusion {
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, dense, progress=None))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, dense, progress=None, valid=None, patience=None, calibrate=false))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -142,6 +142,9 @@ impl PyFusion {
         label_name: &str,
         dense: DenseArg<'_>,
         progress: Option<Py<PyAny>>,
+        valid: Option<(PySeries, PySeries, DenseArg<'_>)>,
+        patience: Option<usize>,
+        calibrate: bool,
     ) -> PyResult<Self> {
         crate::errors::guard("FusionClassifier.fit", || {
             let mut cfg: FusionConfig = serde_json::from_str(config_json)
@@ -156,21 +159,70 @@ impl PyFusion {
             let texts = columns::texts(&text, text_name)?;
             let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
             let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
+            let vcols = match &valid {
+                Some((vt, vl, vd)) => {
+                    let vtexts = columns::texts(&vt.0, text_name)?;
+                    let (_, vlo, vli) = columns::labels(&vl.0, label_name, Some(&names))?;
+                    if vtexts.len() != vlo.len() - 1 {
+                        return Err(input_err(format!(
+                            "validation '{text_name}' has {} rows but '{label_name}' has {}",
+                            vtexts.len(),
+                            vlo.len() - 1
+                        )));
+                    }
+                    if vtexts.is_empty() {
+                        return Err(input_err("the validation frame is empty (0 rows)"));
+                    }
+                    let (vfull, vpresent, _) = full_dense(vd, vtexts.len(), Some(dim))?;
+                    Some((vtexts, vlo, vli, vfull, vpresent))
+                }
+                None => None,
+            };
             let model = crate::pool::detach_cancel(py, |cancel| {
                 let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
                 let (offsets, ids) = tokenize_rows(&tokenizer, &texts);
-                let data = Dataset {
-                    offsets: &offsets,
-                    tokens: &ids,
-                    weights: None,
-                    label_offsets: &loffsets,
-                    labels: &lidx,
+                let train = FusionRows {
+                    data: Dataset {
+                        offsets: &offsets,
+                        tokens: &ids,
+                        weights: None,
+                        label_offsets: &loffsets,
+                        labels: &lidx,
+                    },
+                    dense: &full,
+                    present: &present,
                 };
-                train_fusion(cfg, names, &data, &full, dim, &present, &callback)
+                let vtok = vcols.as_ref().map(|(vt, ..)| tokenize_rows(&tokenizer, vt));
+                let vrows = match (&vcols, &vtok) {
+                    (Some((_, vlo, vli, vfull, vpresent)), Some((vo, vi))) => Some(FusionRows {
+                        data: Dataset {
+                            offsets: vo,
+                            tokens: vi,
+                            weights: None,
+                            label_offsets: vlo,
+                            labels: vli,
+                        },
+                        dense: vfull,
+                        present: vpresent,
+                    }),
+                    _ => None,
+                };
+                let opts = TrainOptions {
+                    valid: vrows.as_ref(),
+                    patience,
+                    calibrate,
+                };
+                train_fusion_with(cfg, names, &train, dim, &opts, &callback)
             });
             let model = model.py_err()?;
             Ok(Self { tokenizer, model })
         })
+    }
+
+    /// Per-epoch record of a fit with a validation split (JSON list; empty without).
+    #[getter]
+    fn history_json(&self) -> String {
+        serde_json::to_string(&self.model.history).unwrap_or_default()
     }
 
     #[pyo3(signature = (text, k, threshold, dense))]

@@ -8,11 +8,11 @@ use crate::errors::{input_err, IntoPy};
 use crate::quantizer::PyQuantizer;
 use mmq_core::eval::evaluate;
 use mmq_core::model::sets::{
-    train_sets, Modality, ModalityKind, ModalityRows, SetConfig, SetModel,
+    train_sets_with, Modality, ModalityKind, ModalityRows, SetConfig, SetModel, SetRows,
 };
 use mmq_core::quant::Quantizer;
 use mmq_core::text::{fnv1a, Tokenizer};
-use mmq_core::train::Progress;
+use mmq_core::train::{Progress, TrainOptions};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use polars::prelude::{Series, StringChunked};
 use pyo3::prelude::*;
@@ -259,7 +259,8 @@ impl PySets {
 impl PySets {
     /// Train on the modality columns and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, inputs, labels, label_name, progress=None, quantizers=vec![]))]
+    #[pyo3(signature = (config_json, inputs, labels, label_name, progress=None, quantizers=vec![], valid=None, patience=None, calibrate=false))]
+    #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
         config_json: &str,
@@ -268,6 +269,9 @@ impl PySets {
         label_name: &str,
         progress: Option<Py<PyAny>>,
         quantizers: Vec<Option<PyRef<'_, PyQuantizer>>>,
+        valid: Option<(Vec<ModalityArg<'_>>, PySeries)>,
+        patience: Option<usize>,
+        calibrate: bool,
     ) -> PyResult<Self> {
         crate::errors::guard("SetClassifier.fit", || {
             let cfg: SetConfig = serde_json::from_str(config_json)
@@ -293,9 +297,47 @@ impl PySets {
                 return Err(input_err("cannot fit on an empty frame (0 rows)"));
             }
             let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+            let vparts = match &valid {
+                Some((vin, vl)) => {
+                    let (vcsr, vn) = modality_csr(py, &cfg, &tokenizer, &qs, vin)?;
+                    let (_, vlo, vli) = columns::labels(&vl.0, label_name, Some(&names))?;
+                    if vlo.len() != vn + 1 {
+                        return Err(input_err(format!(
+                            "the validation frame's feature columns have {vn} rows but \
+                             '{label_name}' has {}",
+                            vlo.len() - 1
+                        )));
+                    }
+                    if vn == 0 {
+                        return Err(input_err("the validation frame is empty (0 rows)"));
+                    }
+                    Some((vcsr, vlo, vli))
+                }
+                None => None,
+            };
             let model = crate::pool::detach_cancel(py, |cancel| {
                 let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
-                let mut m = train_sets(cfg, names, &views(&csr), &loffsets, &lidx, &callback)?;
+                let tv = views(&csr);
+                let train = SetRows {
+                    rows: &tv,
+                    label_offsets: &loffsets,
+                    labels: &lidx,
+                };
+                let vv = vparts.as_ref().map(|(c, ..)| views(c));
+                let vrows = match (&vparts, &vv) {
+                    (Some((_, vlo, vli)), Some(v)) => Some(SetRows {
+                        rows: v,
+                        label_offsets: vlo,
+                        labels: vli,
+                    }),
+                    _ => None,
+                };
+                let opts = TrainOptions {
+                    valid: vrows.as_ref(),
+                    patience,
+                    calibrate,
+                };
+                let mut m = train_sets_with(cfg, names, &train, &opts, &callback)?;
                 m.quantizers = qs;
                 Ok::<_, mmq_core::MmqError>(m)
             });
@@ -411,6 +453,12 @@ impl PySets {
     #[getter]
     fn history_json(&self) -> String {
         serde_json::to_string(&self.model.history).unwrap_or_default()
+    }
+
+    /// Per-epoch record of a fit with a validation split (JSON list; empty without).
+    #[getter]
+    fn valid_history_json(&self) -> String {
+        serde_json::to_string(&self.model.valid_history).unwrap_or_default()
     }
 
     /// A copy of modality k's quantizer (None unless it is dense).

@@ -117,13 +117,14 @@
 //! `output` (W_out), `proj`, `proj_bias`, `gate`, `gate_bias`, `bil_u`, `bil_u_bias`,
 //! `bil_v`, `bil_v_bias`, `bil_out` (O); empty tensors are left out.
 use super::loss::{safe_ln, sigmoid};
-use super::{softmax_in_place, top_k, Ranked, TokenIndex};
+use super::{softmax_in_place, top_k, EpochRecord, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::{self, Tensor};
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
-use crate::train::{label_counts, Dataset, Progress};
+use crate::train::select::{score_rows, temper, Selector};
+use crate::train::{label_counts, Dataset, Progress, TrainOptions};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -215,6 +216,10 @@ pub struct FusionConfig {
     pub tokenizer: TokenizerConfig,
     /// Name of the dense column (for the bindings; not used by the math).
     pub dense_name: String,
+    /// Probabilities' temperature, fitted on a validation split (1: none). Written to
+    /// the file only when it is not 1, so files of earlier releases still read.
+    #[serde(skip_serializing_if = "super::is_one")]
+    pub temperature: f32,
 }
 
 impl Default for FusionConfig {
@@ -229,6 +234,7 @@ impl Default for FusionConfig {
             seed: 0,
             dense_name: String::new(),
             tokenizer: TokenizerConfig::default(),
+            temperature: 1.0,
         }
     }
 }
@@ -263,6 +269,7 @@ impl FusionConfig {
                 self.rank()
             )));
         }
+        super::check_temperature(self.temperature)?;
         self.tokenizer.validate()
     }
 }
@@ -796,6 +803,8 @@ pub struct FusionModel {
     pub dense_std: Vec<f32>,
     scale: Vec<f32>,
     params: [Mat; N_PARAMS],
+    /// Per-epoch record of a run with a validation split (else empty).
+    pub history: Vec<EpochRecord>,
 }
 
 impl FusionModel {
@@ -848,24 +857,18 @@ impl FusionModel {
         dense: Option<&[f32]>,
         out: &mut Vec<f32>,
     ) {
-        let dm = self.dims();
-        let mut c = Cache::new(&dm);
-        if dm.mode.uses_text() {
-            let mut total = 0.0f32;
+        let (mut rows, mut ws) = (Vec::with_capacity(tokens.len()), Vec::new());
+        if self.cfg.mode.uses_text() {
             for (i, &tok) in tokens.iter().enumerate() {
                 if let Some(r) = self.index.get(tok) {
-                    let w = weights.map_or(1.0, |w| w[i]);
-                    self.params[EMB].add_row_to(r as usize, w, &mut c.t);
-                    total += w;
+                    rows.push(r);
+                    if let Some(w) = weights {
+                        ws.push(w[i]);
+                    }
                 }
             }
-            if total > 0.0 {
-                let inv = 1.0 / total;
-                c.t.iter_mut().for_each(|x| *x *= inv);
-            } else {
-                c.t.fill(0.0);
-            }
         }
+        let ws = weights.map(|_| &ws[..]);
         if let Some(x) = dense {
             assert_eq!(
                 x.len(),
@@ -874,11 +877,29 @@ impl FusionModel {
                 x.len(),
                 self.dense_dim
             );
+        }
+        self.probs_compact((&rows, ws), dense, out)
+    }
+
+    /// [`Self::probs_weighted`] for tokens already compacted to embedding rows.
+    fn probs_compact(
+        &self,
+        (rows, weights): (&[u32], Option<&[f32]>),
+        dense: Option<&[f32]>,
+        out: &mut Vec<f32>,
+    ) {
+        let dm = self.dims();
+        let mut c = Cache::new(&dm);
+        if dm.mode.uses_text() {
+            text_mean(&self.params[EMB], rows, weights, &mut c.t);
+        }
+        if let Some(x) = dense {
             normalise(x, &self.dense_mean, &self.scale, &mut c.x);
         }
         forward(&dm, &self.params, dense.is_some(), &mut c);
         out.clear();
         out.extend_from_slice(&c.q);
+        temper(out, self.cfg.temperature);
     }
 
     /// The `k` most probable labels with probability >= `threshold`, most probable first.
@@ -896,13 +917,18 @@ impl FusionModel {
 
     /// The file header (without the framing keys [`io::to_bytes`] adds).
     fn header(&self) -> serde_json::Value {
-        json!({
+        let mut h = json!({
             "kind": <FusionConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
             "dense_dim": self.dense_dim,
-        })
+        });
+        // Only runs with a validation split have one (files of earlier releases lack it).
+        if !self.history.is_empty() {
+            h["history"] = json!(self.history);
+        }
+        h
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -978,6 +1004,7 @@ impl FusionModel {
             dense_mean,
             dense_std,
             params,
+            history: EpochRecord::read_all(&header, "history", what)?,
         };
         io::check_keys(&header, &m.header(), what)?;
         Ok(m)
@@ -990,6 +1017,15 @@ impl FusionModel {
     pub fn load(path: &std::path::Path) -> Result<Self> {
         Self::from_bytes(&io::read(path)?, &path.display().to_string())
     }
+}
+
+/// Validation rows of a fusion classifier: text tokens and labels (raw ids, labels
+/// indexed like the training labels; an index past them is a label training never saw)
+/// and the dense vectors, laid out as for [`train_fusion`].
+pub struct FusionRows<'a> {
+    pub data: Dataset<'a>,
+    pub dense: &'a [f32],
+    pub present: &'a [bool],
 }
 
 /// Train a fusion classifier on `data` (tokens and labels, CSR) and one dense vector per
@@ -1006,6 +1042,39 @@ pub fn train_fusion(
     present: &[bool],
     callback: &(dyn Fn(&Progress) -> bool + Sync),
 ) -> Result<FusionModel> {
+    let rows = FusionRows {
+        data: Dataset { ..*data },
+        dense,
+        present,
+    };
+    train_fusion_with(
+        cfg,
+        labels,
+        &rows,
+        dense_dim,
+        &TrainOptions::default(),
+        callback,
+    )
+}
+
+/// [`train_fusion`] with a validation split, early stopping and calibration: the same
+/// selection as the text model's ([`crate::train::select`]).
+pub fn train_fusion_with(
+    mut cfg: FusionConfig,
+    labels: Vec<String>,
+    train: &FusionRows,
+    dense_dim: usize,
+    opts: &TrainOptions<FusionRows>,
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+) -> Result<FusionModel> {
+    let FusionRows {
+        data,
+        dense,
+        present,
+    } = train;
+    let (data, dense, present) = (data, *dense, *present);
+    opts.check()?;
+    cfg.temperature = 1.0;
     cfg.validate()?;
     let nl = labels.len();
     if nl < 2 {
@@ -1023,6 +1092,14 @@ pub fn train_fusion(
             "fusion mode 'image' needs at least one row with a dense vector, none is present"
                 .into(),
         ));
+    }
+    if let Some(v) = opts.valid {
+        v.data.validate_values(usize::MAX).map_err(|e| match e {
+            MmqError::InvalidInput(m) => MmqError::InvalidInput(format!("validation rows: {m}")),
+            e => e,
+        })?;
+        validate_dense(v.dense, dense_dim, v.present, v.data.n_rows())
+            .map_err(|e| MmqError::InvalidInput(format!("validation rows: {e}")))?;
     }
     let (dense_mean, dense_std) = dense_stats(dense, dense_dim, present);
     let scale = dense_scale(&dense_std);
@@ -1102,22 +1179,67 @@ pub fn train_fusion(
         bits => Err(diverged(epoch, f32::from_bits(bits), cfg.lr)),
     };
     let pool = clock::pool(threads)?;
-    run_epochs(
-        &pool,
-        threads,
-        cfg.seed,
-        0..cfg.epoch,
-        &mut order,
-        &clock,
-        &work,
-        &mut after,
-    )?;
+    // The validation rows' tokens, compacted once (ids unseen in training left out).
+    let vtext = opts
+        .valid
+        .map(|v| CompactRows::new(&v.data, &index, mode.uses_text()));
+    let score = |v: &FusionRows, vt: &CompactRows| {
+        pool.install(|| {
+            score_rows(
+                v.data.label_offsets,
+                v.data.labels,
+                || Cache::new(&dm),
+                |c, i, out| {
+                    let (a, b) = (vt.offsets[i], vt.offsets[i + 1]);
+                    if mode.uses_text() {
+                        let wt = vt.weights.as_deref().map(|w| &w[a..b]);
+                        text_mean(&w[EMB], &vt.rows[a..b], wt, &mut c.t);
+                    }
+                    let has = v.present[i];
+                    if has {
+                        let x = &v.dense[i * dense_dim..(i + 1) * dense_dim];
+                        normalise(x, &dense_mean, &scale, &mut c.x);
+                    }
+                    forward(&dm, &w, has, c);
+                    out.clear();
+                    out.extend_from_slice(&c.q);
+                },
+            )
+        })
+    };
+    let mut sel = Selector::new(opts.patience);
+    for epoch in 0..cfg.epoch {
+        run_epochs(
+            &pool,
+            threads,
+            cfg.seed,
+            epoch..epoch + 1,
+            &mut order,
+            &clock,
+            &work,
+            &mut after,
+        )?;
+        let train_loss = clock.take_epoch_loss();
+        let (Some(v), Some(vt)) = (opts.valid, &vtext) else {
+            continue;
+        };
+        if sel.record(epoch, train_loss, score(v, vt), || {
+            w.iter().map(HogwildMatrix::snapshot).collect::<Vec<_>>()
+        }) {
+            break;
+        }
+    }
     clock.finish(cfg.epoch)?;
+    let (history, best) = sel.finish();
+    let mut best = best.map(Vec::into_iter);
     let params: [Mat; N_PARAMS] = {
         let mut out: [Mat; N_PARAMS] = Default::default();
         for (p, m) in w.into_iter().enumerate() {
             out[p] = Mat {
-                data: m.into_vec(),
+                data: match best.as_mut().and_then(Iterator::next) {
+                    Some(b) => b,
+                    None => m.into_vec(),
+                },
                 cols: shapes[p].1,
             };
         }
@@ -1127,7 +1249,7 @@ pub fn train_fusion(
     if !params.iter().all(|m| m.data.iter().all(|x| x.is_finite())) {
         return Err(diverged(cfg.epoch - 1, 0.0, cfg.lr));
     }
-    Ok(FusionModel {
+    let mut model = FusionModel {
         cfg,
         labels,
         label_counts: counts,
@@ -1137,7 +1259,73 @@ pub fn train_fusion(
         dense_std,
         scale,
         params,
-    })
+        history,
+    };
+    if let (Some(v), true) = (opts.valid, opts.calibrate) {
+        let vt = vtext
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("valid rows compacted"));
+        model.cfg.temperature = crate::train::select::fit_temperature_by(|t| {
+            pool.install(|| {
+                score_rows(
+                    v.data.label_offsets,
+                    v.data.labels,
+                    || (),
+                    |_, i, out| {
+                        model.probs_compact(vt.row(i), v.dense_row(i, dense_dim), out);
+                        temper(out, t);
+                    },
+                )
+            })
+            .0
+        });
+    }
+    Ok(model)
+}
+
+/// Rows of raw token ids compacted to a model's embedding rows (ids the model does not
+/// know left out), with their weights.
+struct CompactRows {
+    offsets: Vec<usize>,
+    rows: Vec<u32>,
+    weights: Option<Vec<f32>>,
+}
+
+impl CompactRows {
+    fn new(data: &Dataset, index: &TokenIndex, text: bool) -> Self {
+        let n = data.n_rows();
+        let mut out = Self {
+            offsets: Vec::with_capacity(n + 1),
+            rows: Vec::new(),
+            weights: data.weights.map(|_| Vec::new()),
+        };
+        out.offsets.push(0);
+        for i in 0..n {
+            if text {
+                for j in data.offsets[i]..data.offsets[i + 1] {
+                    if let Some(r) = index.get(data.tokens[j]) {
+                        out.rows.push(r);
+                        if let (Some(o), Some(w)) = (out.weights.as_mut(), data.weights) {
+                            o.push(w[j]);
+                        }
+                    }
+                }
+            }
+            out.offsets.push(out.rows.len());
+        }
+        out
+    }
+
+    fn row(&self, i: usize) -> (&[u32], Option<&[f32]>) {
+        let (a, b) = (self.offsets[i], self.offsets[i + 1]);
+        (&self.rows[a..b], self.weights.as_deref().map(|w| &w[a..b]))
+    }
+}
+
+impl FusionRows<'_> {
+    fn dense_row(&self, i: usize, dd: usize) -> Option<&[f32]> {
+        self.present[i].then(|| &self.dense[i * dd..(i + 1) * dd])
+    }
 }
 
 fn diverged(epoch: usize, at_lr: f32, lr: f32) -> MmqError {
@@ -1491,6 +1679,7 @@ mod tests {
             seed: 3,
             tokenizer: TokenizerConfig::default(),
             dense_name: String::new(),
+            temperature: 1.0,
         }
     }
 
@@ -1743,6 +1932,95 @@ mod tests {
             Err(e) => panic!("wrong error {e}"),
             Ok(_) => panic!("lr 1e4 did not diverge"),
         }
+    }
+
+    /// Mean loss and accuracy of `m` on `v` (at the model's temperature).
+    fn valid_score(m: &FusionModel, v: &Synth) -> (f32, f32) {
+        score_rows(
+            &v.label_offsets,
+            &v.labels,
+            || (),
+            |_, i, out| {
+                let (toks, x) = v.row(i);
+                m.probs(toks, v.present[i].then_some(x), out)
+            },
+        )
+    }
+
+    #[test]
+    fn fusion_valid_keeps_the_best_epoch_stops_on_patience_and_calibrates() {
+        let (tr, va) = (
+            synth(600, Task::Dense, 21, 0.2),
+            synth(300, Task::Dense, 22, 0.2),
+        );
+        for mode in [FusionMode::Gated, FusionMode::Add, FusionMode::Bilinear] {
+            let mut c = cfg(mode);
+            c.epoch = 12;
+            c.lr = 0.2;
+            fn rows(s: &Synth) -> FusionRows<'_> {
+                FusionRows {
+                    data: s.dataset(),
+                    dense: &s.dense,
+                    present: &s.present,
+                }
+            }
+            let (trr, var) = (rows(&tr), rows(&va));
+            let run = |patience, calibrate| {
+                let opts = TrainOptions {
+                    valid: Some(&var),
+                    patience,
+                    calibrate,
+                };
+                train_fusion_with(c.clone(), names(), &trr, DD, &opts, &|_| true).unwrap()
+            };
+            let m = run(None, false);
+            assert_eq!(m.history.len(), 12, "{}", mode.name());
+            // The kept weights are those of the best record, which scores as recorded.
+            let best = m.history.iter().rfind(|r| r.best).expect("a best epoch");
+            assert!(m
+                .history
+                .iter()
+                .all(|r| r.valid_accuracy <= best.valid_accuracy));
+            let (loss, acc) = valid_score(&m, &va);
+            assert!(
+                (acc - best.valid_accuracy).abs() < 1e-6,
+                "{acc} vs {best:?}"
+            );
+            assert!((loss - best.valid_loss).abs() < 1e-4, "{loss} vs {best:?}");
+            assert!(m.history.iter().all(|r| r.train_loss > 0.0));
+            // Patience 1: stops at the first epoch that is not better.
+            let p = run(Some(1), false);
+            let first_worse = m.history.iter().position(|r| !r.best);
+            assert_eq!(p.history.len(), first_worse.map_or(12, |e| e + 1));
+            // Calibration lowers (or keeps) the validation loss, never the accuracy.
+            let k = run(None, true);
+            let (lk, ak) = valid_score(&k, &va);
+            assert!(lk <= loss + 1e-5 && (ak - acc).abs() < 1e-6, "{lk} {ak}");
+            // History and temperature survive the file; a model without them writes
+            // neither key, as the files of earlier releases.
+            let back = FusionModel::from_bytes(&k.to_bytes().unwrap(), "<mem>").unwrap();
+            assert_eq!(back.history, k.history);
+            assert_eq!(back.cfg.temperature, k.cfg.temperature);
+            let plain = fit(c.clone(), &tr);
+            let header = String::from_utf8_lossy(&plain.to_bytes().unwrap()[..4096]).to_string();
+            assert!(!header.contains("history") && !header.contains("temperature"));
+        }
+        // patience 0 and patience without validation rows are refused.
+        let opts = TrainOptions::<FusionRows> {
+            valid: None,
+            patience: Some(2),
+            calibrate: false,
+        };
+        let trr = FusionRows {
+            data: tr.dataset(),
+            dense: &tr.dense,
+            present: &tr.present,
+        };
+        let c = cfg(FusionMode::Gated);
+        assert!(matches!(
+            train_fusion_with(c, names(), &trr, DD, &opts, &|_| true),
+            Err(MmqError::InvalidParameter(_))
+        ));
     }
 
     #[test]

@@ -105,12 +105,7 @@ impl ModelConfig {
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
             return bad(format!("l2 must be a finite number >= 0, got {}", self.l2));
         }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad(format!(
-                "temperature must be a finite number > 0, got {}",
-                self.temperature
-            ));
-        }
+        check_temperature(self.temperature)?;
         self.tokenizer.validate()
     }
 }
@@ -283,6 +278,49 @@ pub struct EpochRecord {
     pub valid_accuracy: f32,
     /// Whether these weights were the best so far (the ones kept).
     pub best: bool,
+}
+
+impl EpochRecord {
+    /// A model file's list of epochs under `key` (absent: empty). A number beyond f32's range parses as
+    /// infinity, which a save would write as null and no load could read back: refused.
+    pub(crate) fn read_all(header: &serde_json::Value, key: &str, what: &str) -> Result<Vec<Self>> {
+        let bad = |reason: String| MmqError::InvalidModelFile {
+            path: what.to_string(),
+            reason,
+        };
+        let Some(h) = header.get(key) else {
+            return Ok(Vec::new());
+        };
+        let history: Vec<Self> =
+            serde_json::from_value(h.clone()).map_err(|e| bad(format!("bad history: {e}")))?;
+        if let Some(r) = history.iter().find(|r| {
+            ![r.train_loss, r.valid_loss, r.valid_accuracy]
+                .iter()
+                .all(|x| x.is_finite())
+        }) {
+            return Err(bad(format!(
+                "bad history: epoch {} holds a number that is not a finite 32-bit float",
+                r.epoch
+            )));
+        }
+        Ok(history)
+    }
+}
+
+/// `t` is a usable probability temperature: finite and > 0.
+pub(crate) fn check_temperature(t: f32) -> Result<()> {
+    if t.is_finite() && t > 0.0 {
+        Ok(())
+    } else {
+        Err(MmqError::InvalidParameter(format!(
+            "temperature must be a finite number > 0, got {t}"
+        )))
+    }
+}
+
+/// For `skip_serializing_if`: keys whose value 1 is the default of files that lack them.
+pub(crate) fn is_one(x: &f32) -> bool {
+    *x == 1.0
 }
 
 /// The largest `dim` (embedding width) of any model: checked before anything is

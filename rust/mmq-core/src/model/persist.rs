@@ -1,7 +1,7 @@
 //! Model <-> bytes, through the self-describing file format of [`crate::io`].
 use super::dense::DenseInput;
 use super::loss::Tree;
-use super::{Model, ModelConfig, TokenIndex};
+use super::{EpochRecord, Model, ModelConfig, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::quant::{quantizer_from_parts, quantizer_header, quantizer_parts};
 use crate::io::{self, Tensor};
@@ -131,22 +131,7 @@ impl Model {
         if m.cfg.head == super::Head::Linear && m.cfg.idf {
             m.idf = io::take_f32(&mut t, "idf", &[m.index.len()], what)?;
         }
-        if let Some(h) = header.get("history") {
-            m.history =
-                serde_json::from_value(h.clone()).map_err(|e| bad(format!("bad history: {e}")))?;
-        }
-        // A number beyond f32's range parses as infinity, which a save would write as
-        // null and no load could read back: refuse it here.
-        if let Some(r) = m.history.iter().find(|r| {
-            ![r.train_loss, r.valid_loss, r.valid_accuracy]
-                .iter()
-                .all(|x| x.is_finite())
-        }) {
-            return Err(bad(format!(
-                "bad history: epoch {} holds a number that is not a finite 32-bit float",
-                r.epoch
-            )));
-        }
+        m.history = EpochRecord::read_all(&header, "history", what)?;
         io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
     }

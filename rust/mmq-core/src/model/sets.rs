@@ -73,7 +73,7 @@
 #![allow(clippy::needless_range_loop)]
 use super::fusion::{param_tensors, take_params, Mat, Weights};
 use super::loss::safe_ln;
-use super::{softmax_in_place, top_k, Ranked, TokenIndex};
+use super::{softmax_in_place, top_k, EpochRecord, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::quant::{quantizer_from_parts, quantizer_header, quantizer_parts};
 use crate::io::{self, Tensor};
@@ -81,6 +81,8 @@ use crate::quant::Quantizer;
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
+use crate::train::select::{fit_temperature_by, score_rows, temper, Selector};
+use crate::train::TrainOptions;
 use crate::train::{check_labels, label_counts, Progress};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -158,6 +160,10 @@ pub struct SetConfig {
     pub blend_window: usize,
     pub tokenizer: TokenizerConfig,
     pub modalities: Vec<Modality>,
+    /// Probabilities' temperature, fitted on a validation split (1: none). Written to
+    /// the file only when it is not 1, so files of earlier releases still read.
+    #[serde(skip_serializing_if = "super::is_one")]
+    pub temperature: f32,
 }
 
 impl Default for SetConfig {
@@ -177,6 +183,7 @@ impl Default for SetConfig {
             blend_window: 1,
             tokenizer: TokenizerConfig::default(),
             modalities: Vec::new(),
+            temperature: 1.0,
         }
     }
 }
@@ -234,6 +241,7 @@ impl SetConfig {
                 ));
             }
         }
+        super::check_temperature(self.temperature)?;
         self.tokenizer.validate()
     }
 }
@@ -839,6 +847,8 @@ pub struct SetModel {
     pub quantizers: Vec<Option<Quantizer>>,
     /// G-Blend weights and losses per epoch (empty without G-Blend).
     pub history: Vec<BlendEpoch>,
+    /// Per-epoch record of a run with a validation split (else empty).
+    pub valid_history: Vec<EpochRecord>,
     params: [Mat; N_PARAMS],
 }
 
@@ -908,7 +918,9 @@ impl SetModel {
                     raw.clear();
                     raw.extend(rows.iter().map(|m| &m.ids[m.offsets[i]..m.offsets[i + 1]]));
                     self.run(&dm, raw, c, scratch)?;
-                    Ok(c.q.clone())
+                    let mut q = c.q.clone();
+                    temper(&mut q, self.cfg.temperature);
+                    Ok(q)
                 },
             )
             .collect()
@@ -1008,14 +1020,19 @@ impl SetModel {
                 quants.push(json!({"modality": k, "params": quantizer_header(q)?}));
             }
         }
-        Ok(json!({
+        let mut h = json!({
             "kind": <SetConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
             "history": self.history,
             "quantizers": quants,
-        }))
+        });
+        // Only runs with a validation split have one (files of earlier releases lack it).
+        if !self.valid_history.is_empty() {
+            h["valid_history"] = json!(self.valid_history);
+        }
+        Ok(h)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -1112,6 +1129,7 @@ impl SetModel {
             indexes,
             quantizers,
             history,
+            valid_history: EpochRecord::read_all(&header, "valid_history", what)?,
             params,
         };
         io::check_keys(&header, &m.header()?, what)?;
@@ -1148,6 +1166,17 @@ fn check_rows(rows: &[ModalityRows], km: usize) -> Result<usize> {
     Ok(n)
 }
 
+/// Rows of a set model's modalities with their labels: `rows[k]` is modality k's raw
+/// token ids (CSR, empty where the value is null); the labels of row i are
+/// `labels[label_offsets[i]..label_offsets[i + 1]]` (label indices; in validation rows an
+/// index past the model's labels is a label training never saw).
+#[derive(Clone, Copy)]
+pub struct SetRows<'a> {
+    pub rows: &'a [ModalityRows<'a>],
+    pub label_offsets: &'a [usize],
+    pub labels: &'a [u32],
+}
+
 /// Train a set model. `rows[k]`: modality k's raw token ids for every row (CSR, empty
 /// where the value is null); `label_offsets`/`labels`: the labels of each row (CSR of
 /// label indices). `callback` as for [`crate::train::train`].
@@ -1159,6 +1188,41 @@ pub fn train_sets(
     label_ids: &[u32],
     callback: &(dyn Fn(&Progress) -> bool + Sync),
 ) -> Result<SetModel> {
+    let train = SetRows {
+        rows,
+        label_offsets,
+        labels: label_ids,
+    };
+    train_sets_with(cfg, labels, &train, &TrainOptions::default(), callback)
+}
+
+/// [`train_sets`] with a validation split, early stopping and calibration: the same
+/// selection as the text model's ([`crate::train::select`]), scored after every epoch
+/// (after every super-epoch with online G-Blend).
+pub fn train_sets_with(
+    mut cfg: SetConfig,
+    labels: Vec<String>,
+    train: &SetRows,
+    opts: &TrainOptions<SetRows>,
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+) -> Result<SetModel> {
+    opts.check()?;
+    cfg.temperature = 1.0;
+    if let Some(v) = opts.valid {
+        let n = check_rows(v.rows, cfg.modalities.len())
+            .map_err(|e| MmqError::InvalidInput(format!("validation rows: {e}")))?;
+        if v.label_offsets.len() != n + 1 || v.label_offsets.last() != Some(&v.labels.len()) {
+            return Err(MmqError::InvalidInput(format!(
+                "validation rows: {n} rows of tokens but {} rows of labels",
+                v.label_offsets.len().saturating_sub(1)
+            )));
+        }
+        if n == 0 {
+            return Err(MmqError::InvalidInput(
+                "the validation rows are empty (0 rows)".into(),
+            ));
+        }
+    }
     if cfg.blend == Blend::GblendOffline {
         let estimate = SetConfig {
             blend: Blend::Gblend,
@@ -1167,9 +1231,8 @@ pub fn train_sets(
         let online = fit_sets(
             estimate,
             labels.clone(),
-            rows,
-            label_offsets,
-            label_ids,
+            train,
+            &TrainOptions::default(),
             callback,
             None,
         )?;
@@ -1181,19 +1244,11 @@ pub fn train_sets(
         }
         let total: f32 = w.iter().sum();
         w.iter_mut().for_each(|a| *a /= total.max(1e-12));
-        let mut model = fit_sets(
-            cfg,
-            labels,
-            rows,
-            label_offsets,
-            label_ids,
-            callback,
-            Some(&w),
-        )?;
+        let mut model = fit_sets(cfg, labels, train, opts, callback, Some(&w))?;
         model.history = online.history;
         return Ok(model);
     }
-    fit_sets(cfg, labels, rows, label_offsets, label_ids, callback, None)
+    fit_sets(cfg, labels, train, opts, callback, None)
 }
 
 /// [`train_sets`] once: with `fixed` head weights (offline G-Blend's second run, on all
@@ -1201,12 +1256,16 @@ pub fn train_sets(
 fn fit_sets(
     cfg: SetConfig,
     labels: Vec<String>,
-    rows: &[ModalityRows],
-    label_offsets: &[usize],
-    label_ids: &[u32],
+    train: &SetRows,
+    opts: &TrainOptions<SetRows>,
     callback: &(dyn Fn(&Progress) -> bool + Sync),
     fixed: Option<&[f32]>,
 ) -> Result<SetModel> {
+    let SetRows {
+        rows,
+        label_offsets,
+        labels: label_ids,
+    } = *train;
     cfg.validate()?;
     let nl = labels.len();
     if nl < 2 {
@@ -1340,17 +1399,48 @@ fn fit_sets(
         ))),
     }
     };
+    // The validation rows, compacted once into each modality's embedding rows.
+    let vlocal = opts.valid.map(|v| compact_rows(v.rows, &indexes, &dm));
+    let score = |w: &[HogwildMatrix; N_PARAMS]| {
+        let (Some(v), Some(vl)) = (opts.valid, &vlocal) else {
+            return None;
+        };
+        Some(pool.install(|| {
+            score_rows(
+                v.label_offsets,
+                v.labels,
+                || (Cache::new(&dm), Vec::new()),
+                |(c, slices), i, out| {
+                    slices.clear();
+                    slices.extend(vl.iter().map(|(o, r)| &r[o[i]..o[i + 1]]));
+                    forward(&dm, w, slices, c);
+                    out.clear();
+                    out.extend_from_slice(&c.q);
+                },
+            )
+        }))
+    };
+    let snapshot = || w.iter().map(HogwildMatrix::snapshot).collect::<Vec<_>>();
+    let mut sel = Selector::new(opts.patience);
     if !gblend {
-        run_epochs(
-            &pool,
-            threads,
-            cfg.seed,
-            0..cfg.epoch,
-            &mut order,
-            &clock,
-            &work,
-            &mut |e| diverged(&shared, e),
-        )?;
+        for epoch in 0..cfg.epoch {
+            run_epochs(
+                &pool,
+                threads,
+                cfg.seed,
+                epoch..epoch + 1,
+                &mut order,
+                &clock,
+                &work,
+                &mut |e| diverged(&shared, e),
+            )?;
+            let train_loss = clock.take_epoch_loss();
+            if let Some(scored) = score(&w) {
+                if sel.record(epoch, train_loss, scored, snapshot) {
+                    break;
+                }
+            }
+        }
     } else {
         // Online G-Blend, one super-epoch (`blend_window` epochs) at a time: from the
         // current weights, a trial run trains each head alone over the window; its
@@ -1428,13 +1518,24 @@ fn fit_sets(
                 train_loss: t.clone(),
             });
             (pv, pt) = (v, t);
+            let train_loss = clock.take_epoch_loss();
+            if let Some(scored) = score(&w) {
+                if sel.record(end - 1, train_loss, scored, snapshot) {
+                    break;
+                }
+            }
         }
     }
     clock.finish(cfg.epoch)?;
+    let (valid_history, best) = sel.finish();
+    let mut best = best.map(Vec::into_iter);
     let mut params: [Mat; N_PARAMS] = Default::default();
     for (p, m) in w.into_iter().enumerate() {
         params[p] = Mat {
-            data: m.into_vec(),
+            data: match best.as_mut().and_then(Iterator::next) {
+                Some(b) => b,
+                None => m.into_vec(),
+            },
             cols: shapes[p].1,
         };
     }
@@ -1444,15 +1545,68 @@ fn fit_sets(
             cfg.lr
         )));
     }
-    Ok(SetModel {
+    let mut model = SetModel {
         quantizers: vec![None; km],
         cfg,
         labels,
         label_counts: counts,
         indexes,
         history,
+        valid_history,
         params,
-    })
+    };
+    if let (Some(v), Some(vl), true) = (opts.valid, &vlocal, opts.calibrate) {
+        let m = &model;
+        let t = fit_temperature_by(|t| {
+            pool.install(|| {
+                score_rows(
+                    v.label_offsets,
+                    v.labels,
+                    || (Cache::new(&dm), Vec::new()),
+                    |(c, slices), i, out| {
+                        slices.clear();
+                        slices.extend(vl.iter().map(|(o, r)| &r[o[i]..o[i + 1]]));
+                        forward(&dm, &m.params, slices, c);
+                        out.clear();
+                        out.extend_from_slice(&c.q);
+                        temper(out, t);
+                    },
+                )
+            })
+            .0
+        });
+        model.cfg.temperature = t;
+    }
+    Ok(model)
+}
+
+/// Each modality's raw ids of `rows` compacted into the model's embedding rows (offset
+/// into the shared table; ids training never saw left out), CSR per modality.
+fn compact_rows(
+    rows: &[ModalityRows],
+    indexes: &[TokenIndex],
+    dm: &Dims,
+) -> Vec<(Vec<usize>, Vec<u32>)> {
+    rows.iter()
+        .zip(indexes)
+        .enumerate()
+        .map(|(k, (m, idx))| {
+            let off = dm.row_off[k] as u32;
+            let n = m.offsets.len() - 1;
+            let mut offsets = Vec::with_capacity(n + 1);
+            let mut ids = Vec::new();
+            offsets.push(0);
+            for i in 0..n {
+                ids.extend(
+                    m.ids[m.offsets[i]..m.offsets[i + 1]]
+                        .iter()
+                        .filter_map(|&t| idx.get(t).map(|r| r + off)),
+                );
+                offsets.push(ids.len());
+            }
+            (offsets, ids)
+        })
+        .collect()
 }
 
 /// G-Blend's weights from each head's held-out `gain` and added `overfit` over a window
@@ -1874,7 +2028,22 @@ mod tests {
         let names = vec!["a".to_string(), "b".into(), "c".into()];
         match fixed {
             None => train_sets(c, names, &views(&x), &loffs, labels, &|_| true),
-            Some(w) => fit_sets(c, names, &views(&x), &loffs, labels, &|_| true, Some(w)),
+            Some(w) => {
+                let v = views(&x);
+                let train = SetRows {
+                    rows: &v,
+                    label_offsets: &loffs,
+                    labels,
+                };
+                fit_sets(
+                    c,
+                    names,
+                    &train,
+                    &TrainOptions::default(),
+                    &|_| true,
+                    Some(w),
+                )
+            }
         }
         .unwrap()
     }
@@ -1917,6 +2086,93 @@ mod tests {
                 assert!(m.history.iter().all(|h| h.gain.len() == 4 && h.epochs == 1));
             }
         }
+    }
+
+    #[test]
+    fn set_valid_keeps_the_best_epoch_stops_on_patience_and_calibrates() {
+        let (tr, ytr) = synth(600, 31);
+        let (va, yva) = synth(300, 32);
+        let (xt, xv) = (csr(&tr), csr(&va));
+        let (vt, vv) = (views(&xt), views(&xv));
+        let (lt, lv): (Vec<usize>, Vec<usize>) =
+            ((0..=ytr.len()).collect(), (0..=yva.len()).collect());
+        let train = SetRows {
+            rows: &vt,
+            label_offsets: &lt,
+            labels: &ytr,
+        };
+        let valid = SetRows {
+            rows: &vv,
+            label_offsets: &lv,
+            labels: &yva,
+        };
+        let names = || vec!["a".to_string(), "b".into(), "c".into()];
+        let score = |m: &SetModel| {
+            let p = m.probs_batch(&vv).unwrap();
+            score_rows(
+                &lv,
+                &yva,
+                || (),
+                |_, i, out| {
+                    out.clear();
+                    out.extend_from_slice(&p[i]);
+                },
+            )
+        };
+        for (fusion, blend) in [
+            (SetFusion::Deepset, Blend::None),
+            (SetFusion::Attention, Blend::None),
+            (SetFusion::Bag, Blend::Gblend),
+            (SetFusion::Deepset, Blend::GblendOffline),
+        ] {
+            let mut c = cfg(fusion, Pool::Mean, Pool::Mean, blend);
+            c.dim = 8;
+            c.epoch = 8;
+            c.lr = 0.5;
+            let run = |patience, calibrate| {
+                let opts = TrainOptions {
+                    valid: Some(&valid),
+                    patience,
+                    calibrate,
+                };
+                train_sets_with(c.clone(), names(), &train, &opts, &|_| true).unwrap()
+            };
+            let m = run(None, false);
+            let h = &m.valid_history;
+            assert_eq!(h.len(), 8, "{fusion:?} {blend:?}");
+            let best = h.iter().rfind(|r| r.best).unwrap();
+            assert!(h.iter().all(|r| r.valid_accuracy <= best.valid_accuracy));
+            let (loss, acc) = score(&m);
+            assert!(
+                (acc - best.valid_accuracy).abs() < 1e-6,
+                "{fusion:?}: {acc} {best:?}"
+            );
+            assert!(
+                (loss - best.valid_loss).abs() < 1e-4,
+                "{fusion:?}: {loss} {best:?}"
+            );
+            if blend != Blend::None {
+                assert!(!m.history.is_empty(), "the G-Blend record stays");
+            }
+            let p = run(Some(1), false);
+            let first_worse = h.iter().position(|r| !r.best);
+            assert_eq!(p.valid_history.len(), first_worse.map_or(8, |e| e + 1));
+            let k = run(None, true);
+            let (lk, ak) = score(&k);
+            assert!(lk <= loss + 1e-5 && (ak - acc).abs() < 1e-6);
+            let back = SetModel::from_bytes(&k.to_bytes().unwrap(), "<mem>").unwrap();
+            assert_eq!(back.valid_history, k.valid_history);
+            assert_eq!(back.cfg.temperature, k.cfg.temperature);
+        }
+        // Without validation rows neither key is written (as in earlier releases' files).
+        let plain = fit(
+            cfg(SetFusion::Bag, Pool::Mean, Pool::Mean, Blend::None),
+            &tr,
+            &ytr,
+        );
+        let bytes = plain.to_bytes().unwrap();
+        let header = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).to_string();
+        assert!(!header.contains("valid_history") && !header.contains("temperature"));
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub(crate) struct Clock<'a> {
     last_report: AtomicU64,
     threads: usize,
     callback: &'a (dyn Fn(&Progress) -> bool + Sync),
+    /// Sum and count of the row losses since the last [`Clock::take_epoch_loss`], over
+    /// all workers (each adds its own when it flushes).
+    epoch_loss: std::sync::Mutex<(f64, u64)>,
 }
 
 impl<'a> Clock<'a> {
@@ -38,6 +41,7 @@ impl<'a> Clock<'a> {
             last_report: AtomicU64::new(0),
             threads,
             callback,
+            epoch_loss: std::sync::Mutex::new((0.0, 0)),
         }
     }
 
@@ -53,7 +57,16 @@ impl<'a> Clock<'a> {
             last_report: AtomicU64::new(0),
             threads: self.threads,
             callback,
+            epoch_loss: std::sync::Mutex::new((0.0, 0)),
         }
+    }
+
+    /// Mean loss of the rows trained since the last call, and reset (0 when no row had
+    /// anything to train on: a file's history holds finite numbers only).
+    pub fn take_epoch_loss(&self) -> f32 {
+        let mut e = self.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
+        let (sum, n) = std::mem::take(&mut *e);
+        (sum / n.max(1) as f64) as f32
     }
 
     /// Work units done so far.
@@ -160,10 +173,14 @@ impl Ticker {
         true
     }
 
-    /// Hand the work not yet counted to the clock (end of the worker's part).
+    /// Hand the work and the losses not yet counted to the clock (end of the worker's
+    /// part).
     pub fn flush(&mut self, clock: &Clock) {
         clock.processed.fetch_add(self.pending, Ordering::Relaxed);
         self.pending = 0;
+        let mut e = clock.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
+        e.0 += std::mem::take(&mut self.loss_sum);
+        e.1 += std::mem::take(&mut self.loss_n);
     }
 }
 

@@ -1,18 +1,19 @@
 //! The Hogwild SGD trainer (fastText's `FastText::trainThread` for supervised models).
 pub(crate) mod clock;
 pub mod hogwild;
+pub mod select;
 
 use crate::error::{MmqError, Result};
 use crate::model::kernels::PREFETCH_AHEAD;
 use crate::model::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
-use crate::model::{
-    linear_row, softmax_in_place, EpochRecord, Head, Model, ModelConfig, TokenIndex,
-};
+use crate::model::{linear_row, softmax_in_place, Head, Model, ModelConfig, TokenIndex};
 use clock::{run_epochs, Clock, Ticker};
 use hogwild::HogwildMatrix;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
+use select::Selector;
+pub use select::TrainOptions;
 
 /// Training rows in CSR form: the tokens of row `i` are `tokens[offsets[i]..offsets[i+1]]`
 /// (raw ids: hash buckets, plus any extra ids such as visual tokens), with optional
@@ -139,21 +140,6 @@ pub struct Progress {
     pub tokens_per_sec_per_thread: f64,
 }
 
-/// What a run does beyond the model's hyperparameters.
-#[derive(Default)]
-pub struct TrainOptions<'a> {
-    /// Rows scored after every epoch (raw token ids, as the training rows): the weights
-    /// of the best epoch (highest accuracy, then lowest loss) are kept, and each epoch is
-    /// recorded in [`Model::history`].
-    pub valid: Option<&'a Dataset<'a>>,
-    /// With `valid`: stop after this many epochs without a better score (None: run every
-    /// epoch).
-    pub patience: Option<usize>,
-    /// With `valid`: fit the probabilities' temperature on it after training (stored in
-    /// the model's config).
-    pub calibrate: bool,
-}
-
 /// Train a classifier. `callback` is called from one training thread about every 100 ms
 /// and once at the end; training stops with [`MmqError::Interrupted`] when it returns false.
 pub fn train(
@@ -188,11 +174,7 @@ pub fn train_with(
             e => e,
         })?;
     }
-    if opts.patience == Some(0) {
-        return Err(MmqError::InvalidParameter(
-            "patience must be >= 1 (epochs without a better validation score), got 0".into(),
-        ));
-    }
+    opts.check()?;
     let counts = label_counts(data.labels, &labels)?;
 
     // Compact the token id space to the ids seen in training.
@@ -253,7 +235,6 @@ pub fn train_with(
         threads,
         callback,
     );
-    let epoch_loss = std::sync::Mutex::new((0.0f64, 0u64));
     let shared = Shared {
         cfg: &cfg,
         input: &input,
@@ -266,7 +247,6 @@ pub fn train_with(
         data,
         n_labels: nl,
         clock: &clock,
-        epoch_loss: &epoch_loss,
     };
     let mut order: Vec<u32> = (0..data.n_rows() as u32).collect();
     let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
@@ -287,10 +267,8 @@ pub fn train_with(
     };
     // One epoch at a time (the same shuffles and learning rates as one call over all
     // epochs); with a validation split each epoch is scored and the best one kept.
-    // (accuracy, loss, epoch, input, output) of the best epoch so far:
-    let mut best: Option<Best> = None;
+    let mut sel = Selector::new(opts.patience);
     for epoch in 0..cfg.epoch {
-        *epoch_loss.lock().unwrap_or_else(|e| e.into_inner()) = (0.0, 0);
         run_epochs(
             &pool,
             threads,
@@ -301,33 +279,22 @@ pub fn train_with(
             &work,
             &mut |_| Ok(()),
         )?;
+        let train_loss = clock.take_epoch_loss();
         let Some(valid) = opts.valid else { continue };
         model.input = input.snapshot();
         model.output = output.snapshot();
         check_finite(&model)?;
-        let (vloss, acc) = pool.install(|| score(&model, valid, 1.0));
-        let (sum, n) = *epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
-        let better = match &best {
-            None => true,
-            Some((ba, bl, ..)) => acc > *ba || (acc == *ba && vloss < *bl),
-        };
-        model.history.push(EpochRecord {
-            epoch,
-            train_loss: (sum / n.max(1) as f64) as f32,
-            valid_loss: vloss,
-            valid_accuracy: acc,
-            best: better,
-        });
-        if better {
-            best = Some((acc, vloss, epoch, model.input.clone(), model.output.clone()));
-        }
-        let since = epoch - best.as_ref().map_or(epoch, |b| b.2);
-        if opts.patience.is_some_and(|p| since >= p) {
+        let scored = pool.install(|| score(&model, valid, 1.0));
+        if sel.record(epoch, train_loss, scored, || {
+            (model.input.clone(), model.output.clone())
+        }) {
             break;
         }
     }
+    let (history, best) = sel.finish();
+    model.history = history;
     match best {
-        Some((_, _, _, i, o)) => {
+        Some((i, o)) => {
             model.input = i;
             model.output = o;
         }
@@ -343,9 +310,6 @@ pub fn train_with(
     check_finite(&model)?;
     Ok(model)
 }
-
-/// The best epoch of a run with a validation split: accuracy, loss, epoch, weights.
-type Best = (f32, f32, usize, Vec<f32>, Vec<f32>);
 
 /// Training that produced non-finite weights (a learning rate far too high) is an error.
 /// Bytes of the weights a training run allocates: the input and output matrices (twice
@@ -414,67 +378,24 @@ fn check_finite(m: &Model) -> Result<()> {
 /// `m` on the rows of `data`, at temperature `t`. Rows whose tokens are all unknown
 /// still count (they predict from the biases or a zero vector).
 pub fn score(m: &Model, data: &Dataset, t: f32) -> (f32, f32) {
-    use rayon::prelude::*;
-    let n = data.n_rows();
     let width = m.width();
-    let (loss, correct) = (0..n)
-        .into_par_iter()
-        .map_init(
-            || (vec![0.0f32; width], Vec::new()),
-            |(hidden, probs), i| {
-                let (a, b) = (data.offsets[i], data.offsets[i + 1]);
-                let w = data.weights.map(|w| &w[a..b]);
-                m.hidden(&data.tokens[a..b], w, hidden);
-                m.probs_at(hidden, t, probs);
-                let gold = &data.labels[data.label_offsets[i]..data.label_offsets[i + 1]];
-                // Labels unknown to the model (index past its labels) are misses, left
-                // out of the loss.
-                let known: Vec<f64> = gold
-                    .iter()
-                    .filter_map(|&l| probs.get(l as usize))
-                    .map(|&p| -(p.max(1e-12) as f64).ln())
-                    .collect();
-                let loss = known.iter().sum::<f64>() / known.len().max(1) as f64;
-                let top = crate::model::top_k(probs, 1, 0.0);
-                let hit = top.first().is_some_and(|&(l, _)| gold.contains(&l));
-                (loss, hit as u64)
-            },
-        )
-        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let n = n.max(1) as f64;
-    ((loss / n) as f32, (correct as f64 / n) as f32)
+    select::score_rows(
+        data.label_offsets,
+        data.labels,
+        || vec![0.0f32; width],
+        |hidden, i, probs| {
+            let (a, b) = (data.offsets[i], data.offsets[i + 1]);
+            let w = data.weights.map(|w| &w[a..b]);
+            m.hidden(&data.tokens[a..b], w, hidden);
+            m.probs_at(hidden, t, probs);
+        },
+    )
 }
 
 /// The temperature minimising the mean loss on `data` (golden-section search over
 /// ln t in [ln 0.05, ln 20]).
 pub fn fit_temperature(m: &Model, data: &Dataset) -> f32 {
-    let f = |lt: f64| score(m, data, lt.exp() as f32).0 as f64;
-    let (mut a, mut b) = (0.05f64.ln(), 20f64.ln());
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
-    let (mut fc, mut fd) = (f(c), f(d));
-    for _ in 0..40 {
-        if fc < fd {
-            b = d;
-            d = c;
-            fd = fc;
-            c = b - g * (b - a);
-            fc = f(c);
-        } else {
-            a = c;
-            c = d;
-            fc = fd;
-            d = a + g * (b - a);
-            fd = f(d);
-        }
-    }
-    let t = ((a + b) / 2.0).exp() as f32;
-    // Keep t = 1 unless the fit is actually better.
-    if f((t as f64).ln()) < f(0.0) {
-        t
-    } else {
-        1.0
-    }
+    select::fit_temperature_by(|t| score(m, data, t).0)
 }
 
 /// IDF weight of every token row: ln((1 + n) / (1 + df)) + 1 over the training rows
@@ -540,8 +461,6 @@ struct Shared<'a> {
     data: &'a Dataset<'a>,
     n_labels: usize,
     clock: &'a Clock<'a>,
-    /// Sum and count of the row losses of the current epoch, over all workers.
-    epoch_loss: &'a std::sync::Mutex<(f64, u64)>,
 }
 
 struct Worker<'a> {
@@ -636,7 +555,6 @@ impl<'a> Worker<'a> {
     fn run(&mut self, part: &[u32], epoch: usize, reporter: bool) {
         let s = self.s;
         let mut tick = Ticker::new(s.clock, reporter);
-        let (mut sum, mut n) = (0.0f64, 0u64);
         for (i, &row) in part.iter().enumerate() {
             let row = row as usize;
             let (a, b) = (s.data.offsets[row], s.data.offsets[row + 1]);
@@ -668,17 +586,12 @@ impl<'a> Worker<'a> {
                     }
                 };
                 tick.loss(loss);
-                sum += loss as f64;
-                n += 1;
             }
             if !tick.tick(s.clock, i, (b - a) as u64, epoch, s.cfg.lr) {
                 break;
             }
         }
         tick.flush(s.clock);
-        let mut e = s.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
-        e.0 += sum;
-        e.1 += n;
     }
 
     /// Modality dropout: the range of a row's tokens to train on, given that its first
