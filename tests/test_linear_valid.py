@@ -328,6 +328,9 @@ def test_every_model_kind_keeps_its_best_epoch(topics, name, tmp_path):
     ref /= ref.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(pc, ref, rtol=2e-3, atol=1e-6)
     assert -np.log(np.maximum(pc[np.arange(len(gold)), gold], 1e-12)).mean() <= nll + 1e-6
+    # the Polars expression applies the same temperature
+    ex = valid.select(mmq.predict_proba(cal, dense={"image": "image"})).to_series()
+    np.testing.assert_allclose(np.array(ex.to_list()), pc, rtol=1e-6, atol=1e-7)
     # history and temperature survive save/load and pickle
     cal.save(tmp_path / "m.mmq")
     for back in (mmq.load(tmp_path / "m.mmq"), pickle.loads(pickle.dumps(cal))):
