@@ -362,3 +362,51 @@ def test_every_model_kind_valid_bad_input(topics):
     # a model without valid has no history and no temperature
     plain = mmq.Classifier(**kind_params("deepset")).fit(train)
     assert plain.history.height == 0 and plain.temperature == 1.0
+
+
+def test_l2_mode_full_reaches_scikit_learns_logistic_regression(topics):
+    """l2_mode='full' minimises Σ loss + (n·l2/2)‖w‖², scikit-learn's LogisticRegression
+    objective with C = 1/(n·l2): trained long enough, mmq's probabilities meet the exact
+    solver's on the same features (sublinear TF, L2 rows). The lazy penalty (VW's) is
+    another objective and stays away from it."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    train, _, test = (t.drop("image") for t in topics)
+    l2, n = 1e-4, train.height
+
+    def features(clf, texts, vocab):
+        rows, cols, vals = [], [], []
+        for i, ids in enumerate(clf.tokenize(texts).to_list()):
+            uniq, v = reference_features([t for t in ids if t in vocab] or [-1])
+            if uniq[0] == -1:
+                continue
+            rows += [i] * len(uniq)
+            cols += [vocab[t] for t in uniq]
+            vals += list(v)
+        return sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab)))
+
+    diffs = {}
+    for mode in ("full", "lazy"):
+        clf = mmq.Classifier(**params(l2=l2, l2_mode=mode, epoch=50, word_ngrams=1)).fit(train)
+        vocab = {t: i for i, t in enumerate(sorted({t for r in clf.tokenize(train["text"]).to_list() for t in r}))}
+        y = np.array([clf.labels.index(v) for v in train["label"]])
+        ref = LogisticRegression(C=1 / (n * l2), max_iter=5000, tol=1e-8).fit(
+            features(clf, train["text"].to_list(), vocab), y)
+        ps = ref.predict_proba(features(clf, test["text"].to_list(), vocab))[:, np.argsort(ref.classes_)]
+        diffs[mode] = np.abs(ps - clf.predict_proba(test["text"]).to_numpy()).max()
+    assert diffs["full"] < 0.05, diffs
+    assert diffs["lazy"] > 4 * diffs["full"], diffs
+
+
+def test_l2_mode_round_trips_and_is_checked(topics, tmp_path):
+    train, _, test = (t.drop("image") for t in topics)
+    clf = mmq.Classifier(**params(l2=1e-5, l2_mode="full")).fit(train)
+    clf.save(tmp_path / "m.mmq")
+    back = mmq.load(tmp_path / "m.mmq")
+    assert back.l2_mode == "full" and back.get_params()["l2_mode"] == "full"
+    np.testing.assert_array_equal(back.predict_proba(test).to_numpy(), clf.predict_proba(test).to_numpy())
+    with pytest.raises(InvalidParameterError, match="l2_mode"):
+        mmq.Classifier(**params(l2_mode="objective"))
+    with pytest.raises(InvalidParameterError, match="l2_mode"):
+        mmq.Classifier(l2_mode="full")  # the bottleneck has no l2

@@ -76,7 +76,11 @@ def _draw(rng: np.random.Generator) -> dict:
     if head == "linear":
         p["lr"] = float(np.exp(rng.uniform(np.log(0.05), np.log(1.0))))
         p["idf"] = bool(rng.random() < 0.5)
-        p["l2"] = float(rng.choice([0.0, 1e-5, 1e-4, 1e-3]))
+        if rng.random() < 0.5:
+            p["l2_mode"] = "full"
+            p["l2"] = float(rng.choice([1e-6, 3e-6, 1e-5, 3e-5, 1e-4]))
+        else:
+            p["l2"] = float(rng.choice([0.0, 1e-5, 1e-4, 1e-3]))
     else:
         p["lr"] = float(np.exp(rng.uniform(np.log(0.1), np.log(1.5))))
         p["dim"] = int(rng.choice([10, 25, 50, 100]))
@@ -211,8 +215,14 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
     # Stage 1: text settings (the whole budget without dense columns, most of it with them:
     # the fusion stage is a short fixed list).
     text_end = start + (budget_s * 0.6 if dense else budget_s)
+    # Two strong starts: the lazy penalty (best at few epochs), then char n-grams, IDF and
+    # the full objective's penalty (best on short noisy texts: docs/better_answers.md).
     run(dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, l2=1e-4), "text")
     n = 1
+    if room(text_end, n, start):
+        run(dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, minn=2, maxn=5, idf=True, l2=1e-5,
+                 l2_mode="full"), "text")
+        n += 1
     while room(text_end, n, start):
         run(_draw(rng), "text")
         n += 1

@@ -20,6 +20,7 @@ from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
 LOSSES = ("softmax", "ns", "hs", "ova")
 HEADS = ("bottleneck", "linear")
+L2_MODES = ("lazy", "full")
 HEAD_DEFAULTS = {"bottleneck": dict(lr=0.1, word_ngrams=1, l2=0.0),
                  "linear": dict(lr=0.2, word_ngrams=2, l2=1e-4)}
 FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention", "late", "concat")
@@ -72,6 +73,12 @@ class Classifier:
     word_ngrams=1, minn=maxn=0, neg=5, loss='softmax', bucket=2_000_000``).
     ``head='linear'`` maps the hashed features straight to the labels (no ``dim``
     bottleneck; AdaGrad); its defaults are ``lr=0.2, word_ngrams=2, l2=1e-4``.
+    ``l2_mode`` says how ``l2`` reaches its weights: ``'lazy'`` (default, VW's and
+    fastText's way: each update shrinks the weights it touches, so frequent tokens most)
+    or ``'full'`` (the whole objective's penalty, as scikit-learn's LogisticRegression with
+    ``C = 1 / (n_rows · l2)``: a token's ``l2`` scaled by n_rows / its row count, so rare
+    n-grams are shrunk as much as frequent ones; better with many epochs, use a smaller
+    ``l2``, e.g. 1e-5).
     ``threads`` defaults to all cores; ``threads=1`` with a ``seed`` is deterministic.
     ``split_cjk`` cuts text written without spaces (Chinese, Japanese, Thai...) into one
     word per character, so such text never becomes one token per sentence.
@@ -129,6 +136,7 @@ class Classifier:
         drop_punct: bool = False,
         head: str = "bottleneck",
         l2: Optional[float] = None,
+        l2_mode: str = "lazy",
         idf: bool = False,
         dense_lr: float = 0.1,
         dense_epoch: int = 20,
@@ -146,7 +154,7 @@ class Classifier:
         self.outer_pool, self.blend, self.holdout, self.blend_window = outer_pool, blend, holdout, blend_window
         self.lowercase, self.split_punct, self.drop_punct = lowercase, split_punct, drop_punct
         self.head, self.l2, self.idf, self.dense_lr, self.dense_epoch = head, l2, idf, dense_lr, dense_epoch
-        self.modality_dropout = modality_dropout
+        self.modality_dropout, self.l2_mode = modality_dropout, l2_mode
         self._model: Optional[Any] = None
         # Modalities of a fitted set model (deepset, attention, G-Blend, many columns).
         self._mods: Optional[list] = None
@@ -184,6 +192,10 @@ class Classifier:
             raise InvalidParameterError(f"l2 must be a finite number >= 0, got {l2!r}")
         if not isinstance(idf, bool):
             raise InvalidParameterError(f"idf must be True or False, got {idf!r}")
+        if self.l2_mode not in L2_MODES:
+            raise InvalidParameterError(f"l2_mode must be one of {L2_MODES}, got {self.l2_mode!r}")
+        if self.l2_mode != "lazy" and head != "linear":
+            raise InvalidParameterError(f"l2_mode={self.l2_mode!r} is for head='linear', got head={head!r}")
         if not (isinstance(dense_lr, (int, float)) and not isinstance(dense_lr, bool) and np.isfinite(dense_lr)
                 and dense_lr > 0):
             raise InvalidParameterError(f"dense_lr must be a finite number > 0, got {dense_lr!r}")
@@ -297,6 +309,7 @@ class Classifier:
             "alpha": float(self.alpha),
             "head": self.head,
             "l2": r["l2"],
+            "l2_mode": self.l2_mode,
             "idf": self.idf,
             "modality_dropout": float(self.modality_dropout),
             "tokenizer": {
@@ -972,6 +985,7 @@ class Classifier:
         obj.alpha = float(cfg.get("alpha", 1.0))
         obj.head, obj.l2, obj.idf = cfg.get("head", "bottleneck"), float(cfg.get("l2", 0.0)), bool(cfg.get("idf", False))
         obj.modality_dropout = float(cfg.get("modality_dropout", 0.0))
+        obj.l2_mode = cfg.get("l2_mode", "lazy")
         obj.dense = {name: _Quantizer._from_rust(model.dense_quantizer(i))
                      for i, (name, *_rest) in enumerate(model.dense_columns)}
         obj._model = model
@@ -1032,6 +1046,7 @@ class Classifier:
         # attributes added after the first release: pickles made before them get the defaults
         for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
                          head="bottleneck", l2=0.0, idf=False, dense_lr=0.1, dense_epoch=20, modality_dropout=0.0,
+                         l2_mode="lazy",
                          **dict.fromkeys(TOKENIZER_FLAGS, False)).items():
             state.setdefault(k, v)
         self.__dict__.update(state)

@@ -82,7 +82,7 @@ def _train(a: argparse.Namespace) -> int:
         clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
                              maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
                              seed=a.seed, progress=not a.quiet, lowercase=a.lowercase, split_punct=a.split_punct,
-                             drop_punct=a.drop_punct, head=a.head, l2=a.l2, idf=a.idf)
+                             drop_punct=a.drop_punct, head=a.head, l2=a.l2, l2_mode=a.l2_mode, idf=a.idf)
         valid = read_input(a.validation, a.textColumn, a.labelColumn, a.label) if a.validation else None
         clf.fit(df, valid=valid, patience=a.patience)
     out = a.output if a.output.endswith(".mmq") else a.output + ".mmq"
@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="bottleneck: fastText's model; linear: features straight to the labels (AdaGrad)")
         sp.add_argument("-l2", "--l2", type=float, default=None, help="L2 penalty of the linear head [1e-4]")
         sp.add_argument("-idf", "--idf", action="store_true", help="IDF-weighted features (linear head)")
+        sp.add_argument("-l2Mode", "--l2-mode", dest="l2_mode", choices=("lazy", "full"), default="lazy",
+                        help="linear head: 'lazy' l2 on the weights each update touches (default), 'full' the "
+                             "whole objective's penalty (l2 scaled by rows / rows with the token)")
         sp.add_argument("-validation", "--validation", default=None,
                         help="validation file: best-epoch weights, calibrated probabilities")
         sp.add_argument("-patience", "--patience", type=int, default=None,

@@ -31,6 +31,10 @@ pub struct ModelConfig {
     pub head: Head,
     /// L2 penalty on the weights of the linear head (0 = none).
     pub l2: f32,
+    /// How `l2` reaches each weight of the linear head (see [`L2Mode`]). Written to the
+    /// file only when it is not the default, so files of earlier releases still read.
+    #[serde(skip_serializing_if = "L2Mode::is_lazy")]
+    pub l2_mode: L2Mode,
     /// Inverse-document-frequency weighting of the linear head's features.
     pub idf: bool,
     /// Temperature of the predicted probabilities (1 = as trained; fitted on a
@@ -40,6 +44,29 @@ pub struct ModelConfig {
     /// tokens are left out of an update with this probability, else the text tokens with
     /// this probability (never both).
     pub modality_dropout: f32,
+}
+
+/// How the linear head's L2 penalty reaches its weights. A weight is updated only when
+/// a row that has its token is trained (as in VW and fastText).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L2Mode {
+    /// Each update adds `l2 · w` to the gradient of the weights it touches: a token in a
+    /// fraction f of the rows is regularised f times less per epoch than one in every
+    /// row (frequent tokens are shrunk most).
+    #[default]
+    Lazy,
+    /// The full objective's penalty `Σ_rows loss + (n · l2 / 2) ‖w‖²`, as scikit-learn's
+    /// LogisticRegression with `C = 1 / (n · l2)`: each update scales a token's `l2` by
+    /// `n / df` (df: training rows with the token), so every weight gets the same
+    /// regularisation per epoch and rare n-grams cannot memorise the rows they occur in.
+    Full,
+}
+
+impl L2Mode {
+    fn is_lazy(&self) -> bool {
+        *self == L2Mode::Lazy
+    }
 }
 
 /// The part of the model between the bag of tokens and the label scores.
@@ -71,6 +98,7 @@ impl Default for ModelConfig {
             alpha: 1.0,
             head: Head::Bottleneck,
             l2: 0.0,
+            l2_mode: L2Mode::Lazy,
             idf: false,
             temperature: 1.0,
             modality_dropout: 0.0,
