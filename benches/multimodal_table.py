@@ -14,6 +14,8 @@ mvsa_tweets), for each of 3 seeds:
   * discrete PQ, fixed:     the same text settings with PQ(m=8, k=64) codes, alpha=0.5
   * concat, fixed:          the same text settings with fusion="concat", alpha=1
   * concat + dropout:       the same with modality_dropout=0.2
+  * text / concat / late, full L2: the fixed text settings with idf=True, l2=1e-5,
+                            l2_mode="full" (the whole objective's penalty), alone and fused
 
 All choices are made on the valid split; the test split is read once per model. Each
 difference gets a paired bootstrap 95% interval over the test rows (10,000 resamples,
@@ -71,8 +73,9 @@ def main() -> int:
     tr, va, te = (df.filter(pl.col("split") == s).drop("split") for s in ("train", "valid", "test"))
     gold = te["label"].to_numpy()
     fixed = dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, minn=2, maxn=5, threads=2, progress=False)
+    full = dict(idf=True, l2=1e-5, l2_mode="full")
     names = ["text, autotuned", "multimodal, autotuned", "text, fixed", "late, fixed", "discrete PQ, fixed",
-             "concat, fixed", "concat + dropout"]
+             "concat, fixed", "concat + dropout", "text, full L2", "concat, full L2", "late, full L2"]
     hits = {n: [] for n in names}
     acc = {n: [] for n in names}
     secs = {n: [] for n in names}
@@ -93,7 +96,10 @@ def main() -> int:
                                 "mm"),
                                ("concat, fixed", dict(fusion="concat", dense=["image"], alpha=1.0), "mm"),
                                ("concat + dropout", dict(fusion="concat", dense=["image"], alpha=1.0,
-                                                         modality_dropout=0.2), "mm")):
+                                                         modality_dropout=0.2), "mm"),
+                               ("text, full L2", full, "text"),
+                               ("concat, full L2", dict(full, fusion="concat", dense=["image"], alpha=1.0), "mm"),
+                               ("late, full L2", dict(full, fusion="late", dense=["image"]), "mm")):
             t = time.perf_counter()
             c = mmq.Classifier(**fixed, seed=seed, **kw)
             if data == "text":
@@ -113,7 +119,9 @@ def main() -> int:
     score = {n: np.mean(hits[n], axis=0) for n in names}
     pairs = [("multimodal, autotuned", "text, autotuned"), ("late, fixed", "text, fixed"),
              ("discrete PQ, fixed", "text, fixed"), ("concat, fixed", "text, fixed"),
-             ("concat + dropout", "text, fixed"), ("text, autotuned", "text, fixed")]
+             ("concat + dropout", "text, fixed"), ("text, autotuned", "text, fixed"),
+             ("text, full L2", "text, fixed"), ("concat, full L2", "text, full L2"),
+             ("late, full L2", "text, full L2"), ("concat, full L2", "text, autotuned")]
     print(f"\n{a.set}: test accuracy, mean of {seeds} seed(s), {len(gold):,} test rows; autotune budget {budget:.0f}s")
     print(f"{'model':<24} | {'accuracy':>8} | {'sd':>6} | {'fit s':>6}")
     for n in names:

@@ -2,7 +2,7 @@
 with errors that name the column and what was expected."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import polars as pl
@@ -222,3 +222,73 @@ def labels_of(y: Any, n: int) -> "tuple[np.ndarray, list[str], list[str]]":
     if len(set(names)) != len(names):
         raise InvalidInputError(f"y's classes {classes.tolist()} do not have distinct names as str")
     return classes, names, [names[i] for i in np.asarray(inverse).ravel()]
+
+
+def as_matrix(x: Any, what: str = "x") -> np.ndarray:
+    """A C-contiguous float32 n × d matrix from a NumPy array or a Polars Array/List
+    Series (zero-copy when already float32 and contiguous). Nulls are refused, naming the
+    first null row."""
+    if isinstance(x, pl.Series):
+        dt = x.dtype
+        name = x.name or what
+        if isinstance(dt, pl.List):
+            if x.null_count():
+                raise InvalidInputError(f"column '{name}': row {int(x.is_null().arg_true()[0])} is null; expected a vector")
+            lens = x.list.len()
+            if lens.n_unique() > 1:
+                first = int(lens[0])
+                bad = int((lens != first).arg_true()[0])
+                raise InvalidInputError(
+                    f"column '{name}': rows must have equal length; row 0 has {first}, row {bad} has {lens[bad]}")
+            x = x.list.to_array(int(lens[0]) if len(x) else 0)
+            dt = x.dtype
+        if isinstance(dt, pl.Array):
+            if x.null_count():
+                raise InvalidInputError(f"column '{name}': row {int(x.is_null().arg_true()[0])} is null; expected a vector")
+            if not dt.inner.is_numeric():
+                raise InvalidInputError(f"column '{name}' must hold numbers, found {dt}")
+            arr = x.to_numpy()
+        else:
+            raise InvalidInputError(f"column '{name}' must be Array[Float32, d] or List[Float32], found {dt}")
+    elif isinstance(x, np.ndarray):
+        arr = x
+    elif isinstance(x, (list, tuple)):
+        arr = np.asarray(x)
+    else:
+        raise InvalidInputError(f"{what} must be a 2-D NumPy array or a Polars Array/List Series, got {type(x).__name__}")
+    if arr.ndim != 2:
+        raise InvalidInputError(f"{what} must be 2-D (n × d), got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"{what} must hold numbers, found dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def as_codes(codes: Any, m: int) -> np.ndarray:
+    if isinstance(codes, pl.Series):
+        codes = codes.to_numpy()
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != m:
+        raise InvalidInputError(f"codes must be n × {m}, got shape {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise InvalidInputError(f"codes must be integers, found dtype {codes.dtype}")
+    if codes.size and (codes.min() < 0 or codes.max() > 65535):
+        raise InvalidInputError(f"codes out of range: found values in [{codes.min()}, {codes.max()}]")
+    return np.ascontiguousarray(codes, dtype=np.uint16)
+
+
+#: Per-vector transforms a quantizer applies before fitting and encoding: None (the
+#: vectors as given), "l2" (x / ||x||, a zero vector stays zero: compares directions, as
+#: cosine similarity does; suits CLIP-style embeddings) and "sqrt" (signed square root
+#: sign(x)·sqrt(|x|), the power normalization of Perronnin et al. 2010, which damps the
+#: few large activations of CNN features). The codebooks live in the transformed space.
+TRANSFORMS = (None, "l2", "sqrt")
+
+
+def apply_transform(x: np.ndarray, transform: Optional[str]) -> np.ndarray:
+    """The rows of ``x`` as a quantizer with this ``transform`` sees them."""
+    if transform is None:
+        return x
+    if transform == "sqrt":
+        return (np.sign(x) * np.sqrt(np.abs(x))).astype(np.float32)
+    norm = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)

@@ -22,7 +22,11 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import polars as pl
 
-from mmq.errors import InvalidInputError, InvalidParameterError
+from mmq import _mmq
+from mmq._input import as_codes, as_matrix, collect, label_series, text_series
+from mmq._options import CONTINUOUS
+from mmq._progress import ProgressBar
+from mmq.errors import InvalidInputError, InvalidParameterError, polars_errors
 
 BATCH_ROWS = 65_536
 # "batches": LazyFrame.collect_batches (Polars' streaming engine; its buffer is bounded
@@ -42,7 +46,6 @@ def _mode() -> str:
 def iter_batches(lf: pl.LazyFrame, batch_rows: Optional[int] = None) -> Iterator[pl.DataFrame]:
     """The rows of ``lf`` in order, in frames of at most ``batch_rows`` rows (an error of
     an mmq expression in ``lf`` is raised as its mmq class)."""
-    from mmq.errors import polars_errors
 
     n = batch_rows or BATCH_ROWS
     with polars_errors():
@@ -101,7 +104,6 @@ def _present(s: pl.Series) -> np.ndarray:
 def _vectors(s: pl.Series, present: np.ndarray, name: str, first_row: int,
              role: str = "dense column") -> np.ndarray:
     """The present rows of a batch as a float32 matrix; NaN/inf refused (global row)."""
-    from mmq.quant import as_matrix
 
     kept = s.filter(pl.Series(present)) if not present.all() else s
     if len(kept) == 0:
@@ -189,7 +191,6 @@ def quantizer_sample(q: Any, lf: pl.LazyFrame, column: Optional[str]) -> np.ndar
 # -- the classifier --------------------------------------------------------------------------
 def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     """``clf.fit(lf)`` for a LazyFrame (see the module docstring)."""
-    from mmq.classifier import CONTINUOUS
 
     schema = lf.collect_schema()
     _check_text_label(schema, text, label)
@@ -197,14 +198,8 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
         _require(schema, name, "dense")
     cols = list(dict.fromkeys([text, label, *clf._dense]))
     if not clf._dense or clf.fusion in CONTINUOUS:
-        from mmq._input import collect
-
         return clf.fit(collect(lf.select(cols)), text=text, label=label)
 
-    from mmq import _mmq
-    from mmq._input import label_series, text_series
-    from mmq._progress import ProgressBar
-    from mmq.quant import as_codes
 
     is_codes = {}
     for name, q in clf._dense.items():

@@ -34,7 +34,11 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import polars as pl
 
-from mmq.errors import InvalidParameterError
+from mmq import late
+from mmq._input import as_frame
+from mmq.classifier import Classifier
+from mmq.errors import InvalidInputError, InvalidParameterError
+from mmq.quant import PQ
 
 METRICS = ("accuracy", "f1", "loss")
 
@@ -116,9 +120,6 @@ def _fusions(dense: Sequence[str], n_rows: int, linear: bool) -> list:
 
 
 def _build(p: dict, base: dict) -> Any:
-    from mmq.classifier import Classifier
-    from mmq.quant import PQ
-
     kw = dict(base, **p)
     d = kw.get("dense")
     if isinstance(d, dict):
@@ -159,15 +160,12 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
         raise InvalidParameterError(f"max_trials must be an integer >= 1, got {max_trials!r}")
     if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
         raise InvalidParameterError(f"patience must be an integer >= 1 (epochs), got {patience!r}")
-    from mmq._input import as_frame
 
     train, valid = as_frame(train), as_frame(valid)
     dense = list(dense or [])
     for name in dense:
         for what, df in (("train", train), ("valid", valid)):
             if name not in df.columns:
-                from mmq.errors import InvalidInputError
-
                 raise InvalidInputError(f"dense column '{name}' not found in the {what} frame "
                                         f"(columns: {df.columns})")
     text_cols = [c for c in train.columns if c not in dense]
@@ -184,7 +182,6 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
         tr, va = (train, valid) if fusion else (train.select(text_cols), valid.select(text_cols))
         try:
             if reuse_text is not None:  # late fusion over the best text model already fitted
-                from mmq import late
 
                 clf._model = late.fit(clf, tr, va, text, label, patience, None, text_model=reuse_text)
                 clf._mods, clf._plugin_path = None, None

@@ -12,23 +12,17 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import polars as pl
 
-from mmq import _mmq
-from mmq._input import (as_frame, check_k, check_threshold, frame_of, frame_text_column, is_frame, label_series,
-                        labels_of, text_series, texts_of, valid_frame)
+from mmq import _mmq, late, sets
+from mmq._input import (apply_transform, as_codes, as_frame, as_matrix, check_k, check_threshold, collect, frame_of,
+                        frame_text_column, is_frame, label_series, labels_of, text_series, texts_of, valid_frame)
+from mmq._options import (BLENDS, CONTINUOUS, FUSIONS, HEAD_DEFAULTS, HEADS, L2_MODES, LOSSES, POOLS, TOKEN_FUSIONS,
+                          TOKENIZER_FLAGS)
 from mmq._progress import ProgressBar
-from mmq.errors import InvalidInputError, InvalidParameterError, NotFittedError
+from mmq._stream import fit_classifier
+from mmq.errors import InvalidInputError, InvalidParameterError, MmqError, ModelFileError, NotFittedError
+from mmq.late import ConcatModel, LateModel
+from mmq.quant import _Quantizer
 
-LOSSES = ("softmax", "ns", "hs", "ova")
-HEADS = ("bottleneck", "linear")
-L2_MODES = ("lazy", "full")
-HEAD_DEFAULTS = {"bottleneck": dict(lr=0.1, word_ngrams=1, l2=0.0),
-                 "linear": dict(lr=0.2, word_ngrams=2, l2=1e-4)}
-FUSIONS = ("discrete", "image", "add", "max", "gated", "bilinear", "bilinear_gated", "deepset", "attention", "late", "concat")
-CONTINUOUS = FUSIONS[1:7]
-TOKEN_FUSIONS = ("discrete", "deepset", "attention")  # dense columns become code tokens
-# The tokenizer's on/off options after fastText's (all off by default; stored in the
-# model file's tokenizer config, absent from files and pickles made before them).
-TOKENIZER_FLAGS = ("lowercase", "split_punct", "drop_punct")
 TextInput = Union[pl.DataFrame, pl.LazyFrame, pl.Series, Sequence[str], str]
 
 
@@ -248,7 +242,6 @@ class Classifier:
         if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and np.isfinite(alpha)
                 and alpha >= 0):
             raise InvalidParameterError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        from mmq.quant import _Quantizer
 
         if dense is not None and not isinstance(dense, (list, tuple, dict)):
             raise InvalidParameterError(
@@ -270,7 +263,6 @@ class Classifier:
                 raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise InvalidParameterError(f"rank must be an integer >= 1, got {rank!r}")
-        from mmq.sets import BLENDS, POOLS
 
         for name, v in dict(pool=pool, outer_pool=outer_pool).items():
             if v not in POOLS:
@@ -510,7 +502,6 @@ class Classifier:
         if self.fusion == "concat":
             if many:
                 raise InvalidParameterError("fusion='concat' reads one text column (and its dense columns)")
-            from mmq import late
 
             self._mods, self._plugin_path = None, None
             self._model = late.fit_concat(self, as_frame(data), None if valid is None else as_frame(valid), text,
@@ -522,7 +513,6 @@ class Classifier:
             if valid is None:
                 raise InvalidParameterError("fusion='late' fits its weights on a validation split: "
                                             "fit(train, valid=valid_df)")
-            from mmq import late
 
             self._mods, self._plugin_path = None, None
             show = self.progress if self.progress is not None else sys.stderr.isatty()
@@ -531,8 +521,6 @@ class Classifier:
             return self
         vopts = (valid, patience, calibrate)
         if many or self.blend is not None or self.fusion in ("deepset", "attention"):
-            from mmq import sets
-
             if self.fusion in CONTINUOUS:
                 raise InvalidParameterError(
                     f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self.fusion!r}")
@@ -544,12 +532,8 @@ class Classifier:
         self._mods = None
         if isinstance(data, pl.LazyFrame):
             if valid is not None:
-                from mmq._input import collect
-
                 data = collect(data)
             else:
-                from mmq._stream import fit_classifier
-
                 return fit_classifier(self, data, text, label)
         df = as_frame(data)
         t = text_series(df, text)
@@ -589,7 +573,6 @@ class Classifier:
         frame whose column is null in every row)."""
         if not self._dense:
             return []
-        from mmq.quant import as_codes, as_matrix
 
         if not isinstance(data, (pl.DataFrame, pl.LazyFrame)):
             raise InvalidInputError(
@@ -686,8 +669,6 @@ class Classifier:
         reaches the threshold) and probabilities, k per row, flat."""
         m = self._fitted()
         if self._mods is not None:
-            from mmq import sets
-
             return m.predict(sets.inputs(self, data, self._mods), k, float(threshold))
         return m.predict(text_series(data, text), k, float(threshold), self._dargs(data))
 
@@ -695,8 +676,6 @@ class Classifier:
         """Probabilities, one column per label in :attr:`labels` order (float32)."""
         m = self._fitted()
         if self._mods is not None:
-            from mmq import sets
-
             return m.predict_proba(sets.inputs(self, data, self._mods))
         return m.predict_proba(text_series(data, text), self._dargs(data))
 
@@ -794,8 +773,6 @@ class Classifier:
         threshold = check_threshold(threshold)
         df = as_frame(data)
         if self._mods is not None:
-            from mmq import sets
-
             r = m.test(sets.inputs(self, df, self._mods), label_series(df, label), label, k, float(threshold))
         else:
             r = m.test(text_series(df, text), label_series(df, label), label, k, float(threshold),
@@ -821,8 +798,6 @@ class Classifier:
         Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
         if self.fusion in CONTINUOUS or self.fusion in ("late", "concat") or self._mods is not None:
-            from mmq.errors import MmqError
-
             raise MmqError("explain works for text and discrete-fusion models of one text column; "
                            "use explain_modalities for many-modality models")
         row = pl.DataFrame({"text": [text]})
@@ -851,7 +826,6 @@ class Classifier:
         if self._mods is None:
             raise InvalidParameterError("explain_modalities is for many-modality models (deepset, attention, "
                                         "G-Blend, several columns); use explain")
-        from mmq import sets
 
         df = as_frame(data)
         if df.height != 1:
@@ -895,7 +869,6 @@ class Classifier:
         m = self._fitted()
         if self._mods is None:
             return pl.DataFrame()
-        from mmq import sets
 
         return sets.history(m, self._mods)
 
@@ -943,7 +916,6 @@ class Classifier:
         ``column``) is nearest to centroid c, with the squared distance (after the
         quantizer's ``transform``): what the visual token ``column[j]=c`` looks like. Rows
         with a null ``column`` are skipped."""
-        from mmq.quant import apply_transform, as_matrix
 
         self._dense_index(column)
         q = self._dense[column]
@@ -980,7 +952,6 @@ class Classifier:
     def _from_rust(cls, model) -> "Classifier":
         cfg = json.loads(model.config_json)
         obj = cls(**cls._stored_params(cfg), loss=cfg["loss"], neg=max(cfg["neg"], 1))
-        from mmq.quant import _Quantizer
 
         obj.alpha = float(cfg.get("alpha", 1.0))
         obj.head, obj.l2, obj.idf = cfg.get("head", "bottleneck"), float(cfg.get("l2", 0.0)), bool(cfg.get("idf", False))
@@ -1012,8 +983,6 @@ class Classifier:
 
     @classmethod
     def _from_rust_sets(cls, model) -> "Classifier":
-        from mmq.quant import _Quantizer
-
         cfg = json.loads(model.config_json)
         mods = cfg["modalities"]
         fusion = {"bag": "discrete"}.get(cfg["fusion"], cfg["fusion"])
@@ -1059,19 +1028,13 @@ class Classifier:
             self._model = _mmq.RustFusionClassifier.from_bytes(b, "<pickle>")
             return
         if b is not None and self.fusion == "late":
-            from mmq.late import LateModel
-
             self._model = LateModel.from_bytes(b, "<pickle>")
             return
         if b is not None and self.fusion == "concat":
-            from mmq.late import ConcatModel
-
             self._model = ConcatModel.from_bytes(b, "<pickle>")
             return
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
         if self._model is not None and self._model.dense_columns:
-            from mmq.quant import _Quantizer
-
             self.dense = {name: _Quantizer._from_rust(self._model.dense_quantizer(i))
                           for i, (name, *_rest) in enumerate(self._model.dense_columns)}
 
@@ -1140,31 +1103,43 @@ def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: in
 def load(path: Union[str, os.PathLike]):
     """Load a model or quantizer written by ``save`` (the file says which it is)."""
     path = Path(path)
+    _refuse_fasttext_file(path)
     kind = _mmq.file_kind(path)
     if kind == "late_classifier":
-        from mmq.late import LateModel
-
         return Classifier._from_late(LateModel.from_bytes(path.read_bytes(), str(path)))
     if kind == "concat_classifier":
-        from mmq.late import ConcatModel
-
         return Classifier._from_concat(ConcatModel.from_bytes(path.read_bytes(), str(path)))
     if kind == "set_classifier":
         return Classifier._from_rust_sets(_mmq.RustSetClassifier.load(path))
     if kind == "fusion_classifier":
         return Classifier._from_rust_fusion(_mmq.RustFusionClassifier.load(path))
     if kind == "quantizer":
-        from mmq.quant import _Quantizer
-
         return _Quantizer._from_rust(_mmq.RustQuantizer.load(path))
     return Classifier._from_rust(_mmq.RustClassifier.load(path))
+
+
+# The first int32 (little-endian) of every fastText model file, .bin and .ftz alike
+# (fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32).
+_FASTTEXT_MAGIC = 793712314
+
+
+def _refuse_fasttext_file(path: Path) -> None:
+    """A fastText model file is recognised and refused with an error that says so."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return  # the loader below reports the missing or unreadable file
+    if len(head) == 8 and int.from_bytes(head[:4], "little") == _FASTTEXT_MAGIC:
+        version = int.from_bytes(head[4:], "little")
+        raise ModelFileError(
+            f"{path} is a fastText model file (format version {version}); mmq cannot import .bin/.ftz models "
+            "yet: retrain on the same data with mmq.fasttext.train_supervised (same arguments) or mmq.Classifier")
 
 
 def load_classifier(path: Union[str, os.PathLike]) -> "Classifier":
     """:func:`load` for a place that needs a classifier: a quantizer's file is a
     :class:`ModelFileError` that says so."""
-    from mmq.errors import ModelFileError
-    from mmq.quant import _Quantizer
 
     obj = load(path)
     if not isinstance(obj, Classifier):

@@ -18,6 +18,11 @@ from pathlib import Path
 
 import polars as pl
 
+import mmq
+from mmq.classifier import load_classifier as _load_classifier
+from mmq.datasets import make_topics
+from mmq.errors import InvalidInputError, MmqError
+
 LABEL_PREFIX = "__label__"
 
 
@@ -39,8 +44,6 @@ def read_fasttext(path: str, prefix: str = LABEL_PREFIX) -> pl.DataFrame:
 
 
 def read_input(path: str, text: str, label: str, prefix: str, need_label: bool = True) -> pl.DataFrame:
-    from mmq.errors import InvalidInputError
-
     if path != "-" and not Path(path).exists():
         raise InvalidInputError(f"input file '{path}' does not exist")
     if path.endswith(".parquet"):
@@ -66,8 +69,6 @@ def read_input(path: str, text: str, label: str, prefix: str, need_label: bool =
 
 
 def _train(a: argparse.Namespace) -> int:
-    import mmq
-
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
     t = time.perf_counter()
     if a.autotune_validation:
@@ -94,9 +95,7 @@ def _train(a: argparse.Namespace) -> int:
 
 
 def load_classifier(path: str):
-    from mmq.classifier import load_classifier
-
-    return load_classifier(path)
+    return _load_classifier(path)
 
 
 def _test(a: argparse.Namespace) -> int:
@@ -129,8 +128,6 @@ def _predict(a: argparse.Namespace, probs: bool) -> int:
 def _demo(a: argparse.Namespace) -> int:
     import tempfile
 
-    import mmq
-    from mmq.datasets import make_topics
 
     print("mmq demo: a generated 5-topic data set (mmq.datasets.make_topics, seed 0)")
     df = make_topics(n_rows=a.rows, seed=0)
@@ -236,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("-quiet", "--quiet", action="store_true")
 
     a = p.parse_args(argv)
-    from mmq.errors import MmqError
 
     try:
         if a.verb in ("supervised", "train"):

@@ -23,7 +23,8 @@ import numpy as np
 import polars as pl
 
 from mmq import _mmq
-from mmq.errors import InvalidInputError
+from mmq._input import label_series, text_series
+from mmq.errors import InvalidInputError, ModelFileError
 
 KIND = "late_classifier"
 # Probabilities are floored here before the logarithm: a label the dense head never saw
@@ -51,7 +52,6 @@ def _unpack(data: bytes, source: str, kind: str, noun: str) -> tuple:
     """Header and parts of a packed composite model of ``kind``; a ModelFileError for
     another kind. A format version 1 header (before strict headers) is migrated: the
     version 1 reader took a missing ``stacking`` as None."""
-    from mmq.errors import ModelFileError
 
     header_json, parts = _mmq.unpack(data, source)
     h = json.loads(header_json)
@@ -76,7 +76,6 @@ def _check_keys(stored: Any, written: Any, source: str, path: str = "") -> None:
     """Strict headers, as mmq-core's ``io::check_keys``: ``stored`` must hold exactly the
     keys of ``written`` (the header this mmq writes for what was loaded) in every object at
     every depth (the framing keys aside), else a ModelFileError naming the key."""
-    from mmq.errors import ModelFileError
 
     at = (lambda k: f"{path}.{k}" if path else k)
     if isinstance(stored, dict) and isinstance(written, dict):
@@ -328,8 +327,6 @@ class LateModel(ProbaModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "LateModel":
-        from mmq.errors import ModelFileError
-
         h, parts = _unpack(data, source, KIND, "late-fusion")
         try:
             text = _mmq.RustClassifier.from_bytes(parts["text"], f"{source} (text head)")
@@ -356,7 +353,6 @@ def fit(clf: Any, df: pl.DataFrame, valid: pl.DataFrame, text: str, label: str, 
         progress: Any, text_model: Any = None) -> LateModel:
     """Train the text head (unless ``text_model``, a fitted Rust text model, is given) and
     one linear head per dense column, then fit the weights."""
-    from mmq._input import label_series, text_series
 
     t, y = text_series(df, text), label_series(df, label)
     vt, vy = text_series(valid, text), label_series(valid, label)
@@ -394,8 +390,6 @@ def _heads_to_parts(heads: Sequence[DenseHead]) -> tuple:
 
 
 def _heads_from_parts(meta: list, parts: dict, source: str, with_model: bool) -> list:
-    from mmq.errors import ModelFileError
-
     heads = []
     for i, dh in enumerate(meta):
         d, r = int(dh["d"]), int(dh["r"])
@@ -500,8 +494,6 @@ class ConcatModel(ProbaModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "ConcatModel":
-        from mmq.errors import ModelFileError
-
         h, parts = _unpack(data, source, CONCAT_KIND, "concat-fusion")
         try:
             model = _mmq.RustClassifier.from_bytes(parts["model"], f"{source} (model)")
@@ -516,7 +508,6 @@ class ConcatModel(ProbaModel):
 def fit_concat(clf: Any, df: pl.DataFrame, valid: Optional[pl.DataFrame], text: str, label: str,
                patience: Optional[int], calibrate: bool) -> ConcatModel:
     """Train ``fusion="concat"``: the projections on the training rows, then one linear head."""
-    from mmq._input import label_series, text_series
 
     cfg = clf._config()
     dense = clf._dense_args(df, fit=True)

@@ -18,7 +18,10 @@ from typing import Any, Mapping, Optional, Union
 import polars as pl
 from polars.plugins import register_plugin_function
 
+from mmq._input import check_threshold
+from mmq.classifier import Classifier, load, load_classifier
 from mmq.errors import InvalidInputError, InvalidParameterError, ModelFileError
+from mmq.quant import _Quantizer
 
 _LIB = Path(__file__).parent
 _TEMP: list[str] = []
@@ -96,8 +99,6 @@ class MmqExpr:
             >>> df.select(pl.col("v").mmq.encode(q)).dtypes
             [Array(UInt8, shape=(4,))]
         """
-        from mmq.classifier import load
-        from mmq.quant import _Quantizer
 
         if not isinstance(quantizer, (str, os.PathLike, _Quantizer)):
             raise InvalidParameterError(f"expected a PQ/RSPQ quantizer or the path of its file, "
@@ -117,8 +118,6 @@ class MmqExpr:
 
 
 def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[str, Union[str, pl.Expr]]]):
-    from mmq.classifier import Classifier, load_classifier
-
     if not isinstance(model, (str, os.PathLike, Classifier)):
         raise InvalidParameterError(f"expected a Classifier or the path of its file, got {type(model).__name__}")
     def served(m: Any) -> None:
@@ -174,7 +173,6 @@ def predict(model: Any, text: Union[str, pl.Expr] = "text",
         >>> df.head(2).select(mmq.predict(clf)).to_series().to_list()
         ['p', 'n']
     """
-    from mmq._input import check_threshold
 
     threshold = check_threshold(threshold)
     path, _, args = _model_args(model, text, dense)

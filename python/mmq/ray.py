@@ -26,12 +26,17 @@ import math
 import os
 import re
 import socket
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import polars as pl
 
 from mmq import _mmq
+from mmq import errors as errs
+from mmq._input import as_matrix, check_k, check_threshold
+from mmq.classifier import Classifier, load, load_classifier
+from mmq.classifier import tokenize as tokenize_texts
+from mmq.quant import _Quantizer
 from mmq.errors import (
     DependencyError,
     InvalidInputError,
@@ -134,7 +139,6 @@ def errors() -> Iterator[None]:
     except Exception as e:
         found = _find_mmq_error(e)
         if found is None:  # Ray kept only the traceback text: read the class and message there
-            from mmq import errors as errs
 
             hit = _TRACEBACK_ERROR.findall(str(e))
             if hit and isinstance(getattr(errs, hit[-1][0], None), type):
@@ -311,8 +315,6 @@ def _resolve(obj: Any) -> Any:
 
 
 def _classifier(model: Any):
-    from mmq.classifier import Classifier, load_classifier
-
     model = _resolve(model)
     if isinstance(model, (str, os.PathLike)):
         return load_classifier(model)
@@ -324,9 +326,6 @@ def _classifier(model: Any):
 
 
 def _quantizer(quantizer: Any):
-    from mmq.classifier import load
-    from mmq.quant import _Quantizer
-
     quantizer = _resolve(quantizer)
     if isinstance(quantizer, (str, os.PathLike)):
         q = load(quantizer)
@@ -396,8 +395,6 @@ class Encode(_Batches):
         self._start(build, threads)
 
     def _run(self, table, where: str):
-        from mmq.quant import as_matrix
-
         q = self.quantizer
         s = _series(table, self.column, where)
         present = ~s.is_null().to_numpy()
@@ -439,19 +436,16 @@ class Tokenize(_Batches):
         def build():
             self.model = _classifier(model) if model is not None else None
             if self.model is None:  # check the options once, here, not per batch
-                from mmq.classifier import tokenize
 
-                tokenize([""], **self.options)
+                tokenize_texts([""], **self.options)
         self._start(build, threads)
 
     def _run(self, table, where: str):
-        from mmq.classifier import tokenize
-
         df = _frame(table, [self.column], where)
         if self.model is not None:
             ids = self.model.tokenize(df, text=self.column)
         else:
-            ids = tokenize(df, text=self.column, **self.options)
+            ids = tokenize_texts(df, text=self.column, **self.options)
         return _output(table, self.keep, [ids.alias(self.output)], where)
 
 
@@ -472,7 +466,6 @@ class Predict(_Batches):
     def __init__(self, model: Any, k: int = 1, threshold: float = 0.0, proba: bool = False, text: str = "text",
                  keep: Optional[Sequence[str]] = None, label_column: str = "pred_label",
                  prob_column: str = "pred_prob", proba_column: str = "proba", threads: Optional[int] = None):
-        from mmq._input import check_k, check_threshold
 
         self.k, self.threshold = check_k(k), check_threshold(threshold)
         self.proba, self.text, self.keep = bool(proba), text, keep
@@ -598,7 +591,6 @@ def predict(ds: Any, model: Any, k: int = 1, threshold: float = 0.0, proba: bool
         with mmq.ray.errors():
             mmq.ray.predict(ray.data.read_parquet("rows/"), "model.mmq", k=3).write_parquet("out/")
     """
-    from mmq._input import check_k, check_threshold
 
     check_k(k)
     check_threshold(threshold)
@@ -657,7 +649,6 @@ def sample_local(x: Any, n: int, seed: int = 0) -> np.ndarray:
     """The sample :func:`sample` draws, from an in-memory matrix (NumPy or a Polars
     vector column; null rows skipped): the ``n`` rows of smallest :func:`row_keys`, in
     key order. It does not depend on the rows' order or partitioning."""
-    from mmq.quant import as_matrix
 
     n = _check_n(n)
     if isinstance(x, pl.Series) and x.null_count():
@@ -679,7 +670,6 @@ class _Pick:
 
     def __call__(self, batch: Any):
         import pyarrow as pa
-        from mmq.quant import as_matrix
 
         table = _table(batch)
         where = _describe(table)
@@ -743,7 +733,6 @@ def fit_quantizer(ds: Any, quantizer: Any, column: str = "image", n: Optional[in
     :func:`sample` of ``ds[column]``; returns it. ``n`` defaults to what k-means uses
     anyway (``max_points_per_centroid · k`` rows), ``seed`` to the quantizer's. The
     result equals ``quantizer.fit(sample_local(x, n, seed))`` on one machine."""
-    from mmq.quant import _Quantizer
 
     if not isinstance(quantizer, _Quantizer):
         raise InvalidParameterError(f"quantizer must be an mmq.PQ or mmq.RSPQ, got {type(quantizer).__name__}")
@@ -762,7 +751,6 @@ def fit_ray(classifier: Any, ds: Any, path: Union[str, os.PathLike], text: str =
     classifier streaming from ``pl.scan_parquet`` on this machine. Text-only and
     ``fusion="discrete"`` models (the ones that train on codes). Returns the classifier."""
     ray = _ray()
-    from mmq.classifier import Classifier
 
     if not isinstance(classifier, Classifier):
         raise InvalidParameterError(f"classifier must be an mmq.Classifier, got {type(classifier).__name__}")

@@ -15,14 +15,13 @@ import numpy as np
 import polars as pl
 
 from mmq import _mmq
+from mmq._options import BLENDS, POOLS  # noqa: F401  (also read as mmq.sets.POOLS / BLENDS)
 from mmq._input import as_frame, collect, column, label_series, text_series, valid_frame
 from mmq.errors import InvalidInputError, InvalidParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmq.classifier import Classifier
 
-POOLS = ("mean", "sum", "max")
-BLENDS = (None, "gblend", "gblend_offline")
 _FUSION_NAME = {"discrete": "bag", "deepset": "deepset", "attention": "attention"}
 
 

@@ -1011,6 +1011,17 @@ impl PyClassifier {
         })
     }
 
+    /// Training rows per label, in the order of `labels`.
+    #[getter]
+    fn label_counts(&self) -> Vec<u64> {
+        self.model.label_counts.clone()
+    }
+
+    /// The raw token id of each row of the input matrix (ids seen in training).
+    fn token_ids<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<u32>> {
+        self.model.index.ids.clone().into_pyarray(py)
+    }
+
     /// The output layer: `labels × dim` (hs: inner nodes × dim), or the linear head's
     /// biases (1 × labels).
     fn output_matrix<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
