@@ -3,12 +3,15 @@
 //! dims, few buckets, few rows). Deterministic: the same files on every run.
 use mmq_core::io::{self, quant::quantizer_to_bytes, Tensor};
 use mmq_core::model::dense::assign_offsets;
-use mmq_core::model::fusion::{train_fusion, FusionConfig, FusionMode, FusionModel};
+use mmq_core::model::fusion::{
+    train_fusion, train_fusion_with, FusionConfig, FusionMode, FusionModel, FusionRows,
+};
 use mmq_core::model::loss::LossKind;
 use mmq_core::model::sets::{
-    train_sets, Blend, Modality, ModalityKind, ModalityRows, SetConfig, SetFusion, SetModel,
+    train_sets, train_sets_with, Blend, Modality, ModalityKind, ModalityRows, SetConfig, SetFusion,
+    SetModel, SetRows,
 };
-use mmq_core::model::{Head, Model, ModelConfig};
+use mmq_core::model::{Head, L2Mode, Model, ModelConfig};
 use mmq_core::quant::{Quantizer, Transform};
 use mmq_core::text::{Tokenizer, TokenizerConfig};
 use mmq_core::train::{self, Dataset, TrainOptions};
@@ -161,6 +164,7 @@ fn classifiers(out: &Out) {
                 head: Head::Linear,
                 idf: true,
                 l2: 0.01,
+                l2_mode: L2Mode::Full,
                 ..base.clone()
             },
         ),
@@ -289,6 +293,29 @@ fn fusions(out: &Out) {
         FusionModel::from_bytes(&b, "seed").unwrap();
         out.write("fusion_file", &format!("{}.mmq", mode.name()), &b);
     }
+    // With a validation split: a history and a temperature in the file.
+    let train = FusionRows {
+        data: rows.data(false),
+        dense: &dense,
+        present: &present,
+    };
+    let opts = TrainOptions {
+        valid: Some(&train),
+        patience: None,
+        calibrate: true,
+    };
+    let cfg = FusionConfig {
+        mode: FusionMode::Gated,
+        dim: 4,
+        epoch: 3,
+        tokenizer: tok_cfg(bucket),
+        dense_name: "image".into(),
+        ..FusionConfig::default()
+    };
+    let m = train_fusion_with(cfg, labels(), &train, dd, &opts, &ok).unwrap();
+    let b = m.to_bytes().unwrap();
+    FusionModel::from_bytes(&b, "seed").unwrap();
+    out.write("fusion_file", "gated_valid.mmq", &b);
 }
 
 fn sets(out: &Out) {
@@ -383,6 +410,26 @@ fn sets(out: &Out) {
         SetModel::from_bytes(&b, "seed").unwrap();
         out.write("set_file", &format!("{name}.mmq"), &b);
     }
+    // With a validation split: a history and a temperature in the file.
+    let train = SetRows {
+        rows: &rows,
+        label_offsets: &l_off,
+        labels: &l_ids,
+    };
+    let opts = TrainOptions {
+        valid: Some(&train),
+        patience: Some(2),
+        calibrate: true,
+    };
+    let cfg = SetConfig {
+        fusion: SetFusion::Deepset,
+        ..base.clone()
+    };
+    let mut m = train_sets_with(cfg, labels(), &train, &opts, &ok).unwrap();
+    m.quantizers[2] = Some(q.clone());
+    let b = m.to_bytes().unwrap();
+    SetModel::from_bytes(&b, "seed").unwrap();
+    out.write("set_file", "deepset_valid.mmq", &b);
 }
 
 fn quantizers(out: &Out) {
