@@ -410,3 +410,25 @@ def test_l2_mode_round_trips_and_is_checked(topics, tmp_path):
         mmq.Classifier(**params(l2_mode="objective"))
     with pytest.raises(InvalidParameterError, match="l2_mode"):
         mmq.Classifier(l2_mode="full")  # the bottleneck has no l2
+
+
+def test_max_seconds_stops_after_the_epoch_that_passes_it(topics):
+    train, valid, _ = topics
+    import time
+
+    t = time.perf_counter()
+    clf = mmq.Classifier(**params(epoch=100000, lr=0.1)).fit(train, valid=valid, max_seconds=0.5)
+    took = time.perf_counter() - t
+    h = clf.history
+    assert 1 <= h.height < 100000 and took < 5.0
+    assert h["best"].any() and clf.test(valid).precision == pytest.approx(
+        h.filter(pl.col("best"))["valid_accuracy"][-1], abs=1e-6)
+    for kw in (dict(fusion="gated", dense=["image"]), dict(fusion="deepset", dense={"image": mmq.PQ(m=4, k=16)})):
+        c = mmq.Classifier(epoch=100000, dim=8, lr=0.1, threads=1, progress=False, **kw)
+        c.fit(train.drop("split"), valid=valid.drop("split"), max_seconds=0.3, calibrate=False)
+        assert 1 <= c.history.height < 100000
+    with pytest.raises(InvalidParameterError, match="max_seconds"):
+        mmq.Classifier(**params()).fit(train, max_seconds=1.0)
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(InvalidParameterError, match="max_seconds"):
+            mmq.Classifier(**params()).fit(train, valid=valid, max_seconds=bad)

@@ -175,18 +175,23 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
     rows: list = []
     best: list = [None]  # (score, classifier, params)
 
-    def run(p: dict, stage: str, reuse_text: Any = None) -> None:
+    def run(p: dict, stage: str, stage_end: float, reuse_text: Any = None) -> None:
         fusion = p.get("fusion")
         t0 = time.perf_counter()
+        # Each trial trains within the stage's time left (it stops after the epoch that
+        # passes it and keeps its best epoch), so the first trial cannot overrun a short
+        # budget by a whole long training.
+        left = max(stage_end - t0, 1e-3)
         clf = _build(p, base)
         tr, va = (train, valid) if fusion else (train.select(text_cols), valid.select(text_cols))
         try:
             if reuse_text is not None:  # late fusion over the best text model already fitted
 
-                clf._model = late.fit(clf, tr, va, text, label, patience, None, text_model=reuse_text)
+                clf._model = late.fit(clf, tr, va, text, label, patience, None, text_model=reuse_text,
+                                      max_seconds=left)
                 clf._mods, clf._plugin_path = None, None
             else:
-                clf.fit(tr, text=text, label=label, valid=va, patience=patience)
+                clf.fit(tr, text=text, label=label, valid=va, patience=patience, max_seconds=left)
             score, err = _score(clf, va, metric, text, label), None
         except InvalidParameterError as e:  # a drawn combination the model refuses
             score, err = float("-inf"), str(e)
@@ -214,14 +219,14 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
     text_end = start + (budget_s * 0.6 if dense else budget_s)
     # Two strong starts: the lazy penalty (best at few epochs), then char n-grams, IDF and
     # the full objective's penalty (best on short noisy texts: docs/better_answers.md).
-    run(dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, l2=1e-4), "text")
+    run(dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, l2=1e-4), "text", text_end)
     n = 1
     if room(text_end, n, start):
         run(dict(head="linear", lr=0.5, epoch=20, word_ngrams=2, minn=2, maxn=5, idf=True, l2=1e-5,
-                 l2_mode="full"), "text")
+                 l2_mode="full"), "text", text_end)
         n += 1
     while room(text_end, n, start):
-        run(_draw(rng), "text")
+        run(_draw(rng), "text", text_end)
         n += 1
     # Stage 2: fusion on top of the best text settings (text alone stays a candidate).
     if dense:
@@ -234,7 +239,7 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
             if i > 0 and not room(end, i, s2):
                 break
             reuse = text_best[1]._model if f["fusion"] == "late" else None
-            run(dict(tp, **f), "fusion", reuse_text=reuse)
+            run(dict(tp, **f), "fusion", end, reuse_text=reuse)
     trials = pl.DataFrame(rows, schema={"trial": pl.UInt32, "stage": pl.String, "params": pl.String,
                                         "fusion": pl.String,
                                         "head": pl.String, metric: pl.Float64, "seconds": pl.Float64,

@@ -400,6 +400,7 @@ class Classifier:
     # -- training ------------------------------------------------------------------
     def fit(self, data: Any, text: Any = "text", label: str = "label", categorical: Optional[Sequence[str]] = None,
             valid: Any = None, patience: Optional[int] = None, calibrate: Optional[bool] = None, *,
+            max_seconds: Optional[float] = None,
             y: Any = None) -> "Classifier":
         """Train; returns self. Two ways to call it:
 
@@ -429,11 +430,13 @@ class Classifier:
         they need not fit in memory (continuous fusion collects them).
 
         ``valid``: a frame with the same columns (in scikit-learn's style also a tuple
-        ``(X_valid, y_valid)``), scored after every epoch (text and discrete-fusion
-        models): the best epoch's weights (highest accuracy, then lowest loss) are kept,
-        ``patience`` (epochs without a better score) stops early, each epoch is recorded
-        in :attr:`history`, and with ``calibrate`` (default: on when ``valid`` is given)
-        the probabilities' temperature is fitted on it."""
+        ``(X_valid, y_valid)``), scored after every epoch (every model kind; G-Blend: every
+        super-epoch): the best epoch's weights (highest accuracy, then lowest loss) are
+        kept, ``patience`` (epochs without a better score) stops early, each epoch is
+        recorded in :attr:`history`, and with ``calibrate`` (default: on when ``valid`` is
+        given) the probabilities' temperature is fitted on it. ``max_seconds`` (with
+        ``valid``): a time budget; training stops after the first epoch that ends past it
+        (at least one epoch runs) and keeps the best epoch so far."""
         # An interrupted (Ctrl-C) or failed fit leaves the classifier as it was.
         saved = dict(self.__dict__)
         try:
@@ -441,7 +444,7 @@ class Classifier:
             if y is None and not self._labels_given(data, text, label):
                 if _is_pandas_frame(data):
                     data = frame_of(data)
-                self._fit(data, text, label, categorical, valid, patience, calibrate)
+                self._fit(data, text, label, categorical, valid, patience, calibrate, max_seconds)
                 self._sk, self._classes = None, None
                 return self
             if y is None:
@@ -455,7 +458,7 @@ class Classifier:
                 if len(valid) != 2:
                     raise InvalidParameterError(f"valid must be (X_valid, y_valid) or a frame, got a tuple of {len(valid)}")
                 valid = _sk_frame(valid[0], valid[1], tcol, lcol, what="valid[0]")
-            self._fit(df, tcol, lcol, categorical, valid, patience, calibrate)
+            self._fit(df, tcol, lcol, categorical, valid, patience, calibrate, max_seconds)
             self._sk = {"text": tcol, "names": names}
             self._classes = classes
             return self
@@ -488,7 +491,15 @@ class Classifier:
             return not set(text) <= set(str(c) for c in data.columns)
         return True
 
-    def _fit(self, data, text, label, categorical, valid, patience, calibrate) -> "Classifier":
+    def _fit(self, data, text, label, categorical, valid, patience, calibrate, max_seconds=None) -> "Classifier":
+        if max_seconds is not None:
+            if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) \
+                    or not np.isfinite(max_seconds) or max_seconds <= 0:
+                raise InvalidParameterError(f"max_seconds must be a number of seconds > 0, got {max_seconds!r}")
+            if valid is None:
+                raise InvalidParameterError("max_seconds needs a validation frame to pick the epoch to keep: "
+                                            "fit(train, valid=valid_df, max_seconds=...)")
+            max_seconds = float(max_seconds)
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise InvalidParameterError(f"patience must be an integer >= 1 (epochs), got {patience!r}")
         if patience is not None and valid is None:
@@ -505,7 +516,7 @@ class Classifier:
 
             self._mods, self._plugin_path = None, None
             self._model = late.fit_concat(self, as_frame(data), None if valid is None else as_frame(valid), text,
-                                          label, patience, calibrate)
+                                          label, patience, calibrate, max_seconds)
             return self
         if self.fusion == "late":
             if many:
@@ -517,9 +528,9 @@ class Classifier:
             self._mods, self._plugin_path = None, None
             show = self.progress if self.progress is not None else sys.stderr.isatty()
             self._model = late.fit(self, as_frame(data), as_frame(valid), text, label, patience,
-                                   ProgressBar() if show else None)
+                                   ProgressBar() if show else None, max_seconds=max_seconds)
             return self
-        vopts = (valid, patience, calibrate)
+        vopts = (valid, patience, calibrate, max_seconds)
         if many or self.blend is not None or self.fusion in ("deepset", "attention"):
             if self.fusion in CONTINUOUS:
                 raise InvalidParameterError(
@@ -554,12 +565,12 @@ class Classifier:
             if vargs is not None:
                 vargs = (vargs[0], vargs[1], vargs[2][0])
             self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb,
-                                                        vargs, patience, calibrate)
+                                                        vargs, patience, calibrate, max_seconds)
             return self
         quantizers = [(name, q._q) for name, q in self._dense.items()]
         self._model = _mmq.RustClassifier.fit(
-            json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate
-        )
+            json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate,
+            max_seconds)
         return self
 
     def _dargs(self, data: Any):

@@ -17,6 +17,7 @@ and T is a final temperature fitted there too.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -159,14 +160,14 @@ class DenseHead:
 
     @classmethod
     def fit(cls, name: str, x: np.ndarray, y: pl.Series, vx: np.ndarray, vy: pl.Series, cfg: dict,
-            label: str, patience: Optional[int]) -> "DenseHead":
+            label: str, patience: Optional[int], max_seconds: Optional[float] = None) -> "DenseHead":
         if x.shape[0] == 0 or vx.shape[0] == 0:
             raise InvalidInputError(f"dense column '{name}' is null in every training or validation row")
         head = cls(name, *_projection(x), None)
         cfg = dict(cfg, head="linear", loss="softmax", idf=False, l2=0.0)
         head.model = _mmq.RustClassifier.fit_features(
             json.dumps(cfg), *_features(head.project(x)), y, label, (*_features(head.project(vx)), vy),
-            patience, True)
+            patience, True, max_seconds)
         return head
 
     def proba(self, x: np.ndarray) -> np.ndarray:
@@ -350,22 +351,27 @@ def _gold(labels: pl.Series, names: Sequence[str]) -> np.ndarray:
 
 
 def fit(clf: Any, df: pl.DataFrame, valid: pl.DataFrame, text: str, label: str, patience: Optional[int],
-        progress: Any, text_model: Any = None) -> LateModel:
+        progress: Any, text_model: Any = None, max_seconds: Optional[float] = None) -> LateModel:
     """Train the text head (unless ``text_model``, a fitted Rust text model, is given) and
-    one linear head per dense column, then fit the weights."""
+    one linear head per dense column, then fit the weights. ``max_seconds``: the time
+    budget of all the heads together (each stops after the epoch that passes it)."""
+    end = None if max_seconds is None else time.perf_counter() + max_seconds
+
+    def left() -> Optional[float]:
+        return None if end is None else max(end - time.perf_counter(), 1e-3)
 
     t, y = text_series(df, text), label_series(df, label)
     vt, vy = text_series(valid, text), label_series(valid, label)
     cfg = clf._config()
     if text_model is None:
         text_model = _mmq.RustClassifier.fit(json.dumps(cfg), t, y, text, label, progress, [], [],
-                                             (vt, vy, []), patience, True)
+                                             (vt, vy, []), patience, True, left())
     dense, vdense = clf._dense_args(df, fit=True), clf._dense_args(valid)
     dcfg = dict(cfg, lr=clf.dense_lr, epoch=clf.dense_epoch)
     heads = []
     for (name, x, _c, present), (_n, vx, _vc, vpresent) in zip(dense, vdense):
         heads.append(DenseHead.fit(name, x, y.filter(pl.Series(present)), vx, vy.filter(pl.Series(vpresent)),
-                                   dcfg, label, patience))
+                                   dcfg, label, patience, left()))
     model = LateModel(text_model, heads, [0.0] * len(heads), 1.0)
     model.fit_weights(vt, vdense, _gold(vy, model.labels))
     return model
@@ -506,7 +512,7 @@ class ConcatModel(ProbaModel):
 
 
 def fit_concat(clf: Any, df: pl.DataFrame, valid: Optional[pl.DataFrame], text: str, label: str,
-               patience: Optional[int], calibrate: bool) -> ConcatModel:
+               patience: Optional[int], calibrate: bool, max_seconds: Optional[float] = None) -> ConcatModel:
     """Train ``fusion="concat"``: the projections on the training rows, then one linear head."""
 
     cfg = clf._config()
@@ -519,5 +525,6 @@ def fit_concat(clf: Any, df: pl.DataFrame, valid: Optional[pl.DataFrame], text: 
     if valid is not None:
         vt, vy = text_series(valid, text), label_series(valid, label)
         vargs = (*ConcatModel.rows(vt, clf._dense_args(valid), heads, tok, bucket), vy)
-    model = _mmq.RustClassifier.fit_features(json.dumps(cfg), *feats, y, label, vargs, patience, calibrate)
+    model = _mmq.RustClassifier.fit_features(json.dumps(cfg), *feats, y, label, vargs, patience, calibrate,
+                                             max_seconds)
     return ConcatModel(model, heads)

@@ -109,8 +109,8 @@ def inputs(clf: "Classifier", data: Any, mods: list[dict], fit: bool = False) ->
 
 
 def fit(clf: "Classifier", data: Any, text: Union[str, Sequence[str]], label: str,
-        categorical: Optional[Sequence[str]], progress, vopts: tuple = (None, None, False)) -> Any:
-    """Train a set model; ``vopts`` = (valid frame or None, patience, calibrate)."""
+        categorical: Optional[Sequence[str]], progress, vopts: tuple = (None, None, False, None)) -> Any:
+    """Train a set model; ``vopts`` = (valid frame or None, patience, calibrate, max_seconds)."""
     mods = modalities(clf, text, label, categorical)
     names = [m["name"] for m in mods] + [label]
 
@@ -127,13 +127,13 @@ def fit(clf: "Classifier", data: Any, text: Union[str, Sequence[str]], label: st
     y = label_series(df, label)
     args = inputs(clf, df, mods, fit=True)
     quantizers = [clf._dense[m["name"]]._q if m["kind"] == "dense" else None for m in mods]
-    valid, patience, calibrate = vopts
+    valid, patience, calibrate, max_seconds = vopts
     vargs = None
     if valid is not None:
         vdf, vy = valid_frame(frame(valid), y, label)
         vargs = (inputs(clf, vdf, mods), vy)
     return _mmq.RustSetClassifier.fit(json.dumps(config(clf, mods)), args, y, label, progress, quantizers,
-                                      vargs, patience, bool(calibrate))
+                                      vargs, patience, bool(calibrate), max_seconds)
 
 
 def history(model: Any, mods: list[dict]) -> pl.DataFrame:

@@ -191,6 +191,7 @@ fn classifiers(out: &Out) {
         valid: Some(&valid.data(false)),
         patience: Some(2),
         calibrate: true,
+        ..Default::default()
     };
     let m = train::train_with(base.clone(), labels(), &rows.data(false), &opts, &ok).unwrap();
     out.write("model_file", "history.mmq", &m.to_bytes().unwrap());
@@ -303,6 +304,7 @@ fn fusions(out: &Out) {
         valid: Some(&train),
         patience: None,
         calibrate: true,
+        ..Default::default()
     };
     let cfg = FusionConfig {
         mode: FusionMode::Gated,
@@ -420,6 +422,7 @@ fn sets(out: &Out) {
         valid: Some(&train),
         patience: Some(2),
         calibrate: true,
+        ..Default::default()
     };
     let cfg = SetConfig {
         fusion: SetFusion::Deepset,

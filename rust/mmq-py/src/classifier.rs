@@ -515,7 +515,7 @@ pub fn ranking_k(k: usize, threshold: f32, n_labels: usize) -> PyResult<usize> {
 impl PyClassifier {
     /// Train on a String column and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -530,8 +530,10 @@ impl PyClassifier {
         valid: Option<(PySeries, PySeries, Vec<DenseArg<'_>>)>,
         patience: Option<usize>,
         calibrate: bool,
+        max_seconds: Option<f64>,
     ) -> PyResult<Self> {
         crate::errors::guard("Classifier.fit", || {
+            let deadline = crate::columns::deadline(max_seconds)?;
             let cfg = parse_config(config_json)?;
             let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
             let text = text.0;
@@ -617,6 +619,7 @@ impl PyClassifier {
                     valid: vdata.as_ref(),
                     patience,
                     calibrate,
+                    deadline,
                 };
                 let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
                 model.dense = dense_inputs.clone();
@@ -735,7 +738,7 @@ impl PyClassifier {
     /// Train on rows given as features: `offsets` (n + 1), `tokens` and `values` (one
     /// value per token; negative allowed with the linear head), labels as in `fit`.
     #[staticmethod]
-    #[pyo3(signature = (config_json, offsets, tokens, values, labels, label_name, valid=None, patience=None, calibrate=false))]
+    #[pyo3(signature = (config_json, offsets, tokens, values, labels, label_name, valid=None, patience=None, calibrate=false, max_seconds=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit_features(
         py: Python<'_>,
@@ -748,8 +751,10 @@ impl PyClassifier {
         valid: Option<FeatureRows<'_>>,
         patience: Option<usize>,
         calibrate: bool,
+        max_seconds: Option<f64>,
     ) -> PyResult<Self> {
         crate::errors::guard("Classifier.fit_features", || {
+            let deadline = crate::columns::deadline(max_seconds)?;
             let cfg = parse_config(config_json)?;
             let (names, loffsets, lidx) = columns::labels(&labels.0, label_name, None)?;
             let as_usize = |o: &PyReadonlyArray1<'_, u64>| -> PyResult<Vec<usize>> {
@@ -794,6 +799,7 @@ impl PyClassifier {
                     valid: vdata.as_ref(),
                     patience,
                     calibrate,
+                    deadline,
                 };
                 train::train_with(cfg, names, &data, &opts, &|_| true)
             });

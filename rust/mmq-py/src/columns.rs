@@ -110,3 +110,16 @@ pub fn labels(
     }
     Ok((names, offsets, idx))
 }
+
+/// The instant `max_seconds` from now (a training time budget), checked: finite and > 0.
+pub fn deadline(max_seconds: Option<f64>) -> PyResult<Option<std::time::Instant>> {
+    match max_seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(
+            std::time::Instant::now() + std::time::Duration::from_secs_f64(s),
+        )),
+        Some(s) => Err(crate::errors::to_py(mmq_core::MmqError::InvalidParameter(
+            format!("max_seconds must be a finite number of seconds > 0, got {s}"),
+        ))),
+    }
+}

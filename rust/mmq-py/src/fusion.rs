@@ -131,7 +131,7 @@ impl PyFusion {
 #[pymethods]
 impl PyFusion {
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, dense, progress=None, valid=None, patience=None, calibrate=false))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, dense, progress=None, valid=None, patience=None, calibrate=false, max_seconds=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -145,8 +145,10 @@ impl PyFusion {
         valid: Option<(PySeries, PySeries, DenseArg<'_>)>,
         patience: Option<usize>,
         calibrate: bool,
+        max_seconds: Option<f64>,
     ) -> PyResult<Self> {
         crate::errors::guard("FusionClassifier.fit", || {
+            let deadline = crate::columns::deadline(max_seconds)?;
             let mut cfg: FusionConfig = serde_json::from_str(config_json)
                 .map_err(|e| input_err(format!("bad configuration: {e}")))?;
             cfg.dense_name = dense.0.clone();
@@ -211,6 +213,7 @@ impl PyFusion {
                     valid: vrows.as_ref(),
                     patience,
                     calibrate,
+                    deadline,
                 };
                 train_fusion_with(cfg, names, &train, dim, &opts, &callback)
             });

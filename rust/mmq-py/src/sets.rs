@@ -259,7 +259,7 @@ impl PySets {
 impl PySets {
     /// Train on the modality columns and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, inputs, labels, label_name, progress=None, quantizers=vec![], valid=None, patience=None, calibrate=false))]
+    #[pyo3(signature = (config_json, inputs, labels, label_name, progress=None, quantizers=vec![], valid=None, patience=None, calibrate=false, max_seconds=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -272,8 +272,10 @@ impl PySets {
         valid: Option<(Vec<ModalityArg<'_>>, PySeries)>,
         patience: Option<usize>,
         calibrate: bool,
+        max_seconds: Option<f64>,
     ) -> PyResult<Self> {
         crate::errors::guard("SetClassifier.fit", || {
+            let deadline = crate::columns::deadline(max_seconds)?;
             let cfg: SetConfig = serde_json::from_str(config_json)
                 .map_err(|e| input_err(format!("bad configuration: {e}")))?;
             cfg.validate().py_err()?;
@@ -336,6 +338,7 @@ impl PySets {
                     valid: vrows.as_ref(),
                     patience,
                     calibrate,
+                    deadline,
                 };
                 let mut m = train_sets_with(cfg, names, &train, &opts, &callback)?;
                 m.quantizers = qs;

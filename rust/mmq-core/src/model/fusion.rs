@@ -1225,7 +1225,8 @@ pub fn train_fusion_with(
         };
         if sel.record(epoch, train_loss, score(v, vt), || {
             w.iter().map(HogwildMatrix::snapshot).collect::<Vec<_>>()
-        }) {
+        }) || opts.past_deadline()
+        {
             break;
         }
     }
@@ -1970,6 +1971,7 @@ mod tests {
                     valid: Some(&var),
                     patience,
                     calibrate,
+                    ..Default::default()
                 };
                 train_fusion_with(c.clone(), names(), &trr, DD, &opts, &|_| true).unwrap()
             };
@@ -2009,7 +2011,7 @@ mod tests {
         let opts = TrainOptions::<FusionRows> {
             valid: None,
             patience: Some(2),
-            calibrate: false,
+            ..Default::default()
         };
         let trr = FusionRows {
             data: tr.dataset(),

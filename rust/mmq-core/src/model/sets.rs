@@ -1436,7 +1436,7 @@ fn fit_sets(
             )?;
             let train_loss = clock.take_epoch_loss();
             if let Some(scored) = score(&w) {
-                if sel.record(epoch, train_loss, scored, snapshot) {
+                if sel.record(epoch, train_loss, scored, snapshot) || opts.past_deadline() {
                     break;
                 }
             }
@@ -1520,7 +1520,7 @@ fn fit_sets(
             (pv, pt) = (v, t);
             let train_loss = clock.take_epoch_loss();
             if let Some(scored) = score(&w) {
-                if sel.record(end - 1, train_loss, scored, snapshot) {
+                if sel.record(end - 1, train_loss, scored, snapshot) || opts.past_deadline() {
                     break;
                 }
             }
@@ -2134,6 +2134,7 @@ mod tests {
                     valid: Some(&valid),
                     patience,
                     calibrate,
+                    ..Default::default()
                 };
                 train_sets_with(c.clone(), names(), &train, &opts, &|_| true).unwrap()
             };

@@ -293,7 +293,8 @@ pub fn train_with(
         let scored = pool.install(|| score(&model, valid, 1.0));
         if sel.record(epoch, train_loss, scored, || {
             (model.input.clone(), model.output.clone())
-        }) {
+        }) || opts.past_deadline()
+        {
             break;
         }
     }
@@ -847,6 +848,7 @@ mod linear_tests {
                 valid: Some(&data),
                 patience: None,
                 calibrate: true,
+                ..Default::default()
             };
             let m = train_with(cfg(head, 6), names.clone(), &data, &opts, &|_| true).unwrap();
             assert_eq!(m.history.len(), 6);
@@ -871,6 +873,7 @@ mod linear_tests {
             valid: Some(&valid),
             patience: Some(2),
             calibrate: false,
+            ..Default::default()
         };
         let m = train_with(cfg(Head::Linear, 50), names.clone(), &data, &opts, &|_| {
             true
@@ -887,7 +890,7 @@ mod linear_tests {
         let valid = rows(&t, &unseen);
         let opts = TrainOptions {
             valid: Some(&valid),
-            ..opts
+            ..opts..Default::default()
         };
         let m = train_with(cfg(Head::Linear, 5), names, &data, &opts, &|_| true).unwrap();
         assert!(m.history.iter().all(|r| r.valid_accuracy <= 0.75 + 1e-6));

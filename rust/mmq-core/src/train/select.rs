@@ -19,6 +19,10 @@ pub struct TrainOptions<'a, V: ?Sized = super::Dataset<'a>> {
     /// With `valid`: fit the probabilities' temperature on it after training (stored in
     /// the model's config).
     pub calibrate: bool,
+    /// With `valid`: stop after the first epoch that ends at or past this instant,
+    /// keeping the best epoch so far (a time budget, as autotune gives each trial; at
+    /// least one epoch always runs).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl<V: ?Sized> Default for TrainOptions<'_, V> {
@@ -27,6 +31,7 @@ impl<V: ?Sized> Default for TrainOptions<'_, V> {
             valid: None,
             patience: None,
             calibrate: false,
+            deadline: None,
         }
     }
 }
@@ -44,7 +49,18 @@ impl<V: ?Sized> TrainOptions<'_, V> {
         if self.valid.is_none() && self.calibrate {
             return bad("calibrate needs validation rows");
         }
+        if self.valid.is_none() && self.deadline.is_some() {
+            return bad(
+                "a time budget (max_seconds) needs validation rows to pick the epoch to keep",
+            );
+        }
         Ok(())
+    }
+
+    /// True once `deadline` has passed (the run stops after this epoch).
+    pub fn past_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
     }
 }
 
