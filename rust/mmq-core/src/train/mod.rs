@@ -890,7 +890,7 @@ mod linear_tests {
         let valid = rows(&t, &unseen);
         let opts = TrainOptions {
             valid: Some(&valid),
-            ..opts..Default::default()
+            ..opts
         };
         let m = train_with(cfg(Head::Linear, 5), names, &data, &opts, &|_| true).unwrap();
         assert!(m.history.iter().all(|r| r.valid_accuracy <= 0.75 + 1e-6));
