@@ -2,6 +2,7 @@
 with errors that name the column and what was expected."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -86,8 +87,6 @@ def valid_frame(valid: Any, train_labels: pl.Series, label: str) -> "tuple[pl.Da
 
     unseen = flat(vy).filter(~flat(vy).is_in(flat(train_labels).unique().to_list()))
     if len(unseen):
-        import warnings
-
         warnings.warn(f"the validation frame has {len(unseen)} label(s) never seen in training "
                       f"({unseen.unique().head(5).to_list()}...); they score as errors", stacklevel=3)
     return vdf, vy

@@ -558,18 +558,8 @@ impl PyClassifier {
             let views = dense_views(&dense_inputs, &dense, texts.len())?;
             let valid_cols = match &valid {
                 Some((vt, vl, _)) => {
-                    let vtexts = columns::texts(&vt.0, text_name)?;
-                    let (_, vlo, vli) = columns::labels(&vl.0, label_name, Some(&names))?;
-                    if vtexts.len() != vlo.len() - 1 {
-                        return Err(input_err(format!(
-                            "validation '{text_name}' has {} rows but '{label_name}' has {}",
-                            vtexts.len(),
-                            vlo.len() - 1
-                        )));
-                    }
-                    if vtexts.is_empty() {
-                        return Err(input_err("the validation frame is empty (0 rows)"));
-                    }
+                    let (vtexts, vlo, vli) =
+                        columns::valid_texts(&vt.0, &vl.0, text_name, label_name, &names)?;
                     Some((vtexts, vlo, vli))
                 }
                 None => None,

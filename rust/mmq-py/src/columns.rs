@@ -111,6 +111,30 @@ pub fn labels(
     Ok((names, offsets, idx))
 }
 
+/// A validation frame's texts and labels (CSR, indexed like the training labels `names`;
+/// labels training never saw get indices past them): one label row per text, not empty.
+pub fn valid_texts<'a>(
+    text: &'a Series,
+    labels: &Series,
+    text_name: &str,
+    label_name: &str,
+    names: &[String],
+) -> PyResult<(Vec<&'a str>, Vec<usize>, Vec<u32>)> {
+    let vtexts = texts(text, text_name)?;
+    let (_, vlo, vli) = self::labels(labels, label_name, Some(names))?;
+    if vtexts.len() != vlo.len() - 1 {
+        return Err(input_err(format!(
+            "validation '{text_name}' has {} rows but '{label_name}' has {}",
+            vtexts.len(),
+            vlo.len() - 1
+        )));
+    }
+    if vtexts.is_empty() {
+        return Err(input_err("the validation frame is empty (0 rows)"));
+    }
+    Ok((vtexts, vlo, vli))
+}
+
 /// The instant `max_seconds` from now (a training time budget), checked: finite and > 0.
 pub fn deadline(max_seconds: Option<f64>) -> PyResult<Option<std::time::Instant>> {
     match max_seconds {

@@ -163,18 +163,8 @@ impl PyFusion {
             let (full, present, dim) = full_dense(&dense, texts.len(), None)?;
             let vcols = match &valid {
                 Some((vt, vl, vd)) => {
-                    let vtexts = columns::texts(&vt.0, text_name)?;
-                    let (_, vlo, vli) = columns::labels(&vl.0, label_name, Some(&names))?;
-                    if vtexts.len() != vlo.len() - 1 {
-                        return Err(input_err(format!(
-                            "validation '{text_name}' has {} rows but '{label_name}' has {}",
-                            vtexts.len(),
-                            vlo.len() - 1
-                        )));
-                    }
-                    if vtexts.is_empty() {
-                        return Err(input_err("the validation frame is empty (0 rows)"));
-                    }
+                    let (vtexts, vlo, vli) =
+                        columns::valid_texts(&vt.0, &vl.0, text_name, label_name, &names)?;
                     let (vfull, vpresent, _) = full_dense(vd, vtexts.len(), Some(dim))?;
                     Some((vtexts, vlo, vli, vfull, vpresent))
                 }

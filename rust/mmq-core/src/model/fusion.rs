@@ -123,7 +123,7 @@ use crate::io::{self, Tensor};
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
-use crate::train::select::{score_rows, temper, Selector};
+use crate::train::select::{fit_temperature_by, score_rows, temper, Selector};
 use crate::train::{label_counts, Dataset, Progress, TrainOptions};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -884,19 +884,21 @@ impl FusionModel {
     /// [`Self::probs_weighted`] for tokens already compacted to embedding rows.
     fn probs_compact(
         &self,
-        (rows, weights): (&[u32], Option<&[f32]>),
+        text: (&[u32], Option<&[f32]>),
         dense: Option<&[f32]>,
         out: &mut Vec<f32>,
     ) {
         let dm = self.dims();
         let mut c = Cache::new(&dm);
-        if dm.mode.uses_text() {
-            text_mean(&self.params[EMB], rows, weights, &mut c.t);
-        }
-        if let Some(x) = dense {
-            normalise(x, &self.dense_mean, &self.scale, &mut c.x);
-        }
-        forward(&dm, &self.params, dense.is_some(), &mut c);
+        row_forward(
+            &dm,
+            &self.params,
+            &self.dense_mean,
+            &self.scale,
+            text,
+            dense,
+            &mut c,
+        );
         out.clear();
         out.extend_from_slice(&c.q);
         temper(out, self.cfg.temperature);
@@ -1183,31 +1185,7 @@ pub fn train_fusion_with(
     let vtext = opts
         .valid
         .map(|v| CompactRows::new(&v.data, &index, mode.uses_text()));
-    let score = |v: &FusionRows, vt: &CompactRows| {
-        pool.install(|| {
-            score_rows(
-                v.data.label_offsets,
-                v.data.labels,
-                || Cache::new(&dm),
-                |c, i, out| {
-                    let (a, b) = (vt.offsets[i], vt.offsets[i + 1]);
-                    if mode.uses_text() {
-                        let wt = vt.weights.as_deref().map(|w| &w[a..b]);
-                        text_mean(&w[EMB], &vt.rows[a..b], wt, &mut c.t);
-                    }
-                    let has = v.present[i];
-                    if has {
-                        let x = &v.dense[i * dense_dim..(i + 1) * dense_dim];
-                        normalise(x, &dense_mean, &scale, &mut c.x);
-                    }
-                    forward(&dm, &w, has, c);
-                    out.clear();
-                    out.extend_from_slice(&c.q);
-                },
-            )
-        })
-    };
-    let mut sel = Selector::new(opts.patience);
+    let mut sel = Selector::new(opts.patience, opts.deadline);
     for epoch in 0..cfg.epoch {
         run_epochs(
             &pool,
@@ -1223,10 +1201,10 @@ pub fn train_fusion_with(
         let (Some(v), Some(vt)) = (opts.valid, &vtext) else {
             continue;
         };
-        if sel.record(epoch, train_loss, score(v, vt), || {
+        let scored = pool.install(|| score_compact(&dm, &w, (&dense_mean, &scale), v, vt, 1.0));
+        if sel.record(epoch, train_loss, scored, || {
             w.iter().map(HogwildMatrix::snapshot).collect::<Vec<_>>()
-        }) || opts.past_deadline()
-        {
+        }) {
             break;
         }
     }
@@ -1262,26 +1240,63 @@ pub fn train_fusion_with(
         params,
         history,
     };
-    if let (Some(v), true) = (opts.valid, opts.calibrate) {
-        let vt = vtext
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("valid rows compacted"));
-        model.cfg.temperature = crate::train::select::fit_temperature_by(|t| {
-            pool.install(|| {
-                score_rows(
-                    v.data.label_offsets,
-                    v.data.labels,
-                    || (),
-                    |_, i, out| {
-                        model.probs_compact(vt.row(i), v.dense_row(i, dense_dim), out);
-                        temper(out, t);
-                    },
-                )
-            })
-            .0
+    if let (Some(v), Some(vt), true) = (opts.valid, &vtext, opts.calibrate) {
+        let m = &model;
+        let stats = (&m.dense_mean[..], &m.scale[..]);
+        let t = fit_temperature_by(|t| {
+            pool.install(|| score_compact(&dm, &m.params, stats, v, vt, t))
+                .0
         });
+        model.cfg.temperature = t;
     }
     Ok(model)
+}
+
+/// Label probabilities of one row into `c.q`: its text as compacted embedding rows with
+/// their weights, and its raw dense vector (`None`: missing), standardised by
+/// `mean`/`scale`. The one forward pass of prediction, validation and calibration.
+fn row_forward<W: Weights>(
+    dm: &Dims,
+    w: &[W; N_PARAMS],
+    mean: &[f32],
+    scale: &[f32],
+    (rows, weights): (&[u32], Option<&[f32]>),
+    dense: Option<&[f32]>,
+    c: &mut Cache,
+) {
+    if dm.mode.uses_text() {
+        text_mean(&w[EMB], rows, weights, &mut c.t);
+    } else {
+        c.t.fill(0.0);
+    }
+    if let Some(x) = dense {
+        normalise(x, mean, scale, &mut c.x);
+    }
+    forward(dm, w, dense.is_some(), c);
+}
+
+/// Mean loss and accuracy at temperature `t` of the weights `w` on validation rows `v`,
+/// whose tokens [`CompactRows`] has compacted into `vt`; `(mean, scale)` standardise the
+/// dense vectors.
+fn score_compact<W: Weights + Sync>(
+    dm: &Dims,
+    w: &[W; N_PARAMS],
+    (mean, scale): (&[f32], &[f32]),
+    v: &FusionRows,
+    vt: &CompactRows,
+    t: f32,
+) -> (f32, f32) {
+    score_rows(
+        v.data.label_offsets,
+        v.data.labels,
+        || Cache::new(dm),
+        |c, i, out| {
+            row_forward(dm, w, mean, scale, vt.row(i), v.dense_row(i, dm.dd), c);
+            out.clear();
+            out.extend_from_slice(&c.q);
+            temper(out, t);
+        },
+    )
 }
 
 /// Rows of raw token ids compacted to a model's embedding rows (ids the model does not

@@ -1405,23 +1405,10 @@ fn fit_sets(
         let (Some(v), Some(vl)) = (opts.valid, &vlocal) else {
             return None;
         };
-        Some(pool.install(|| {
-            score_rows(
-                v.label_offsets,
-                v.labels,
-                || (Cache::new(&dm), Vec::new()),
-                |(c, slices), i, out| {
-                    slices.clear();
-                    slices.extend(vl.iter().map(|(o, r)| &r[o[i]..o[i + 1]]));
-                    forward(&dm, w, slices, c);
-                    out.clear();
-                    out.extend_from_slice(&c.q);
-                },
-            )
-        }))
+        Some(pool.install(|| score_compact(&dm, w, v, vl, 1.0)))
     };
     let snapshot = || w.iter().map(HogwildMatrix::snapshot).collect::<Vec<_>>();
-    let mut sel = Selector::new(opts.patience);
+    let mut sel = Selector::new(opts.patience, opts.deadline);
     if !gblend {
         for epoch in 0..cfg.epoch {
             run_epochs(
@@ -1436,7 +1423,7 @@ fn fit_sets(
             )?;
             let train_loss = clock.take_epoch_loss();
             if let Some(scored) = score(&w) {
-                if sel.record(epoch, train_loss, scored, snapshot) || opts.past_deadline() {
+                if sel.record(epoch, train_loss, scored, snapshot) {
                     break;
                 }
             }
@@ -1520,7 +1507,7 @@ fn fit_sets(
             (pv, pt) = (v, t);
             let train_loss = clock.take_epoch_loss();
             if let Some(scored) = score(&w) {
-                if sel.record(end - 1, train_loss, scored, snapshot) || opts.past_deadline() {
+                if sel.record(end - 1, train_loss, scored, snapshot) {
                     break;
                 }
             }
@@ -1556,28 +1543,35 @@ fn fit_sets(
         params,
     };
     if let (Some(v), Some(vl), true) = (opts.valid, &vlocal, opts.calibrate) {
-        let m = &model;
-        let t = fit_temperature_by(|t| {
-            pool.install(|| {
-                score_rows(
-                    v.label_offsets,
-                    v.labels,
-                    || (Cache::new(&dm), Vec::new()),
-                    |(c, slices), i, out| {
-                        slices.clear();
-                        slices.extend(vl.iter().map(|(o, r)| &r[o[i]..o[i + 1]]));
-                        forward(&dm, &m.params, slices, c);
-                        out.clear();
-                        out.extend_from_slice(&c.q);
-                        temper(out, t);
-                    },
-                )
-            })
-            .0
-        });
+        let p = &model.params;
+        let t = fit_temperature_by(|t| pool.install(|| score_compact(&dm, p, v, vl, t)).0);
         model.cfg.temperature = t;
     }
     Ok(model)
+}
+
+/// Mean loss and accuracy at temperature `t` of the weights `w` on validation rows `v`,
+/// whose ids [`compact_rows`] has compacted into `vl`.
+fn score_compact<W: Weights + Sync>(
+    dm: &Dims,
+    w: &[W; N_PARAMS],
+    v: &SetRows,
+    vl: &[(Vec<usize>, Vec<u32>)],
+    t: f32,
+) -> (f32, f32) {
+    score_rows(
+        v.label_offsets,
+        v.labels,
+        || (Cache::new(dm), Vec::new()),
+        |(c, slices), i, out| {
+            slices.clear();
+            slices.extend(vl.iter().map(|(o, r)| &r[o[i]..o[i + 1]]));
+            forward(dm, w, slices, c);
+            out.clear();
+            out.extend_from_slice(&c.q);
+            temper(out, t);
+        },
+    )
 }
 
 /// Each modality's raw ids of `rows` compacted into the model's embedding rows (offset

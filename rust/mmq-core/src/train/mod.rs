@@ -273,7 +273,7 @@ pub fn train_with(
     };
     // One epoch at a time (the same shuffles and learning rates as one call over all
     // epochs); with a validation split each epoch is scored and the best one kept.
-    let mut sel = Selector::new(opts.patience);
+    let mut sel = Selector::new(opts.patience, opts.deadline);
     for epoch in 0..cfg.epoch {
         run_epochs(
             &pool,
@@ -293,8 +293,7 @@ pub fn train_with(
         let scored = pool.install(|| score(&model, valid, 1.0));
         if sel.record(epoch, train_loss, scored, || {
             (model.input.clone(), model.output.clone())
-        }) || opts.past_deadline()
-        {
+        }) {
             break;
         }
     }

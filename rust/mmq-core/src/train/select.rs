@@ -56,33 +56,32 @@ impl<V: ?Sized> TrainOptions<'_, V> {
         }
         Ok(())
     }
-
-    /// True once `deadline` has passed (the run stops after this epoch).
-    pub fn past_deadline(&self) -> bool {
-        self.deadline
-            .is_some_and(|d| std::time::Instant::now() >= d)
-    }
 }
 
 /// The per-epoch record of a run and the weights (`S`) of its best epoch so far.
 pub(crate) struct Selector<S> {
     patience: Option<usize>,
+    deadline: Option<std::time::Instant>,
     history: Vec<EpochRecord>,
     /// (accuracy, loss, epoch, weights)
     best: Option<(f32, f32, usize, S)>,
 }
 
 impl<S> Selector<S> {
-    pub fn new(patience: Option<usize>) -> Self {
+    /// Stops on `patience` epochs without a better score, or after the first epoch that
+    /// ends past `deadline`.
+    pub fn new(patience: Option<usize>, deadline: Option<std::time::Instant>) -> Self {
         Self {
             patience,
+            deadline,
             history: Vec::new(),
             best: None,
         }
     }
 
     /// Record `epoch`, scored `(valid loss, valid accuracy)`; `snapshot` is taken when it
-    /// is the best so far. True when the run should stop (patience spent).
+    /// is the best so far. True when the run should stop (patience spent, or past the
+    /// deadline).
     pub fn record(
         &mut self,
         epoch: usize,
@@ -108,6 +107,9 @@ impl<S> Selector<S> {
         }
         let since = epoch - self.best.as_ref().map_or(epoch, |b| b.2);
         self.patience.is_some_and(|p| since >= p)
+            || self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
     }
 
     /// The history and the best epoch's weights (None when no epoch was recorded).
@@ -236,7 +238,7 @@ mod tests {
 
     #[test]
     fn selector_keeps_the_best_epoch_and_stops_on_patience() {
-        let mut s = Selector::new(Some(2));
+        let mut s = Selector::new(Some(2), None);
         let scores = [(0.9, 0.5), (0.8, 0.6), (0.85, 0.6), (0.7, 0.55), (0.6, 0.9)];
         let mut stopped_at = None;
         for (e, &sc) in scores.iter().enumerate() {
