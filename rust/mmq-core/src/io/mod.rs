@@ -189,21 +189,51 @@ pub fn checksum<'a>(
 ) -> String {
     let mut all: Vec<_> = tensors.into_iter().collect();
     all.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = crc32fast::Hasher::new();
-    h.update(header.as_bytes());
-    h.update(&[0]);
+    let mut h = Checksum::new(header);
     for (name, dtype, shape, data) in all {
+        h.tensor(name, dtype, shape, data.len());
+        h.bytes(data);
+    }
+    h.hex()
+}
+
+/// The running CRC-32 of [`checksum`], fed in the same order by the writer (whole
+/// tensors) and by [`from_bytes`] (chunk by chunk, while it copies them).
+struct Checksum(crc32fast::Hasher);
+
+impl Checksum {
+    fn new(header: &str) -> Self {
+        let mut h = crc32fast::Hasher::new();
+        h.update(header.as_bytes());
+        h.update(&[0]);
+        Checksum(h)
+    }
+
+    /// What precedes a tensor's bytes: its name, dtype, shape and byte length.
+    fn tensor(&mut self, name: &str, dtype: Dtype, shape: &[usize], len: usize) {
+        let h = &mut self.0;
         h.update(name.as_bytes());
         h.update(&[0]);
         h.update(format!("{dtype:?}").as_bytes());
         for &d in shape {
             h.update(&(d as u64).to_le_bytes());
         }
-        h.update(&(data.len() as u64).to_le_bytes());
-        h.update(data);
+        h.update(&(len as u64).to_le_bytes());
     }
-    format!("{:08x}", h.finalize())
+
+    fn bytes(&mut self, data: &[u8]) {
+        self.0.update(data)
+    }
+
+    fn hex(self) -> String {
+        format!("{:08x}", self.0.finalize())
+    }
 }
+
+/// Bytes of a tensor checksummed and copied per chunk: the chunk the CRC has just read
+/// is still in cache for the copy, so the checksum costs a fraction of a second pass
+/// over the file (measured: 0.6 ms for a second pass over 5 MB, about as much as the copy).
+const CHECK_CHUNK: usize = 32 << 10;
 
 /// A tensor to write or that was read.
 #[derive(Clone, Debug, PartialEq)]
@@ -362,83 +392,80 @@ pub fn from_bytes(
     };
     let (header, raw, stored) = read_meta(bytes, what)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensors: {e}")))?;
-    let views = st.tensors();
-    let sum = || {
-        stored.as_ref().filter(|_| !unsafe_skip_checks()).map(|_| {
-            checksum(
-                &raw,
-                views
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
-            )
-        })
-    };
-    let bad_file = |reason: String| MmqError::InvalidModelFile {
-        path: what.to_string(),
-        reason,
-    };
-    let convert = || -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
-        for (name, view) in &views {
-            let shape = view.shape().to_vec();
-            let data = view.data();
-            let t = match view.dtype() {
-                Dtype::F32 => {
-                    // Copy and check finiteness in one pass (a second pass over the
-                    // weights would cost as much as the checksum): every f32 tensor of
-                    // every kind of file holds weights or statistics, never NaN or inf.
-                    const EXP: u32 = 0x7f80_0000;
-                    let mut bad = 0u32;
-                    let v: Vec<f32> = data
-                        .chunks_exact(4)
-                        .map(|c| {
-                            let b = u32::from_le_bytes(c.try_into().unwrap());
-                            bad |= ((b & EXP) == EXP) as u32;
-                            f32::from_bits(b)
-                        })
-                        .collect();
-                    if bad != 0 && !unsafe_skip_checks() {
-                        return Err(bad_file(format!(
-                            "tensor {name} holds non-finite values (NaN or infinity)"
-                        )));
-                    }
-                    Tensor::F32(shape, v)
-                }
-                Dtype::U32 => Tensor::U32(
-                    shape,
-                    data.chunks_exact(4)
-                        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                ),
-                Dtype::U8 => Tensor::U8(shape, data.to_vec()),
-                d => {
-                    return Err(bad_file(format!(
-                        "tensor {name} has unsupported dtype {d:?}"
-                    )))
-                }
-            };
-            out.insert(name.clone(), t);
+    let mut views = st.tensors();
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    let checks = !unsafe_skip_checks();
+    // The checksum is computed in the copy's pass, in the writer's order (tensors by
+    // name); every f32 tensor of every kind of file holds weights or statistics, never
+    // NaN or inf, which the same pass checks. A checksum mismatch is reported before a
+    // non-finite tensor (it says more: the file is corrupt, not just its weights).
+    let mut sum = stored
+        .as_ref()
+        .filter(|_| checks)
+        .map(|_| Checksum::new(&raw));
+    let mut non_finite: Option<&str> = None;
+    let mut out = HashMap::new();
+    for (name, view) in &views {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        if let Some(h) = sum.as_mut() {
+            h.tensor(name, view.dtype(), &shape, data.len());
         }
-        Ok(out)
-    };
-    // The checksum beside the copy of the tensors, when called inside a thread pool (as
-    // the bindings do, in their fork-safe pool): the check then costs no wall time on
-    // two cores. The copy (the longer task) runs here and the checksum is offered to the
-    // pool, so an idle worker has the whole copy to pick the checksum up. Outside a
-    // pool, one after the other (rayon's global pool is not fork-safe).
-    let (out, sum) = if rayon::current_thread_index().is_some() {
-        rayon::join(convert, sum)
-    } else {
-        (convert(), sum())
-    };
-    if let (Some(stored), Some(sum)) = (&stored, sum) {
+        let mut chunks = data.chunks(CHECK_CHUNK).inspect(|c| {
+            if let Some(h) = sum.as_mut() {
+                h.bytes(c)
+            }
+        });
+        let t = match view.dtype() {
+            Dtype::F32 => {
+                const EXP: u32 = 0x7f80_0000;
+                let mut v = Vec::with_capacity(data.len() / 4);
+                let mut nf = 0u32;
+                for c in &mut chunks {
+                    v.extend(c.chunks_exact(4).map(|w| {
+                        let b = u32::from_le_bytes(w.try_into().unwrap());
+                        nf |= ((b & EXP) == EXP) as u32;
+                        f32::from_bits(b)
+                    }));
+                }
+                if nf != 0 && checks && non_finite.is_none() {
+                    non_finite = Some(name);
+                }
+                Tensor::F32(shape, v)
+            }
+            Dtype::U32 => {
+                let mut v = Vec::with_capacity(data.len() / 4);
+                for c in &mut chunks {
+                    v.extend(
+                        c.chunks_exact(4)
+                            .map(|w| u32::from_le_bytes(w.try_into().unwrap())),
+                    );
+                }
+                Tensor::U32(shape, v)
+            }
+            Dtype::U8 => {
+                let mut v = Vec::with_capacity(data.len());
+                for c in &mut chunks {
+                    v.extend_from_slice(c);
+                }
+                Tensor::U8(shape, v)
+            }
+            d => return Err(bad(format!("tensor {name} has unsupported dtype {d:?}"))),
+        };
+        out.insert(name.clone(), t);
+    }
+    if let (Some(stored), Some(sum)) = (&stored, sum.map(Checksum::hex)) {
         if *stored != sum {
             return Err(bad(format!(
                 "checksum mismatch (stored {stored:?}, computed {sum:?}): the file is corrupt"
             )));
         }
     }
-    let out = out?;
+    if let Some(name) = non_finite {
+        return Err(bad(format!(
+            "tensor {name} holds non-finite values (NaN or infinity)"
+        )));
+    }
     Ok((header, out))
 }
 
