@@ -100,3 +100,64 @@ def test_train_tokenizer_flags(tmp_path, capsys):
     dropped = mmq.load(model + "3.mmq")
     assert dropped.drop_punct and not dropped.split_punct
     assert dropped.tokenize(["#great!!"]).to_list() == dropped.tokenize(["great"]).to_list()
+
+
+def _model(tmp_path, topics):
+    write_ft(tmp_path / "train.txt", topics.filter(pl.col("split") == "train"))
+    model = str(tmp_path / "model.mmq")
+    assert main(["supervised", "-input", str(tmp_path / "train.txt"), "-output", model, "-dim", "10",
+                 "-epoch", "5", "-lr", "0.5", "-thread", "1", "-quiet"]) == 0
+    return model
+
+
+def test_predict_from_stdin_answers_each_line_as_it_arrives(tmp_path, topics):
+    import mmq
+
+    model = _model(tmp_path, topics)
+    texts = topics.filter(pl.col("split") == "test")["text"].head(3).to_list()
+    want = mmq.load(model).predict(texts)["label"].to_list()
+    proc = subprocess.Popen([sys.executable, "-m", "mmq.cli", "predict", model, "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        for text, label in zip(texts, want):
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            # The answer comes before the next line is sent (fastText's interactive use):
+            # a reader of all of stdin would block here.
+            assert proc.stdout.readline() == f"__label__{label}\n"
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout.read() == "" and proc.stderr.read() == ""
+    finally:
+        proc.kill()
+
+
+def test_predict_into_a_closed_pipe_is_quiet_and_k_minus_one_is_every_label(tmp_path, topics):
+    import mmq
+
+    model = _model(tmp_path, topics)
+    test = topics.filter(pl.col("split") == "test")
+    write_ft(tmp_path / "test.txt", test)
+    # `| head -1`: the reader goes away after one line; no BrokenPipeError traceback.
+    r = subprocess.run(f"{sys.executable} -m mmq.cli predict-prob {model} {tmp_path / 'test.txt'} -1 | head -1",
+                       shell=True, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    fields = r.stdout.split()
+    clf = mmq.load(model)
+    assert len(fields) == 2 * len(clf.labels)
+    probs = clf.predict_proba(test.head(1))
+    got = {fields[i].removeprefix("__label__"): float(fields[i + 1]) for i in range(0, len(fields), 2)}
+    for name, p in got.items():
+        assert abs(probs[name][0] - p) < 1e-5
+    assert list(got.values()) == sorted(got.values(), reverse=True)
+    assert main(["predict", model, str(tmp_path / "test.txt"), "0"]) == 2
+
+
+def test_train_reports_the_rows_read_before_training(tmp_path, topics, capsys):
+    write_ft(tmp_path / "train.txt", topics.filter(pl.col("split") == "train"))
+    assert main(["supervised", "-input", str(tmp_path / "train.txt"), "-output", str(tmp_path / "m"),
+                 "-dim", "10", "-epoch", "2", "-thread", "1"]) == 0
+    err = capsys.readouterr().err
+    n = topics.filter(pl.col("split") == "train").height
+    assert err.startswith(f"Read {n:,} rows, 5 labels\n"), err[:200]
+    assert err.rstrip().splitlines()[-1].startswith("Trained in")

@@ -17,6 +17,7 @@ from mmq.errors import (
     NotFittedError,
 )
 from mmq.namespace import predict, predict_proba  # also registers pl.Expr.mmq
+from mmq import plot  # matplotlib only when a plot is drawn
 
 __all__ = [
     "__version__",
@@ -37,4 +38,5 @@ __all__ = [
     "NotFittedError",
     "MmqIOError",
     "DependencyError",
+    "plot",
 ]

@@ -16,7 +16,6 @@ never has to be in memory at once.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -25,7 +24,7 @@ import polars as pl
 from mmq import _mmq
 from mmq._input import as_codes, as_matrix, collect, label_series, text_series
 from mmq._options import CONTINUOUS
-from mmq._progress import ProgressBar
+from mmq._progress import progress_for
 from mmq.errors import InvalidInputError, InvalidParameterError, polars_errors
 
 BATCH_ROWS = 65_536
@@ -255,8 +254,7 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     del codes, present
 
     clf._plugin_path = None  # a refit object is re-saved for the Polars plugin
-    show = clf.progress if clf.progress is not None else sys.stderr.isatty()
-    cb = ProgressBar() if show else None
     quantizers = [(name, q._q) for name, q in clf._dense.items()]
-    clf._model = _mmq.RustClassifier.fit(json.dumps(clf._config()), t, y, text, label, cb, quantizers, args)
+    with progress_for(clf.progress) as cb:
+        clf._model = _mmq.RustClassifier.fit(json.dumps(clf._config()), t, y, text, label, cb, quantizers, args)
     return clf

@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -17,7 +16,7 @@ from mmq._input import (apply_transform, as_codes, as_frame, as_matrix, check_k,
                         frame_text_column, is_frame, label_series, labels_of, text_series, texts_of, valid_frame)
 from mmq._options import (BLENDS, CONTINUOUS, FUSIONS, HEAD_DEFAULTS, HEADS, L2_MODES, LOSSES, POOLS, TOKEN_FUSIONS,
                           TOKENIZER_FLAGS)
-from mmq._progress import ProgressBar
+from mmq._progress import progress_for
 from mmq._stream import fit_classifier
 from mmq.errors import InvalidInputError, InvalidParameterError, MmqError, ModelFileError, NotFittedError
 from mmq.late import ConcatModel, LateModel
@@ -526,9 +525,9 @@ class Classifier:
                                             "fit(train, valid=valid_df)")
 
             self._mods, self._plugin_path = None, None
-            show = self.progress if self.progress is not None else sys.stderr.isatty()
-            self._model = late.fit(self, as_frame(data), as_frame(valid), text, label, patience,
-                                   ProgressBar() if show else None, max_seconds=max_seconds)
+            with progress_for(self.progress) as cb:
+                self._model = late.fit(self, as_frame(data), as_frame(valid), text, label, patience, cb,
+                                       max_seconds=max_seconds)
             return self
         vopts = (valid, patience, calibrate, max_seconds)
         if many or self.blend is not None or self.fusion in ("deepset", "attention"):
@@ -536,8 +535,8 @@ class Classifier:
                 raise InvalidParameterError(
                     f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self.fusion!r}")
             self._plugin_path = None
-            show = self.progress if self.progress is not None else sys.stderr.isatty()
-            self._model = sets.fit(self, data, text, label, categorical, ProgressBar() if show else None, vopts)
+            with progress_for(self.progress) as cb:
+                self._model = sets.fit(self, data, text, label, categorical, cb, vopts)
             self._mods = json.loads(self._model.config_json)["modalities"]
             return self
         self._mods = None
@@ -550,8 +549,6 @@ class Classifier:
         t = text_series(df, text)
         y = label_series(df, label)
         self._plugin_path = None  # a refit object is re-saved for the Polars plugin
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
-        cb = ProgressBar() if show else None
         args = self._dense_args(df, fit=True)
         vargs = None
         if valid is not None:
@@ -564,13 +561,15 @@ class Classifier:
                    "lr": cfg["lr"], "threads": cfg["threads"], "seed": cfg["seed"], "tokenizer": cfg["tokenizer"]}
             if vargs is not None:
                 vargs = (vargs[0], vargs[1], vargs[2][0])
-            self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb,
-                                                        vargs, patience, calibrate, max_seconds)
+            with progress_for(self.progress) as cb:
+                self._model = _mmq.RustFusionClassifier.fit(json.dumps(cfg), t, y, text, label, args[0], cb,
+                                                            vargs, patience, calibrate, max_seconds)
             return self
         quantizers = [(name, q._q) for name, q in self._dense.items()]
-        self._model = _mmq.RustClassifier.fit(
-            json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate,
-            max_seconds)
+        with progress_for(self.progress) as cb:
+            self._model = _mmq.RustClassifier.fit(
+                json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate,
+                max_seconds)
         return self
 
     def _dargs(self, data: Any):

@@ -2,8 +2,8 @@
 
     mmq supervised -input train.txt -output model [-dim 10 -epoch 5 -lr 0.1 -wordNgrams 2 ...]
     mmq test model.mmq test.txt [k] [threshold]
-    mmq predict model.mmq test.txt [k] [threshold]
-    mmq predict-prob model.mmq test.txt [k] [threshold]
+    mmq predict model.mmq test.txt [k] [threshold]      (test.txt "-": stdin, answered as lines arrive)
+    mmq predict-prob model.mmq test.txt [k] [threshold] (k -1: every label)
     mmq demo
 
 Inputs are fastText text files (``__label__x some text`` per line; ``-`` is stdin) or
@@ -12,6 +12,7 @@ Parquet files (columns ``text`` and ``label``; choose others with -textColumn/-l
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,21 +27,24 @@ from mmq.errors import InvalidInputError, MmqError
 LABEL_PREFIX = "__label__"
 
 
-def read_fasttext(path: str, prefix: str = LABEL_PREFIX) -> pl.DataFrame:
-    """Parse a fastText-format file: tokens starting with ``prefix`` are labels, the
-    rest of the line is the text."""
+def parse_fasttext(lines, prefix: str = LABEL_PREFIX) -> pl.DataFrame:
+    """fastText-format lines as a frame: tokens starting with ``prefix`` are labels,
+    the rest of the line is the text."""
     texts, labels = [], []
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
-    with stream:
-        for i, line in enumerate(stream):
-            if i == 0:
-                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
-            toks = line.split()
-            labs = [t[len(prefix):] for t in toks if t.startswith(prefix)]
-            texts.append(" ".join(t for t in toks if not t.startswith(prefix)))
-            labels.append(labs)
+    for line in lines:
+        toks = line.split()
+        labels.append([t[len(prefix):] for t in toks if t.startswith(prefix)])
+        texts.append(" ".join(t for t in toks if not t.startswith(prefix)))
     return pl.DataFrame({"text": texts, "label": labels},
                         schema={"text": pl.String, "label": pl.List(pl.String)})
+
+
+def read_fasttext(path: str, prefix: str = LABEL_PREFIX) -> pl.DataFrame:
+    """Parse a fastText-format file (``-``: all of stdin)."""
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+    with stream:
+        text = stream.read().removeprefix("\ufeff")  # a UTF-8 byte-order mark
+    return parse_fasttext(text.splitlines(), prefix)
 
 
 def read_input(path: str, text: str, label: str, prefix: str, need_label: bool = True) -> pl.DataFrame:
@@ -70,6 +74,9 @@ def read_input(path: str, text: str, label: str, prefix: str, need_label: bool =
 
 def _train(a: argparse.Namespace) -> int:
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
+    if not a.quiet:
+        labels = df["label"].explode() if df["label"].dtype == pl.List(pl.String) else df["label"]
+        print(f"Read {len(df):,} rows, {labels.n_unique():,} labels", file=sys.stderr)
     t = time.perf_counter()
     if a.autotune_validation:
         valid = read_input(a.autotune_validation, a.textColumn, a.labelColumn, a.label)
@@ -89,8 +96,7 @@ def _train(a: argparse.Namespace) -> int:
     out = a.output if a.output.endswith(".mmq") else a.output + ".mmq"
     clf.save(out)
     if not a.quiet:
-        print(f"Read {len(df):,} rows, {len(clf.labels)} labels; trained in "
-              f"{time.perf_counter() - t:.2f}s; saved {out}", file=sys.stderr)
+        print(f"Trained in {time.perf_counter() - t:.2f}s; saved {out}", file=sys.stderr)
     return 0
 
 
@@ -108,20 +114,54 @@ def _test(a: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(a: argparse.Namespace, probs: bool) -> int:
-    clf = load_classifier(a.model)
-    df = read_input(a.input, a.textColumn, a.labelColumn, a.label, need_label=False)
-    pred = clf.predict(df, k=a.k, threshold=a.threshold)
-    labs = pred["label"].to_list()
-    ps = pred["prob"].to_list()
-    out = sys.stdout
-    for lab, p in zip(labs, ps):
-        if a.k == 1:
+def _write_predictions(clf, df: pl.DataFrame, a: argparse.Namespace, probs: bool, out) -> None:
+    k = len(clf.labels) if a.k == -1 else a.k
+    pred = clf.predict(df, k=k, threshold=a.threshold)
+    lines = []
+    for lab, p in zip(pred["label"].to_list(), pred["prob"].to_list()):
+        if k == 1:
             lab, p = ([lab], [p]) if lab is not None else ([], [])
         if probs:
-            out.write(" ".join(f"{a.label}{x} {q:.6g}" for x, q in zip(lab, p)) + "\n")
+            lines.append(" ".join(f"{a.label}{x} {q:.6g}" for x, q in zip(lab, p)))
         else:
-            out.write(" ".join(f"{a.label}{x}" for x in lab) + "\n")
+            lines.append(" ".join(f"{a.label}{x}" for x in lab))
+    if lines:
+        out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def stdin_batches(prefix: str, fd: int = 0, size: int = 1 << 16):
+    """fastText-format rows of stdin as frames, one per read: each read returns what the
+    pipe holds (at least one byte, waiting only when it is empty), so a line typed or
+    sent alone is answered at once and a file piped in goes by 64 KB batches. Bytes that
+    are not UTF-8 become U+FFFD, as in files."""
+    tail, first = b"", True
+    while True:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        if first:
+            tail, first = chunk[:3].removeprefix(b"\xef\xbb\xbf"), False  # a UTF-8 byte-order mark
+            chunk = chunk[3:]
+        data = tail + chunk
+        cut = data.rfind(b"\n") + 1
+        data, tail = data[:cut], data[cut:]
+        if data:
+            yield parse_fasttext(data.decode("utf-8", errors="replace").splitlines(), prefix)
+    if tail:
+        yield parse_fasttext([tail.decode("utf-8", errors="replace")], prefix)
+
+
+def _predict(a: argparse.Namespace, probs: bool) -> int:
+    if a.k == 0 or a.k < -1:
+        raise InvalidInputError(f"k must be >= 1, or -1 for every label; got {a.k}")
+    clf = load_classifier(a.model)
+    if a.input == "-":
+        for df in stdin_batches(a.label):
+            _write_predictions(clf, df, a, probs, sys.stdout)
+        return 0
+    df = read_input(a.input, a.textColumn, a.labelColumn, a.label, need_label=False)
+    _write_predictions(clf, df, a, probs, sys.stdout)
     return 0
 
 
@@ -223,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         sp = sub.add_parser(verb)
         sp.add_argument("model")
         sp.add_argument("input")
-        sp.add_argument("k", nargs="?", type=int, default=1)
+        sp.add_argument("k", nargs="?", type=int, default=1, help="labels per line [1]; -1: every label")
         sp.add_argument("threshold", nargs="?", type=float, default=0.0)
         if verb == "test":
             sp.add_argument("--per-label", action="store_true", help="print per-label P/R/F1")
@@ -244,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.verb == "predict-prob":
             return _predict(a, probs=True)
         return _demo(a)
+    except BrokenPipeError:  # `mmq predict ... | head`: stop quietly, as fastText (SIGPIPE) does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush is quiet too
+        return 141
     except (MmqError, OSError) as e:  # one line, no traceback
         print(f"mmq {a.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -93,14 +94,12 @@ class _Quantizer:
         self._plugin_path = None  # a refit object is re-saved for the Polars plugin
         q = _mmq.RustQuantizer.new(self._kind, a.shape[1], self.m, self.k, self.seed, self.s, self._subspaces,
                                    self.transform)
-        cb = None
-        if progress:
-            import sys
+        def report(done, m):
+            sys.stderr.write(f"\rk-means: {done}/{m} sub-quantizers")
+            if done == m:
+                sys.stderr.write("\n")
 
-            def cb(done, m):
-                sys.stderr.write(f"\rk-means: {done}/{m} sub-quantizers")
-                if done == m:
-                    sys.stderr.write("\n")
+        cb = report if progress else None
         q.fit(a, self.max_iter, self.max_points_per_centroid, cb)
         self._q = q
         return self

@@ -6,7 +6,7 @@ use crate::error::{MmqError, Result};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Work done so far by all workers of one training run.
@@ -25,6 +25,9 @@ pub(crate) struct Clock<'a> {
     /// Sum and count of the row losses since the last [`Clock::take_epoch_loss`], over
     /// all workers (each adds its own when it flushes).
     epoch_loss: std::sync::Mutex<(f64, u64)>,
+    /// The bits of the last mean [`Clock::take_epoch_loss`] gave (NaN before): the
+    /// final report's loss when nothing was trained since.
+    last_loss: AtomicU32,
 }
 
 impl<'a> Clock<'a> {
@@ -42,6 +45,7 @@ impl<'a> Clock<'a> {
             threads,
             callback,
             epoch_loss: std::sync::Mutex::new((0.0, 0)),
+            last_loss: AtomicU32::new(f32::NAN.to_bits()),
         }
     }
 
@@ -58,6 +62,7 @@ impl<'a> Clock<'a> {
             threads: self.threads,
             callback,
             epoch_loss: std::sync::Mutex::new((0.0, 0)),
+            last_loss: AtomicU32::new(f32::NAN.to_bits()),
         }
     }
 
@@ -66,7 +71,22 @@ impl<'a> Clock<'a> {
     pub fn take_epoch_loss(&self) -> f32 {
         let mut e = self.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
         let (sum, n) = std::mem::take(&mut *e);
-        (sum / n.max(1) as f64) as f32
+        let mean = (sum / n.max(1) as f64) as f32;
+        if n > 0 {
+            self.last_loss.store(mean.to_bits(), Ordering::Relaxed);
+        }
+        mean
+    }
+
+    /// The mean loss of the rows trained since the last [`Clock::take_epoch_loss`], or
+    /// the last mean it gave when none were (NaN when no row was ever trained).
+    fn final_loss(&self) -> f32 {
+        let (sum, n) = *self.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
+        if n > 0 {
+            (sum / n as f64) as f32
+        } else {
+            f32::from_bits(self.last_loss.load(Ordering::Relaxed))
+        }
     }
 
     /// Work units done so far.
@@ -88,14 +108,15 @@ impl<'a> Clock<'a> {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// The final report; [`MmqError::Interrupted`] when the callback refuses it.
+    /// The final report (its loss: the last epoch's mean, see [`Clock::final_loss`]);
+    /// [`MmqError::Interrupted`] when the callback refuses it.
     pub fn finish(&self, epochs: usize) -> Result<()> {
         let elapsed = self.start.elapsed().as_secs_f64().max(1e-9);
         let done = Progress {
             progress: 1.0,
             epoch: epochs,
             lr: 0.0,
-            loss: f32::NAN,
+            loss: self.final_loss(),
             tokens_per_sec_per_thread: self.total as f64 / elapsed / self.threads as f64,
         };
         if (self.callback)(&done) {
@@ -238,4 +259,37 @@ pub(crate) fn run_epochs(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The final report carries the last epoch's mean loss (a bar's last line shows it),
+    /// whether or not the epoch's losses were taken before it.
+    #[test]
+    fn final_report_has_the_last_epoch_loss() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let cb = |p: &Progress| {
+            seen.lock().unwrap().push((p.progress, p.loss));
+            true
+        };
+        let clock = Clock::new(10, 1, &cb);
+        clock.finish(0).unwrap();
+        let mut t = Ticker::new(&clock, true);
+        for l in [1.0, 2.0, 3.0] {
+            t.loss(l);
+        }
+        t.flush(&clock);
+        clock.finish(1).unwrap();
+        assert_eq!(clock.take_epoch_loss(), 2.0);
+        t.loss(0.5);
+        t.flush(&clock);
+        assert_eq!(clock.take_epoch_loss(), 0.5);
+        clock.finish(2).unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert!(seen[0].1.is_nan(), "nothing trained yet: {seen:?}");
+        assert_eq!(seen[1], (1.0, 2.0));
+        assert_eq!(seen[2], (1.0, 0.5));
+    }
 }
