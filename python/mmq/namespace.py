@@ -58,6 +58,13 @@ def _as_expr(e: Union[str, pl.Expr]) -> pl.Expr:
     return pl.col(e) if isinstance(e, str) else e
 
 
+def _plugin(function: str, args: list, **kwargs: Any) -> pl.Expr:
+    """An elementwise call of the plugin's ``mmq_<function>`` (every mmq expression is
+    one: a row's output depends on that row alone)."""
+    return register_plugin_function(plugin_path=_LIB, function_name=f"mmq_{function}", args=args,
+                                    kwargs=kwargs, is_elementwise=True)
+
+
 @pl.api.register_expr_namespace("mmq")
 class MmqExpr:
     """Expressions backed by mmq's Rust plugin. Nulls pass through as nulls."""
@@ -77,15 +84,8 @@ class MmqExpr:
             >>> pl.DataFrame({"t": ["a b"]}).select(pl.col("t").mmq.tokenize()).item().len()
             3
         """
-        return register_plugin_function(
-            plugin_path=_LIB,
-            function_name="mmq_tokenize",
-            args=[self._expr],
-            kwargs={"word_ngrams": word_ngrams, "minn": minn, "maxn": maxn,
-                    "bucket": bucket, "split_cjk": split_cjk, "lowercase": lowercase,
-                    "split_punct": split_punct, "drop_punct": drop_punct},
-            is_elementwise=True,
-        )
+        return _plugin("tokenize", [self._expr], word_ngrams=word_ngrams, minn=minn, maxn=maxn, bucket=bucket,
+                       split_cjk=split_cjk, lowercase=lowercase, split_punct=split_punct, drop_punct=drop_punct)
 
     def encode(self, quantizer: Any) -> pl.Expr:
         """PQ/RSPQ codes of an Array[Float32, d] column: Array[UInt8, m] (UInt16 when
@@ -108,13 +108,7 @@ class MmqExpr:
             quantizer = load(path)
             if not isinstance(quantizer, _Quantizer):
                 raise ModelFileError(f"{path} holds a classifier, not a quantizer")
-        return register_plugin_function(
-            plugin_path=_LIB,
-            function_name="mmq_encode",
-            args=[self._expr],
-            kwargs={"path": path, "m": quantizer.m, "k": quantizer.k},
-            is_elementwise=True,
-        )
+        return _plugin("encode", [self._expr], path=path, m=quantizer.m, k=quantizer.k)
 
 
 def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[str, Union[str, pl.Expr]]]):
@@ -156,8 +150,7 @@ def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[s
 
 def _panic_for_test(expr: pl.Expr, message: str) -> pl.Expr:
     """A test hook: an expression that panics in the plugin (see plugin.rs)."""
-    return register_plugin_function(plugin_path=_LIB, function_name="mmq_panic_for_test", args=[expr],
-                                    kwargs={"message": message}, is_elementwise=True)
+    return _plugin("panic_for_test", [expr], message=message)
 
 
 def predict(model: Any, text: Union[str, pl.Expr] = "text",
@@ -176,15 +169,11 @@ def predict(model: Any, text: Union[str, pl.Expr] = "text",
 
     threshold = check_threshold(threshold)
     path, _, args = _model_args(model, text, dense)
-    return register_plugin_function(plugin_path=_LIB, function_name="mmq_predict", args=args,
-                                    kwargs={"path": path, "threshold": threshold},
-                                    is_elementwise=True)
+    return _plugin("predict", args, path=path, threshold=threshold)
 
 
 def predict_proba(model: Any, text: Union[str, pl.Expr] = "text",
                   dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None) -> pl.Expr:
     """Probability of every label: Array[Float32, n_labels] in ``model.labels`` order."""
     path, m, args = _model_args(model, text, dense)
-    return register_plugin_function(plugin_path=_LIB, function_name="mmq_predict_proba", args=args,
-                                    kwargs={"path": path, "n_labels": len(m.labels)},
-                                    is_elementwise=True)
+    return _plugin("predict_proba", args, path=path, n_labels=len(m.labels))
