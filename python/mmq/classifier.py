@@ -826,6 +826,42 @@ class Classifier:
         return pl.DataFrame(rows, schema={"token": pl.String, "kind": pl.String, "score": pl.Float32},
                             orient="row").sort("score", descending=True)
 
+    def explain_words(self, text: str, label: Optional[str] = None, **dense: Any) -> pl.DataFrame:
+        """What each word of one row does to ``label`` (default: the most probable one),
+        for every loss, head and model kind of one text column (text, discrete,
+        continuous, late, concat): ``score`` is ``log p(label | row) − log p(label | row
+        without the word)``, the drop in the label's log-probability when the word —
+        with its char n-grams and the word n-grams it is part of — is left out. A word is
+        a whitespace-separated piece of ``text`` (``position``: its index there), so char
+        n-grams count toward the word they came from. Largest first. Pass the row's dense
+        vectors as keywords, as for :meth:`explain` (they stay in every variant)."""
+        m = self._fitted()
+        if self._mods is not None:
+            raise InvalidParameterError("explain_words is for models of one text column; use explain_modalities")
+        words = text.split()
+        rows = pl.DataFrame({"text": [text] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]})
+        for name, q in self._dense.items():
+            if name not in dense:
+                raise InvalidInputError(f"explain_words needs the dense value of '{name}' (None if missing)")
+            v = dense[name]
+            if v is None and q is None:
+                raise InvalidInputError(f"explain_words needs the vector of '{name}' for this model kind")
+            width = q.d if v is None else int(np.asarray(v).size)
+            vec = None if v is None else np.asarray(v, dtype=np.float32).ravel()
+            rows = rows.with_columns(pl.Series(name, [vec] * rows.height, dtype=pl.Array(pl.Float32, width)))
+        logp = np.log(np.maximum(self._proba(rows, "text").astype(np.float64), 1e-30))
+        if label is None:
+            j = int(np.argmax(logp[0]))
+        elif label in m.labels:
+            j = m.labels.index(label)
+        else:
+            raise InvalidParameterError(f"unknown label {label!r}; labels are {m.labels}")
+        return pl.DataFrame({
+            "position": pl.Series(range(len(words)), dtype=pl.UInt32),
+            "word": pl.Series(words, dtype=pl.String),
+            "score": pl.Series(logp[0, j] - logp[1:, j], dtype=pl.Float32),
+        }).sort("score", descending=True, maintain_order=True)
+
     def explain_modalities(self, data: Union[pl.DataFrame, pl.LazyFrame], label: Optional[str] = None) -> pl.DataFrame:
         """How much each modality of one row (a 1-row frame) pushes ``label``'s score
         (default: the predicted label), for many-modality models. Columns ``modality``,
