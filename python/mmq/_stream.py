@@ -256,5 +256,6 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     clf._plugin_path = None  # a refit object is re-saved for the Polars plugin
     quantizers = [(name, q._q) for name, q in clf._dense.items()]
     with progress_for(clf.progress) as cb:
-        clf._model = _mmq.RustClassifier.fit(json.dumps(clf._config()), t, y, text, label, cb, quantizers, args)
+        clf._model = _mmq.RustClassifier.fit(json.dumps(clf._config()), t, y, text, label, cb, quantizers, args,
+                                             class_weight=clf._class_weights(y))
     return clf

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import polars as pl
@@ -134,6 +135,7 @@ class Classifier:
         dense_lr: float = 0.1,
         dense_epoch: int = 20,
         modality_dropout: float = 0.0,
+        class_weight: Union[str, Mapping[str, float], None] = None,
     ):
         # Every parameter is stored as given, as scikit-learn requires (clone() and
         # get_params() must see the very objects passed in). What they resolve to (the
@@ -147,7 +149,7 @@ class Classifier:
         self.outer_pool, self.blend, self.holdout, self.blend_window = outer_pool, blend, holdout, blend_window
         self.lowercase, self.split_punct, self.drop_punct = lowercase, split_punct, drop_punct
         self.head, self.l2, self.idf, self.dense_lr, self.dense_epoch = head, l2, idf, dense_lr, dense_epoch
-        self.modality_dropout, self.l2_mode = modality_dropout, l2_mode
+        self.modality_dropout, self.l2_mode, self.class_weight = modality_dropout, l2_mode, class_weight
         self._model: Optional[Any] = None
         # Modalities of a fitted set model (deepset, attention, G-Blend, many columns).
         self._mods: Optional[list] = None
@@ -279,7 +281,38 @@ class Classifier:
             raise InvalidParameterError(f"holdout must be a number in (0, 0.5], got {holdout!r}")
         if isinstance(blend_window, bool) or not isinstance(blend_window, int) or blend_window < 1:
             raise InvalidParameterError(f"blend_window must be an int >= 1 (epochs), got {blend_window!r}")
+        cw = self.class_weight
+        if cw is not None:
+            if isinstance(cw, str):
+                if cw != "balanced":
+                    raise InvalidParameterError(f"class_weight must be None, 'balanced' or a dict label -> weight, "
+                                                f"got {cw!r}")
+            elif isinstance(cw, Mapping):
+                bad = {k: v for k, v in cw.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+                       or not math.isfinite(v) or v < 0}
+                if bad:
+                    raise InvalidParameterError(f"class_weight values must be finite numbers >= 0, got {bad}")
+            else:
+                raise InvalidParameterError(f"class_weight must be None, 'balanced' or a dict label -> weight, "
+                                            f"got {type(cw).__name__}")
+            if fusion != "discrete" or blend is not None:
+                raise InvalidParameterError(f"class_weight works with text and discrete-fusion models (one trainer "
+                                            f"for every loss); not yet with fusion={fusion!r}, blend={blend!r}")
         return dict(lr=float(lr), word_ngrams=word_ngrams, l2=float(l2), threads=threads, dense=spec)
+
+    def _class_weights(self, y: pl.Series) -> Optional[dict]:
+        """``class_weight`` as a dict label → weight for the core (labels not named: 1).
+        ``"balanced"``: scikit-learn's ``n / (n_classes · count(label))``, over the label
+        occurrences (the rows, for single-label data)."""
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if cw == "balanced":
+            labs = (y.explode() if isinstance(y.dtype, pl.List) else y).drop_nulls().cast(pl.String)
+            counts = labs.value_counts()
+            n, k = len(labs), counts.height
+            return {name: n / (k * c) for name, c in counts.iter_rows()}
+        return {str(k): float(v) for k, v in cw.items()}
 
     @property
     def _dense(self) -> dict:
@@ -531,6 +564,9 @@ class Classifier:
             return self
         vopts = (valid, patience, calibrate, max_seconds)
         if many or self.blend is not None or self.fusion in ("deepset", "attention"):
+            if self.class_weight is not None:
+                raise InvalidParameterError("class_weight works with models of one text column (and dense columns "
+                                            "as codes); not yet with several text or categorical columns")
             if self.fusion in CONTINUOUS:
                 raise InvalidParameterError(
                     f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self.fusion!r}")
@@ -569,7 +605,7 @@ class Classifier:
         with progress_for(self.progress) as cb:
             self._model = _mmq.RustClassifier.fit(
                 json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate,
-                max_seconds)
+                max_seconds, self._class_weights(y))
         return self
 
     def _dargs(self, data: Any):

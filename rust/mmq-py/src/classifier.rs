@@ -332,6 +332,39 @@ fn fit_csr(
     (offsets, ids, weights)
 }
 
+/// `class_weight` (label name → weight; a label not named weighs 1) in the order of
+/// `names`; a name that is not a training label, or every weight 0, is an error.
+fn class_weights(
+    map: &std::collections::HashMap<String, f32>,
+    names: &[String],
+) -> PyResult<Vec<f32>> {
+    let known: std::collections::HashSet<&str> = names.iter().map(|n| n.as_str()).collect();
+    let mut unknown: Vec<&str> = map
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| !known.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        unknown.truncate(10);
+        return Err(input_err(format!(
+            "class_weight names label(s) {unknown:?} that are not training labels ({} labels, e.g. {:?})",
+            names.len(),
+            &names[..names.len().min(5)]
+        )));
+    }
+    let w: Vec<f32> = names
+        .iter()
+        .map(|n| map.get(n).copied().unwrap_or(1.0))
+        .collect();
+    if !w.iter().any(|&x| x > 0.0) {
+        return Err(input_err(
+            "class_weight gives every training label weight 0: nothing would be trained",
+        ));
+    }
+    Ok(w)
+}
+
 pub fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("progress", p.progress)?;
@@ -515,7 +548,7 @@ pub fn ranking_k(k: usize, threshold: f32, n_labels: usize) -> PyResult<usize> {
 impl PyClassifier {
     /// Train on a String column and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None, class_weight=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -531,6 +564,7 @@ impl PyClassifier {
         patience: Option<usize>,
         calibrate: bool,
         max_seconds: Option<f64>,
+        class_weight: Option<std::collections::HashMap<String, f32>>,
     ) -> PyResult<Self> {
         crate::errors::guard("Classifier.fit", || {
             let deadline = crate::columns::deadline(max_seconds)?;
@@ -550,6 +584,10 @@ impl PyClassifier {
             }
             let texts = columns::texts(&text, text_name)?;
             let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+            let class_weights = class_weight
+                .as_ref()
+                .map(|w| class_weights(w, &names))
+                .transpose()?;
             let qs: Vec<(String, mmq_core::quant::Quantizer)> = quantizers
                 .iter()
                 .map(|(n, q)| (n.clone(), q.q.clone()))
@@ -610,6 +648,7 @@ impl PyClassifier {
                     patience,
                     calibrate,
                     deadline,
+                    class_weights: class_weights.as_deref(),
                 };
                 let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
                 model.dense = dense_inputs.clone();
@@ -790,6 +829,7 @@ impl PyClassifier {
                     patience,
                     calibrate,
                     deadline,
+                    class_weights: None,
                 };
                 train::train_with(cfg, names, &data, &opts, &|_| true)
             });

@@ -204,6 +204,7 @@ impl PyFusion {
                     patience,
                     calibrate,
                     deadline,
+                    class_weights: None,
                 };
                 train_fusion_with(cfg, names, &train, dim, &opts, &callback)
             });

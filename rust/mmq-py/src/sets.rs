@@ -339,6 +339,7 @@ impl PySets {
                     patience,
                     calibrate,
                     deadline,
+                    class_weights: None,
                 };
                 let mut m = train_sets_with(cfg, names, &train, &opts, &callback)?;
                 m.quantizers = qs;

@@ -1069,6 +1069,11 @@ pub fn train_fusion_with(
     opts: &TrainOptions<FusionRows>,
     callback: &(dyn Fn(&Progress) -> bool + Sync),
 ) -> Result<FusionModel> {
+    if opts.class_weights.is_some() {
+        return Err(MmqError::InvalidParameter(
+            "class weights are for text and discrete-fusion models (train::train_with)".into(),
+        ));
+    }
     let FusionRows {
         data,
         dense,

@@ -1206,6 +1206,11 @@ pub fn train_sets_with(
     opts: &TrainOptions<SetRows>,
     callback: &(dyn Fn(&Progress) -> bool + Sync),
 ) -> Result<SetModel> {
+    if opts.class_weights.is_some() {
+        return Err(MmqError::InvalidParameter(
+            "class weights are for text and discrete-fusion models (train::train_with)".into(),
+        ));
+    }
     opts.check()?;
     cfg.temperature = 1.0;
     if let Some(v) = opts.valid {

@@ -175,6 +175,14 @@ pub fn train_with(
         })?;
     }
     opts.check()?;
+    if let Some(w) = opts.class_weights {
+        if w.len() != nl {
+            return Err(MmqError::InvalidParameter(format!(
+                "class weights: {} values for {nl} labels",
+                w.len()
+            )));
+        }
+    }
     let counts = label_counts(data.labels, &labels)?;
 
     // Compact the token id space to the ids seen in training.
@@ -253,6 +261,7 @@ pub fn train_with(
         data,
         n_labels: nl,
         clock: &clock,
+        class_weights: opts.class_weights,
     };
     let mut order: Vec<u32> = (0..data.n_rows() as u32).collect();
     let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
@@ -491,6 +500,25 @@ struct Shared<'a> {
     data: &'a Dataset<'a>,
     n_labels: usize,
     clock: &'a Clock<'a>,
+    /// Per label: the weight of a row's loss ([`TrainOptions::class_weights`]).
+    class_weights: Option<&'a [f32]>,
+}
+
+impl Shared<'_> {
+    /// The loss weight of a row trained toward `target` (softmax, ns, hs).
+    fn weight_of(&self, target: usize) -> f32 {
+        self.class_weights.map_or(1.0, |w| w[target])
+    }
+
+    /// The loss weight of a row with these labels (ova): their mean weight.
+    fn row_weight(&self, labels: &[u32]) -> f32 {
+        match self.class_weights {
+            Some(w) if !labels.is_empty() => {
+                labels.iter().map(|&l| w[l as usize]).sum::<f32>() / labels.len() as f32
+            }
+            _ => 1.0,
+        }
+    }
 }
 
 struct Worker<'a> {
@@ -528,7 +556,7 @@ impl<'a> Worker<'a> {
         let g = &mut self.grad;
         g.clear();
         g.resize(nl, 0.0);
-        let loss = match s.cfg.loss {
+        let (loss, cw) = match s.cfg.loss {
             LossKind::Softmax => {
                 let target = if labels.len() == 1 {
                     labels[0]
@@ -539,7 +567,7 @@ impl<'a> Worker<'a> {
                 for l in 0..nl {
                     g[l] = scores[l] - (l == target) as u8 as f32;
                 }
-                -safe_ln(scores[target])
+                (-safe_ln(scores[target]), s.weight_of(target))
             }
             LossKind::Ova => {
                 let mut loss = 0.0;
@@ -549,7 +577,7 @@ impl<'a> Worker<'a> {
                     g[l] = p - y as u8 as f32;
                     loss -= safe_ln(if y { p } else { 1.0 - p });
                 }
-                loss
+                (loss, s.row_weight(labels))
             }
             LossKind::Ns => {
                 let target = if labels.len() == 1 {
@@ -571,10 +599,15 @@ impl<'a> Worker<'a> {
                     g[neg] = p;
                     loss -= safe_ln(1.0 - p);
                 }
-                loss
+                (loss, s.weight_of(target))
             }
             LossKind::Hs => unreachable!("validated: the linear head has no hs"),
         };
+        // A weighted row's loss: its gradient scaled (the L2 term, added per weight in
+        // `adagrad_row`, is not).
+        if cw != 1.0 {
+            g.iter_mut().for_each(|x| *x *= cw);
+        }
         for &(r, v) in feats {
             s.input
                 .adagrad_row(acc_in, r as usize, g, v, s.l2_rows[r as usize], lr);
@@ -665,6 +698,7 @@ impl<'a> Worker<'a> {
         self.grad.fill(0.0);
         let loss = match s.cfg.loss {
             LossKind::Ova => {
+                let lr = lr * s.row_weight(labels);
                 let mut loss = 0.0;
                 for l in 0..s.n_labels {
                     let pos = labels.contains(&(l as u32));
@@ -678,6 +712,7 @@ impl<'a> Worker<'a> {
                 } else {
                     labels[self.rng.random_range(0..labels.len())]
                 } as usize;
+                let lr = lr * s.weight_of(target);
                 match kind {
                     LossKind::Softmax => self.softmax(target, lr),
                     LossKind::Ns => {

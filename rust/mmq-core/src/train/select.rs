@@ -23,6 +23,10 @@ pub struct TrainOptions<'a, V: ?Sized = super::Dataset<'a>> {
     /// keeping the best epoch so far (a time budget, as autotune gives each trial; at
     /// least one epoch always runs).
     pub deadline: Option<std::time::Instant>,
+    /// Per label (by index): the weight of a row's loss (class weights; None: all 1).
+    /// The text trainer (every loss, both heads) reads it; the fusion and set trainers
+    /// refuse it.
+    pub class_weights: Option<&'a [f32]>,
 }
 
 impl<V: ?Sized> Default for TrainOptions<'_, V> {
@@ -32,6 +36,7 @@ impl<V: ?Sized> Default for TrainOptions<'_, V> {
             patience: None,
             calibrate: false,
             deadline: None,
+            class_weights: None,
         }
     }
 }
@@ -40,6 +45,14 @@ impl<V: ?Sized> TrainOptions<'_, V> {
     /// `patience = Some(0)` is refused; `patience` or `calibrate` without `valid` too.
     pub fn check(&self) -> crate::Result<()> {
         let bad = |m: &str| Err(crate::MmqError::InvalidParameter(m.into()));
+        if let Some(w) = self.class_weights {
+            if w.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                return bad("class weights must be finite numbers >= 0");
+            }
+            if !w.iter().any(|x| *x > 0.0) {
+                return bad("class weights are all 0: nothing would be trained");
+            }
+        }
         if self.patience == Some(0) {
             return bad("patience must be >= 1 (epochs without a better validation score), got 0");
         }
