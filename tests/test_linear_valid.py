@@ -34,6 +34,22 @@ def reference_features(ids, idf=None):
     return uniq, v / np.linalg.norm(v)
 
 
+def sparse_features(clf, texts, vocab):
+    """The reference features of ``texts`` as a scipy CSR matrix over ``vocab`` (token id
+    → column), tokens outside it dropped."""
+    from scipy import sparse
+
+    rows, cols, vals = [], [], []
+    for i, ids in enumerate(clf.tokenize(texts).to_list()):
+        uniq, v = reference_features([t for t in ids if t in vocab] or [-1])
+        if uniq[0] == -1:
+            continue
+        rows += [i] * len(uniq)
+        cols += [vocab[t] for t in uniq]
+        vals += list(v)
+    return sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab)))
+
+
 @pytest.mark.parametrize("use_idf", [False, True])
 def test_linear_head_matches_numpy_forward(topics, use_idf):
     train, _, test = topics
@@ -369,22 +385,10 @@ def test_l2_mode_full_reaches_scikit_learns_logistic_regression(topics):
     objective with C = 1/(n·l2): trained long enough, mmq's probabilities meet the exact
     solver's on the same features (sublinear TF, L2 rows). The lazy penalty (VW's) is
     another objective and stays away from it."""
-    from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
     train, _, test = (t.drop("image") for t in topics)
     l2, n = 1e-4, train.height
-
-    def features(clf, texts, vocab):
-        rows, cols, vals = [], [], []
-        for i, ids in enumerate(clf.tokenize(texts).to_list()):
-            uniq, v = reference_features([t for t in ids if t in vocab] or [-1])
-            if uniq[0] == -1:
-                continue
-            rows += [i] * len(uniq)
-            cols += [vocab[t] for t in uniq]
-            vals += list(v)
-        return sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab)))
 
     diffs = {}
     for mode in ("full", "lazy"):
@@ -392,8 +396,8 @@ def test_l2_mode_full_reaches_scikit_learns_logistic_regression(topics):
         vocab = {t: i for i, t in enumerate(sorted({t for r in clf.tokenize(train["text"]).to_list() for t in r}))}
         y = np.array([clf.labels.index(v) for v in train["label"]])
         ref = LogisticRegression(C=1 / (n * l2), max_iter=5000, tol=1e-8).fit(
-            features(clf, train["text"].to_list(), vocab), y)
-        ps = ref.predict_proba(features(clf, test["text"].to_list(), vocab))[:, np.argsort(ref.classes_)]
+            sparse_features(clf, train["text"].to_list(), vocab), y)
+        ps = ref.predict_proba(sparse_features(clf, test["text"].to_list(), vocab))[:, np.argsort(ref.classes_)]
         diffs[mode] = np.abs(ps - clf.predict_proba(test["text"]).to_numpy()).max()
     assert diffs["full"] < 0.05, diffs
     assert diffs["lazy"] > 4 * diffs["full"], diffs
@@ -405,7 +409,6 @@ def test_class_weight_reaches_scikit_learns_weighted_logistic_regression(topics)
     and for 'balanced' on a skewed training set; the unweighted fit is far from it. (The
     weighted objective converges more slowly — its rare classes are seldom updated — so
     this runs 150 epochs: 0.036 / 0.063 away after them, 0.09 / 0.14 after 50.)"""
-    from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
     train, _, test = (t.drop("image") for t in topics)
@@ -416,17 +419,6 @@ def test_class_weight_reaches_scikit_learns_weighted_logistic_regression(topics)
                        train.filter(~pl.col("label").is_in(names[:2]))])
     l2, n = 1e-4, train.height
 
-    def features(clf, texts, vocab):
-        rows, cols, vals = [], [], []
-        for i, ids in enumerate(clf.tokenize(texts).to_list()):
-            uniq, v = reference_features([t for t in ids if t in vocab] or [-1])
-            if uniq[0] == -1:
-                continue
-            rows += [i] * len(uniq)
-            cols += [vocab[t] for t in uniq]
-            vals += list(v)
-        return sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab)))
-
     for cw in ({names[0]: 4.0, names[2]: 0.25}, "balanced"):
         clf = mmq.Classifier(**params(l2=l2, l2_mode="full", epoch=150, word_ngrams=1, class_weight=cw)).fit(train)
         plain = mmq.Classifier(**params(l2=l2, l2_mode="full", epoch=150, word_ngrams=1)).fit(train)
@@ -434,8 +426,8 @@ def test_class_weight_reaches_scikit_learns_weighted_logistic_regression(topics)
         y = np.array([clf.labels.index(v) for v in train["label"]])
         sk_cw = cw if cw == "balanced" else {clf.labels.index(k): v for k, v in cw.items()}
         ref = LogisticRegression(C=1 / (n * l2), max_iter=5000, tol=1e-8, class_weight=sk_cw).fit(
-            features(clf, train["text"].to_list(), vocab), y)
-        ps = ref.predict_proba(features(clf, test["text"].to_list(), vocab))[:, np.argsort(ref.classes_)]
+            sparse_features(clf, train["text"].to_list(), vocab), y)
+        ps = ref.predict_proba(sparse_features(clf, test["text"].to_list(), vocab))[:, np.argsort(ref.classes_)]
         weighted = np.abs(ps - clf.predict_proba(test["text"]).to_numpy()).max()
         unweighted = np.abs(ps - plain.predict_proba(test["text"]).to_numpy()).max()
         assert weighted < 0.08 and unweighted > 3 * weighted, (cw, weighted, unweighted)

@@ -53,12 +53,11 @@ class ProgressBar:
 
     def __call__(self, p: dict) -> None:
         now = self.clock()
+        frac = min(max(float(p["progress"]), 0.0), 1.0)
         if not self.open:  # the first call, or a new phase after close()
-            if self.t0 is not None:
-                self._reset()
-            self.open, self.t0 = True, now
-            self.f0 = self.frac = min(max(float(p["progress"]), 0.0), 1.0)
-        self.frac = min(max(float(p["progress"]), 0.0), 1.0)
+            self._reset()
+            self.open, self.t0, self.f0 = True, now, frac
+        self.frac = frac
         loss = float(p["loss"])
         if loss == loss:
             self.loss = loss

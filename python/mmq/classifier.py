@@ -837,6 +837,22 @@ class Classifier:
         rc = r["correct"] / r["gold"] if r["gold"] else 0.0
         return TestResult(rows=r["rows"], k=k, precision=p, recall=rc, per_label=per_label)
 
+    def _rows_with_dense(self, texts: list, dense: dict, what: str) -> pl.DataFrame:
+        """A frame of ``texts`` with each dense column of the model holding the one vector
+        ``dense[name]`` (or null) in every row: the rows :meth:`explain` and
+        :meth:`explain_words` score."""
+        rows = pl.DataFrame({"text": texts})
+        for name, q in self._dense.items():
+            if name not in dense:
+                raise InvalidInputError(f"{what} needs the dense value of '{name}' (None if missing)")
+            v = dense[name]
+            if v is None and q is None:
+                raise InvalidInputError(f"{what} needs the vector of '{name}' for this model kind")
+            width = q.d if v is None else int(np.asarray(v).size)
+            vec = None if v is None else np.asarray(v, dtype=np.float32).ravel()
+            rows = rows.with_columns(pl.Series(name, [vec] * rows.height, dtype=pl.Array(pl.Float32, width)))
+        return rows
+
     def explain(self, text: str, label: Optional[str] = None, **dense: Any) -> pl.DataFrame:
         """Tokens of one row — words, word n-grams, char n-grams and visual tokens
         (``image[j]=c``: code c of sub-quantizer j) — known to the model, with their
@@ -846,14 +862,7 @@ class Classifier:
         if self.fusion in CONTINUOUS or self.fusion in ("late", "concat") or self._mods is not None:
             raise MmqError("explain works for text and discrete-fusion models of one text column; "
                            "use explain_modalities for many-modality models")
-        row = pl.DataFrame({"text": [text]})
-        for name, q in self._dense.items():
-            if name not in dense:
-                raise InvalidInputError(f"explain needs the dense value of '{name}' (None if missing)")
-            v = dense[name]
-            width = q.d
-            row = row.with_columns(pl.Series(name, [None if v is None else np.asarray(v, dtype=np.float32)],
-                                             dtype=pl.Array(pl.Float32, width)))
+        row = self._rows_with_dense([text], dense, "explain")
         if label is None:
             label = self.predict(row)["label"][0]
         if label not in m.labels:
@@ -875,16 +884,8 @@ class Classifier:
         if self._mods is not None:
             raise InvalidParameterError("explain_words is for models of one text column; use explain_modalities")
         words = text.split()
-        rows = pl.DataFrame({"text": [text] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]})
-        for name, q in self._dense.items():
-            if name not in dense:
-                raise InvalidInputError(f"explain_words needs the dense value of '{name}' (None if missing)")
-            v = dense[name]
-            if v is None and q is None:
-                raise InvalidInputError(f"explain_words needs the vector of '{name}' for this model kind")
-            width = q.d if v is None else int(np.asarray(v).size)
-            vec = None if v is None else np.asarray(v, dtype=np.float32).ravel()
-            rows = rows.with_columns(pl.Series(name, [vec] * rows.height, dtype=pl.Array(pl.Float32, width)))
+        rows = self._rows_with_dense([text] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))],
+                                     dense, "explain_words")
         logp = np.log(np.maximum(self._proba(rows, "text").astype(np.float64), 1e-30))
         if label is None:
             j = int(np.argmax(logp[0]))

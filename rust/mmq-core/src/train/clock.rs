@@ -6,7 +6,7 @@ use crate::error::{MmqError, Result};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Work done so far by all workers of one training run.
@@ -23,11 +23,9 @@ pub(crate) struct Clock<'a> {
     threads: usize,
     callback: &'a (dyn Fn(&Progress) -> bool + Sync),
     /// Sum and count of the row losses since the last [`Clock::take_epoch_loss`], over
-    /// all workers (each adds its own when it flushes).
-    epoch_loss: std::sync::Mutex<(f64, u64)>,
-    /// The bits of the last mean [`Clock::take_epoch_loss`] gave (NaN before): the
-    /// final report's loss when nothing was trained since.
-    last_loss: AtomicU32,
+    /// all workers (each adds its own when it flushes), and the last mean it gave (NaN
+    /// before): the final report's loss when nothing was trained since.
+    epoch_loss: std::sync::Mutex<(f64, u64, f32)>,
 }
 
 impl<'a> Clock<'a> {
@@ -44,8 +42,7 @@ impl<'a> Clock<'a> {
             last_report: AtomicU64::new(0),
             threads,
             callback,
-            epoch_loss: std::sync::Mutex::new((0.0, 0)),
-            last_loss: AtomicU32::new(f32::NAN.to_bits()),
+            epoch_loss: std::sync::Mutex::new((0.0, 0, f32::NAN)),
         }
     }
 
@@ -61,8 +58,7 @@ impl<'a> Clock<'a> {
             last_report: AtomicU64::new(0),
             threads: self.threads,
             callback,
-            epoch_loss: std::sync::Mutex::new((0.0, 0)),
-            last_loss: AtomicU32::new(f32::NAN.to_bits()),
+            epoch_loss: std::sync::Mutex::new((0.0, 0, f32::NAN)),
         }
     }
 
@@ -70,10 +66,10 @@ impl<'a> Clock<'a> {
     /// anything to train on: a file's history holds finite numbers only).
     pub fn take_epoch_loss(&self) -> f32 {
         let mut e = self.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
-        let (sum, n) = std::mem::take(&mut *e);
+        let (sum, n) = (std::mem::take(&mut e.0), std::mem::take(&mut e.1));
         let mean = (sum / n.max(1) as f64) as f32;
         if n > 0 {
-            self.last_loss.store(mean.to_bits(), Ordering::Relaxed);
+            e.2 = mean;
         }
         mean
     }
@@ -81,11 +77,11 @@ impl<'a> Clock<'a> {
     /// The mean loss of the rows trained since the last [`Clock::take_epoch_loss`], or
     /// the last mean it gave when none were (NaN when no row was ever trained).
     fn final_loss(&self) -> f32 {
-        let (sum, n) = *self.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
+        let (sum, n, last) = *self.epoch_loss.lock().unwrap_or_else(|e| e.into_inner());
         if n > 0 {
             (sum / n as f64) as f32
         } else {
-            f32::from_bits(self.last_loss.load(Ordering::Relaxed))
+            last
         }
     }
 
