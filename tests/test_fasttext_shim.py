@@ -6,7 +6,7 @@ import pytest
 
 import mmq
 import mmq.fasttext as ft
-from mmq.errors import InvalidParameterError, ModelFileError
+from mmq.errors import InvalidParameterError
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_vectors_are_means_of_the_models_rows(model):
     np.testing.assert_array_equal(inp[:3], clf._model.embeddings(model.token_ids[:3].tolist()))
 
 
-def test_save_load_round_trip_and_fasttext_files_are_named(model, files, tmp_path):
+def test_save_load_round_trip_and_fasttext_files_are_imported(model, files, tmp_path):
     model.save_model(str(tmp_path / "m.mmq"))
     back = ft.load_model(str(tmp_path / "m.mmq"))
     texts = ["alpha beta gamma", "delta epsilon"]
@@ -97,9 +97,11 @@ def test_save_load_round_trip_and_fasttext_files_are_named(model, files, tmp_pat
     ref = fasttext.train_supervised(input=str(files["train"]), lr=0.5, epoch=5, wordNgrams=2, dim=20, thread=1,
                                     verbose=0, seed=0)
     ref.save_model(str(tmp_path / "ref.bin"))
-    for load in (ft.load_model, mmq.load):
-        with pytest.raises(ModelFileError, match="fastText model file"):
-            load(str(tmp_path / "ref.bin"))
+    # A fastText file is imported (tests/test_fasttext_import.py checks it in depth).
+    texts = ["alpha beta gamma", "delta epsilon"]
+    imported = ft.load_model(str(tmp_path / "ref.bin"))
+    assert imported.predict(texts, k=2)[0] == ref.predict(texts, k=2)[0]
+    assert mmq.load(str(tmp_path / "ref.bin")).labels == [v.removeprefix("__label__") for v in ref.labels]
 
 
 def test_unsupported_options_are_named(files):

@@ -1014,6 +1014,11 @@ class Classifier:
 
     def tokenize(self, data: TextInput, text: str = "text") -> pl.Series:
         """Hashed token ids of each row, as this model's tokenizer computes them."""
+        if self._model is not None and getattr(self._model, "vocab", lambda: None)() is not None:
+            s = text_series(data, text)  # a model imported from fastText: its dictionary's ids
+            ids = self._model.tokenize_texts([v or "" for v in s.to_list()])
+            return pl.Series(s.name, [None if v is None else i for v, i in zip(s.to_list(), ids)],
+                             dtype=pl.List(pl.UInt32))
         return tokenize(data, text=text, word_ngrams=self._check_params()["word_ngrams"], minn=self.minn,
                         maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
                         **self._tokenizer_flags())
@@ -1184,9 +1189,10 @@ def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: in
 
 
 def load(path: Union[str, os.PathLike]):
-    """Load a model or quantizer written by ``save`` (the file says which it is)."""
+    """Load a model or quantizer written by ``save`` (the file says which it is), or a
+    fastText supervised model (``.bin``, or ``.ftz`` from ``quantize``), imported as a
+    classifier that predicts what fastText predicts."""
     path = Path(path)
-    _refuse_fasttext_file(path)
     kind = _mmq.file_kind(path)
     if kind == "late_classifier":
         return Classifier._from_late(LateModel.from_bytes(path.read_bytes(), str(path)))
@@ -1199,25 +1205,6 @@ def load(path: Union[str, os.PathLike]):
     if kind == "quantizer":
         return _Quantizer._from_rust(_mmq.RustQuantizer.load(path))
     return Classifier._from_rust(_mmq.RustClassifier.load(path))
-
-
-# The first int32 (little-endian) of every fastText model file, .bin and .ftz alike
-# (fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32).
-_FASTTEXT_MAGIC = 793712314
-
-
-def _refuse_fasttext_file(path: Path) -> None:
-    """A fastText model file is recognised and refused with an error that says so."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return  # the loader below reports the missing or unreadable file
-    if len(head) == 8 and int.from_bytes(head[:4], "little") == _FASTTEXT_MAGIC:
-        version = int.from_bytes(head[4:], "little")
-        raise ModelFileError(
-            f"{path} is a fastText model file (format version {version}); mmq cannot import .bin/.ftz models "
-            "yet: retrain on the same data with mmq.fasttext.train_supervised (same arguments) or mmq.Classifier")
 
 
 def load_classifier(path: Union[str, os.PathLike]) -> "Classifier":

@@ -14,10 +14,12 @@ lists of them for a list of lines), ``k=-1`` means every label, ``test`` gives
 ``(N, p, r)``, ``test_label`` a dict label -> precision / recall / f1score. Differences,
 each deliberate:
 
-* probabilities are the model's own (fastText adds 1e-5 to each before returning it);
+* probabilities of a model trained by mmq are its own (fastText adds 1e-5 to each
+  before returning it);
 * the model file is mmq's (``save_model`` writes it, ``load_model`` and ``mmq.load`` read
-  it); a fastText ``.bin`` / ``.ftz`` is recognised and refused with a
-  :class:`~mmq.errors.ModelFileError` that says so (importing them is not built yet);
+  it); ``load_model`` also imports a fastText ``.bin`` / ``.ftz`` supervised model, which
+  then predicts fastText's labels and probabilities (its ``1e-5``, sigmoid table and hs
+  pruning included) and keeps fastText's words (``get_words``);
 * ``get_input_matrix`` has one row per token seen in training (mmq keeps no rows for
   unseen hash buckets), in the order of :attr:`FastText.token_ids`;
 * options fastText uses only for word vectors (``ws``, ``t``) or that only pace its
@@ -36,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from mmq.autotune import autotune
-from mmq.classifier import Classifier, load_classifier, tokenize
+from mmq.classifier import Classifier, load_classifier
 from mmq.cli import LABEL_PREFIX, read_input
 from mmq.errors import InvalidInputError, InvalidParameterError, MmqError
 
@@ -118,7 +120,12 @@ class FastText:
     def get_words(self, include_freq: bool = False, on_unicode_error: str = "strict"):
         """The training file's words, most frequent first (with their counts); fastText's
         end-of-sentence token ``</s>`` counts one per line. Known only for a model trained
-        in this process (an mmq model file keeps hashed tokens, not words)."""
+        in this process or imported from a fastText file (an mmq model file keeps hashed
+        tokens, not words)."""
+        m = self.classifier._model
+        vocab = m.vocab() if hasattr(m, "vocab") else None
+        if vocab is not None:
+            return (vocab[0], np.asarray(vocab[1], dtype=np.int64)) if include_freq else vocab[0]
         if self._words is None:
             raise MmqError("this model was loaded from a file, which keeps hashed tokens, not words: "
                            "get_words needs the model returned by train_supervised")
@@ -157,11 +164,7 @@ class FastText:
 
     def get_word_vector(self, word: str) -> np.ndarray:
         """The mean of the rows of a word and its char n-grams (zeros when none is known)."""
-        c = self.classifier
-
-        ids = tokenize([word], word_ngrams=1, minn=c.minn, maxn=c.maxn, bucket=c.bucket, split_cjk=c.split_cjk,
-                       **c._tokenizer_flags()).to_list()[0] or []
-        return self._mean_rows(ids[:-1])  # the last id is the end-of-sentence token
+        return self._mean_rows(self._bottleneck("a vector").word_ids(word))
 
     @property
     def token_ids(self) -> np.ndarray:
@@ -222,5 +225,7 @@ def train_supervised(input: Union[str, os.PathLike, None] = None, lr: float = 0.
 
 
 def load_model(path: Union[str, os.PathLike]) -> FastText:
-    """A model written by :meth:`FastText.save_model` (or any mmq classifier file)."""
+    """A model written by :meth:`FastText.save_model` (or any mmq classifier file), or a
+    fastText supervised model (``.bin`` / ``.ftz``), imported: same labels, same
+    probabilities."""
     return FastText(load_classifier(path))

@@ -432,7 +432,7 @@ pub fn report_progress(
 
 impl PyClassifier {
     pub fn from_model(model: Model) -> PyResult<Self> {
-        let tokenizer = Tokenizer::new(model.cfg.tokenizer.clone()).py_err()?;
+        let tokenizer = model.tokenizer().py_err()?;
         Ok(Self { model, tokenizer })
     }
 
@@ -1067,6 +1067,37 @@ impl PyClassifier {
                 .map_err(|e| input_err(e.to_string()))
                 .map(|a| a.into_pyarray(py))
         })
+    }
+
+    /// The word dictionary of a model imported from fastText: (words, counts), most
+    /// frequent first; None for an mmq model (whose words are hashed).
+    fn vocab(&self) -> Option<(Vec<String>, Vec<u64>)> {
+        self.model
+            .vocab
+            .as_ref()
+            .map(|v| (v.words.clone(), v.counts.clone()))
+    }
+
+    /// The token ids this model's tokenizer gives each text (an imported fastText
+    /// model's ids come from its dictionary).
+    fn tokenize_texts(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<u32>>> {
+        crate::pool::detach(py, || {
+            let mut scratch = Scratch::default();
+            texts
+                .iter()
+                .map(|t| {
+                    let mut out = Vec::new();
+                    self.tokenizer.tokenize_into(t, &mut out, &mut scratch);
+                    out
+                })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    /// The ids of one word and its char n-grams (fastText's subwords; no end of
+    /// sentence, no word n-grams).
+    fn word_ids(&self, word: &str) -> Vec<u32> {
+        self.tokenizer.subwords(word)
     }
 
     /// Raw token id of code c of sub-quantizer j of dense column i.

@@ -839,6 +839,14 @@ pub fn take_u32(t: &mut HashMap<String, Tensor>, name: &str, what: &str) -> Resu
 /// The `kind` recorded in an mmq file's header ("classifier", "quantizer", ...).
 pub fn peek_kind(path: &Path) -> Result<String> {
     let what = path.display().to_string();
+    // A fastText model file (.bin / .ftz) is imported as a classifier.
+    let mut head = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open(path) {
+        use std::io::Read;
+        if f.read_exact(&mut head).is_ok() && crate::model::fasttext::is_fasttext(&head) {
+            return Ok("classifier".into());
+        }
+    }
     let header = read_header(&read(path)?, &what)?;
     header
         .get("kind")

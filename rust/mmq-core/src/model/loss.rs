@@ -55,6 +55,47 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// fastText's sigmoid at prediction for ns and ova (`Loss::sigmoid`): a table of 513
+/// values over [-8, 8], 0 below and 1 above.
+pub fn table_sigmoid(x: f32) -> f32 {
+    const MAX: f32 = 8.0;
+    const SIZE: usize = 512;
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        (0..=SIZE)
+            .map(|i| {
+                let x = (i as f32 * 2.0 * MAX) / SIZE as f32 - MAX;
+                (1.0 / (1.0 + (-x).exp() as f64)) as f32
+            })
+            .collect()
+    });
+    if x < -MAX {
+        0.0
+    } else if x > MAX {
+        1.0
+    } else {
+        t[(((x + MAX) * SIZE as f32 / MAX / 2.0) as usize).min(SIZE)]
+    }
+}
+
+/// fastText's logarithm of a probability at prediction (`std_log`): `ln(p + 1e-5)`.
+#[inline]
+pub fn ft_log(p: f32) -> f32 {
+    (p as f64 + 1e-5).ln() as f32
+}
+
+/// The log-probability fastText's hierarchical softmax gives the branch `right` (code 1)
+/// or left of an inner node of score `x` (`HierarchicalSoftmaxLoss::dfs`).
+#[inline]
+pub fn ft_branch(x: f32, right: bool) -> f32 {
+    let f = (1.0 / (1.0 + (-x).exp() as f64)) as f32;
+    if right {
+        ft_log(f)
+    } else {
+        (1.0 - f as f64 + 1e-5).ln() as f32
+    }
+}
+
 #[inline]
 pub fn safe_ln(x: f32) -> f32 {
     (x + 1e-5).ln()

@@ -1,6 +1,7 @@
 //! The shallow classifier: a bag of token embeddings, averaged, then a linear output
 //! layer with one of fastText's losses.
 pub mod dense;
+pub mod fasttext;
 pub mod fusion;
 pub mod kernels;
 pub mod loss;
@@ -8,10 +9,12 @@ mod persist;
 pub mod sets;
 
 use crate::error::{MmqError, Result};
-use crate::text::TokenizerConfig;
+use crate::text::vocab::Vocab;
+use crate::text::{Tokenizer, TokenizerConfig};
 use dense::DenseInput;
 use loss::{sigmoid, LossKind, Tree};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Hyperparameters of a classifier (stored in the model file).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +47,16 @@ pub struct ModelConfig {
     /// tokens are left out of an update with this probability, else the text tokens with
     /// this probability (never both).
     pub modality_dropout: f32,
+    /// Probabilities as fastText reports them (models imported from a fastText file):
+    /// ns and ova use its sigmoid table, and every reported probability is
+    /// `exp(ln(p + 1e-5))` (hs: the product of its path's floored branch probabilities),
+    /// the numbers fastText's `predict` returns. Written only when set.
+    #[serde(skip_serializing_if = "is_false")]
+    pub fasttext_compat: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How the linear head's L2 penalty reaches its weights. A weight is updated only when
@@ -102,6 +115,7 @@ impl Default for ModelConfig {
             idf: false,
             temperature: 1.0,
             modality_dropout: 0.0,
+            fasttext_compat: false,
         }
     }
 }
@@ -294,6 +308,8 @@ pub struct Model {
     pub idf: Vec<f32>,
     /// Per-epoch record of a run with a validation split (else empty).
     pub history: Vec<EpochRecord>,
+    /// The word dictionary of a model imported from fastText (its tokenizer's ids).
+    pub vocab: Option<Arc<Vocab>>,
 }
 
 /// One epoch of a run with a validation split.
@@ -386,6 +402,11 @@ pub(crate) fn check_training(dim: usize, epoch: usize, lr: f32, threads: usize) 
 pub type Ranked = Vec<(u32, f32)>;
 
 impl Model {
+    /// The tokenizer that gives this model's token ids.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        Tokenizer::with_vocab(self.cfg.tokenizer.clone(), self.vocab.clone())
+    }
+
     pub fn n_labels(&self) -> usize {
         self.labels.len()
     }
@@ -501,8 +522,14 @@ impl Model {
                 if self.cfg.loss == LossKind::Softmax {
                     out.iter_mut().for_each(|x| *x *= inv_t);
                     softmax_in_place(out);
+                } else if self.cfg.fasttext_compat {
+                    out.iter_mut()
+                        .for_each(|x| *x = loss::table_sigmoid(*x * inv_t));
                 } else {
                     out.iter_mut().for_each(|x| *x = sigmoid(*x * inv_t));
+                }
+                if self.cfg.fasttext_compat {
+                    out.iter_mut().for_each(|p| *p = loss::ft_log(*p).exp());
                 }
             }
             LossKind::Hs => {
@@ -515,7 +542,11 @@ impl Model {
                     for (&node, &code) in tree.paths[l].iter().zip(&tree.codes[l]) {
                         let w = &self.output[node as usize * dim..(node as usize + 1) * dim];
                         let x = dot(w, hidden) * inv_t;
-                        lp += kernels::log_sigmoid(if code { x } else { -x });
+                        lp += if self.cfg.fasttext_compat {
+                            loss::ft_branch(x, code)
+                        } else {
+                            kernels::log_sigmoid(if code { x } else { -x })
+                        };
                     }
                     *o = lp.exp();
                 }
@@ -560,7 +591,11 @@ impl Model {
     ) -> Vec<Ranked> {
         let width = self.width();
         debug_assert!(n <= BLOCK && hidden.len() >= n * width);
-        if self.cfg.loss == LossKind::Hs || self.cfg.head == Head::Linear || k == 0 {
+        if self.cfg.loss == LossKind::Hs
+            || self.cfg.head == Head::Linear
+            || self.cfg.fasttext_compat
+            || k == 0
+        {
             return (0..n)
                 .map(|j| {
                     let h = &hidden[j * width..(j + 1) * width];
@@ -623,7 +658,11 @@ impl Model {
         let tree = self.tree.as_ref().expect("hs model has a tree");
         let dim = self.cfg.dim;
         let inv_t = 1.0 / self.cfg.temperature;
-        let floor = if threshold > 0.0 {
+        let floor = if self.cfg.fasttext_compat {
+            // fastText prunes at ln(threshold + 1e-5), so even at threshold 0 a label
+            // below 1e-5 is never returned.
+            loss::ft_log(threshold)
+        } else if threshold > 0.0 {
             threshold.ln()
         } else {
             f32::NEG_INFINITY
@@ -645,10 +684,16 @@ impl Model {
             }
             let r = node - tree.n;
             let x = dot(&self.output[r * dim..(r + 1) * dim], hidden) * inv_t;
-            // ln σ(-x) = ln σ(x) - x: one logarithm per node.
-            let ls = kernels::log_sigmoid(x);
-            let left = (tree.left[node], lp + ls - x);
-            let right = (tree.right[node], lp + ls);
+            let (left, right) = if self.cfg.fasttext_compat {
+                (
+                    (tree.left[node], lp + loss::ft_branch(x, false)),
+                    (tree.right[node], lp + loss::ft_branch(x, true)),
+                )
+            } else {
+                // ln σ(-x) = ln σ(x) - x: one logarithm per node.
+                let ls = kernels::log_sigmoid(x);
+                ((tree.left[node], lp + ls - x), (tree.right[node], lp + ls))
+            };
             if x >= 0.0 {
                 stack.extend([left, right]);
             } else {
@@ -880,6 +925,7 @@ mod tests {
             dense: vec![],
             idf: vec![],
             history: vec![],
+            vocab: None,
         };
         m.cfg.tokenizer = TokenizerConfig::default();
         let mut p = Vec::new();
@@ -912,6 +958,7 @@ mod tests {
             dense: vec![],
             idf: vec![],
             history: vec![],
+            vocab: None,
         }
     }
 

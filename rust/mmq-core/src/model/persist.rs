@@ -5,7 +5,112 @@ use super::{EpochRecord, Model, ModelConfig, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::quant::{quantizer_from_parts, quantizer_header, quantizer_parts};
 use crate::io::{self, Tensor};
+use crate::text::vocab::Vocab;
 use serde_json::json;
+use std::sync::Arc;
+
+/// The tensors of an imported model's dictionary: its words (each followed by a NUL),
+/// their counts (low and high 32 bits) and, after a cutoff, the kept buckets (bucket,
+/// index).
+fn vocab_tensors(v: &Vocab) -> Result<Vec<(String, Tensor)>> {
+    let mut words = Vec::new();
+    for w in &v.words {
+        if w.as_bytes().contains(&0) {
+            return Err(MmqError::InvalidInput(format!(
+                "the vocabulary word {w:?} holds a NUL byte"
+            )));
+        }
+        words.extend_from_slice(w.as_bytes());
+        words.push(0);
+    }
+    let counts = v
+        .counts
+        .iter()
+        .flat_map(|&c| [c as u32, (c >> 32) as u32])
+        .collect();
+    let mut t = vec![
+        (
+            "vocab.words".to_string(),
+            Tensor::U8(vec![words.len()], words),
+        ),
+        (
+            "vocab.counts".to_string(),
+            Tensor::U32(vec![v.counts.len(), 2], counts),
+        ),
+    ];
+    if let Some(p) = &v.prune {
+        let mut pairs: Vec<(u32, u32)> = p.iter().map(|(&b, &j)| (b, j)).collect();
+        pairs.sort_unstable();
+        let flat = pairs.iter().flat_map(|&(b, j)| [b, j]).collect();
+        t.push((
+            "vocab.prune".to_string(),
+            Tensor::U32(vec![pairs.len(), 2], flat),
+        ));
+    }
+    Ok(t)
+}
+
+/// The dictionary of an imported model, from its header entry `h` and its tensors.
+fn read_vocab(
+    h: &serde_json::Value,
+    t: &mut std::collections::HashMap<String, Tensor>,
+    what: &str,
+) -> Result<Vocab> {
+    let bad = |reason: String| MmqError::InvalidModelFile {
+        path: what.to_string(),
+        reason: format!("vocabulary: {reason}"),
+    };
+    let n = h["words"]
+        .as_u64()
+        .ok_or_else(|| bad("no word count".into()))? as usize;
+    let prefix = h["label_prefix"]
+        .as_str()
+        .ok_or_else(|| bad("no label prefix".into()))?;
+    let pruned = h["pruned"]
+        .as_bool()
+        .ok_or_else(|| bad("no pruned flag".into()))?;
+    let Some(Tensor::U8(_, bytes)) = t.remove("vocab.words") else {
+        return Err(bad("missing u8 tensor vocab.words".into()));
+    };
+    if bytes.last().is_some_and(|&b| b != 0) {
+        return Err(bad("the words do not end with a NUL".into()));
+    }
+    let words: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .take(bytes.iter().filter(|&&b| b == 0).count())
+        .map(|w| {
+            String::from_utf8(w.to_vec()).map_err(|e| bad(format!("a word is not UTF-8: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    if words.len() != n {
+        return Err(bad(format!("{} words, the header says {n}", words.len())));
+    }
+    let c = io::take_u32(t, "vocab.counts", what)?;
+    if c.len() != 2 * n {
+        return Err(bad(format!("{} count halves for {n} words", c.len())));
+    }
+    let counts = c
+        .chunks_exact(2)
+        .map(|p| p[0] as u64 | (p[1] as u64) << 32)
+        .collect();
+    let prune = if pruned {
+        let p = io::take_u32(t, "vocab.prune", what)?;
+        if p.len() % 2 != 0 {
+            return Err(bad("vocab.prune holds an odd number of values".into()));
+        }
+        let k = p.len() / 2;
+        let mut map = std::collections::HashMap::with_capacity(k);
+        for pair in p.chunks_exact(2) {
+            if pair[1] as usize >= k || map.insert(pair[0], pair[1]).is_some() {
+                return Err(bad(format!("bad kept bucket {} -> {}", pair[0], pair[1])));
+            }
+        }
+        Some(map)
+    } else {
+        None
+    };
+    Vocab::new(words, counts, prune, prefix).map_err(|e| bad(e.to_string()))
+}
 
 impl io::StoredConfig for ModelConfig {
     const KIND: &'static str = "classifier";
@@ -26,14 +131,19 @@ impl Model {
                 Ok(json!({"name": d.name, "offset": d.offset, "quantizer": params}))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(json!({
+        let mut h = json!({
             "kind": <ModelConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
             "labels": self.labels,
             "label_counts": self.label_counts,
             "dense": dense,
             "history": self.history,
-        }))
+        });
+        if let Some(v) = &self.vocab {
+            h["vocab"] = json!({"words": v.words.len(), "label_prefix": v.label_prefix,
+                                "pruned": v.prune.is_some()});
+        }
+        Ok(h)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -59,10 +169,18 @@ impl Model {
             "token_ids".into(),
             Tensor::U32(vec![rows], self.index.ids.clone()),
         ));
+        if let Some(v) = &self.vocab {
+            tensors.extend(vocab_tensors(v)?);
+        }
         io::to_bytes(&header, &tensors)
     }
 
+    /// The model in `bytes`: an mmq classifier file, or a fastText `.bin` / `.ftz`
+    /// (imported: [`super::fasttext`]).
     pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        if super::fasttext::is_fasttext(bytes) {
+            return super::fasttext::import(bytes, what);
+        }
         let bad = |reason: String| MmqError::InvalidModelFile {
             path: what.to_string(),
             reason,
@@ -125,6 +243,7 @@ impl Model {
             tree,
             idf: Vec::new(),
             history: Vec::new(),
+            vocab: None,
         };
         m.input = io::take_f32(&mut t, "input", &[m.index.len(), m.width()], what)?;
         m.output = io::take_f32(&mut t, "output", &[m.n_out(), m.width()], what)?;
@@ -132,6 +251,9 @@ impl Model {
             m.idf = io::take_f32(&mut t, "idf", &[m.index.len()], what)?;
         }
         m.history = EpochRecord::read_all(&header, "history", what)?;
+        if let Some(h) = header.get("vocab") {
+            m.vocab = Some(Arc::new(read_vocab(h, &mut t, what)?));
+        }
         io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
     }
@@ -172,6 +294,7 @@ mod tests {
                 valid_accuracy: 0.75,
                 best: true,
             }],
+            vocab: None,
         }
     }
 

@@ -5,9 +5,11 @@
 //! word n-grams (over the word hashes, EOS included). Unlike fastText, words are hashed
 //! into the buckets too (no vocabulary), so tokenizing is stateless and streams.
 use super::hash::{fnv1a, NGRAM_MULT};
+use super::vocab::Vocab;
 use crate::error::{MmqError, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// fastText's end-of-sentence token, appended to every row.
 pub const EOS: &str = "</s>";
@@ -129,6 +131,8 @@ impl TokenizerConfig {
 pub struct Tokenizer {
     cfg: TokenizerConfig,
     eos_hash: u32,
+    /// A fastText model's dictionary (imported models only): see [`Vocab`].
+    vocab: Option<Arc<Vocab>>,
 }
 
 /// Reusable buffers so tokenizing a row allocates nothing once warm.
@@ -188,7 +192,22 @@ impl Tokenizer {
         Ok(Self {
             cfg,
             eos_hash: fnv1a(EOS.as_bytes()),
+            vocab: None,
         })
+    }
+
+    /// A tokenizer that gives fastText's ids of a model with this dictionary: a word of
+    /// `vocab` is its id, a word outside it gives no id of its own (its char n-grams
+    /// and the word n-grams still count), a hashed token is `nwords + bucket` (or its kept
+    /// index), and a token with the label prefix is skipped.
+    pub fn with_vocab(cfg: TokenizerConfig, vocab: Option<Arc<Vocab>>) -> Result<Self> {
+        let mut t = Self::new(cfg)?;
+        t.vocab = vocab;
+        Ok(t)
+    }
+
+    pub fn vocab(&self) -> Option<&Arc<Vocab>> {
+        self.vocab.as_ref()
     }
 
     pub fn config(&self) -> &TokenizerConfig {
@@ -208,12 +227,39 @@ impl Tokenizer {
         out
     }
 
+    /// The ids of one word as fastText's `getSubwords` gives them: the word's own id (if
+    /// it has one), then its char n-grams. Nothing else of a row (no end of sentence,
+    /// no word n-grams).
+    pub fn subwords(&self, word: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        let bucket = self.cfg.bucket;
+        let own = match self.vocab.as_deref() {
+            None => Some(fnv1a(word.as_bytes()) % bucket),
+            Some(v) => v.word_id(word),
+        };
+        out.extend(own);
+        if self.cfg.maxn > 0 && word != EOS {
+            let mut buf = Vec::new();
+            self.char_ngrams(word, &mut buf, &mut |b, _, _| {
+                out.extend(match self.vocab.as_deref() {
+                    None => Some(b),
+                    Some(v) => v.hashed(b),
+                })
+            });
+        }
+        out
+    }
+
     /// Token ids with a readable form of each token (for explanations and debugging).
     pub fn tokenize_verbose(&self, text: &str) -> Vec<(u32, TokenKind, String)> {
         let mut out = Vec::new();
         let mut scratch = Scratch::default();
         let text = self.prepared(text);
-        let words: Vec<&str> = self.words(&text).collect();
+        let vocab = self.vocab.as_deref();
+        let words: Vec<&str> = self
+            .words(&text)
+            .filter(|w| !vocab.is_some_and(|v| v.is_label(w)))
+            .collect();
         self.visit_words(&text, &mut scratch, &mut |id, kind, s| {
             let shown = match s {
                 Shown::Str(s) => s.to_string(),
@@ -265,18 +311,50 @@ impl Tokenizer {
         scratch: &mut Scratch,
         emit: &mut F,
     ) {
+        match self.vocab.as_deref() {
+            None => self.visit_hashed(text, scratch, emit, Some, |w| Some(w.1 % w.0)),
+            Some(v) => self.visit_hashed(text, scratch, emit, |b| v.hashed(b), |w| v.word_id(w.2)),
+        }
+    }
+
+    /// The token ids of a row: `word_id` gives a word's own id (from `(bucket, hash,
+    /// word)`), `hashed` the id of a hashed token in a bucket (`None`: no id).
+    fn visit_hashed<F, H, W>(
+        &self,
+        text: &str,
+        scratch: &mut Scratch,
+        emit: &mut F,
+        hashed: H,
+        word_id: W,
+    ) where
+        F: FnMut(u32, TokenKind, Shown<'_>),
+        H: Fn(u32) -> Option<u32>,
+        W: Fn((u32, u32, &str)) -> Option<u32>,
+    {
         let bucket = self.cfg.bucket;
+        let vocab = self.vocab.as_deref();
         scratch.word_hashes.clear();
         for word in self.words(text) {
+            if vocab.is_some_and(|v| v.is_label(word)) {
+                continue;
+            }
             let h = fnv1a(word.as_bytes());
             scratch.word_hashes.push(h);
-            emit(h % bucket, TokenKind::Word, Shown::Str(word));
+            if let Some(id) = word_id((bucket, h, word)) {
+                emit(id, TokenKind::Word, Shown::Str(word));
+            }
             if self.cfg.maxn > 0 {
-                self.char_ngrams(word, &mut scratch.bounded, emit);
+                self.char_ngrams(word, &mut scratch.bounded, &mut |b, kind, s| {
+                    if let Some(id) = hashed(b) {
+                        emit(id, kind, s)
+                    }
+                });
             }
         }
         scratch.word_hashes.push(self.eos_hash);
-        emit(self.eos_hash % bucket, TokenKind::Word, Shown::Str(EOS));
+        if let Some(id) = word_id((bucket, self.eos_hash, EOS)) {
+            emit(id, TokenKind::Word, Shown::Str(EOS));
+        }
         let n = self.cfg.word_ngrams as usize;
         if n > 1 {
             // The hash of hs[i..=j] extends the one of hs[i..j] (`word_ngram_hash`), so
@@ -289,11 +367,9 @@ impl Tokenizer {
                     h = h
                         .wrapping_mul(NGRAM_MULT)
                         .wrapping_add(next as i32 as i64 as u64);
-                    emit(
-                        (h % bucket as u64) as u32,
-                        TokenKind::WordNgram,
-                        Shown::Ngram(i, len),
-                    );
+                    if let Some(id) = hashed((h % bucket as u64) as u32) {
+                        emit(id, TokenKind::WordNgram, Shown::Ngram(i, len));
+                    }
                 }
             }
         }

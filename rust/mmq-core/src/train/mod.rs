@@ -279,6 +279,7 @@ pub fn train_with(
         dense: Vec::new(),
         idf,
         history: Vec::new(),
+        vocab: None,
     };
     // One epoch at a time (the same shuffles and learning rates as one call over all
     // epochs); with a validation split each epoch is scored and the best one kept.
