@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import polars as pl
+import pytest
 
 from mmq.cli import main, read_fasttext
 
@@ -161,3 +162,57 @@ def test_train_reports_the_rows_read_before_training(tmp_path, topics, capsys):
     n = topics.filter(pl.col("split") == "train").height
     assert err.startswith(f"Read {n:,} rows, 5 labels\n"), err[:200]
     assert err.rstrip().splitlines()[-1].startswith("Trained in")
+
+
+def test_fasttexts_other_verbs(tmp_path, topics, capsys):
+    """test-label, print-sentence-vectors, print-word-vectors, nn and dump give what the
+    Python API gives (itself checked against the official fastText)."""
+    import numpy as np
+
+    import mmq
+    import mmq.fasttext as ft
+
+    train = topics.filter(pl.col("split") == "train")
+    test = topics.filter(pl.col("split") == "test")
+    write_ft(tmp_path / "train.txt", train)
+    write_ft(tmp_path / "test.txt", test)
+    model = str(tmp_path / "model")
+    assert main(["supervised", "-input", str(tmp_path / "train.txt"), "-output", model, "-dim", "8",
+                 "-epoch", "5", "-lr", "0.5", "-thread", "1", "-quiet"]) == 0
+    capsys.readouterr()
+    path = model + ".mmq"
+    clf = mmq.load(path)
+
+    assert main(["test-label", path, str(tmp_path / "test.txt")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("F1-Score")]
+    want = ft.load_model(path).test_label(str(tmp_path / "test.txt"))
+    assert len(lines) == len(want)
+    for line in lines:
+        parts = line.split()
+        assert float(parts[2]) == pytest.approx(want[parts[-1]]["f1score"], abs=1e-6)
+        assert float(parts[5]) == pytest.approx(want[parts[-1]]["precision"], abs=1e-6)
+
+    def run(*args, stdin):
+        r = subprocess.run([sys.executable, "-m", "mmq.cli", *args], input=stdin, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    texts = test["text"].head(5).to_list()
+    vecs = np.array([[float(v) for v in line.split()] for line in run("print-sentence-vectors", path,
+                                                                       stdin="\n".join(texts) + "\n")])
+    np.testing.assert_allclose(vecs, clf.embed(texts), rtol=1e-4, atol=1e-5)
+    words = texts[0].split()[:3]
+    out = run("print-word-vectors", path, stdin=" ".join(words) + "\n")
+    assert [line.split()[0] for line in out] == words
+    np.testing.assert_allclose(np.array([[float(v) for v in line.split()[1:]] for line in out]),
+                               clf.word_vectors(words), rtol=1e-4, atol=1e-5)
+    cand = list(dict.fromkeys(w for t in train["text"].to_list() for w in t.split()))
+    out = run("nn", path, "3", "-words", str(tmp_path / "train.txt"), stdin=words[0] + "\n")
+    assert [line.split()[0] for line in out] == [w for _, w in clf.nearest(words[0], 3, words=cand)]
+    out = run("dump", path, "input", stdin="")
+    assert out[0] == f"{clf._model.n_rows} 8" and len(out) == clf._model.n_rows + 1
+    out = run("dump", path, "output", stdin="")
+    assert out[0] == f"{len(clf.labels)} 8"
+    out = run("dump", path, "dict", stdin="")
+    assert int(out[0]) == len(clf.labels) and all(line.endswith(" label") for line in out[1:])
+    assert any(line.startswith("dim 8") for line in run("dump", path, "args", stdin=""))

@@ -499,6 +499,108 @@ class Classifier:
             self.__dict__.update(saved)
             raise
 
+    def _text_model(self, what: str):
+        """The fitted model when it is a text (or discrete-fusion) model, else an error."""
+        m = self._fitted()
+        if not isinstance(m, _mmq.RustClassifier):
+            kind = (f"fusion={self.fusion!r}" if self.fusion != "discrete" else
+                    f"blend={self.blend!r}" if self.blend else "several text or categorical columns")
+            raise InvalidParameterError(
+                f"{what} works with text models and discrete fusion (dense columns as codes); not yet with {kind}")
+        return m
+
+    def partial_fit(self, data: Any, text: str = "text", label: str = "label", *, epoch: Optional[int] = None,
+                    lr: Optional[float] = None, frozen: bool = False) -> "Classifier":
+        """Continue training on new rows (incremental training); returns self.
+
+        The fitted model's weights are the starting point: its tokens keep their rows,
+        tokens it has never seen get new rows, and labels it has never seen are added
+        after its own (``labels`` keeps its order and appends them; with ``loss='hs'``
+        new labels are an error, as its tree is fixed). The hashing, tokenizer, dense
+        quantizers and head stay the model's. ``epoch`` and ``lr`` default to the model's;
+        the learning rate decays from ``lr`` to 0 over these epochs, as in a fit.
+        ``frozen=True`` trains only the tokens the model has rows for (what
+        ``quantize(retrain=True)`` does after a cutoff). An unfitted classifier is fitted.
+        Text models and discrete fusion only; a model fitted with scikit-learn's
+        ``fit(X, y)`` is refused (its ``classes_`` would change)."""
+        if self._model is None:
+            if frozen:
+                raise InvalidParameterError("frozen=True needs a fitted model to continue from")
+            return self.fit(data, text, label)
+        model = self._text_model("partial_fit")
+        if self._sk is not None:
+            raise InvalidParameterError("partial_fit continues models fitted on frames (fit(df)); this one was "
+                                        "fitted with fit(X, y)")
+        if not isinstance(text, str):
+            raise InvalidParameterError(f"partial_fit reads one text column (a str), got {type(text).__name__}")
+        if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1):
+            raise InvalidParameterError(f"epoch must be an integer >= 1, got {epoch!r}")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                               or lr <= 0):
+            raise InvalidParameterError(f"lr must be a number > 0, got {lr!r}")
+        saved = dict(self.__dict__)
+        try:
+            df = as_frame(collect(data) if isinstance(data, pl.LazyFrame) else data)
+            t, y = text_series(df, text), label_series(df, label)
+            cfg = json.loads(model.config_json)
+            cfg["epoch"] = self.epoch if epoch is None else int(epoch)
+            cfg["lr"] = cfg["lr"] if lr is None else float(lr)
+            cfg["threads"] = self._config()["threads"]
+            with progress_for(self.progress) as cb:
+                self._model = _mmq.RustClassifier.fit(
+                    json.dumps(cfg), t, y, text, label, cb, [], self._dense_args(df), None, None, False, None,
+                    self._class_weights(y), init=model, frozen=frozen)
+            self._plugin_path = None
+            return self
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def quantize(self, data: Any = None, *, cutoff: int = 0, dsub: int = 2, qnorm: bool = False, qout: bool = False,
+                 retrain: bool = False, epoch: Optional[int] = None, lr: Optional[float] = None, text: str = "text",
+                 label: str = "label", seed: int = 1234) -> "Classifier":
+        """Compress the model in place, as fastText's ``quantize`` does; returns self.
+
+        ``cutoff`` > 0 keeps the ``cutoff`` token rows of largest norm (the other tokens
+        become unknown); each row is then product-quantized, ``dsub`` dimensions per byte
+        (256 centroids per sub-vector); ``qnorm`` stores each row's norm apart in one byte;
+        ``qout`` quantizes the output matrix too. ``retrain`` (with ``cutoff`` and the
+        training ``data``) trains the kept rows again for ``epoch`` epochs (default: the
+        model's) at ``lr`` before the final quantization, as fastText does after a cutoff.
+        The saved file holds codes and codebooks instead of floats (and the token ids as
+        varint gaps); predictions of the saved and loaded model are those of the quantized
+        model. Text models and discrete fusion only."""
+        model = self._text_model("quantize")
+        for name, v in (("cutoff", cutoff), ("dsub", dsub), ("seed", seed)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "dsub" else 0):
+                raise InvalidParameterError(f"{name} must be an integer >= {1 if name == 'dsub' else 0}, got {v!r}")
+        for name, v in (("qnorm", qnorm), ("qout", qout), ("retrain", retrain)):
+            if not isinstance(v, bool):
+                raise InvalidParameterError(f"{name} must be True or False, got {v!r}")
+        if retrain and data is None:
+            raise InvalidParameterError("retrain=True trains again on the training data: quantize(train_df, "
+                                        "cutoff=..., retrain=True)")
+        if model.quantized_json is not None:
+            raise InvalidParameterError("the model is quantized already")
+        if retrain and 0 < cutoff < model.n_rows:
+            # As fastText: the kept rows are trained again on their own (every other
+            # token unknown), then quantized.
+            retrain_on = Classifier._from_rust(model.prune(cutoff))
+            retrain_on.progress, retrain_on.threads = self.progress, self.threads
+            model = retrain_on.partial_fit(data, text, label, epoch=epoch, lr=lr, frozen=True)._model
+        self._model = model.quantize(cutoff, dsub, qnorm, qout, seed)
+        self._plugin_path = None
+        return self
+
+    @property
+    def quantized(self) -> Optional[dict]:
+        """The options the model was quantized with (``cutoff``, ``dsub``, ``qnorm``,
+        ``qout``, ``seed``), or None when it is not quantized."""
+        m = self._fitted()
+        q = getattr(m, "quantized_json", None)
+        return None if q is None else json.loads(q)
+
     @staticmethod
     def _labels_given(data: Any, text: Any, label: str) -> bool:
         """Whether ``fit(data, text, label)`` passes the labels as its second argument
@@ -1022,6 +1124,64 @@ class Classifier:
         return tokenize(data, text=text, word_ngrams=self._check_params()["word_ngrams"], minn=self.minn,
                         maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
                         **self._tokenizer_flags())
+
+    def embed(self, data: Any, text: str = "text") -> np.ndarray:
+        """Row embeddings: each row's hidden vector, as the model computes it before the
+        output layer (float32, rows × dim): the weighted mean of the rows of its known
+        tokens (text and, for discrete fusion, visual words weighted by ``alpha``); for
+        ``head='linear'`` the label scores of its normalised features, without the bias.
+        fastText's ``get_sentence_vector`` is this for one line. Text models and discrete
+        fusion; ``data`` as for :meth:`predict`."""
+        m = self._text_model("embed")
+        if self._sk is not None:
+            data, text = self._sk_input(data, text)
+        return m.embed(text_series(data, text), self._dargs(data))
+
+    def word_vectors(self, words: Sequence[str]) -> np.ndarray:
+        """One vector per word (float32, len(words) × dim): the mean of the rows the model
+        has for the word and its char n-grams (fastText's ``get_word_vector``); zeros
+        when it has none."""
+        m = self._text_model("word_vectors")
+        if isinstance(words, str):
+            raise InvalidParameterError("word_vectors takes a list of words; for one word pass [word]")
+        out = np.zeros((len(words), m.embeddings([]).shape[1]), dtype=np.float32)
+        for i, w in enumerate(words):
+            if not isinstance(w, str):
+                raise InvalidInputError(f"word {i} is a {type(w).__name__}, expected a str")
+            rows = m.embeddings([int(t) for t in m.word_ids(w)])
+            rows = rows[~np.isnan(rows).any(axis=1)]
+            if len(rows):
+                out[i] = rows.mean(axis=0)
+        return out
+
+    def nearest(self, word: str, k: int = 10, words: Optional[Sequence[str]] = None) -> list:
+        """The ``k`` words most similar to ``word`` by the cosine of their
+        :meth:`word_vectors`, as ``[(similarity, word), ...]`` (fastText's
+        ``get_nearest_neighbors``), ``word`` itself left out. mmq hashes words and keeps
+        no list of them, so the candidates are ``words`` (for example the training
+        texts' words); a model imported from fastText searches its own dictionary when
+        ``words`` is None. Words without any known row are skipped."""
+        m = self._text_model("nearest")
+        check_k(k)
+        if words is None:
+            v = m.vocab()
+            if v is None:
+                raise InvalidParameterError(
+                    "nearest needs the candidate words: nearest(word, k, words=[...]) (mmq hashes words and keeps no "
+                    "list of them; only a model imported from fastText has its dictionary)")
+            words = v[0]
+        cand = list(dict.fromkeys(w for w in words if w != word))
+        q = self.word_vectors([word])[0]
+        qn = float(np.linalg.norm(q))
+        if qn == 0 or not cand:
+            return []
+        vecs = self.word_vectors(cand)
+        norms = np.linalg.norm(vecs, axis=1)
+        ok = norms > 0
+        sims = np.full(len(cand), -np.inf, dtype=np.float64)
+        sims[ok] = (vecs[ok] @ q) / (norms[ok] * qn)
+        order = np.argsort(-sims, kind="stable")[:k]
+        return [(float(sims[i]), cand[i]) for i in order if np.isfinite(sims[i])]
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:

@@ -4,6 +4,13 @@
     mmq test model.mmq test.txt [k] [threshold]
     mmq predict model.mmq test.txt [k] [threshold]      (test.txt "-": stdin, answered as lines arrive)
     mmq predict-prob model.mmq test.txt [k] [threshold] (k -1: every label)
+    mmq test-label model.mmq test.txt [k] [threshold]   (per-label F1, precision, recall)
+    mmq quantize -output model [-input train.txt -cutoff N -retrain -qnorm -qout -dsub 2]
+                                                        (model.mmq or model.bin -> model.ftz)
+    mmq print-sentence-vectors model.mmq < text         (one vector per line of stdin)
+    mmq print-word-vectors model.mmq < words            (one vector per word of stdin)
+    mmq nn model.mmq [k] -words train.txt               (nearest words of each query on stdin)
+    mmq dump model.mmq args|dict|input|output
     mmq demo
 
 Inputs are fastText text files (``__label__x some text`` per line; ``-`` is stdin) or
@@ -165,6 +172,108 @@ def _predict(a: argparse.Namespace, probs: bool) -> int:
     return 0
 
 
+def _test_label(a: argparse.Namespace) -> int:
+    clf = load_classifier(a.model)
+    df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
+    r = clf.test(df, k=a.k, threshold=a.threshold)
+    for row in r.per_label.iter_rows(named=True):
+        print(f"F1-Score : {row['f1']:.6f}  Precision : {row['precision']:.6f}  "
+              f"Recall : {row['recall']:.6f}   {a.label}{row['label']}")
+    print(r)
+    return 0
+
+
+def _model_path(output: str) -> str:
+    """fastText's quantize names the model by -output without suffix: model.mmq, else
+    model.bin (a fastText model, imported), else the path as given."""
+    for p in (output + ".mmq", output + ".bin", output):
+        if Path(p).exists():
+            return p
+    raise InvalidInputError(f"no model to quantize: none of {output}.mmq, {output}.bin, {output} exists")
+
+
+def _quantize(a: argparse.Namespace) -> int:
+    src = _model_path(a.output)
+    clf = load_classifier(src)
+    clf.progress = not a.quiet
+    if a.thread is not None:
+        clf.threads = a.thread
+    if a.retrain and not a.input:
+        raise InvalidInputError("-retrain needs -input (the training file)")
+    data = read_input(a.input, a.textColumn, a.labelColumn, a.label) if a.retrain and a.cutoff else None
+    clf.quantize(data, cutoff=a.cutoff, dsub=a.dsub, qnorm=a.qnorm, qout=a.qout, retrain=data is not None,
+                 epoch=a.epoch, lr=a.lr)
+    out = a.output[:-len(".mmq")] if a.output.endswith(".mmq") else a.output
+    out += ".ftz"
+    clf.save(out)
+    if not a.quiet:
+        print(f"Quantized {src} ({Path(src).stat().st_size / 1e6:.2f} MB) -> {out} "
+              f"({Path(out).stat().st_size / 1e6:.2f} MB, mmq's file format)", file=sys.stderr)
+    return 0
+
+
+def _vector_line(v) -> str:
+    return " ".join(f"{x:.5g}" for x in v.tolist())
+
+
+def _print_sentence_vectors(a: argparse.Namespace) -> int:
+    clf = load_classifier(a.model)
+    for df in stdin_batches(a.label):
+        vecs = clf.embed(df)
+        if len(vecs):
+            sys.stdout.write("\n".join(_vector_line(v) for v in vecs) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def _print_word_vectors(a: argparse.Namespace) -> int:
+    clf = load_classifier(a.model)
+    for df in stdin_batches(a.label):
+        words = [w for t in df["text"].to_list() for w in t.split()]
+        if words:
+            vecs = clf.word_vectors(words)
+            sys.stdout.write("\n".join(f"{w} {_vector_line(v)}" for w, v in zip(words, vecs)) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def _nn(a: argparse.Namespace) -> int:
+    clf = load_classifier(a.model)
+    words = None
+    if a.words:
+        text = read_input(a.words, "text", "label", a.label, need_label=False)["text"]
+        words = list(dict.fromkeys(w for t in text.to_list() for w in t.split()))
+    for df in stdin_batches(a.label):
+        for query in (w for t in df["text"].to_list() for w in t.split()):
+            for sim, w in clf.nearest(query, a.k, words=words):
+                print(f"{w} {sim:.6g}")
+        sys.stdout.flush()
+    return 0
+
+
+def _dump(a: argparse.Namespace) -> int:
+    clf = load_classifier(a.model)
+    m = clf._fitted()
+    if a.option == "args":
+        for k, v in clf.get_params().items():
+            print(f"{k} {v}")
+    elif a.option == "dict":
+        vocab = m.vocab() if hasattr(m, "vocab") else None
+        labels = list(zip(clf.labels, m.label_counts)) if hasattr(m, "label_counts") else [(x, 0) for x in clf.labels]
+        print(len(labels) + (len(vocab[0]) if vocab else 0))
+        for w, c in zip(*vocab) if vocab else ():
+            print(f"{w} {c} word")
+        for lab, c in labels:
+            print(f"{a.label}{lab} {c} label")
+    else:
+        x = clf._text_model("dump input/output")
+        mat = x.embeddings([int(t) for t in x.token_ids()]) if a.option == "input" else x.output_matrix()
+        print(f"{mat.shape[0]} {mat.shape[1]}")
+        for row in mat:
+            print(_vector_line(row))
+    return 0
+
+
 def _demo(a: argparse.Namespace) -> int:
     import tempfile
 
@@ -268,6 +377,38 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "test":
             sp.add_argument("--per-label", action="store_true", help="print per-label P/R/F1")
         io_opts(sp)
+    sp = sub.add_parser("test-label", help="per-label F1, precision and recall")
+    sp.add_argument("model")
+    sp.add_argument("input")
+    sp.add_argument("k", nargs="?", type=int, default=1)
+    sp.add_argument("threshold", nargs="?", type=float, default=0.0)
+    io_opts(sp)
+    sp = sub.add_parser("quantize", help="compress a model (fastText's quantize): model -> model.ftz")
+    sp.add_argument("-output", "--output", required=True, help="the model, without suffix (model.mmq or model.bin)")
+    sp.add_argument("-input", "--input", default=None, help="training file (for -retrain)")
+    sp.add_argument("-cutoff", "--cutoff", type=int, default=0, help="token rows kept, largest norms first [0: all]")
+    sp.add_argument("-retrain", "--retrain", action="store_true", help="train the kept rows again (with -cutoff)")
+    sp.add_argument("-qnorm", "--qnorm", action="store_true", help="quantize the rows' norms apart")
+    sp.add_argument("-qout", "--qout", action="store_true", help="quantize the output matrix too")
+    sp.add_argument("-dsub", "--dsub", type=int, default=2, help="dimensions per byte [2]")
+    sp.add_argument("-epoch", "--epoch", type=int, default=None)
+    sp.add_argument("-lr", "--lr", type=float, default=None)
+    sp.add_argument("-thread", "--thread", type=int, default=None)
+    sp.add_argument("-quiet", "--quiet", action="store_true")
+    io_opts(sp)
+    for verb in ("print-sentence-vectors", "print-word-vectors"):
+        sp = sub.add_parser(verb, help="vectors of the lines (or words) of stdin")
+        sp.add_argument("model")
+        io_opts(sp)
+    sp = sub.add_parser("nn", help="nearest words of each query word on stdin")
+    sp.add_argument("model")
+    sp.add_argument("k", nargs="?", type=int, default=10)
+    sp.add_argument("-words", "--words", default=None, help="file whose words are the candidates")
+    io_opts(sp)
+    sp = sub.add_parser("dump", help="print the model's args, dict, input or output matrix")
+    sp.add_argument("model")
+    sp.add_argument("option", choices=["args", "dict", "input", "output"])
+    io_opts(sp)
     sp = sub.add_parser("demo", help="train and evaluate on a generated data set")
     sp.add_argument("--rows", type=int, default=20_000)
     sp.add_argument("-quiet", "--quiet", action="store_true")
@@ -283,7 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(a, probs=False)
         if a.verb == "predict-prob":
             return _predict(a, probs=True)
-        return _demo(a)
+        verbs = {"test-label": _test_label, "quantize": _quantize, "print-sentence-vectors": _print_sentence_vectors,
+                 "print-word-vectors": _print_word_vectors, "nn": _nn, "dump": _dump}
+        return verbs.get(a.verb, _demo)(a)
     except BrokenPipeError:  # `mmq predict ... | head`: stop quietly, as fastText (SIGPIPE) does
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush is quiet too

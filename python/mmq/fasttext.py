@@ -136,7 +136,25 @@ class FastText:
         return int(self.classifier.dim)
 
     def is_quantized(self) -> bool:
-        return False
+        return self.classifier.quantized is not None
+
+    def quantize(self, input: Union[str, os.PathLike, None] = None, qout: bool = False, cutoff: int = 0,
+                 retrain: bool = False, epoch: Optional[int] = None, lr: Optional[float] = None,
+                 thread: Optional[int] = None, verbose: Optional[int] = None, dsub: int = 2,
+                 qnorm: bool = False) -> None:
+        """Compress the model in place (:meth:`mmq.Classifier.quantize`): ``cutoff`` rows
+        of largest norm kept, ``dsub`` dims per byte, ``qnorm``, ``qout``; with ``retrain``
+        (and ``cutoff``) the kept rows are trained again on ``input``, as fastText does."""
+        if retrain and input is None:
+            raise InvalidParameterError("quantize(retrain=True) needs input=<path of the training file>")
+        clf = self.classifier
+        if thread is not None:
+            clf.threads = thread
+        if verbose is not None:
+            clf.progress = verbose >= 2
+        data = _frame(input, self.label) if retrain and cutoff else None
+        clf.quantize(data, cutoff=cutoff, dsub=dsub, qnorm=qnorm, qout=qout, retrain=bool(retrain and cutoff),
+                     epoch=epoch, lr=lr)
 
     def _bottleneck(self, what: str) -> Any:
         m = self.classifier._fitted()
@@ -161,6 +179,13 @@ class FastText:
         if "\n" in text:
             raise ValueError("predict processes one line at a time (remove '\\n')")
         return self._mean_rows(self.classifier.tokenize([text]).to_list()[0] or [])
+
+    def get_nearest_neighbors(self, word: str, k: int = 10, on_unicode_error: str = "strict") -> list:
+        """``[(similarity, word), ...]``: the ``k`` words of the training file (or of an
+        imported fastText model's dictionary) nearest to ``word`` by cosine
+        (:meth:`mmq.Classifier.nearest`)."""
+        words = None if self._words is None else self._words["word"].to_list()
+        return self.classifier.nearest(word, k, words=words)
 
     def get_word_vector(self, word: str) -> np.ndarray:
         """The mean of the rows of a word and its char n-grams (zeros when none is known)."""

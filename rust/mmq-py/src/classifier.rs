@@ -548,7 +548,7 @@ pub fn ranking_k(k: usize, threshold: f32, n_labels: usize) -> PyResult<usize> {
 impl PyClassifier {
     /// Train on a String column and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None, class_weight=None))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None, class_weight=None, init=None, frozen=false))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -565,7 +565,10 @@ impl PyClassifier {
         calibrate: bool,
         max_seconds: Option<f64>,
         class_weight: Option<std::collections::HashMap<String, f32>>,
+        init: Option<PyRef<'_, PyClassifier>>,
+        frozen: bool,
     ) -> PyResult<Self> {
+        let init = init.as_ref().map(|m| &m.model);
         crate::errors::guard("Classifier.fit", || {
             let deadline = crate::columns::deadline(max_seconds)?;
             let cfg = parse_config(config_json)?;
@@ -583,7 +586,16 @@ impl PyClassifier {
                 return Err(input_err("cannot fit on an empty frame (0 rows)"));
             }
             let texts = columns::texts(&text, text_name)?;
-            let (names, loffsets, lidx) = columns::labels(&labels, label_name, None)?;
+            let (names, loffsets, lidx) = match init {
+                None => columns::labels(&labels, label_name, None)?,
+                Some(m) => {
+                    // The starting model's labels keep their indices; new ones follow.
+                    let (new, _, _) = columns::labels(&labels, label_name, None)?;
+                    let mut names = m.labels.clone();
+                    names.extend(new.into_iter().filter(|l| !m.labels.contains(l)));
+                    columns::labels(&labels, label_name, Some(&names))?
+                }
+            };
             let class_weights = class_weight
                 .as_ref()
                 .map(|w| class_weights(w, &names))
@@ -592,7 +604,14 @@ impl PyClassifier {
                 .iter()
                 .map(|(n, q)| (n.clone(), q.q.clone()))
                 .collect();
-            let dense_inputs = assign_offsets(cfg.tokenizer.bucket, qs).py_err()?;
+            let dense_inputs = match init {
+                Some(m) => m.dense.clone(),
+                None => assign_offsets(cfg.tokenizer.bucket, qs).py_err()?,
+            };
+            let tokenizer = match init {
+                Some(m) => m.tokenizer().py_err()?,
+                None => tokenizer,
+            };
             let views = dense_views(&dense_inputs, &dense, texts.len())?;
             let valid_cols = match &valid {
                 Some((vt, vl, _)) => {
@@ -649,6 +668,8 @@ impl PyClassifier {
                     calibrate,
                     deadline,
                     class_weights: class_weights.as_deref(),
+                    init,
+                    frozen,
                 };
                 let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
                 model.dense = dense_inputs.clone();
@@ -678,6 +699,37 @@ impl PyClassifier {
                 flatten_ranked(&self.predict_rows(&texts, &batches, k, threshold, true), k)
             })?;
             Ok((idx.into_pyarray(py), probs.into_pyarray(py)))
+        })
+    }
+
+    /// Every row's hidden vector (the bag's weighted mean of its known tokens' rows, or
+    /// the linear head's label scores before the bias): an n × width array.
+    #[pyo3(signature = (text, dense=vec![]))]
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        text: PySeries,
+        dense: Vec<DenseArg<'py>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        crate::errors::guard("Classifier.embed", || {
+            let s = text.0;
+            let texts = columns::texts(&s, "text")?;
+            let batches = self.batches(py, &dense, texts.len())?;
+            let width = self.model.width();
+            let out = crate::pool::detach(py, || {
+                let mut out = vec![0.0f32; texts.len() * width];
+                out.par_chunks_mut(width).enumerate().for_each_init(
+                    || (Scratch::default(), Vec::new(), Vec::new()),
+                    |(scratch, ids, w), (i, h)| {
+                        self.row_tokens(texts[i], &batches, i, scratch, ids, w);
+                        self.model.hidden(ids, (!w.is_empty()).then_some(&w[..]), h);
+                    },
+                );
+                out
+            })?;
+            numpy::ndarray::Array2::from_shape_vec((texts.len(), width), out)
+                .map_err(|e| input_err(e.to_string()))
+                .map(|a| a.into_pyarray(py))
         })
     }
 
@@ -830,6 +882,7 @@ impl PyClassifier {
                     calibrate,
                     deadline,
                     class_weights: None,
+                    ..Default::default()
                 };
                 train::train_with(cfg, names, &data, &opts, &|_| true)
             });
@@ -881,6 +934,47 @@ impl PyClassifier {
                 .map_err(|e| input_err(e.to_string()))
                 .map(|a| a.into_pyarray(py))
         })
+    }
+
+    /// fastText's `quantize` ([`Model::quantize`]): a new, quantized classifier.
+    #[pyo3(signature = (cutoff=0, dsub=2, qnorm=false, qout=false, seed=1234))]
+    fn quantize(
+        &self,
+        py: Python<'_>,
+        cutoff: usize,
+        dsub: usize,
+        qnorm: bool,
+        qout: bool,
+        seed: u64,
+    ) -> PyResult<Self> {
+        crate::errors::guard("Classifier.quantize", || {
+            let o = mmq_core::model::compress::QuantizeOptions {
+                cutoff,
+                dsub,
+                qnorm,
+                qout,
+                seed,
+            };
+            let m = crate::pool::detach(py, || self.model.quantize(&o)).py_err()?;
+            Self::from_model(m)
+        })
+    }
+
+    /// A copy with the `cutoff` token rows of largest norm ([`Model::prune`]).
+    fn prune(&self, py: Python<'_>, cutoff: usize) -> PyResult<Self> {
+        crate::errors::guard("Classifier.quantize", || {
+            let m = crate::pool::detach(py, || self.model.prune(cutoff)).py_err()?;
+            Self::from_model(m)
+        })
+    }
+
+    /// The options a quantized model was quantized with (JSON), None for others.
+    #[getter]
+    fn quantized_json(&self) -> Option<String> {
+        self.model
+            .compressed
+            .as_ref()
+            .and_then(|c| serde_json::to_string(&c.opts).ok())
     }
 
     #[getter]

@@ -205,6 +205,7 @@ impl PyFusion {
                     calibrate,
                     deadline,
                     class_weights: None,
+                    ..Default::default()
                 };
                 train_fusion_with(cfg, names, &train, dim, &opts, &callback)
             });

@@ -340,6 +340,7 @@ impl PySets {
                     calibrate,
                     deadline,
                     class_weights: None,
+                    ..Default::default()
                 };
                 let mut m = train_sets_with(cfg, names, &train, &opts, &callback)?;
                 m.quantizers = qs;

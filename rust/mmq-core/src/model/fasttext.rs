@@ -501,6 +501,7 @@ pub fn import(bytes: &[u8], what: &str) -> Result<Model> {
         idf: Vec::new(),
         history: Vec::new(),
         vocab: Some(Arc::new(vocab)),
+        compressed: None,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The shallow classifier: a bag of token embeddings, averaged, then a linear output
 //! layer with one of fastText's losses.
+pub mod compress;
 pub mod dense;
 pub mod fasttext;
 pub mod fusion;
@@ -310,6 +311,9 @@ pub struct Model {
     pub history: Vec<EpochRecord>,
     /// The word dictionary of a model imported from fastText (its tokenizer's ids).
     pub vocab: Option<Arc<Vocab>>,
+    /// The codes and codebooks of a quantized model ([`Model::quantize`]), which its
+    /// file stores instead of the weights (`input` and `output` hold them decoded).
+    pub compressed: Option<Arc<compress::Compressed>>,
 }
 
 /// One epoch of a run with a validation split.
@@ -926,6 +930,7 @@ mod tests {
             idf: vec![],
             history: vec![],
             vocab: None,
+            compressed: None,
         };
         m.cfg.tokenizer = TokenizerConfig::default();
         let mut p = Vec::new();
@@ -959,6 +964,7 @@ mod tests {
             idf: vec![],
             history: vec![],
             vocab: None,
+            compressed: None,
         }
     }
 

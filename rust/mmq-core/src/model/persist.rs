@@ -143,6 +143,9 @@ impl Model {
             h["vocab"] = json!({"words": v.words.len(), "label_prefix": v.label_prefix,
                                 "pruned": v.prune.is_some()});
         }
+        if let Some(q) = self.compressed_header()? {
+            h["quantized"] = q;
+        }
         Ok(h)
     }
 
@@ -154,21 +157,25 @@ impl Model {
         }
         let header = self.header()?;
         let rows = self.index.len();
-        tensors.push((
-            "input".into(),
-            Tensor::F32(vec![rows, self.width()], self.input.clone()),
-        ));
-        tensors.push((
-            "output".into(),
-            Tensor::F32(vec![self.n_out(), self.width()], self.output.clone()),
-        ));
+        if let Some(c) = &self.compressed {
+            tensors.extend(self.compressed_tensors(c)?);
+        } else {
+            tensors.push((
+                "input".into(),
+                Tensor::F32(vec![rows, self.width()], self.input.clone()),
+            ));
+            tensors.push((
+                "output".into(),
+                Tensor::F32(vec![self.n_out(), self.width()], self.output.clone()),
+            ));
+            tensors.push((
+                "token_ids".into(),
+                Tensor::U32(vec![rows], self.index.ids.clone()),
+            ));
+        }
         if !self.idf.is_empty() {
             tensors.push(("idf".into(), Tensor::F32(vec![rows], self.idf.clone())));
         }
-        tensors.push((
-            "token_ids".into(),
-            Tensor::U32(vec![rows], self.index.ids.clone()),
-        ));
         if let Some(v) = &self.vocab {
             tensors.extend(vocab_tensors(v)?);
         }
@@ -192,7 +199,11 @@ impl Model {
             labels,
             label_counts,
         } = io::read_classifier::<ModelConfig>(bytes, what)?;
-        let ids = io::take_u32(&mut t, "token_ids", what)?;
+        let quantized = header.get("quantized").cloned();
+        let ids = match quantized {
+            Some(_) => Vec::new(),
+            None => io::take_u32(&mut t, "token_ids", what)?,
+        };
         let tree = (cfg.loss == super::loss::LossKind::Hs).then(|| Tree::build(&label_counts));
         let mut dense = Vec::new();
         if let Some(list) = header.get("dense").and_then(|d| d.as_array()) {
@@ -244,9 +255,15 @@ impl Model {
             idf: Vec::new(),
             history: Vec::new(),
             vocab: None,
+            compressed: None,
         };
-        m.input = io::take_f32(&mut t, "input", &[m.index.len(), m.width()], what)?;
-        m.output = io::take_f32(&mut t, "output", &[m.n_out(), m.width()], what)?;
+        match &quantized {
+            Some(q) => m.read_compressed(q, &mut t, what)?,
+            None => {
+                m.input = io::take_f32(&mut t, "input", &[m.index.len(), m.width()], what)?;
+                m.output = io::take_f32(&mut t, "output", &[m.n_out(), m.width()], what)?;
+            }
+        }
         if m.cfg.head == super::Head::Linear && m.cfg.idf {
             m.idf = io::take_f32(&mut t, "idf", &[m.index.len()], what)?;
         }
@@ -295,6 +312,7 @@ mod tests {
                 best: true,
             }],
             vocab: None,
+            compressed: None,
         }
     }
 

@@ -183,11 +183,52 @@ pub fn train_with(
             )));
         }
     }
-    let counts = label_counts(data.labels, &labels)?;
+    if let Some(init) = opts.init {
+        check_init(&cfg, &labels, init)?;
+    }
+    // Frozen: the rows' tokens that the starting model has no row for are dropped.
+    let kept;
+    let data = match opts.init {
+        Some(init) if opts.frozen => {
+            kept = known_tokens(data, &init.index);
+            &Dataset {
+                offsets: &kept.0,
+                tokens: &kept.1,
+                weights: data.weights.map(|_| &kept.2[..]),
+                ..*data
+            }
+        }
+        _ => data,
+    };
+    let counts = match opts.init {
+        None => label_counts(data.labels, &labels)?,
+        Some(init) => {
+            let mut c = vec![0u64; labels.len()];
+            for &l in data.labels {
+                c[l as usize] += 1;
+            }
+            for (c, i) in c.iter_mut().zip(&init.label_counts) {
+                *c += i;
+            }
+            c
+        }
+    };
 
-    // Compact the token id space to the ids seen in training.
+    // Compact the token id space to the ids seen in training (after the starting
+    // model's, which keep their rows).
     let max_id = data.tokens.par_iter().copied().max().unwrap_or(0);
-    let mut index = TokenIndex::for_ids(max_id, data.tokens.len());
+    let mut index = match opts.init {
+        None => TokenIndex::for_ids(max_id, data.tokens.len()),
+        Some(init) => {
+            let init_max = init.index.ids.iter().copied().max().unwrap_or(0);
+            let mut index =
+                TokenIndex::for_ids(max_id.max(init_max), data.tokens.len() + init.index.len());
+            for &id in &init.index.ids {
+                index.get_or_insert(id);
+            }
+            index
+        }
+    };
     let rows: Vec<u32> = data
         .tokens
         .iter()
@@ -208,12 +249,35 @@ pub fn train_with(
             index.len()
         ),
     )?;
-    let input: Vec<f32> = if linear {
+    let mut input: Vec<f32> = if linear {
         vec![0.0; index.len() * width]
     } else {
         uniform_init(index.len() * dim, 1.0 / dim as f32, cfg.seed)
     };
-    let tree = (cfg.loss == LossKind::Hs).then(|| Tree::build(&counts));
+    let mut output0 = vec![0.0; n_out * width];
+    let tree = match opts.init {
+        // The tree of hs is the starting model's (check_init refuses new labels there):
+        // one built from the new counts would give its output rows other meanings.
+        Some(init) if cfg.loss == LossKind::Hs => init.tree.clone(),
+        _ => (cfg.loss == LossKind::Hs).then(|| Tree::build(&counts)),
+    };
+    if let Some(init) = opts.init {
+        // The starting weights, in the wider rows of the linear head when labels were
+        // added (the new labels' weights start at 0, as the linear head's all do).
+        let w0 = init.width();
+        for (dst, src) in input
+            .chunks_exact_mut(width)
+            .zip(init.input.chunks_exact(w0))
+        {
+            dst[..w0].copy_from_slice(src);
+        }
+        for (dst, src) in output0
+            .chunks_exact_mut(width)
+            .zip(init.output.chunks_exact(w0))
+        {
+            dst[..w0].copy_from_slice(src);
+        }
+    }
     let negatives = if cfg.loss == LossKind::Ns {
         negatives_table(&counts, &mut rng)
     } else {
@@ -235,7 +299,7 @@ pub fn train_with(
         Vec::new()
     };
     let input = HogwildMatrix::from_vec(input, width);
-    let output = HogwildMatrix::from_vec(vec![0.0; n_out * width], width);
+    let output = HogwildMatrix::from_vec(output0, width);
     let accum = linear.then(|| {
         (
             HogwildMatrix::from_vec(vec![0.0; index.len() * width], width),
@@ -279,7 +343,8 @@ pub fn train_with(
         dense: Vec::new(),
         idf,
         history: Vec::new(),
-        vocab: None,
+        vocab: opts.init.and_then(|m| m.vocab.clone()),
+        compressed: None,
     };
     // One epoch at a time (the same shuffles and learning rates as one call over all
     // epochs); with a validation split each epoch is scored and the best one kept.
@@ -325,6 +390,62 @@ pub fn train_with(
     clock.finish(cfg.epoch)?;
     check_finite(&model)?;
     Ok(model)
+}
+
+/// A model that `cfg` and `labels` can continue training from: the same shape of
+/// weights and the same token ids, its labels first.
+fn check_init(cfg: &ModelConfig, labels: &[String], init: &Model) -> Result<()> {
+    let bad = |m: String| Err(MmqError::InvalidParameter(m));
+    let c = &init.cfg;
+    if c.dim != cfg.dim || c.loss != cfg.loss || c.head != cfg.head {
+        return bad(format!(
+            "the model to continue from has dim {}, loss {:?}, head {:?}; the new training              has dim {}, loss {:?}, head {:?}",
+            c.dim, c.loss, c.head, cfg.dim, cfg.loss, cfg.head
+        ));
+    }
+    if c.tokenizer != cfg.tokenizer || c.alpha != cfg.alpha {
+        return bad(
+            "the model to continue from has other tokenizer options or alpha: its token ids \
+             would mean other things"
+                .into(),
+        );
+    }
+    if cfg.idf {
+        return bad("idf weights cannot be continued (they count the first data's rows)".into());
+    }
+    if init.index.is_empty() {
+        return bad("the model to continue from has no token rows".into());
+    }
+    let n0 = init.labels.len();
+    if labels.len() < n0 || labels[..n0] != init.labels[..] {
+        return bad("the labels must start with the starting model's labels, in its order".into());
+    }
+    if cfg.loss == LossKind::Hs && labels.len() > n0 {
+        return bad(format!(
+            "loss='hs' cannot add labels to a trained model (its tree is fixed); new label(s): {}",
+            labels[n0..].join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The rows of `data` with only the tokens `index` has a row for (and their weights).
+fn known_tokens(data: &Dataset, index: &TokenIndex) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
+    let mut offsets = Vec::with_capacity(data.offsets.len());
+    let (mut tokens, mut weights) = (Vec::new(), Vec::new());
+    offsets.push(0);
+    for w in data.offsets.windows(2) {
+        for i in w[0]..w[1] {
+            if index.get(data.tokens[i]).is_some() {
+                tokens.push(data.tokens[i]);
+                if let Some(ws) = data.weights {
+                    weights.push(ws[i]);
+                }
+            }
+        }
+        offsets.push(tokens.len());
+    }
+    (offsets, tokens, weights)
 }
 
 /// Training that produced non-finite weights (a learning rate far too high) is an error.
@@ -947,5 +1068,144 @@ mod linear_tests {
             at(t) <= at(t * 1.2) + 1e-6 && at(t) <= at(t / 1.2) + 1e-6,
             "{t}"
         );
+    }
+}
+
+#[cfg(test)]
+mod warm_start_tests {
+    use super::*;
+
+    /// Rows of words 100 + label and 200 + label (the label's signal), plus a shared word.
+    fn rows(labels: &[u32]) -> (Vec<usize>, Vec<u32>, Vec<usize>) {
+        let (mut off, mut tok, mut loff) = (vec![0], vec![], vec![0]);
+        for (i, &y) in labels.iter().enumerate() {
+            tok.extend([100 + y, 200 + y, 7 + (i % 3) as u32]);
+            off.push(tok.len());
+            loff.push(i + 1);
+        }
+        (off, tok, loff)
+    }
+
+    fn data<'a>(r: &'a (Vec<usize>, Vec<u32>, Vec<usize>), labels: &'a [u32]) -> Dataset<'a> {
+        Dataset {
+            offsets: &r.0,
+            tokens: &r.1,
+            weights: None,
+            label_offsets: &r.2,
+            labels,
+        }
+    }
+
+    fn accuracy(m: &Model, d: &Dataset) -> f32 {
+        score(m, d, 1.0).1
+    }
+
+    #[test]
+    fn a_model_continues_with_new_rows_and_new_labels() {
+        let names = |n: usize| (0..n).map(|i| format!("l{i}")).collect::<Vec<_>>();
+        let old: Vec<u32> = (0..300).map(|i| i % 2).collect();
+        let new: Vec<u32> = (0..300).map(|i| i % 3).collect();
+        let (ro, rn) = (rows(&old), rows(&new));
+        for (head, loss) in [
+            (Head::Bottleneck, LossKind::Softmax),
+            (Head::Bottleneck, LossKind::Ns),
+            (Head::Bottleneck, LossKind::Ova),
+            (Head::Linear, LossKind::Softmax),
+        ] {
+            let cfg = ModelConfig {
+                head,
+                loss,
+                dim: 8,
+                epoch: 5,
+                lr: 0.5,
+                threads: 1,
+                ..Default::default()
+            };
+            let first = train(cfg.clone(), names(2), &data(&ro, &old), &|_| true).unwrap();
+            assert_eq!(accuracy(&first, &data(&ro, &old)), 1.0);
+            let opts = TrainOptions {
+                init: Some(&first),
+                ..Default::default()
+            };
+            let m = train_with(cfg.clone(), names(3), &data(&rn, &new), &opts, &|_| true).unwrap();
+            assert_eq!(m.labels, names(3), "{head:?} {loss:?}");
+            assert_eq!(accuracy(&m, &data(&rn, &new)), 1.0, "{head:?} {loss:?}");
+            // The first model's tokens keep their rows; the new label's come after.
+            assert_eq!(m.index.ids[..first.index.len()], first.index.ids[..]);
+            assert_eq!(m.label_counts[0], first.label_counts[0] + 100);
+            // With epoch 0 worth of updates... continuing changes the weights it started from.
+            assert_ne!(m.input[..first.input.len()], first.input[..]);
+        }
+    }
+
+    #[test]
+    fn frozen_training_adds_no_rows_and_mismatches_are_refused() {
+        let names: Vec<String> = vec!["a".into(), "b".into()];
+        let old: Vec<u32> = (0..100).map(|i| i % 2).collect();
+        let r = rows(&old);
+        let cfg = ModelConfig {
+            dim: 4,
+            epoch: 2,
+            threads: 1,
+            ..Default::default()
+        };
+        let first = train(cfg.clone(), names.clone(), &data(&r, &old), &|_| true).unwrap();
+        let q = first
+            .quantize(&crate::model::compress::QuantizeOptions {
+                cutoff: 4,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(q.index.len(), 4);
+        let opts = TrainOptions {
+            init: Some(&q),
+            frozen: true,
+            ..Default::default()
+        };
+        let m = train_with(cfg.clone(), names.clone(), &data(&r, &old), &opts, &|_| {
+            true
+        })
+        .unwrap();
+        assert_eq!(m.index.ids, q.index.ids);
+        assert!(m.compressed.is_none());
+        let bad = |cfg: ModelConfig, labels: Vec<String>, says: &str| {
+            let opts = TrainOptions {
+                init: Some(&first),
+                ..Default::default()
+            };
+            let e = train_with(cfg, labels, &data(&r, &old), &opts, &|_| true).unwrap_err();
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        };
+        bad(
+            ModelConfig {
+                dim: 5,
+                ..cfg.clone()
+            },
+            names.clone(),
+            "dim 4",
+        );
+        bad(cfg.clone(), vec!["b".into(), "a".into()], "must start with");
+        let mut t = cfg.clone();
+        t.tokenizer.bucket += 1;
+        bad(t, names.clone(), "tokenizer");
+        let hs = ModelConfig {
+            loss: LossKind::Hs,
+            ..cfg.clone()
+        };
+        let first_hs = train(hs.clone(), names.clone(), &data(&r, &old), &|_| true).unwrap();
+        let opts = TrainOptions {
+            init: Some(&first_hs),
+            ..Default::default()
+        };
+        let three = vec!["a".into(), "b".into(), "c".into()];
+        let e = train_with(hs, three, &data(&r, &old), &opts, &|_| true).unwrap_err();
+        assert!(e.to_string().contains("cannot add labels"), "{e}");
+        let e = TrainOptions::<Dataset> {
+            frozen: true,
+            ..Default::default()
+        }
+        .check()
+        .unwrap_err();
+        assert!(e.to_string().contains("frozen"), "{e}");
     }
 }

@@ -27,6 +27,14 @@ pub struct TrainOptions<'a, V: ?Sized = super::Dataset<'a>> {
     /// The text trainer (every loss, both heads) reads it; the fusion and set trainers
     /// refuse it.
     pub class_weights: Option<&'a [f32]>,
+    /// Start from this model's weights instead of random ones (incremental training):
+    /// its tokens keep their rows, new tokens get new rows, and its labels come first
+    /// in the trainer's label list (new labels after them). The text trainer reads it;
+    /// the fusion and set trainers refuse it.
+    pub init: Option<&'a crate::model::Model>,
+    /// With `init`: train only the tokens it has rows for (the others are unknown, as
+    /// after a quantization cutoff), so no row is added.
+    pub frozen: bool,
 }
 
 impl<V: ?Sized> Default for TrainOptions<'_, V> {
@@ -37,6 +45,8 @@ impl<V: ?Sized> Default for TrainOptions<'_, V> {
             calibrate: false,
             deadline: None,
             class_weights: None,
+            init: None,
+            frozen: false,
         }
     }
 }
@@ -52,6 +62,9 @@ impl<V: ?Sized> TrainOptions<'_, V> {
             if !w.iter().any(|x| *x > 0.0) {
                 return bad("class weights are all 0: nothing would be trained");
             }
+        }
+        if self.frozen && self.init.is_none() {
+            return bad("frozen needs a model to start from (init)");
         }
         if self.patience == Some(0) {
             return bad("patience must be >= 1 (epochs without a better validation score), got 0");
