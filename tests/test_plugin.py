@@ -131,3 +131,41 @@ def test_serial_path_equals_parallel(data, kind):
         kwargs={"word_ngrams": 2, "minn": 0, "maxn": 0, "bucket": 1000, "split_cjk": True, "serial": True},
         is_elementwise=True))["text"]
     assert_series_equal(tok, mmq.tokenize(test, word_ngrams=2, bucket=1000), check_names=False)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["text", "discrete", "gated", "deepset"])
+def test_predict_with_k_gives_named_structs_equal_to_the_api(data, kind, engine):
+    train, test = data
+    if kind == "deepset":
+        clf = mmq.Classifier(dim=8, epoch=3, fusion="deepset", dense={"image": mmq.PQ(m=4, k=8)}, threads=1,
+                             progress=False).fit(train)
+    else:
+        clf = _small_model(train, kind, mmq.PQ)
+    for k, threshold in ((3, 0.0), (-1, 0.0), (2, 0.3)):
+        out = test.lazy().select(mmq.predict(clf, k=k, threshold=threshold)).collect(engine=engine)
+        assert out.columns == ["prediction"]
+        assert out.schema["prediction"] == pl.Struct({"label": pl.List(pl.String), "prob": pl.List(pl.Float32)})
+        got = out.unnest("prediction")
+        want = clf.predict(test, k=len(clf.labels) if k == -1 else k, threshold=threshold)
+        assert got["label"].to_list() == [[x for x in r if x is not None] for r in want["label"].to_list()]
+        for g, w in zip(got["prob"].to_list(), want["prob"].to_list()):
+            np.testing.assert_allclose(g, [x for x in w if x == x], atol=1e-6)
+    named = test.select(mmq.predict_proba(clf, named=True)).unnest("proba")
+    assert named.columns == clf.labels
+    np.testing.assert_allclose(named.to_numpy(), clf.predict_proba(test).to_numpy(), atol=1e-6)
+    assert test.select(mmq.predict(clf)).columns == ["prediction"]
+    with pytest.raises(mmq.InvalidParameterError, match="k must"):
+        mmq.predict(clf, k=0)
+
+
+def test_dense_vectors_as_lists_are_read_like_arrays(data):
+    train, test = data
+    clf = _small_model(train, "discrete", mmq.PQ)
+    as_list = test.with_columns(pl.col("image").cast(pl.List(pl.Float32)))
+    got = as_list.select(mmq.predict(clf))["prediction"]
+    assert_series_equal(got, test.select(mmq.predict(clf))["prediction"])
+    short = as_list.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.lit([1.0, 2.0]))
+                                 .otherwise(pl.col("image")).alias("image"))
+    with pytest.raises(Exception, match="row 5 holds 2 values, the model expects 16"):
+        short.select(mmq.predict(clf))

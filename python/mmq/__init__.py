@@ -16,7 +16,7 @@ from mmq.errors import (
     ModelFileError,
     NotFittedError,
 )
-from mmq.namespace import predict, predict_proba  # also registers pl.Expr.mmq
+from mmq.namespace import col, expr, predict, predict_proba  # also registers pl.Expr.mmq
 from mmq import plot  # matplotlib only when a plot is drawn
 
 __all__ = [
@@ -27,6 +27,8 @@ __all__ = [
     "tokenize",
     "predict",
     "predict_proba",
+    "col",
+    "expr",
     "PQ",
     "RSPQ",
     "autotune",

@@ -13,7 +13,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 import polars as pl
 from polars.plugins import register_plugin_function
@@ -111,6 +111,30 @@ class MmqExpr:
         return _plugin("encode", [self._expr], path=path, m=quantizer.m, k=quantizer.k)
 
 
+if TYPE_CHECKING:
+    class Expr(pl.Expr):
+        """A Polars expression whose ``mmq`` namespace type checkers see."""
+
+        @property
+        def mmq(self) -> MmqExpr: ...
+else:
+    Expr = pl.Expr
+
+
+def col(*names: str) -> "Expr":
+    """``pl.col(...)`` as type checkers should see it with mmq imported: mypy and pyright
+    know nothing of namespaces registered at run time, so ``pl.col("t").mmq`` is an
+    error for them ("Expr" has no attribute "mmq") while ``mmq.col("t").mmq`` is typed.
+    At run time it is ``pl.col``."""
+    return pl.col(*names)  # type: ignore[return-value]
+
+
+def expr(e: pl.Expr) -> "Expr":
+    """Any expression, typed with its ``mmq`` namespace: ``mmq.expr(pl.col("t").str.
+    to_lowercase()).mmq.tokenize()``. At run time it returns ``e`` unchanged."""
+    return e  # type: ignore[return-value]
+
+
 def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[str, Union[str, pl.Expr]]]):
     if not isinstance(model, (str, os.PathLike, Classifier)):
         raise InvalidParameterError(f"expected a Classifier or the path of its file, got {type(model).__name__}")
@@ -154,10 +178,19 @@ def _panic_for_test(expr: pl.Expr, message: str) -> pl.Expr:
 
 
 def predict(model: Any, text: Union[str, pl.Expr] = "text",
-            dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None, threshold: float = 0.0) -> pl.Expr:
-    """The most probable label (String; null under ``threshold``) as an expression.
+            dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None, threshold: float = 0.0,
+            k: Optional[int] = None) -> pl.Expr:
+    """Predictions as an expression, named ``prediction`` (``.alias()`` renames it).
+
+    - ``k=None`` (default): the most probable label (String; null under ``threshold``).
+    - ``k`` >= 1, or -1 for every label: a Struct with fields ``label``
+      (List[String]) and ``prob`` (List[Float32]), the top ``k`` labels most probable
+      first, those under ``threshold`` left out; ``.struct.field("label")`` or
+      ``.struct.unnest()`` takes them apart.
+
     ``dense`` maps the model's dense column names to columns or expressions (default:
-    the same names).
+    the same names); a dense column may be Array[float, d] or List[float] (each row d
+    values).
 
     Example:
         >>> import polars as pl, mmq
@@ -165,15 +198,28 @@ def predict(model: Any, text: Union[str, pl.Expr] = "text",
         >>> clf = mmq.Classifier(dim=4, epoch=20, lr=0.5, threads=1, progress=False).fit(df)
         >>> df.head(2).select(mmq.predict(clf)).to_series().to_list()
         ['p', 'n']
+        >>> df.head(1).select(mmq.predict(clf, k=2)).unnest("prediction")["label"].to_list()
+        [['p', 'n']]
     """
 
     threshold = check_threshold(threshold)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or (k < 1 and k != -1)):
+        raise InvalidParameterError(f"k must be an integer >= 1, -1 (every label) or None (the top label), got {k!r}")
     path, _, args = _model_args(model, text, dense)
-    return _plugin("predict", args, path=path, threshold=threshold)
+    if k is None:
+        return _plugin("predict", args, path=path, threshold=threshold).alias("prediction")
+    return _plugin("predict_top", args, path=path, threshold=threshold, k=max(k, 0)).alias("prediction")
 
 
 def predict_proba(model: Any, text: Union[str, pl.Expr] = "text",
-                  dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None) -> pl.Expr:
-    """Probability of every label: Array[Float32, n_labels] in ``model.labels`` order."""
+                  dense: Optional[Mapping[str, Union[str, pl.Expr]]] = None, named: bool = False) -> pl.Expr:
+    """Probability of every label, named ``proba``: Array[Float32, n_labels] in
+    ``model.labels`` order; with ``named=True`` a Struct with one Float32 field per
+    label, named by it (in the same order)."""
+    if not isinstance(named, bool):
+        raise InvalidParameterError(f"named must be True or False, got {named!r}")
     path, m, args = _model_args(model, text, dense)
-    return _plugin("predict_proba", args, path=path, n_labels=len(m.labels))
+    e = _plugin("predict_proba", args, path=path, n_labels=len(m.labels))
+    if named:
+        e = e.arr.to_struct(fields=list(m.labels))
+    return e.alias("proba")

@@ -291,8 +291,22 @@ impl DenseCol {
 fn dense_column(s: &Series, d: usize, expr: &str) -> PolarsResult<DenseCol> {
     let w = match s.dtype() {
         DataType::Array(inner, w) if inner.is_primitive_numeric() => *w,
-        DataType::List(_) => polars_bail!(InvalidOperation:
-            "{}: column '{}' is a List; convert it with .list.to_array({}) first", expr, s.name(), d),
+        DataType::List(inner) if inner.is_primitive_numeric() => {
+            // Vectors as lists (as the Python API accepts): each present row must hold d.
+            let ca = s.list()?;
+            for (i, v) in ca.amortized_iter().enumerate() {
+                if let Some(v) = v {
+                    if v.as_ref().len() != d {
+                        polars_bail!(InvalidOperation: "{}: column '{}' row {} holds {} values, the model expects {}",
+                            expr, s.name(), i, v.as_ref().len(), d);
+                    }
+                }
+            }
+            let arr = s.cast(&DataType::Array(Box::new(DataType::Float32), d))?;
+            return dense_column(&arr, d, expr);
+        }
+        DataType::List(inner) => polars_bail!(InvalidOperation:
+            "{}: column '{}' must hold float vectors, got List[{}]", expr, s.name(), inner),
         other => polars_bail!(InvalidOperation:
             "{}: column '{}' must be Array[Float32, {}], got {}", expr, s.name(), d, other),
     };
@@ -751,6 +765,76 @@ fn mmq_predict(
             .map(|r| r.first().map(|&(l, _)| labels[l as usize].as_str()))
             .collect();
         Ok(ca.with_name(inputs[0].name().clone()).into_series())
+    })
+}
+
+#[derive(Deserialize)]
+struct TopKwargs {
+    path: String,
+    #[serde(default)]
+    threshold: f32,
+    /// Labels per row; 0: every label.
+    k: usize,
+    #[serde(default)]
+    serial: bool,
+}
+
+fn top_type(fields: &[Field], _kw: TopKwargs) -> PolarsResult<Field> {
+    let list = |t: DataType| DataType::List(Box::new(t));
+    Ok(Field::new(
+        fields[0].name().clone(),
+        DataType::Struct(vec![
+            Field::new("label".into(), list(DataType::String)),
+            Field::new("prob".into(), list(DataType::Float32)),
+        ]),
+    ))
+}
+
+/// The top `k` labels of every row, most probable first, as a struct of two lists of
+/// the same length: `label` (String) and `prob` (Float32); labels under the threshold
+/// are left out.
+#[polars_expr(output_type_func_with_kwargs=top_type)]
+fn mmq_predict_top(
+    inputs: &[Series],
+    context: CallerContext,
+    kwargs: TopKwargs,
+) -> PolarsResult<Series> {
+    run_expr("mmq.predict", || {
+        let k = (kwargs.k > 0).then_some(kwargs.k);
+        let (ranked, labels) = rank_rows(
+            inputs,
+            &kwargs.path,
+            k,
+            kwargs.threshold,
+            "mmq.predict",
+            !(context.parallel() || kwargs.serial),
+        )?;
+        let n = ranked.len();
+        let total: usize = ranked.iter().map(|r| r.len()).sum();
+        let mut lab = ListStringChunkedBuilder::new("label".into(), n, total);
+        let mut prob = ListPrimitiveChunkedBuilder::<Float32Type>::new(
+            "prob".into(),
+            n,
+            total,
+            DataType::Float32,
+        );
+        for r in &ranked {
+            // Every label (k = 0) comes in label order: rank them, stably by label.
+            let mut r = r.clone();
+            if k.is_none() {
+                r.retain(|&(_, p)| p >= kwargs.threshold);
+                r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            }
+            lab.append_values_iter(r.iter().map(|&(l, _)| labels[l as usize].as_str()));
+            prob.append_slice(&r.iter().map(|&(_, p)| p).collect::<Vec<_>>());
+        }
+        let fields = [lab.finish().into_series(), prob.finish().into_series()];
+        Ok(polars_core::prelude::StructChunked::from_series(
+            inputs[0].name().clone(),
+            n,
+            fields.iter(),
+        )?
+        .into_series())
     })
 }
 
