@@ -442,9 +442,11 @@ pub fn import(bytes: &[u8], what: &str) -> Result<Model> {
         )));
     }
     let label_counts = dict.label_counts;
-    let tree = (args.loss == LossKind::Hs).then(|| Tree::build(&label_counts));
     if args.loss == LossKind::Hs {
         super::loss::check_counts(&label_counts).map_err(|e| r.bad(e.to_string()))?;
+    }
+    let tree = (args.loss == LossKind::Hs).then(|| Tree::build(&label_counts));
+    if args.loss == LossKind::Hs {
         // fastText's hs output matrix has a row per label; its tree uses the first n - 1.
         output.truncate(nlabels.saturating_sub(1) * args.dim);
     }
@@ -621,6 +623,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown loss 9"));
+    }
+
+    /// Found by the fuzz target model_file (session 12): an hs file whose label counts
+    /// summed past the Huffman builder's sentinel of unbuilt nodes made a cycle in the
+    /// tree, and the import never ended. The counts are now checked before the tree is
+    /// built, and the builder keeps its sums below the sentinel.
+    #[test]
+    fn hs_label_counts_past_the_tree_builders_range_are_refused_at_once() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/fasttext_hs_huge_counts.bin"
+        );
+        let b = std::fs::read(path).unwrap();
+        let t = std::time::Instant::now();
+        let e = import(&b, "mem").unwrap_err();
+        assert!(t.elapsed().as_secs() < 2, "took {:?}", t.elapsed());
+        assert!(matches!(e, MmqError::InvalidModelFile { .. }), "{e}");
+        // Huge counts on their own build a tree (no cycle) quickly.
+        let tree = Tree::build(&[u64::MAX / 3, u64::MAX / 3, 7, 1]);
+        assert!(tree.paths.iter().all(|p| !p.is_empty() && p.len() < 4));
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Tree {
         order.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
         let mut count = vec![u64::MAX / 4; total];
         for (s, &l) in order.iter().enumerate() {
-            count[s] = counts[l];
+            count[s] = counts[l].min(u64::MAX / 4 - 1);
         }
         let (mut parent, mut binary) = (vec![usize::MAX; total], vec![false; total]);
         let (mut left, mut right) = (vec![0usize; total], vec![0usize; total]);
@@ -157,7 +157,11 @@ impl Tree {
             }
             left[i] = pick[0];
             right[i] = pick[1];
-            count[i] = count[pick[0]] + count[pick[1]];
+            // Below the sentinel of unbuilt nodes whatever the counts (a sum that reached
+            // it would let an unbuilt node be picked, making a cycle).
+            count[i] = count[pick[0]]
+                .saturating_add(count[pick[1]])
+                .min(u64::MAX / 4 - 1);
             parent[pick[0]] = i;
             parent[pick[1]] = i;
             binary[pick[1]] = true;
