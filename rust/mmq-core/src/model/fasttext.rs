@@ -442,9 +442,9 @@ pub fn import(bytes: &[u8], what: &str) -> Result<Model> {
         )));
     }
     let label_counts = dict.label_counts;
-    if args.loss == LossKind::Hs {
-        super::loss::check_counts(&label_counts).map_err(|e| r.bad(e.to_string()))?;
-    }
+    // Every loss: an mmq file refuses such counts too, so the imported model saves and
+    // loads again (found by the fuzz target model_file).
+    super::loss::check_counts(&label_counts).map_err(|e| r.bad(e.to_string()))?;
     let tree = (args.loss == LossKind::Hs).then(|| Tree::build(&label_counts));
     if args.loss == LossKind::Hs {
         // fastText's hs output matrix has a row per label; its tree uses the first n - 1.
@@ -640,6 +640,13 @@ mod tests {
         let e = import(&b, "mem").unwrap_err();
         assert!(t.elapsed().as_secs() < 2, "took {:?}", t.elapsed());
         assert!(matches!(e, MmqError::InvalidModelFile { .. }), "{e}");
+        // The same for the other losses: such a model could not be saved and loaded.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/fasttext_softmax_huge_counts.bin"
+        );
+        let e = import(&std::fs::read(path).unwrap(), "mem").unwrap_err();
+        assert!(e.to_string().contains("label counts"), "{e}");
         // Huge counts on their own build a tree (no cycle) quickly.
         let tree = Tree::build(&[u64::MAX / 3, u64::MAX / 3, 7, 1]);
         assert!(tree.paths.iter().all(|p| !p.is_empty() && p.len() < 4));
