@@ -216,3 +216,42 @@ def test_fasttexts_other_verbs(tmp_path, topics, capsys):
     out = run("dump", path, "dict", stdin="")
     assert int(out[0]) == len(clf.labels) and all(line.endswith(" label") for line in out[1:])
     assert any(line.startswith("dim 8") for line in run("dump", path, "args", stdin=""))
+
+
+def test_a_label_prefix_is_stored_with_the_model(tmp_path, topics, capsys):
+    """fastText's -label: train with another prefix, and test / predict read and write it
+    without being told again; the shim and the Python API see it too."""
+    train = topics.filter(pl.col("split") == "train").head(1500)
+    test = topics.filter(pl.col("split") == "test")
+    for name, df in (("train", train), ("test", test)):
+        with open(tmp_path / f"{name}.txt", "w") as f:
+            for t, l in zip(df["text"], df["label"]):
+                f.write(f"#lbl#{l} {t}\n")
+    model = str(tmp_path / "m")
+    assert main(["supervised", "-input", str(tmp_path / "train.txt"), "-output", model, "-label", "#lbl#",
+                 "-dim", "10", "-epoch", "5", "-lr", "0.5", "-thread", "1", "-quiet"]) == 0
+    capsys.readouterr()
+    import mmq
+    import mmq.fasttext as ft
+    clf = mmq.load(model + ".mmq")
+    assert clf.label_prefix == "#lbl#"
+    assert set(clf.labels) == set(train["label"].unique())  # the labels themselves have no prefix
+    assert main(["test", model + ".mmq", str(tmp_path / "test.txt")]) == 0
+    assert float(capsys.readouterr().out.split("\n")[1].split("\t")[1]) > 0.5
+    assert main(["predict", model + ".mmq", str(tmp_path / "test.txt")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == test.height and all(l.startswith("#lbl#") for l in lines)
+    # -label still wins when given
+    assert main(["predict", model + ".mmq", str(tmp_path / "test.txt"), "-label", "__label__"]) == 0
+    assert capsys.readouterr().out.startswith("__label__")
+    labels, _ = ft.load_model(model + ".mmq").predict("some text")
+    assert labels[0].startswith("#lbl#")
+    # a default model's file has no prefix key and reads as fastText's
+    plain = mmq.Classifier(dim=5, epoch=1, threads=1, progress=False).fit(train)
+    assert plain.label_prefix == "__label__"
+    assert '"label_prefix"' not in plain._fitted().config_json
+    with pytest.raises(mmq.InvalidParameterError, match="label_prefix"):
+        mmq.Classifier(label_prefix="a b")
+    # and the shim stores what train_supervised was given
+    m = ft.train_supervised(input=str(tmp_path / "train.txt"), label="#lbl#", epoch=2, thread=1, verbose=0)
+    assert mmq.Classifier._from_rust(m.classifier._fitted()).label_prefix == "#lbl#"

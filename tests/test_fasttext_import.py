@@ -48,7 +48,7 @@ def _train(path, quantize=None, **kw):
     in fastText 0.9.3 a second ``train_supervised`` in one process stops with
     "Encountered NaN" most of the time (measured here: 1 of 4 runs in one process
     succeed, 4 of 4 in fresh ones)."""
-    args = dict(dim=16, epoch=3, lr=0.2, thread=1, verbose=0, **kw)
+    args = {**dict(dim=16, epoch=3, lr=0.2, thread=1, verbose=0), **kw}
     script = (f"import fasttext\nm = fasttext.train_supervised(**{args!r})\n"
               + (f"m.quantize(input={kw['input']!r}, retrain=False, **{quantize!r})\n" if quantize else "")
               + f"m.save_model({str(path)!r})\n")
@@ -181,3 +181,25 @@ def test_broken_and_foreign_fasttext_files_are_named(trained, files, tmp_path):
     huge.write_bytes(raw[:at] + struct.pack("<i", 2**31 - 1) + raw[at + 4:])
     with pytest.raises(ModelFileError, match="dictionary size must be in"):
         mmq.load(huge)
+
+
+def test_a_qout_ftz_with_a_quantized_output_matrix_predicts_identically(tmp_path):
+    """``quantize(qout=True)`` compresses the output matrix too; fastText needs at least
+    256 of its rows (labels) for that, so the rows here are synthetic: 300 labels, each
+    with words of its own and words shared with its neighbours."""
+    rng = np.random.default_rng(3)
+    lines, texts = [], []
+    for i in range(1500):
+        y = i % 300
+        words = [f"w{y}", f"v{y}", f"w{(y + 1) % 300}", f"common{rng.integers(20)}"]
+        rng.shuffle(words)
+        lines.append(f"__label__L{y} {' '.join(words)}\n")
+        texts.append(" ".join(words))
+    (tmp_path / "train.txt").write_text("".join(lines))
+    for name, kw in [("qout", dict(qout=True)), ("qout_qnorm", dict(qout=True, qnorm=True))]:
+        path = tmp_path / f"{name}.ftz"
+        ref = _train(path, quantize=kw, input=str(tmp_path / "train.txt"), loss="softmax", epoch=5, lr=0.5,
+                     wordNgrams=2, bucket=20_000)
+        ours = ft.load_model(str(path))
+        assert len(ours.get_labels()) == 300
+        _same_predictions(ref, ours, texts[:300], k=5)

@@ -105,8 +105,9 @@ def test_save_load_round_trip_and_fasttext_files_are_imported(model, files, tmp_
 
 
 def test_unsupported_options_are_named(files):
-    for kw in (dict(minCount=2), dict(minCountLabel=1), dict(pretrainedVectors="v.vec"),
-               dict(autotuneModelSize="2M"), dict(autotunePredictions=2)):
+    for kw in (dict(minCountLabel=1), dict(autotuneModelSize="2M"), dict(autotunePredictions=2),
+               dict(minCount=2, autotuneValidationFile=str(files["test"])),
+               dict(pretrainedVectors="v.vec", autotuneValidationFile=str(files["test"]))):
         with pytest.raises(InvalidParameterError, match=next(iter(kw))):
             ft.train_supervised(input=str(files["train"]), verbose=0, **kw)
     with pytest.raises(InvalidParameterError, match="input"):

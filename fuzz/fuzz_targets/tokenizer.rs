@@ -45,6 +45,7 @@ fn config(b: &[u8; 4]) -> TokenizerConfig {
         lowercase: b[3] & 2 != 0,
         split_punct: b[3] & 4 != 0,
         drop_punct: b[3] & 8 != 0,
+        label_prefix: None,
     }
 }
 

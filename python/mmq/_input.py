@@ -291,3 +291,59 @@ def apply_transform(x: np.ndarray, transform: Optional[str]) -> np.ndarray:
         return (np.sign(x) * np.sqrt(np.abs(x))).astype(np.float32)
     norm = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def read_vectors(src: Any, dim: int) -> "tuple[list[str], np.ndarray]":
+    """Words and their vectors (float32, one row per word) from a word-vector text file
+    (fastText's and word2vec's ``.vec``: a first line ``n d``, then ``word v1 ... vd`` per
+    line) or a dict word -> vector. Every vector must have ``dim`` finite values; errors
+    name the file and line (or the word)."""
+    import os
+    from collections.abc import Mapping
+
+    if isinstance(src, Mapping):
+        words, rows = [], []
+        for w, v in src.items():
+            if not isinstance(w, str):
+                raise InvalidInputError(f"pretrained_vectors: key {w!r} is a {type(w).__name__}, expected a word (str)")
+            a = np.asarray(v, dtype=np.float32)
+            if a.shape != (dim,):
+                raise InvalidInputError(f"pretrained_vectors: the vector of {w!r} has shape {a.shape}; the model's "
+                                        f"dim is {dim}")
+            words.append(w)
+            rows.append(a)
+        if not words:
+            raise InvalidInputError("pretrained_vectors: the dict is empty")
+        mat = np.stack(rows)
+    else:
+        path = os.fspath(src)
+        words, rows = [], []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.readline().split()
+            if len(head) != 2 or not all(h.isdigit() for h in head):
+                raise InvalidInputError(f"{path}: line 1 must be '<words> <dimension>' (a .vec file), got {head[:3]}")
+            n, d = int(head[0]), int(head[1])
+            if d != dim:
+                raise InvalidInputError(f"{path}: vectors of dimension {d}; the model's dim is {dim} (set dim={d})")
+            for lineno, line in enumerate(f, 2):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != d + 1:
+                    raise InvalidInputError(f"{path}, line {lineno}: expected a word and {d} numbers, got "
+                                            f"{len(parts)} fields")
+                try:
+                    rows.append(np.array(parts[1:], dtype=np.float32))
+                except ValueError:
+                    raise InvalidInputError(f"{path}, line {lineno}: the vector of {parts[0]!r} is not numbers") \
+                        from None
+                words.append(parts[0])
+        if len(words) != n:
+            raise InvalidInputError(f"{path}: line 1 says {n} words, the file has {len(words)}")
+        if not words:
+            raise InvalidInputError(f"{path}: no vectors")
+        mat = np.stack(rows)
+    bad = ~np.isfinite(mat).all(axis=1)
+    if bad.any():
+        raise InvalidInputError(f"pretrained_vectors: the vector of {words[int(np.argmax(bad))]!r} is not finite")
+    return words, mat

@@ -12,5 +12,7 @@ TOKEN_FUSIONS = ("discrete", "deepset", "attention")  # dense columns become cod
 # The tokenizer's on/off options after fastText's (all off by default; stored in the
 # model file's tokenizer config, absent from files and pickles made before them).
 TOKENIZER_FLAGS = ("lowercase", "split_punct", "drop_punct")
+# fastText's label prefix: the default of Classifier(label_prefix=...) and of the CLI's -label.
+LABEL_PREFIX = "__label__"
 POOLS = ("mean", "sum", "max")
 BLENDS = (None, "gblend", "gblend_offline")

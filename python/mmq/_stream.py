@@ -257,5 +257,5 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     quantizers = [(name, q._q) for name, q in clf._dense.items()]
     with progress_for(clf.progress) as cb:
         clf._model = _mmq.RustClassifier.fit(json.dumps(clf._config()), t, y, text, label, cb, quantizers, args,
-                                             class_weight=clf._class_weights(y))
+                                             class_weight=clf._class_weights(y), pretrained=clf._pretrained_rows())
     return clf

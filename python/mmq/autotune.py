@@ -134,12 +134,14 @@ def _describe(p: dict) -> str:
 def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame, pl.LazyFrame],
              budget_s: float = 60.0, metric: str = "accuracy", text: str = "text", label: str = "label",
              dense: Optional[Sequence[str]] = None, seed: int = 0, threads: Optional[int] = None,
-             patience: int = 3, max_trials: Optional[int] = None, progress: bool = True) -> AutotuneResult:
+             patience: int = 3, max_trials: Optional[int] = None, progress: bool = True,
+             label_prefix: str = "__label__") -> AutotuneResult:
     """Search Classifier settings on ``valid`` within ``budget_s`` seconds (see the module
     docstring). ``metric``: ``"accuracy"`` (P@1), ``"f1"`` (macro F1 over the labels
     present in valid) or ``"loss"`` (mean −ln p of the gold label). ``dense``: names of
     dense columns (e.g. ``["image"]``) the search may fuse with the text; text alone is
-    always a candidate. Returns an :class:`AutotuneResult` (``classifier``, ``params``,
+    always a candidate. ``label_prefix`` is stored with every model (see
+    :class:`Classifier`). Returns an :class:`AutotuneResult` (``classifier``, ``params``,
     ``trials``); a progress line per trial goes to stderr when ``progress``.
 
     Example:
@@ -169,7 +171,7 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
                 raise InvalidInputError(f"dense column '{name}' not found in the {what} frame "
                                         f"(columns: {df.columns})")
     text_cols = [c for c in train.columns if c not in dense]
-    base = dict(threads=threads, seed=seed, progress=False)
+    base = dict(threads=threads, seed=seed, progress=False, label_prefix=label_prefix)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     rows: list = []

@@ -14,9 +14,10 @@ import polars as pl
 
 from mmq import _mmq, late, sets
 from mmq._input import (apply_transform, as_codes, as_frame, as_matrix, check_k, check_threshold, collect, frame_of,
+                        read_vectors,
                         frame_text_column, is_frame, label_series, labels_of, text_series, texts_of, valid_frame)
 from mmq._options import (BLENDS, CONTINUOUS, FUSIONS, HEAD_DEFAULTS, HEADS, L2_MODES, LOSSES, POOLS, TOKEN_FUSIONS,
-                          TOKENIZER_FLAGS)
+                          TOKENIZER_FLAGS, LABEL_PREFIX)
 from mmq._progress import progress_for
 from mmq._stream import fit_classifier
 from mmq.errors import InvalidInputError, InvalidParameterError, MmqError, ModelFileError, NotFittedError
@@ -84,6 +85,14 @@ class Classifier:
     with ``sed``; off by default (fastText's whitespace words). ``drop_punct=True``
     drops those characters instead, cutting words there (``"#love!"`` → ``love``,
     ``"don't"`` → ``don``, ``t``), as most word tokenizers do; it excludes ``split_punct``.
+    ``label_prefix`` is the label prefix of fastText-format text (fastText's ``-label``):
+    it changes no token, is saved with the model, and the command line and
+    :mod:`mmq.fasttext` read and write such text with it. ``min_count`` is fastText's
+    ``-minCount``: a word seen fewer times in training gets no row of its own (its
+    n-grams still do). ``pretrained_vectors`` (fastText's ``-pretrainedVectors``: the
+    path of a ``.vec`` text file, or a dict word → vector of length ``dim``) gives the
+    training words' rows their starting values (bottleneck head; text and discrete
+    fusion).
 
     It is a scikit-learn estimator too (``get_params``, ``set_params``, ``clone``,
     ``GridSearchCV``, ``Pipeline``): ``fit(texts, y)`` makes :meth:`predict` return a
@@ -136,6 +145,9 @@ class Classifier:
         dense_epoch: int = 20,
         modality_dropout: float = 0.0,
         class_weight: Union[str, Mapping[str, float], None] = None,
+        label_prefix: str = "__label__",
+        min_count: int = 1,
+        pretrained_vectors: Union[str, os.PathLike, Mapping[str, Any], None] = None,
     ):
         # Every parameter is stored as given, as scikit-learn requires (clone() and
         # get_params() must see the very objects passed in). What they resolve to (the
@@ -150,6 +162,7 @@ class Classifier:
         self.lowercase, self.split_punct, self.drop_punct = lowercase, split_punct, drop_punct
         self.head, self.l2, self.idf, self.dense_lr, self.dense_epoch = head, l2, idf, dense_lr, dense_epoch
         self.modality_dropout, self.l2_mode, self.class_weight = modality_dropout, l2_mode, class_weight
+        self.label_prefix, self.min_count, self.pretrained_vectors = label_prefix, min_count, pretrained_vectors
         self._model: Optional[Any] = None
         # Modalities of a fitted set model (deepset, attention, G-Blend, many columns).
         self._mods: Optional[list] = None
@@ -235,6 +248,10 @@ class Classifier:
                             drop_punct=self.drop_punct).items():
             if not isinstance(v, bool):
                 raise InvalidParameterError(f"{name} must be True or False, got {v!r}")
+        lp = self.label_prefix
+        if not (isinstance(lp, str) and lp and not any(c.isspace() for c in lp) and len(lp.encode()) <= 256):
+            raise InvalidParameterError(f"label_prefix must be a string of 1 to 256 bytes without whitespace, "
+                                        f"got {lp!r}")
         if self.split_punct and self.drop_punct:
             raise InvalidParameterError("split_punct and drop_punct exclude each other (punctuation is "
                                         "either kept as words or dropped); set one of them")
@@ -298,6 +315,19 @@ class Classifier:
             if fusion != "discrete" or blend is not None:
                 raise InvalidParameterError(f"class_weight works with text and discrete-fusion models (one trainer "
                                             f"for every loss); not yet with fusion={fusion!r}, blend={blend!r}")
+        mc, pv = self.min_count, self.pretrained_vectors
+        if isinstance(mc, bool) or not isinstance(mc, int) or mc < 1:
+            raise InvalidParameterError(f"min_count must be an integer >= 1 (1 keeps every word), got {mc!r}")
+        if pv is not None and not isinstance(pv, (str, os.PathLike, Mapping)):
+            raise InvalidParameterError(f"pretrained_vectors must be the path of a .vec file or a dict word -> "
+                                        f"vector, got {type(pv).__name__}")
+        for name, on in (("min_count", mc != 1), ("pretrained_vectors", pv is not None)):
+            if on and (fusion != "discrete" or blend is not None):
+                raise InvalidParameterError(f"{name} works with text and discrete-fusion models; not yet with "
+                                            f"fusion={fusion!r}, blend={blend!r}")
+            if on and name == "pretrained_vectors" and head == "linear":
+                raise InvalidParameterError("pretrained_vectors needs head='bottleneck' (the linear head has no "
+                                            "word vectors)")
         return dict(lr=float(lr), word_ngrams=word_ngrams, l2=float(l2), threads=threads, dense=spec)
 
     def _class_weights(self, y: pl.Series) -> Optional[dict]:
@@ -336,6 +366,7 @@ class Classifier:
             "l2_mode": self.l2_mode,
             "idf": self.idf,
             "modality_dropout": float(self.modality_dropout),
+            **({} if self.min_count == 1 else {"min_count": self.min_count}),
             "tokenizer": {
                 "word_ngrams": r["word_ngrams"],
                 "minn": self.minn,
@@ -343,6 +374,8 @@ class Classifier:
                 "bucket": self.bucket,
                 "split_cjk": self.split_cjk,
                 **self._tokenizer_flags(),
+                # stored only when it is not fastText's, so other files stay as they were
+                **({} if self.label_prefix == LABEL_PREFIX else {"label_prefix": self.label_prefix}),
             },
         }
 
@@ -666,9 +699,11 @@ class Classifier:
             return self
         vopts = (valid, patience, calibrate, max_seconds)
         if many or self.blend is not None or self.fusion in ("deepset", "attention"):
-            if self.class_weight is not None:
-                raise InvalidParameterError("class_weight works with models of one text column (and dense columns "
-                                            "as codes); not yet with several text or categorical columns")
+            for name, on in (("class_weight", self.class_weight is not None), ("min_count", self.min_count != 1),
+                             ("pretrained_vectors", self.pretrained_vectors is not None)):
+                if on:
+                    raise InvalidParameterError(f"{name} works with models of one text column (and dense columns "
+                                                f"as codes); not yet with several text or categorical columns")
             if self.fusion in CONTINUOUS:
                 raise InvalidParameterError(
                     f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self.fusion!r}")
@@ -707,8 +742,32 @@ class Classifier:
         with progress_for(self.progress) as cb:
             self._model = _mmq.RustClassifier.fit(
                 json.dumps(self._config()), t, y, text, label, cb, quantizers, args, vargs, patience, calibrate,
-                max_seconds, self._class_weights(y))
+                max_seconds, self._class_weights(y), pretrained=self._pretrained_rows())
         return self
+
+    def _pretrained_rows(self) -> Optional[tuple]:
+        """``pretrained_vectors`` as (token ids, rows) for the core: each word's own id
+        (as this model's tokenizer hashes it; words that give no or several ids, e.g.
+        ``"don't"`` with ``split_punct``, are skipped) and its vector; the first of the
+        words that share an id wins. None when there are none."""
+        pv = self.pretrained_vectors
+        if pv is None:
+            return None
+        words, mat = read_vectors(pv, self.dim)
+        cfg = self._config()["tokenizer"]
+        toks = _mmq.tokenize(pl.Series(words, dtype=pl.String), json.dumps(
+            dict(cfg, word_ngrams=1, minn=0, maxn=0))).to_list()
+        ids, rows, seen = [], [], set()
+        for i, t in enumerate(toks):
+            # one word and the end-of-sentence token
+            if t is not None and len(t) == 2 and t[0] not in seen:
+                seen.add(t[0])
+                ids.append(t[0])
+                rows.append(i)
+        if not ids:
+            raise InvalidInputError(f"pretrained_vectors: none of its {len(words)} words is a word of this "
+                                    f"model's tokenizer")
+        return np.asarray(ids, dtype=np.uint32), np.ascontiguousarray(mat[rows], dtype=np.float32)
 
     def _dargs(self, data: Any):
         """Dense arguments for the Rust model: a list (discrete) or the one column (continuous)."""
@@ -1194,7 +1253,9 @@ class Classifier:
         tok = cfg["tokenizer"]
         return dict(dim=cfg["dim"], epoch=cfg["epoch"], lr=cfg["lr"], word_ngrams=tok["word_ngrams"],
                     minn=tok["minn"], maxn=tok["maxn"], bucket=tok["bucket"], threads=cfg["threads"],
-                    seed=cfg["seed"], split_cjk=tok["split_cjk"], **{k: tok.get(k, False) for k in TOKENIZER_FLAGS})
+                    seed=cfg["seed"], split_cjk=tok["split_cjk"], label_prefix=tok.get("label_prefix") or LABEL_PREFIX,
+                    min_count=int(cfg.get("min_count", 1)),
+                    **{k: tok.get(k, False) for k in TOKENIZER_FLAGS})
 
     @classmethod
     def _from_rust(cls, model) -> "Classifier":
@@ -1263,7 +1324,7 @@ class Classifier:
         # attributes added after the first release: pickles made before them get the defaults
         for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
                          head="bottleneck", l2=0.0, idf=False, dense_lr=0.1, dense_epoch=20, modality_dropout=0.0,
-                         l2_mode="lazy",
+                         l2_mode="lazy", label_prefix=LABEL_PREFIX, min_count=1, pretrained_vectors=None,
                          **dict.fromkeys(TOKENIZER_FLAGS, False)).items():
             state.setdefault(k, v)
         self.__dict__.update(state)

@@ -23,16 +23,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import polars as pl
 
 import mmq
+from mmq._options import LABEL_PREFIX
 from mmq.classifier import load_classifier as _load_classifier
 from mmq.datasets import make_topics
 from mmq.errors import InvalidInputError, MmqError
-
-LABEL_PREFIX = "__label__"
-
 
 def parse_fasttext(lines, prefix: str = LABEL_PREFIX) -> pl.DataFrame:
     """fastText-format lines as a frame: tokens starting with ``prefix`` are labels,
@@ -79,7 +78,24 @@ def read_input(path: str, text: str, label: str, prefix: str, need_label: bool =
     return df
 
 
+def _prefix(a: argparse.Namespace, clf=None) -> str:
+    """The label prefix: -label if given, else the model's (stored when it was trained),
+    else fastText's."""
+    if a.label is not None:
+        return a.label
+    return getattr(clf, "label_prefix", None) or LABEL_PREFIX
+
+
 def _train(a: argparse.Namespace) -> int:
+    a.label = _prefix(a)
+    if a.verbose < 0:
+        raise InvalidInputError(f"-verbose must be 0, 1 or 2, got {a.verbose}")
+    if a.autotune_validation and (a.minCount != 1 or a.pretrainedVectors):
+        raise InvalidInputError("-minCount and -pretrainedVectors are not used by autotune; leave them out with "
+                                "-autotune-validation")
+    # fastText's verbosity: 0 nothing, 1 messages, 2 (default) messages and progress
+    a.quiet = a.quiet or a.verbose < 1
+    progress = not a.quiet and a.verbose >= 2
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
     if not a.quiet:
         labels = df["label"].explode() if df["label"].dtype == pl.List(pl.String) else df["label"]
@@ -88,7 +104,7 @@ def _train(a: argparse.Namespace) -> int:
     if a.autotune_validation:
         valid = read_input(a.autotune_validation, a.textColumn, a.labelColumn, a.label)
         r = mmq.autotune(df, valid, budget_s=a.autotune_duration, metric=a.autotune_metric, seed=a.seed,
-                         threads=a.thread, progress=not a.quiet)
+                         threads=a.thread, progress=progress, label_prefix=a.label)
         clf = r.classifier
         if not a.quiet:
             print(f"autotune: {r.trials.height} trial(s); best: {' '.join(f'{k}={v}' for k, v in r.params.items())}",
@@ -96,23 +112,47 @@ def _train(a: argparse.Namespace) -> int:
     else:
         clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
                              maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
-                             seed=a.seed, progress=not a.quiet, lowercase=a.lowercase, split_punct=a.split_punct,
-                             drop_punct=a.drop_punct, head=a.head, l2=a.l2, l2_mode=a.l2_mode, idf=a.idf)
+                             seed=a.seed, progress=progress, lowercase=a.lowercase, split_punct=a.split_punct,
+                             drop_punct=a.drop_punct, head=a.head, l2=a.l2, l2_mode=a.l2_mode, idf=a.idf,
+                             label_prefix=a.label, min_count=a.minCount,
+                             pretrained_vectors=a.pretrainedVectors or None)
         valid = read_input(a.validation, a.textColumn, a.labelColumn, a.label) if a.validation else None
         clf.fit(df, valid=valid, patience=a.patience)
     out = a.output if a.output.endswith(".mmq") else a.output + ".mmq"
     clf.save(out)
     if not a.quiet:
         print(f"Trained in {time.perf_counter() - t:.2f}s; saved {out}", file=sys.stderr)
+    if a.saveOutput:
+        path = out[:-len(".mmq")] + ".output"
+        save_output(clf, path, a.label)
+        if not a.quiet:
+            print(f"saved the output matrix to {path}", file=sys.stderr)
     return 0
 
 
-def load_classifier(path: str):
-    return _load_classifier(path)
+def save_output(clf, path: str, prefix: str) -> None:
+    """fastText's -saveOutput: the output matrix as a .vec text file, a first line
+    ``rows dim``, then a row per label (``__label__x v1 ... vd``) in the model's label
+    order. An hs model's rows are its tree's inner nodes (one fewer than the labels);
+    as in fastText, row i is written under label i."""
+    x = clf._text_model("-saveOutput")
+    mat = x.output_matrix()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{mat.shape[0]} {mat.shape[1]}\n")
+        for lab, row in zip(clf.labels, mat):
+            f.write(f"{prefix}{lab} {_vector_line(row)}\n")
+
+
+def load_classifier(path: str, a: Optional[argparse.Namespace] = None):
+    """The model at ``path``; with ``a``, ``a.label`` becomes the prefix to use with it."""
+    clf = _load_classifier(path)
+    if a is not None:
+        a.label = _prefix(a, clf)
+    return clf
 
 
 def _test(a: argparse.Namespace) -> int:
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model, a)
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
     r = clf.test(df, k=a.k, threshold=a.threshold)
     print(r)
@@ -162,7 +202,7 @@ def stdin_batches(prefix: str, fd: int = 0, size: int = 1 << 16):
 def _predict(a: argparse.Namespace, probs: bool) -> int:
     if a.k == 0 or a.k < -1:
         raise InvalidInputError(f"k must be >= 1, or -1 for every label; got {a.k}")
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model, a)
     if a.input == "-":
         for df in stdin_batches(a.label):
             _write_predictions(clf, df, a, probs, sys.stdout)
@@ -173,7 +213,7 @@ def _predict(a: argparse.Namespace, probs: bool) -> int:
 
 
 def _test_label(a: argparse.Namespace) -> int:
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model, a)
     df = read_input(a.input, a.textColumn, a.labelColumn, a.label)
     r = clf.test(df, k=a.k, threshold=a.threshold)
     for row in r.per_label.iter_rows(named=True):
@@ -194,7 +234,7 @@ def _model_path(output: str) -> str:
 
 def _quantize(a: argparse.Namespace) -> int:
     src = _model_path(a.output)
-    clf = load_classifier(src)
+    clf = load_classifier(src, a)
     clf.progress = not a.quiet
     if a.thread is not None:
         clf.threads = a.thread
@@ -217,7 +257,7 @@ def _vector_line(v) -> str:
 
 
 def _print_sentence_vectors(a: argparse.Namespace) -> int:
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model, a)
     for df in stdin_batches(a.label):
         vecs = clf.embed(df)
         if len(vecs):
@@ -227,7 +267,7 @@ def _print_sentence_vectors(a: argparse.Namespace) -> int:
 
 
 def _print_word_vectors(a: argparse.Namespace) -> int:
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model, a)
     for df in stdin_batches(a.label):
         words = [w for t in df["text"].to_list() for w in t.split()]
         if words:
@@ -238,7 +278,7 @@ def _print_word_vectors(a: argparse.Namespace) -> int:
 
 
 def _nn(a: argparse.Namespace) -> int:
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model, a)
     words = None
     if a.words:
         text = read_input(a.words, "text", "label", a.label, need_label=False)["text"]
@@ -252,7 +292,7 @@ def _nn(a: argparse.Namespace) -> int:
 
 
 def _dump(a: argparse.Namespace) -> int:
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model, a)
     m = clf._fitted()
     if a.option == "args":
         for k, v in clf.get_params().items():
@@ -323,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="verb", required=True)
 
     def io_opts(sp):
-        sp.add_argument("-label", "--label", default=LABEL_PREFIX, help="label prefix [__label__]")
+        sp.add_argument("-label", "--label", default=None,
+                        help="label prefix [the model's; __label__ for a new one]; saved with a trained model")
         sp.add_argument("-textColumn", "--text-column", dest="textColumn", default="text")
         sp.add_argument("-labelColumn", "--label-column", dest="labelColumn", default="label")
 
@@ -367,6 +408,14 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("-autotune-metric", "--autotune-metric", dest="autotune_metric", default="accuracy",
                         choices=["accuracy", "f1", "loss"])
         sp.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
+        sp.add_argument("-verbose", "--verbose", type=int, default=2,
+                        help="0: nothing, 1: messages, 2: messages and a progress bar [2]")
+        sp.add_argument("-minCount", "--min-count", dest="minCount", type=int, default=1,
+                        help="words seen fewer times get no row of their own (their n-grams do) [1]")
+        sp.add_argument("-pretrainedVectors", "--pretrained-vectors", dest="pretrainedVectors", default="",
+                        help="a .vec file: the words' rows start from its vectors (its dimension must be -dim)")
+        sp.add_argument("-saveOutput", "--save-output", dest="saveOutput", action="store_true",
+                        help="also write the output matrix to <output>.output (.vec text format)")
         io_opts(sp)
     for verb in ("test", "predict", "predict-prob"):
         sp = sub.add_parser(verb)

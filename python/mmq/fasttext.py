@@ -24,8 +24,9 @@ each deliberate:
   unseen hash buckets), in the order of :attr:`FastText.token_ids`;
 * options fastText uses only for word vectors (``ws``, ``t``) or that only pace its
   learning-rate updates (``lrUpdateRate``) are accepted and have no effect; options mmq
-  does not have (``minCount > 1``, ``minCountLabel > 0``, ``pretrainedVectors``,
-  ``autotuneModelSize``) are an :class:`~mmq.errors.InvalidParameterError`;
+  does not have (``minCountLabel > 0``, ``autotuneModelSize``) are an
+  :class:`~mmq.errors.InvalidParameterError`; ``minCount`` and ``pretrainedVectors`` are
+  mmq's ``min_count`` and ``pretrained_vectors`` (not with autotune);
 * ``thread`` defaults to all cores, as fastText's does; ``verbose >= 2`` shows mmq's
   progress bar.
 """
@@ -54,9 +55,10 @@ def _frame(path: Union[str, os.PathLike], label: str) -> pl.DataFrame:
 class FastText:
     """A trained mmq classifier behind fastText's model API."""
 
-    def __init__(self, clf: Classifier, label: str = LABEL_PREFIX, words: Optional[pl.DataFrame] = None):
+    def __init__(self, clf: Classifier, label: Optional[str] = None, words: Optional[pl.DataFrame] = None):
         self.classifier = clf
-        self.label = label
+        # the prefix the model was trained with (stored in its file), unless told otherwise
+        self.label = label if label is not None else getattr(clf, "label_prefix", LABEL_PREFIX)
         self._words = words
 
     # -- prediction --------------------------------------------------------------
@@ -223,28 +225,33 @@ def train_supervised(input: Union[str, os.PathLike, None] = None, lr: float = 0.
     ``'f1'`` or ``'accuracy'``)."""
     if input is None:
         raise InvalidParameterError("train_supervised needs input=<path of a fastText-format training file>")
-    for name, value, ok in (("minCount", minCount, minCount == 1), ("minCountLabel", minCountLabel, minCountLabel == 0),
-                            ("pretrainedVectors", pretrainedVectors, not pretrainedVectors),
+    for name, value, ok in (("minCountLabel", minCountLabel, minCountLabel == 0),
                             ("autotuneModelSize", autotuneModelSize, not autotuneModelSize)):
         if not ok:
-            raise InvalidParameterError(f"{name}={value!r} is not supported by mmq (it hashes every token and keeps "
-                                        "every label; no pretrained vectors, no size-constrained autotune)")
+            raise InvalidParameterError(f"{name}={value!r} is not supported by mmq (it keeps every label; no "
+                                        "size-constrained autotune)")
+    if autotuneValidationFile and (minCount != 1 or pretrainedVectors):
+        raise InvalidParameterError("minCount and pretrainedVectors are not used by mmq's autotune; leave them out "
+                                    "with autotuneValidationFile")
     if autotunePredictions != 1:
         raise InvalidParameterError(f"autotunePredictions must be 1 (mmq's autotune scores the top label), "
                                     f"got {autotunePredictions!r}")
     df = _frame(input, label)
     words = (df.select(pl.col("text").str.split(" ").list.concat(pl.lit(["</s>"])).alias("word"))
              .explode("word").filter(pl.col("word") != "")
-             .group_by("word").len("count").sort(["count", "word"], descending=[True, False]))
+             .group_by("word").len("count").filter(pl.col("count") >= minCount)
+             .sort(["count", "word"], descending=[True, False]))
     progress = verbose >= 2
     if autotuneValidationFile:
         if autotuneMetric not in _METRICS:
             raise InvalidParameterError(f"autotuneMetric must be one of {sorted(_METRICS)}, got {autotuneMetric!r}")
         r = autotune(df, _frame(autotuneValidationFile, label), budget_s=float(autotuneDuration),
-                     metric=_METRICS[autotuneMetric], seed=seed, threads=thread, progress=progress)
+                     metric=_METRICS[autotuneMetric], seed=seed, threads=thread, progress=progress,
+                     label_prefix=label)
         return FastText(r.classifier, label, words)
     clf = Classifier(lr=lr, dim=dim, epoch=epoch, minn=minn, maxn=maxn, neg=neg, word_ngrams=wordNgrams, loss=loss,
-                     bucket=bucket, threads=thread, seed=seed, progress=progress)
+                     bucket=bucket, threads=thread, seed=seed, progress=progress, label_prefix=label,
+                     min_count=minCount, pretrained_vectors=pretrainedVectors or None)
     clf.fit(df)
     return FastText(clf, label, words)
 

@@ -149,6 +149,7 @@ fn tokenizer(word_ngrams: u32, minn: u32, maxn: u32, bucket: u32) -> Tokenizer {
         lowercase: false,
         split_punct: false,
         drop_punct: false,
+        label_prefix: None,
     })
     .unwrap()
 }

@@ -278,6 +278,7 @@ fn fit_csr(
     dense: &[DenseInput],
     codes: &[FitCodes],
     alpha: f32,
+    rare: &std::collections::HashSet<u32>,
 ) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
     const BLOCK: usize = 1 << 16;
     const PIECE: usize = 1 << 10;
@@ -296,7 +297,11 @@ fn fit_csr(
                     (Vec::with_capacity(chunk.len()), Vec::new(), Vec::new());
                 for (j, t) in chunk.iter().enumerate() {
                     let (i, start) = (b0 + pi * PIECE + j, ids.len());
-                    tok.tokenize_into(t, &mut ids, scratch);
+                    if rare.is_empty() {
+                        tok.tokenize_into(t, &mut ids, scratch);
+                    } else {
+                        tok.tokenize_into_without(t, &mut ids, scratch, rare);
+                    }
                     if weighted {
                         w.resize(ids.len(), 1.0);
                     }
@@ -548,7 +553,7 @@ pub fn ranking_k(k: usize, threshold: f32, n_labels: usize) -> PyResult<usize> {
 impl PyClassifier {
     /// Train on a String column and a String or List[String] label column.
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None, class_weight=None, init=None, frozen=false))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None, class_weight=None, init=None, frozen=false, pretrained=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -567,7 +572,15 @@ impl PyClassifier {
         class_weight: Option<std::collections::HashMap<String, f32>>,
         init: Option<PyRef<'_, PyClassifier>>,
         frozen: bool,
+        pretrained: Option<(PyReadonlyArray1<'_, u32>, PyReadonlyArray2<'_, f32>)>,
     ) -> PyResult<Self> {
+        let pretrained = match &pretrained {
+            Some((ids, rows)) => {
+                let (ids, rows) = (ids.as_slice()?, rows.as_slice()?);
+                Some((ids, rows))
+            }
+            None => None,
+        };
         let init = init.as_ref().map(|m| &m.model);
         crate::errors::guard("Classifier.fit", || {
             let deadline = crate::columns::deadline(max_seconds)?;
@@ -632,17 +645,29 @@ impl PyClassifier {
                 let callback = |p: &Progress| -> bool { report_progress(&progress, p, cancel) };
                 let threads = cfg.threads;
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-                let csr = |texts: &[&str], views: &[DenseView]| -> mmq_core::Result<_> {
+                // fastText's -minCount: the training rows' rare words get no row (the
+                // validation rows are read as predict reads them).
+                let min_count = cfg.min_count;
+                let count = || tokenizer.rare_word_ids(&texts, min_count);
+                let rare = match &pool {
+                    Ok(p) => p.install(count),
+                    Err(_) => count(),
+                };
+                let none = std::collections::HashSet::new();
+                let csr = |texts: &[&str],
+                           views: &[DenseView],
+                           rare: &std::collections::HashSet<u32>|
+                 -> mmq_core::Result<_> {
                     let codes = fit_codes(&dense_inputs, views)?;
-                    let build = || fit_csr(&tokenizer, texts, &dense_inputs, &codes, alpha);
+                    let build = || fit_csr(&tokenizer, texts, &dense_inputs, &codes, alpha, rare);
                     Ok(match &pool {
                         Ok(p) => p.install(build),
                         Err(_) => build(),
                     })
                 };
-                let (offsets, ids, weights) = csr(&texts, &views)?;
+                let (offsets, ids, weights) = csr(&texts, &views, &rare)?;
                 let vcsr = match (&valid_cols, &valid_views) {
-                    (Some((vt, _, _)), Some(vv)) => Some(csr(vt, vv)?),
+                    (Some((vt, _, _)), Some(vv)) => Some(csr(vt, vv, &none)?),
                     _ => None,
                 };
                 let data = Dataset {
@@ -670,6 +695,7 @@ impl PyClassifier {
                     class_weights: class_weights.as_deref(),
                     init,
                     frozen,
+                    pretrained,
                 };
                 let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
                 model.dense = dense_inputs.clone();

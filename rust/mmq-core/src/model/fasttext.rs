@@ -484,6 +484,7 @@ pub fn import(bytes: &[u8], what: &str) -> Result<Model> {
             lowercase: false,
             split_punct: false,
             drop_punct: false,
+            label_prefix: None,
         },
         head: Head::Bottleneck,
         fasttext_compat: true,

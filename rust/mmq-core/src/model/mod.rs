@@ -54,10 +54,19 @@ pub struct ModelConfig {
     /// the numbers fastText's `predict` returns. Written only when set.
     #[serde(skip_serializing_if = "is_false")]
     pub fasttext_compat: bool,
+    /// fastText's `-minCount`: a word (its own id) seen fewer times than this in the
+    /// training rows gets no row; its char n-grams and word n-grams still do. 1 keeps
+    /// every word. Written only when above 1.
+    #[serde(skip_serializing_if = "is_one_u64")]
+    pub min_count: u64,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_one_u64(n: &u64) -> bool {
+    *n == 1
 }
 
 /// How the linear head's L2 penalty reaches its weights. A weight is updated only when
@@ -117,6 +126,7 @@ impl Default for ModelConfig {
             temperature: 1.0,
             modality_dropout: 0.0,
             fasttext_compat: false,
+            min_count: 1,
         }
     }
 }
@@ -124,6 +134,11 @@ impl Default for ModelConfig {
 impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         check_training(self.dim, self.epoch, self.lr, self.threads)?;
+        if self.min_count == 0 {
+            return Err(MmqError::InvalidParameter(
+                "min_count must be >= 1 (1 keeps every word), got 0".into(),
+            ));
+        }
         let bad = |m: String| Err(MmqError::InvalidParameter(m));
         if self.loss == LossKind::Ns && self.neg < 1 {
             return bad(format!("neg must be >= 1 with loss='ns', got {}", self.neg));

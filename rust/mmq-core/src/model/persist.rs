@@ -340,6 +340,25 @@ mod tests {
         }
     }
 
+    /// A label prefix is kept by the file; without one the header has no such key (files
+    /// of earlier versions load unchanged), and a bad one in a file is refused.
+    #[test]
+    fn the_label_prefix_is_stored_only_when_set() {
+        let plain = model().to_bytes().unwrap();
+        let (h, _) = io::from_bytes(&plain, "mem").unwrap();
+        assert!(h["config"]["tokenizer"].get("label_prefix").is_none());
+        let mut m = model();
+        m.cfg.tokenizer.label_prefix = Some("#lbl#".into());
+        let b = m.to_bytes().unwrap();
+        let back = Model::from_bytes(&b, "mem").unwrap();
+        assert_eq!(back.cfg.tokenizer.label_prefix.as_deref(), Some("#lbl#"));
+        assert!(back.cfg.tokenizer.same_ids(&model().cfg.tokenizer));
+        let bad = edited(&b, io::FORMAT_VERSION, |h| {
+            h["config"]["tokenizer"]["label_prefix"] = json!("a b")
+        });
+        refused(&bad, "label_prefix must be");
+    }
+
     /// The header of `b` edited by `edit`, written back (re-signed) as `version`.
     fn edited(b: &[u8], version: u64, edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
         let (mut header, tensors) = io::from_bytes(b, "mem").unwrap();

@@ -45,6 +45,12 @@ pub struct TokenizerConfig {
     /// tokenizers (scikit-learn's `\w+` pattern) read text. Excludes `split_punct`; off by
     /// default.
     pub drop_punct: bool,
+    /// The label prefix of the fastText-format text the model was trained from
+    /// (fastText's `-label`), kept so that the command line reads and writes that format
+    /// with it later; `None` is fastText's `__label__`. It changes no token id. Written to
+    /// a file only when set, so files of models without it stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_prefix: Option<String>,
 }
 
 impl Default for TokenizerConfig {
@@ -58,6 +64,7 @@ impl Default for TokenizerConfig {
             lowercase: false,
             split_punct: false,
             drop_punct: false,
+            label_prefix: None,
         }
     }
 }
@@ -73,8 +80,25 @@ pub const MAX_BUCKET: u64 = 1 << 31;
 pub const MAX_NGRAM: u32 = 100;
 
 impl TokenizerConfig {
+    /// Whether `other` gives every text the same token ids (all options but the label
+    /// prefix are the same).
+    pub fn same_ids(&self, other: &TokenizerConfig) -> bool {
+        let strip = |c: &TokenizerConfig| TokenizerConfig {
+            label_prefix: None,
+            ..c.clone()
+        };
+        strip(self) == strip(other)
+    }
+
     /// Check the parameters, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
+        if let Some(p) = &self.label_prefix {
+            if p.is_empty() || p.chars().any(char::is_whitespace) || p.len() > 256 {
+                return Err(MmqError::InvalidParameter(format!(
+                    "label_prefix must be 1 to 256 bytes without whitespace, got {p:?}"
+                )));
+            }
+        }
         if self.bucket == 0 {
             return Err(MmqError::InvalidParameter(
                 "bucket must be >= 1, got 0".into(),
@@ -217,6 +241,63 @@ impl Tokenizer {
     /// Token ids of one row, appended to `out`.
     pub fn tokenize_into(&self, text: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
         self.visit(text, scratch, &mut |id, _kind, _s| out.push(id));
+    }
+
+    /// Token ids of one row, appended to `out`, but for the word ids in `rare`: their
+    /// words keep their char n-grams and word n-grams (fastText's `-minCount`, where a
+    /// word seen too few times has no row of its own yet still takes part in n-grams).
+    pub fn tokenize_into_without(
+        &self,
+        text: &str,
+        out: &mut Vec<u32>,
+        scratch: &mut Scratch,
+        rare: &std::collections::HashSet<u32>,
+    ) {
+        self.visit(text, scratch, &mut |id, kind, _s| {
+            if kind != TokenKind::Word || !rare.contains(&id) {
+                out.push(id)
+            }
+        });
+    }
+
+    /// The word ids (each word's own id and EOS's, no n-gram) of `texts` seen fewer than
+    /// `min_count` times in all of them: the ids fastText's `-minCount` keeps out of the
+    /// vocabulary. Counted in parallel.
+    pub fn rare_word_ids(&self, texts: &[&str], min_count: u64) -> std::collections::HashSet<u32> {
+        use rayon::prelude::*;
+        use std::collections::HashMap;
+        if min_count <= 1 {
+            return Default::default();
+        }
+        let counts = texts
+            .par_chunks(1 << 12)
+            .map(|chunk| {
+                let (mut counts, mut scratch) = (HashMap::<u32, u64>::new(), Scratch::default());
+                for t in chunk {
+                    self.visit(t, &mut scratch, &mut |id, kind, _s| {
+                        if kind == TokenKind::Word {
+                            *counts.entry(id).or_default() += 1;
+                        }
+                    });
+                }
+                counts
+            })
+            .reduce(HashMap::new, |mut a, b| {
+                let (mut a, b) = if a.len() < b.len() {
+                    (b, a)
+                } else {
+                    (std::mem::take(&mut a), b)
+                };
+                for (id, c) in b {
+                    *a.entry(id).or_default() += c;
+                }
+                a
+            });
+        counts
+            .into_iter()
+            .filter(|&(_, c)| c < min_count)
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Token ids of one row.
@@ -534,8 +615,33 @@ mod tests {
             lowercase: false,
             split_punct: false,
             drop_punct: false,
+            label_prefix: None,
         })
         .unwrap()
+    }
+
+    /// fastText's -minCount: a word below the count loses its own id and keeps its
+    /// char n-grams and its part in word n-grams; EOS counts once per row.
+    #[test]
+    fn rare_words_lose_their_own_id_only() {
+        let t = tok(2, 3, 3, 1 << 20);
+        let texts = ["a rare word", "a common word", "a common thing"];
+        let rare = t.rare_word_ids(&texts, 2);
+        let id = |w: &str| t.tokenize_verbose(w)[0].0;
+        let want: std::collections::HashSet<u32> =
+            ["rare", "thing"].iter().map(|w| id(w)).collect();
+        assert_eq!(rare, want);
+        assert!(t.rare_word_ids(&texts, 1).is_empty());
+        let mut out = Vec::new();
+        t.tokenize_into_without(texts[0], &mut out, &mut Scratch::default(), &rare);
+        let full = t.tokenize_verbose(texts[0]);
+        let expect: Vec<u32> = full
+            .iter()
+            .filter(|(i, k, _)| !(*k == TokenKind::Word && *i == id("rare")))
+            .map(|x| x.0)
+            .collect();
+        assert_eq!(out, expect);
+        assert_eq!(out.len(), full.len() - 1);
     }
 
     #[test]

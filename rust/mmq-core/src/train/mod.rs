@@ -254,6 +254,25 @@ pub fn train_with(
     } else {
         uniform_init(index.len() * dim, 1.0 / dim as f32, cfg.seed)
     };
+    if let Some((ids, rows)) = opts.pretrained {
+        if linear {
+            return Err(MmqError::InvalidParameter(
+                "pretrained vectors need the bottleneck head (the linear head has no word vectors)"
+                    .into(),
+            ));
+        }
+        if rows.len() != ids.len() * dim {
+            return Err(MmqError::InvalidParameter(format!(
+                "pretrained vectors have {} values per word; the model's dim is {dim}",
+                rows.len() / ids.len()
+            )));
+        }
+        for (&id, row) in ids.iter().zip(rows.chunks_exact(dim)) {
+            if let Some(r) = index.get(id) {
+                input[r as usize * dim..(r as usize + 1) * dim].copy_from_slice(row);
+            }
+        }
+    }
     let mut output0 = vec![0.0; n_out * width];
     let tree = match opts.init {
         // The tree of hs is the starting model's (check_init refuses new labels there):
@@ -399,11 +418,12 @@ fn check_init(cfg: &ModelConfig, labels: &[String], init: &Model) -> Result<()> 
     let c = &init.cfg;
     if c.dim != cfg.dim || c.loss != cfg.loss || c.head != cfg.head {
         return bad(format!(
-            "the model to continue from has dim {}, loss {:?}, head {:?}; the new training              has dim {}, loss {:?}, head {:?}",
+            "the model to continue from has dim {}, loss {:?}, head {:?}; the new training \
+             has dim {}, loss {:?}, head {:?}",
             c.dim, c.loss, c.head, cfg.dim, cfg.loss, cfg.head
         ));
     }
-    if c.tokenizer != cfg.tokenizer || c.alpha != cfg.alpha {
+    if !c.tokenizer.same_ids(&cfg.tokenizer) || c.alpha != cfg.alpha {
         return bad(
             "the model to continue from has other tokenizer options or alpha: its token ids \
              would mean other things"
@@ -1136,6 +1156,48 @@ mod warm_start_tests {
             // With epoch 0 worth of updates... continuing changes the weights it started from.
             assert_ne!(m.input[..first.input.len()], first.input[..]);
         }
+    }
+
+    /// fastText's -pretrainedVectors: the rows of the given ids start from the given
+    /// values (a tiny learning rate leaves them there); ids not in training are ignored.
+    #[test]
+    fn pretrained_rows_are_the_starting_rows() {
+        let names: Vec<String> = vec!["a".into(), "b".into()];
+        let y: Vec<u32> = (0..50).map(|i| i % 2).collect();
+        let r = rows(&y);
+        let cfg = ModelConfig {
+            dim: 4,
+            epoch: 1,
+            lr: 1e-7,
+            threads: 1,
+            ..Default::default()
+        };
+        let ids = [100u32, 7, 999_999];
+        let vals: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+        let opts = TrainOptions {
+            pretrained: Some((&ids, &vals)),
+            ..Default::default()
+        };
+        let m = train_with(cfg.clone(), names.clone(), &data(&r, &y), &opts, &|_| true).unwrap();
+        for (k, &id) in ids[..2].iter().enumerate() {
+            let row = m.index.get(id).unwrap() as usize;
+            for j in 0..4 {
+                assert!((m.input[row * 4 + j] - vals[k * 4 + j]).abs() < 1e-4);
+            }
+        }
+        assert!(m.index.get(999_999).is_none());
+        let plain = train(cfg.clone(), names.clone(), &data(&r, &y), &|_| true).unwrap();
+        let row = plain.index.get(100).unwrap() as usize;
+        assert!(plain.input[row * 4..row * 4 + 4]
+            .iter()
+            .all(|x| x.abs() < 0.26));
+        let three = [0.0f32; 9];
+        let opts = TrainOptions {
+            pretrained: Some((&ids, &three)),
+            ..Default::default()
+        };
+        let e = train_with(cfg, names, &data(&r, &y), &opts, &|_| true).unwrap_err();
+        assert!(e.to_string().contains("3 values per word"), "{e}");
     }
 
     #[test]

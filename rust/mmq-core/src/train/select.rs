@@ -35,6 +35,11 @@ pub struct TrainOptions<'a, V: ?Sized = super::Dataset<'a>> {
     /// With `init`: train only the tokens it has rows for (the others are unknown, as
     /// after a quantization cutoff), so no row is added.
     pub frozen: bool,
+    /// Starting rows for some token ids (fastText's `-pretrainedVectors`): `(ids, rows)`,
+    /// `rows` holding `dim` values per id. An id that gets a row in training starts from
+    /// its values instead of random ones; the others are ignored. The bottleneck text
+    /// trainer reads it (not with `init`, whose rows come first); the others refuse it.
+    pub pretrained: Option<(&'a [u32], &'a [f32])>,
 }
 
 impl<V: ?Sized> Default for TrainOptions<'_, V> {
@@ -47,6 +52,7 @@ impl<V: ?Sized> Default for TrainOptions<'_, V> {
             class_weights: None,
             init: None,
             frozen: false,
+            pretrained: None,
         }
     }
 }
@@ -61,6 +67,21 @@ impl<V: ?Sized> TrainOptions<'_, V> {
             }
             if !w.iter().any(|x| *x > 0.0) {
                 return bad("class weights are all 0: nothing would be trained");
+            }
+        }
+        if let Some((ids, rows)) = self.pretrained {
+            if ids.is_empty() || rows.len() % ids.len() != 0 {
+                return bad(
+                    "pretrained vectors: the rows must hold the same number of values per id",
+                );
+            }
+            if self.init.is_some() {
+                return bad(
+                    "pretrained vectors and a model to start from (init) exclude each other",
+                );
+            }
+            if rows.iter().any(|x| !x.is_finite()) {
+                return bad("pretrained vectors must be finite numbers");
             }
         }
         if self.frozen && self.init.is_none() {
