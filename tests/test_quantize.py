@@ -158,5 +158,56 @@ def test_bad_options_are_named(trained, topics):
         mmq.Classifier().quantize()
     train = topics.filter(pl.col("split") == "train")
     deep = mmq.Classifier(dim=8, epoch=1, fusion="gated", dense=["image"], progress=False).fit(train)
-    with pytest.raises(InvalidParameterError, match="not yet with fusion='gated'"):
-        deep.quantize()
+    with pytest.raises(InvalidParameterError, match="cutoff works with text"):
+        deep.quantize(cutoff=5)
+
+
+KINDS = {
+    "gated": dict(fusion="gated", dense=["image"]),
+    "deepset": dict(fusion="deepset", dense={"image": ("PQ", 8, 16)}),
+    "attention": dict(fusion="attention", dense={"image": ("PQ", 8, 16)}),
+    "gblend": dict(fusion="discrete", blend="gblend", dense={"image": ("PQ", 8, 16)}),
+    "late": dict(fusion="late", dense=["image"], head="linear"),
+    "concat": dict(fusion="concat", dense=["image"], head="linear"),
+}
+
+
+@pytest.fixture(scope="module")
+def mm():
+    from mmq.datasets import make_topics
+
+    df = make_topics(n_rows=4000, dense_dim=16, seed=3)
+    return df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "test")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_model_kind_quantizes(mm, kind, tmp_path):
+    """quantize for continuous fusion, the set models, late and concat fusion: a smaller
+    file, the same predictions after save/load and pickle, accuracy kept."""
+    train, test = mm
+    kw = dict(KINDS[kind])
+    if isinstance(kw["dense"], dict):
+        kw["dense"] = {n: mmq.PQ(m=m, k=k, seed=0) for n, (_, m, k) in kw["dense"].items()}
+    clf = mmq.Classifier(dim=32, epoch=5, lr=0.2, word_ngrams=2, threads=1, seed=0, progress=False, **kw)
+    clf.fit(train, valid=test if kind == "late" else None)
+    before = clf.test(test).precision
+    clf.save(tmp_path / "plain.mmq")
+    with pytest.raises(InvalidParameterError, match="retrain"):
+        clf.quantize(train, cutoff=100, retrain=True) if kind not in ("late", "concat") else \
+            clf.quantize(train, retrain=True)
+    clf.quantize(qout=kind not in ("late", "concat"))
+    assert clf.quantized is not None and clf.quantized["dsub"] == 2
+    with pytest.raises(InvalidParameterError, match="quantized already"):
+        clf.quantize()
+    after = clf.test(test).precision
+    assert after >= before - 0.03, (before, after)
+    clf.save(tmp_path / "q.mmq")
+    assert (tmp_path / "q.mmq").stat().st_size < (tmp_path / "plain.mmq").stat().st_size
+    p = clf.predict_proba(test).to_numpy()
+    back = mmq.load(tmp_path / "q.mmq")
+    assert back.quantized == clf.quantized
+    np.testing.assert_array_equal(back.predict_proba(test).to_numpy(), p)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(test).to_numpy(), p)
+    if kind in ("gated", "deepset", "attention", "gblend", "concat"):
+        with pytest.raises(InvalidParameterError, match="cutoff"):
+            mmq.load(tmp_path / "plain.mmq").quantize(cutoff=10)

@@ -603,14 +603,19 @@ class Classifier:
         model's) at ``lr`` before the final quantization, as fastText does after a cutoff.
         The saved file holds codes and codebooks instead of floats (and the token ids as
         varint gaps); predictions of the saved and loaded model are those of the quantized
-        model. Text models and discrete fusion only."""
-        model = self._text_model("quantize")
+        model. Every model kind: text and discrete fusion as above; continuous fusion and
+        the set models (deepset, attention, G-Blend, several columns) quantize their token
+        rows (and with ``qout`` their output matrix) but take no ``cutoff``; late fusion
+        quantizes its text model, concat fusion its one linear model."""
+        model = self._fitted()
         for name, v in (("cutoff", cutoff), ("dsub", dsub), ("seed", seed)):
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "dsub" else 0):
                 raise InvalidParameterError(f"{name} must be an integer >= {1 if name == 'dsub' else 0}, got {v!r}")
         for name, v in (("qnorm", qnorm), ("qout", qout), ("retrain", retrain)):
             if not isinstance(v, bool):
                 raise InvalidParameterError(f"{name} must be True or False, got {v!r}")
+        if not isinstance(model, _mmq.RustClassifier):
+            return self._quantize_other(model, cutoff, dsub, qnorm, qout, retrain, seed)
         if retrain and data is None:
             raise InvalidParameterError("retrain=True trains again on the training data: quantize(train_df, "
                                         "cutoff=..., retrain=True)")
@@ -623,6 +628,31 @@ class Classifier:
             retrain_on.progress, retrain_on.threads = self.progress, self.threads
             model = retrain_on.partial_fit(data, text, label, epoch=epoch, lr=lr, frozen=True)._model
         self._model = model.quantize(cutoff, dsub, qnorm, qout, seed)
+        self._plugin_path = None
+        return self
+
+    def _quantize_other(self, m: Any, cutoff: int, dsub: int, qnorm: bool, qout: bool, retrain: bool,
+                        seed: int) -> "Classifier":
+        """:meth:`quantize` for the model kinds other than text and discrete fusion."""
+        import copy
+
+        if getattr(m, "quantized_json", None) is not None:
+            raise InvalidParameterError("the model is quantized already")
+        if retrain:
+            raise InvalidParameterError("retrain works with text and discrete-fusion models (it retrains the rows "
+                                        "a cutoff keeps); quantize this model without it")
+        if isinstance(m, LateModel):
+            m = copy.copy(m)
+            m.text = m.text.quantize(cutoff, dsub, qnorm, qout, seed)
+        elif isinstance(m, ConcatModel):
+            if cutoff:
+                raise InvalidParameterError("cutoff works with text and discrete-fusion models: concat fusion's "
+                                            "rows include its image features; quantize it with cutoff=0")
+            m = copy.copy(m)
+            m.model = m.model.quantize(cutoff, dsub, qnorm, qout, seed)
+        else:
+            m = m.quantize(cutoff, dsub, qnorm, qout, seed)
+        self._model = m
         self._plugin_path = None
         return self
 

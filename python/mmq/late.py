@@ -254,6 +254,11 @@ class LateModel(ProbaModel):
             pos = {lab: i for i, lab in enumerate(h.model.labels)}
             self._maps.append(np.array([pos.get(lab, -1) for lab in self.labels], dtype=np.int64))
 
+    @property
+    def quantized_json(self) -> Optional[str]:
+        """The quantize options of the text model, None when it is not quantized."""
+        return self.text.quantized_json
+
     # -- the combination -----------------------------------------------------------
     def _head_logp(self, texts: pl.Series, dense: list) -> list:
         """Log-probabilities (n × labels, text order) of the text head and of each dense
@@ -428,6 +433,11 @@ class ConcatModel(ProbaModel):
         cfg = json.loads(model.config_json)
         self._tok = json.dumps(cfg["tokenizer"])
         self._bucket = int(cfg["tokenizer"]["bucket"])
+
+    @property
+    def quantized_json(self) -> Optional[str]:
+        """The quantize options of the linear model, None when it is not quantized."""
+        return self.model.quantized_json
 
     @staticmethod
     def rows(texts: pl.Series, dense: list, heads: Sequence[DenseHead], tok_json: str, bucket: int):

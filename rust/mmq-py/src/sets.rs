@@ -453,6 +453,39 @@ impl PySets {
     fn config_json(&self) -> String {
         serde_json::to_string(&self.model.cfg).unwrap_or_default()
     }
+    /// fastText's `quantize` for this kind: a new model whose token rows (and with
+    /// `qout` its output matrix) are product-quantized (no `cutoff`).
+    #[pyo3(signature = (cutoff=0, dsub=2, qnorm=false, qout=false, seed=1234))]
+    fn quantize(
+        &self,
+        py: Python<'_>,
+        cutoff: usize,
+        dsub: usize,
+        qnorm: bool,
+        qout: bool,
+        seed: u64,
+    ) -> PyResult<Self> {
+        crate::errors::guard("SetClassifier.quantize", || {
+            let o = mmq_core::model::compress::QuantizeOptions {
+                cutoff,
+                dsub,
+                qnorm,
+                qout,
+                seed,
+            };
+            let model = crate::pool::detach(py, || self.model.quantize(&o)).py_err()?;
+            Self::from_model(model)
+        })
+    }
+
+    /// The options a quantized model was quantized with (JSON), None for others.
+    #[getter]
+    fn quantized_json(&self) -> Option<String> {
+        self.model
+            .quantized
+            .as_ref()
+            .and_then(|q| serde_json::to_string(&q.opts).ok())
+    }
 
     /// G-Blend's per-epoch weights and losses, as JSON.
     #[getter]

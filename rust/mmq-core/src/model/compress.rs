@@ -293,6 +293,130 @@ pub fn unpack_ids(bytes: &[u8], n: usize) -> std::result::Result<Vec<u32>, Strin
     Ok(ids)
 }
 
+/// The product-quantized weight tables of a continuous-fusion or set model (their
+/// `quantize`): the token rows (`input`) and, with `qout`, the output matrix, each by
+/// [`QMatrix`]; the other weights are small and stay as they are. The model keeps the
+/// decoded values, so it predicts the same before a save and after a load. `cutoff` is
+/// for text and discrete-fusion models only (their rows are the tokens to drop).
+#[derive(Clone, Debug)]
+pub struct QuantizedParams {
+    pub opts: QuantizeOptions,
+    /// (parameter slot, its codes), slots in increasing order.
+    pub mats: Vec<(usize, QMatrix)>,
+}
+
+/// Decoded matrices by parameter slot.
+pub(super) type Decoded = Vec<(usize, Vec<f32>)>;
+
+impl QuantizedParams {
+    /// Quantize the parameter matrices at `slots` (those with elements) in place.
+    pub(super) fn fit(
+        params: &mut [super::fusion::Mat],
+        slots: &[usize],
+        already: bool,
+        o: &QuantizeOptions,
+    ) -> Result<Self> {
+        let bad = |m: String| Err(MmqError::InvalidParameter(m));
+        if already {
+            return bad("the model is quantized already".into());
+        }
+        if o.cutoff != 0 {
+            return bad(
+                "cutoff works with text and discrete-fusion models (their token rows); \
+                 quantize this model with cutoff=0"
+                    .into(),
+            );
+        }
+        if o.dsub == 0 {
+            return bad("dsub must be >= 1 (dimensions per sub-quantizer), got 0".into());
+        }
+        let mut mats = Vec::new();
+        for &p in slots {
+            let m = &params[p];
+            if m.data.is_empty() {
+                continue;
+            }
+            if o.dsub > m.cols {
+                return bad(format!(
+                    "dsub = {} is more than the {} values of a row",
+                    o.dsub, m.cols
+                ));
+            }
+            let q = QMatrix::fit(&m.data, m.data.len() / m.cols, m.cols, o)?;
+            params[p].data = q.decode()?;
+            mats.push((p, q));
+        }
+        if mats.is_empty() {
+            return Err(MmqError::InvalidInput(
+                "the model has no token rows to quantize".into(),
+            ));
+        }
+        Ok(Self {
+            opts: o.clone(),
+            mats,
+        })
+    }
+
+    /// Whether slot `p` is stored as codes.
+    pub(super) fn has(&self, p: usize) -> bool {
+        self.mats.iter().any(|(s, _)| *s == p)
+    }
+
+    pub(super) fn header(&self, names: &[&str]) -> Result<serde_json::Value> {
+        let mut params = serde_json::Map::new();
+        for (p, q) in &self.mats {
+            params.insert(names[*p].to_string(), q.header()?);
+        }
+        Ok(json!({"options": self.opts, "params": params}))
+    }
+
+    pub(super) fn tensors(&self, names: &[&str]) -> Result<Vec<(String, Tensor)>> {
+        let mut t = Vec::new();
+        for (p, q) in &self.mats {
+            t.extend(q.tensors(&format!("q.{}.", names[*p]))?);
+        }
+        Ok(t)
+    }
+
+    /// Read back from the header entry `h`; `shapes` are the slots' expected shapes.
+    /// Returns it with the decoded matrices, slot by slot.
+    pub(super) fn read(
+        h: &serde_json::Value,
+        t: &mut HashMap<String, Tensor>,
+        names: &[&str],
+        shapes: &[(usize, usize)],
+        what: &str,
+    ) -> Result<(Self, Decoded)> {
+        let bad = |reason: String| MmqError::InvalidModelFile {
+            path: what.to_string(),
+            reason: format!("quantized model: {reason}"),
+        };
+        let opts: QuantizeOptions = serde_json::from_value(h["options"].clone())
+            .map_err(|e| bad(format!("bad options: {e}")))?;
+        let list = h["params"]
+            .as_object()
+            .ok_or_else(|| bad("no quantized parameters".into()))?;
+        let (mut mats, mut decoded) = (Vec::new(), Vec::new());
+        for (p, name) in names.iter().enumerate() {
+            let Some(qh) = list.get(*name) else { continue };
+            let (rows, cols) = shapes[p];
+            let q = QMatrix::read(qh, t, &format!("q.{name}."), cols, what)?;
+            if q.rows != rows {
+                return Err(bad(format!("{name} has {} rows, the model {rows}", q.rows)));
+            }
+            decoded.push((p, q.decode()?));
+            mats.push((p, q));
+        }
+        if let Some(k) = list.keys().find(|k| !names.contains(&k.as_str())) {
+            return Err(bad(format!("unknown parameter {k}")));
+        }
+        if mats.is_empty() {
+            return Err(bad("no quantized parameters".into()));
+        }
+        Ok((Self { opts, mats }, decoded))
+    }
+}
+
 impl Model {
     /// fastText's `quantize` (see the [module docs](self)): a copy of the model whose
     /// weights are the quantized ones and whose file stores them as codes.

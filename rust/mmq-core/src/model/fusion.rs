@@ -116,6 +116,7 @@
 //! `dense_mean`, `dense_std`, `token_ids` (u32) and those of the mode among `input` (E),
 //! `output` (W_out), `proj`, `proj_bias`, `gate`, `gate_bias`, `bil_u`, `bil_u_bias`,
 //! `bil_v`, `bil_v_bias`, `bil_out` (O); empty tensors are left out.
+use super::compress::{QuantizeOptions, QuantizedParams};
 use super::loss::{safe_ln, sigmoid};
 use super::{softmax_in_place, top_k, EpochRecord, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
@@ -345,29 +346,51 @@ pub(super) fn param_tensors(
     names: &[&str],
     shapes: &[(usize, usize)],
     params: &[Mat],
-) -> Vec<(String, Tensor)> {
-    shapes
+    q: Option<&QuantizedParams>,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut t: Vec<(String, Tensor)> = shapes
         .iter()
         .enumerate()
-        .filter(|(_, &(rows, cols))| rows * cols > 0)
+        .filter(|(p, &(rows, cols))| rows * cols > 0 && !q.is_some_and(|q| q.has(*p)))
         .map(|(p, &(rows, cols))| {
             (
                 names[p].to_string(),
                 Tensor::F32(vec![rows, cols], params[p].data.clone()),
             )
         })
-        .collect()
+        .collect();
+    if let Some(q) = q {
+        t.extend(q.tensors(names)?);
+    }
+    Ok(t)
 }
 
 /// Read back what [`param_tensors`] wrote: slots with no element are empty.
+/// With the header entry `quantized` (see [`QuantizedParams`]), its slots are decoded
+/// from their codes.
 pub(super) fn take_params<const N: usize>(
     names: &[&str; N],
     shapes: &[(usize, usize); N],
     t: &mut std::collections::HashMap<String, Tensor>,
+    quantized: Option<&serde_json::Value>,
     what: &str,
-) -> Result<[Mat; N]> {
+) -> Result<([Mat; N], Option<QuantizedParams>)> {
     let mut params: [Mat; N] = std::array::from_fn(|_| Mat::default());
+    let (q, mut decoded) = match quantized {
+        Some(h) => {
+            let (q, d) = QuantizedParams::read(h, t, names, shapes, what)?;
+            (Some(q), d)
+        }
+        None => (None, Vec::new()),
+    };
     for (p, &(rows, cols)) in shapes.iter().enumerate() {
+        if let Some(i) = decoded.iter().position(|(s, _)| *s == p) {
+            params[p] = Mat {
+                data: decoded.swap_remove(i).1,
+                cols,
+            };
+            continue;
+        }
         let data = if io::elements(&[rows, cols], names[p], what)? == 0 {
             Vec::new()
         } else {
@@ -375,7 +398,7 @@ pub(super) fn take_params<const N: usize>(
         };
         params[p] = Mat { data, cols };
     }
-    Ok(params)
+    Ok((params, q))
 }
 
 /// Read access to a weight matrix: the plain one of a trained model, or the shared
@@ -805,9 +828,25 @@ pub struct FusionModel {
     params: [Mat; N_PARAMS],
     /// Per-epoch record of a run with a validation split (else empty).
     pub history: Vec<EpochRecord>,
+    /// The codes of a quantized model ([`FusionModel::quantize`]).
+    pub quantized: Option<QuantizedParams>,
 }
 
 impl FusionModel {
+    /// fastText's `quantize` for this kind: a copy whose token rows (and with `qout`
+    /// the output matrix) are product-quantized, stored as codes in its file.
+    pub fn quantize(&self, o: &QuantizeOptions) -> Result<Self> {
+        let mut m = self.clone();
+        let slots: &[usize] = if o.qout { &[EMB, OUT] } else { &[EMB] };
+        m.quantized = Some(QuantizedParams::fit(
+            &mut m.params,
+            slots,
+            self.quantized.is_some(),
+            o,
+        )?);
+        Ok(m)
+    }
+
     pub fn n_labels(&self) -> usize {
         self.labels.len()
     }
@@ -918,7 +957,7 @@ impl FusionModel {
     }
 
     /// The file header (without the framing keys [`io::to_bytes`] adds).
-    fn header(&self) -> serde_json::Value {
+    fn header(&self) -> Result<serde_json::Value> {
         let mut h = json!({
             "kind": <FusionConfig as io::StoredConfig>::KIND,
             "config": self.cfg,
@@ -930,11 +969,14 @@ impl FusionModel {
         if !self.history.is_empty() {
             h["history"] = json!(self.history);
         }
-        h
+        if let Some(q) = &self.quantized {
+            h["quantized"] = q.header(&PARAM_NAMES)?;
+        }
+        Ok(h)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let header = self.header();
+        let header = self.header()?;
         let dd = self.dense_dim;
         let mut tensors = vec![
             (
@@ -953,7 +995,12 @@ impl FusionModel {
             ));
         }
         let shapes = self.dims().shapes(self.index.len());
-        tensors.extend(param_tensors(&PARAM_NAMES, &shapes, &self.params));
+        tensors.extend(param_tensors(
+            &PARAM_NAMES,
+            &shapes,
+            &self.params,
+            self.quantized.as_ref(),
+        )?);
         io::to_bytes(&header, &tensors)
     }
 
@@ -995,7 +1042,8 @@ impl FusionModel {
             nl: labels.len(),
         };
         let shapes = dm.shapes(ids.len());
-        let params = take_params(&PARAM_NAMES, &shapes, &mut t, what)?;
+        let (params, quantized) =
+            take_params(&PARAM_NAMES, &shapes, &mut t, header.get("quantized"), what)?;
         let m = Self {
             index: TokenIndex::from_ids(ids).map_err(|e| bad(e.to_string()))?,
             scale: dense_scale(&dense_std),
@@ -1007,8 +1055,9 @@ impl FusionModel {
             dense_std,
             params,
             history: EpochRecord::read_all(&header, "history", what)?,
+            quantized,
         };
-        io::check_keys(&header, &m.header(), what)?;
+        io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
     }
 
@@ -1244,6 +1293,7 @@ pub fn train_fusion_with(
         scale,
         params,
         history,
+        quantized: None,
     };
     if let (Some(v), Some(vt), true) = (opts.valid, &vtext, opts.calibrate) {
         let m = &model;
@@ -1727,6 +1777,46 @@ mod tests {
             ok += (best == t.labels[i]) as usize;
         }
         ok as f32 / n as f32
+    }
+
+    /// `quantize` for continuous fusion: the token rows (and with qout the output
+    /// matrix) as codes; the file shrinks, loads to the same predictions, and accuracy
+    /// stays close; cutoff and a second quantize are refused.
+    #[test]
+    fn quantized_fusion_models_round_trip_and_stay_accurate() {
+        let (tr, te) = (
+            synth(1500, Task::Text, 1, 0.1),
+            synth(600, Task::Text, 2, 0.1),
+        );
+        for mode in [FusionMode::Gated, FusionMode::Add] {
+            let mut c = cfg(mode);
+            c.dim = 16;
+            let m = fit(c, &tr);
+            for qout in [false, true] {
+                let o = QuantizeOptions {
+                    qout,
+                    ..Default::default()
+                };
+                let q = m.quantize(&o).unwrap();
+                let bq = q.to_bytes().unwrap();
+                // Codes in place of the f32 rows (a table this small is not made smaller:
+                // the 256-centroid codebooks alone hold 256 rows' worth of values).
+                let (_, t) = io::from_bytes(&bq, "mem").unwrap();
+                assert!(!t.contains_key("input") && t.contains_key("q.input.codes"));
+                assert_eq!(t.contains_key("q.output.codes"), qout);
+                let back = FusionModel::from_bytes(&bq, "mem").unwrap();
+                assert_eq!(back.params, q.params);
+                assert_eq!(back.to_bytes().unwrap(), bq);
+                let (a0, a1) = (accuracy(&m, &te), accuracy(&back, &te));
+                assert!(a1 >= a0 - 0.03, "{}: {a0} -> {a1}", mode.name());
+                assert!(back.quantize(&o).is_err());
+            }
+            let cut = QuantizeOptions {
+                cutoff: 10,
+                ..Default::default()
+            };
+            assert!(m.quantize(&cut).unwrap_err().to_string().contains("cutoff"));
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@
 //! so with one thread the step is exact SGD (checked against finite differences).
 // Index loops over the d dimensions read like the formulas above.
 #![allow(clippy::needless_range_loop)]
+use super::compress::{QuantizeOptions, QuantizedParams};
 use super::fusion::{param_tensors, take_params, Mat, Weights};
 use super::loss::safe_ln;
 use super::{softmax_in_place, top_k, EpochRecord, Ranked, TokenIndex};
@@ -837,6 +838,7 @@ fn backward<W: Weights, S: Sink>(
 }
 
 /// A trained set model.
+#[derive(Clone)]
 pub struct SetModel {
     pub cfg: SetConfig,
     pub labels: Vec<String>,
@@ -850,6 +852,8 @@ pub struct SetModel {
     /// Per-epoch record of a run with a validation split (else empty).
     pub valid_history: Vec<EpochRecord>,
     params: [Mat; N_PARAMS],
+    /// The codes of a quantized model ([`SetModel::quantize`]).
+    pub quantized: Option<QuantizedParams>,
 }
 
 /// One modality's share of a prediction (see [`SetModel::explain_modalities`]).
@@ -863,6 +867,20 @@ pub struct ModalityShare {
 }
 
 impl SetModel {
+    /// fastText's `quantize` for this kind: a copy whose token rows (every modality's
+    /// table, and with `qout` the output matrix) are product-quantized, stored as codes.
+    pub fn quantize(&self, o: &QuantizeOptions) -> Result<Self> {
+        let mut m = self.clone();
+        let slots: &[usize] = if o.qout { &[EMB, OUT] } else { &[EMB] };
+        m.quantized = Some(QuantizedParams::fit(
+            &mut m.params,
+            slots,
+            self.quantized.is_some(),
+            o,
+        )?);
+        Ok(m)
+    }
+
     pub fn n_labels(&self) -> usize {
         self.labels.len()
     }
@@ -1032,6 +1050,9 @@ impl SetModel {
         if !self.valid_history.is_empty() {
             h["valid_history"] = json!(self.valid_history);
         }
+        if let Some(q) = &self.quantized {
+            h["quantized"] = q.header(&PARAM_NAMES)?;
+        }
         Ok(h)
     }
 
@@ -1056,7 +1077,8 @@ impl SetModel {
             &PARAM_NAMES,
             &self.dims().shapes(),
             &self.params,
-        ));
+            self.quantized.as_ref(),
+        )?);
         io::to_bytes(&header, &tensors)
     }
 
@@ -1121,7 +1143,13 @@ impl SetModel {
         }
         let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
         let dm = Dims::new(&cfg, labels.len(), &sizes);
-        let params = take_params(&PARAM_NAMES, &dm.shapes(), &mut t, what)?;
+        let (params, quantized) = take_params(
+            &PARAM_NAMES,
+            &dm.shapes(),
+            &mut t,
+            header.get("quantized"),
+            what,
+        )?;
         let m = Self {
             cfg,
             labels,
@@ -1131,6 +1159,7 @@ impl SetModel {
             history,
             valid_history: EpochRecord::read_all(&header, "valid_history", what)?,
             params,
+            quantized,
         };
         io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
@@ -1546,6 +1575,7 @@ fn fit_sets(
         history,
         valid_history,
         params,
+        quantized: None,
     };
     if let (Some(v), Some(vl), true) = (opts.valid, &vlocal, opts.calibrate) {
         let p = &model.params;
@@ -2201,6 +2231,52 @@ mod tests {
                 fixed.probs_batch(&v).unwrap(),
             );
             assert!(pa.iter().zip(&pb).all(|(a, b)| close(a, b)), "{fusion:?}");
+        }
+    }
+
+    /// `quantize` for set models: every modality's token rows (and with qout the output
+    /// matrix) as codes; smaller file, same predictions after a load, top label mostly
+    /// unchanged.
+    #[test]
+    fn quantized_set_models_round_trip() {
+        let (tr, ytr) = synth(600, 3);
+        let x = csr(&tr[..200]);
+        for fusion in [SetFusion::Deepset, SetFusion::Attention] {
+            let mut c = cfg(fusion, Pool::Mean, Pool::Mean, Blend::None);
+            c.dim = 16;
+            let m = fit(c, &tr, &ytr);
+            for qout in [false, true] {
+                let q = m
+                    .quantize(&QuantizeOptions {
+                        qout,
+                        ..Default::default()
+                    })
+                    .unwrap();
+                let bq = q.to_bytes().unwrap();
+                // Codes in place of the f32 rows (a table this small is not made smaller:
+                // the 256-centroid codebooks alone hold 256 rows' worth of values).
+                let (_, t) = io::from_bytes(&bq, "mem").unwrap();
+                assert!(!t.contains_key("input") && t.contains_key("q.input.codes"));
+                assert_eq!(t.contains_key("q.output.codes"), qout);
+                let back = SetModel::from_bytes(&bq, "mem").unwrap();
+                let (pq, pb) = (
+                    q.probs_batch(&views(&x)).unwrap(),
+                    back.probs_batch(&views(&x)).unwrap(),
+                );
+                assert_eq!(pq, pb);
+                let top = |p: &[Vec<f32>]| -> Vec<usize> {
+                    p.iter()
+                        .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+                        .collect()
+                };
+                let p0 = m.probs_batch(&views(&x)).unwrap();
+                let same = top(&p0)
+                    .iter()
+                    .zip(top(&pq))
+                    .filter(|(a, b)| **a == *b)
+                    .count();
+                assert!(same >= 180, "{fusion:?} qout={qout}: {same}/200");
+            }
         }
     }
 
