@@ -2,6 +2,7 @@
 //! fuzz targets: `fuzz/corpus/<target>/<name>`. Every seed is kept under 50 KB (tiny
 //! dims, few buckets, few rows). Deterministic: the same files on every run.
 use mmq_core::io::{self, quant::quantizer_to_bytes, Tensor};
+use mmq_core::model::compress::QuantizeOptions;
 use mmq_core::model::dense::assign_offsets;
 use mmq_core::model::fusion::{
     train_fusion, train_fusion_with, FusionConfig, FusionMode, FusionModel, FusionRows,
@@ -293,6 +294,17 @@ fn fusions(out: &Out) {
         let b = m.to_bytes().unwrap();
         FusionModel::from_bytes(&b, "seed").unwrap();
         out.write("fusion_file", &format!("{}.mmq", mode.name()), &b);
+        if mode == FusionMode::Gated {
+            // quantized: the token rows and the output matrix as codes
+            let o = QuantizeOptions {
+                qout: true,
+                qnorm: true,
+                ..Default::default()
+            };
+            let b = m.quantize(&o).unwrap().to_bytes().unwrap();
+            FusionModel::from_bytes(&b, "seed").unwrap();
+            out.write("fusion_file", "gated_quantized.mmq", &b);
+        }
     }
     // With a validation split: a history and a temperature in the file.
     let train = FusionRows {
@@ -411,6 +423,16 @@ fn sets(out: &Out) {
         let b = m.to_bytes().unwrap();
         SetModel::from_bytes(&b, "seed").unwrap();
         out.write("set_file", &format!("{name}.mmq"), &b);
+        let b = m
+            .quantize(&QuantizeOptions {
+                qout: true,
+                ..Default::default()
+            })
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        SetModel::from_bytes(&b, "seed").unwrap();
+        out.write("set_file", &format!("{name}_quantized.mmq"), &b);
     }
     // With a validation split: a history and a temperature in the file.
     let train = SetRows {
