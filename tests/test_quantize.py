@@ -133,13 +133,18 @@ def test_fasttexts_tutorial_flow_runs_on_the_shim(ag, tmp_path):
     train_txt, test_txt = tmp_path / "train.txt", tmp_path / "test.txt"
     for df, p in ((tr, train_txt), (te.head(1000), test_txt)):
         p.write_text("".join(f"__label__{y} {' '.join(t.split())}\n" for t, y in zip(df["text"], df["label"])))
-    model = ft.train_supervised(input=str(train_txt), epoch=5, lr=0.5, wordNgrams=2, dim=20, verbose=0, thread=2)
+    # one thread: Hogwild with two is not reproducible, and this flow's cost varies by run
+    model = ft.train_supervised(input=str(train_txt), epoch=5, lr=0.5, wordNgrams=2, dim=20, verbose=0, thread=1)
     n, p, _ = model.test(str(test_txt))
     assert not model.is_quantized()
     model.quantize(input=str(train_txt), qnorm=True, retrain=True, cutoff=20000)
     assert model.is_quantized()
     n2, p2, _ = model.test(str(test_txt))
-    assert n2 == n and p2 >= p - 0.02, (p, p2)
+    # A cutoff to 20k rows with retraining costs 1.1 points on ag_news_small's 7,600 test
+    # rows (benches/quantize.py; fastText's own: 1.0); on these 1,000 rows the 95% noise of
+    # a difference is about 1.5 points more. (The ≤ 0.5-point target of plain quantize is
+    # test_a_fifth_of_the_file_at_half_a_point.)
+    assert n2 == n and p2 >= p - 0.035, (p, p2)
     model.save_model(str(tmp_path / "model.ftz"))
     again = ft.load_model(str(tmp_path / "model.ftz"))
     assert again.is_quantized() and again.test(str(test_txt)) == (n2, p2, p2)
