@@ -267,6 +267,30 @@ fn fit_codes<'a>(
     Ok(out)
 }
 
+/// The options of every binding's `quantize` (fastText's names).
+pub(crate) fn quantize_options(
+    cutoff: usize,
+    dsub: usize,
+    qnorm: bool,
+    qout: bool,
+    seed: u64,
+) -> mmq_core::model::compress::QuantizeOptions {
+    mmq_core::model::compress::QuantizeOptions {
+        cutoff,
+        dsub,
+        qnorm,
+        qout,
+        seed,
+    }
+}
+
+/// Every binding's `quantized_json`: the options a model was quantized with, as JSON.
+pub(crate) fn options_json(
+    o: Option<&mmq_core::model::compress::QuantizeOptions>,
+) -> Option<String> {
+    o.and_then(|o| serde_json::to_string(o).ok())
+}
+
 /// The training rows in CSR form (used by `fit` only): each row's text tokens, then
 /// its visual tokens; per-token weights (1 for text, `alpha` for visual tokens) only
 /// when some token weighs other than 1, since no weights means weight 1 for all.
@@ -575,10 +599,7 @@ impl PyClassifier {
         pretrained: Option<(PyReadonlyArray1<'_, u32>, PyReadonlyArray2<'_, f32>)>,
     ) -> PyResult<Self> {
         let pretrained = match &pretrained {
-            Some((ids, rows)) => {
-                let (ids, rows) = (ids.as_slice()?, rows.as_slice()?);
-                Some((ids, rows))
-            }
+            Some((ids, rows)) => Some((ids.as_slice()?, rows.as_slice()?)),
             None => None,
         };
         let init = init.as_ref().map(|m| &m.model);
@@ -974,13 +995,7 @@ impl PyClassifier {
         seed: u64,
     ) -> PyResult<Self> {
         crate::errors::guard("Classifier.quantize", || {
-            let o = mmq_core::model::compress::QuantizeOptions {
-                cutoff,
-                dsub,
-                qnorm,
-                qout,
-                seed,
-            };
+            let o = quantize_options(cutoff, dsub, qnorm, qout, seed);
             let m = crate::pool::detach(py, || self.model.quantize(&o)).py_err()?;
             Self::from_model(m)
         })
@@ -997,10 +1012,7 @@ impl PyClassifier {
     /// The options a quantized model was quantized with (JSON), None for others.
     #[getter]
     fn quantized_json(&self) -> Option<String> {
-        self.model
-            .compressed
-            .as_ref()
-            .and_then(|c| serde_json::to_string(&c.opts).ok())
+        options_json(self.model.compressed.as_ref().map(|c| &c.opts))
     }
 
     #[getter]

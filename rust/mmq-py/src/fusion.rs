@@ -308,13 +308,7 @@ impl PyFusion {
         seed: u64,
     ) -> PyResult<Self> {
         crate::errors::guard("FusionClassifier.quantize", || {
-            let o = mmq_core::model::compress::QuantizeOptions {
-                cutoff,
-                dsub,
-                qnorm,
-                qout,
-                seed,
-            };
+            let o = crate::classifier::quantize_options(cutoff, dsub, qnorm, qout, seed);
             let model = crate::pool::detach(py, || self.model.quantize(&o)).py_err()?;
             Ok(Self {
                 model,
@@ -326,10 +320,7 @@ impl PyFusion {
     /// The options a quantized model was quantized with (JSON), None for others.
     #[getter]
     fn quantized_json(&self) -> Option<String> {
-        self.model
-            .quantized
-            .as_ref()
-            .and_then(|q| serde_json::to_string(&q.opts).ok())
+        crate::classifier::options_json(self.model.quantized.as_ref().map(|q| &q.opts))
     }
 
     #[getter]

@@ -466,13 +466,7 @@ impl PySets {
         seed: u64,
     ) -> PyResult<Self> {
         crate::errors::guard("SetClassifier.quantize", || {
-            let o = mmq_core::model::compress::QuantizeOptions {
-                cutoff,
-                dsub,
-                qnorm,
-                qout,
-                seed,
-            };
+            let o = crate::classifier::quantize_options(cutoff, dsub, qnorm, qout, seed);
             let model = crate::pool::detach(py, || self.model.quantize(&o)).py_err()?;
             Self::from_model(model)
         })
@@ -481,10 +475,7 @@ impl PySets {
     /// The options a quantized model was quantized with (JSON), None for others.
     #[getter]
     fn quantized_json(&self) -> Option<String> {
-        self.model
-            .quantized
-            .as_ref()
-            .and_then(|q| serde_json::to_string(&q.opts).ok())
+        crate::classifier::options_json(self.model.quantized.as_ref().map(|q| &q.opts))
     }
 
     /// G-Blend's per-epoch weights and losses, as JSON.

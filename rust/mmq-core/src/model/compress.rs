@@ -309,13 +309,15 @@ pub struct QuantizedParams {
 pub(super) type Decoded = Vec<(usize, Vec<f32>)>;
 
 impl QuantizedParams {
-    /// Quantize the parameter matrices at `slots` (those with elements) in place.
+    /// Quantize in place the token rows at slot `input` and, with `qout`, the output
+    /// matrix at slot `output` (a slot without elements is left as it is).
     pub(super) fn fit(
         params: &mut [super::fusion::Mat],
-        slots: &[usize],
+        (input, output): (usize, usize),
         already: bool,
         o: &QuantizeOptions,
     ) -> Result<Self> {
+        let slots: &[usize] = if o.qout { &[input, output] } else { &[input] };
         let bad = |m: String| Err(MmqError::InvalidParameter(m));
         if already {
             return bad("the model is quantized already".into());

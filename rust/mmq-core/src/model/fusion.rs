@@ -837,10 +837,9 @@ impl FusionModel {
     /// the output matrix) are product-quantized, stored as codes in its file.
     pub fn quantize(&self, o: &QuantizeOptions) -> Result<Self> {
         let mut m = self.clone();
-        let slots: &[usize] = if o.qout { &[EMB, OUT] } else { &[EMB] };
         m.quantized = Some(QuantizedParams::fit(
             &mut m.params,
-            slots,
+            (EMB, OUT),
             self.quantized.is_some(),
             o,
         )?);

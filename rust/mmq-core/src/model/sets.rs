@@ -871,10 +871,9 @@ impl SetModel {
     /// table, and with `qout` the output matrix) are product-quantized, stored as codes.
     pub fn quantize(&self, o: &QuantizeOptions) -> Result<Self> {
         let mut m = self.clone();
-        let slots: &[usize] = if o.qout { &[EMB, OUT] } else { &[EMB] };
         m.quantized = Some(QuantizedParams::fit(
             &mut m.params,
-            slots,
+            (EMB, OUT),
             self.quantized.is_some(),
             o,
         )?);
