@@ -194,7 +194,12 @@ def autotune(train: Union[pl.DataFrame, pl.LazyFrame], valid: Union[pl.DataFrame
                 clf._mods, clf._plugin_path = None, None
             else:
                 clf.fit(tr, text=text, label=label, valid=va, patience=patience, max_seconds=left)
-            score, err = _score(clf, va, metric, text, label), None
+            hist = clf.history if metric == "accuracy" and fusion != "late" else None
+            if hist is not None and hist.height and hist["best"].any():
+                # The best epoch's valid accuracy, as fit scored it (equal to test(valid)).
+                score, err = float(hist.filter(pl.col("best"))["valid_accuracy"][-1]), None
+            else:
+                score, err = _score(clf, va, metric, text, label), None
         except InvalidParameterError as e:  # a drawn combination the model refuses
             score, err = float("-inf"), str(e)
         secs = time.perf_counter() - t0

@@ -500,8 +500,11 @@ class Classifier:
         kept, ``patience`` (epochs without a better score) stops early, each epoch is
         recorded in :attr:`history`, and with ``calibrate`` (default: on when ``valid`` is
         given) the probabilities' temperature is fitted on it. ``max_seconds`` (with
-        ``valid``): a time budget; training stops after the first epoch that ends past it
-        (at least one epoch runs) and keeps the best epoch so far."""
+        ``valid``): a time budget. After each epoch, the epochs still to run are those
+        that end within it at the mean epoch time so far: when that is fewer than
+        ``epoch``, the learning rate's decay is rescheduled to reach 0 at the new last
+        epoch (as a run planned that long would), and an epoch expected to end past the
+        budget is not started (at least one epoch runs). The best epoch so far is kept."""
         # An interrupted (Ctrl-C) or failed fit leaves the classifier as it was.
         saved = dict(self.__dict__)
         try:

@@ -1238,7 +1238,7 @@ pub fn train_fusion_with(
     let vtext = opts
         .valid
         .map(|v| CompactRows::new(&v.data, &index, mode.uses_text()));
-    let mut sel = Selector::new(opts.patience, opts.deadline);
+    let mut sel = Selector::new(opts.patience, opts.deadline, cfg.epoch, 1);
     for epoch in 0..cfg.epoch {
         run_epochs(
             &pool,
@@ -1255,7 +1255,7 @@ pub fn train_fusion_with(
             continue;
         };
         let scored = pool.install(|| score_compact(&dm, &w, (&dense_mean, &scale), v, vt, 1.0));
-        if sel.record(epoch, train_loss, scored, || {
+        if sel.record(epoch, train_loss, scored, &clock, || {
             w.iter().map(HogwildMatrix::snapshot).collect::<Vec<_>>()
         }) {
             break;

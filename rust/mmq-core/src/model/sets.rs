@@ -1441,7 +1441,8 @@ fn fit_sets(
         Some(pool.install(|| score_compact(&dm, w, v, vl, 1.0)))
     };
     let snapshot = || w.iter().map(HogwildMatrix::snapshot).collect::<Vec<_>>();
-    let mut sel = Selector::new(opts.patience, opts.deadline);
+    let step = if gblend { cfg.blend_window.max(1) } else { 1 };
+    let mut sel = Selector::new(opts.patience, opts.deadline, cfg.epoch, step);
     if !gblend {
         for epoch in 0..cfg.epoch {
             run_epochs(
@@ -1456,7 +1457,7 @@ fn fit_sets(
             )?;
             let train_loss = clock.take_epoch_loss();
             if let Some(scored) = score(&w) {
-                if sel.record(epoch, train_loss, scored, snapshot) {
+                if sel.record(epoch, train_loss, scored, &clock, snapshot) {
                     break;
                 }
             }
@@ -1540,7 +1541,7 @@ fn fit_sets(
             (pv, pt) = (v, t);
             let train_loss = clock.take_epoch_loss();
             if let Some(scored) = score(&w) {
-                if sel.record(end - 1, train_loss, scored, snapshot) {
+                if sel.record(end - 1, train_loss, scored, &clock, snapshot) {
                     break;
                 }
             }

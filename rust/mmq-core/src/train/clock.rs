@@ -12,8 +12,9 @@ use std::time::Instant;
 /// Work done so far by all workers of one training run.
 pub(crate) struct Clock<'a> {
     processed: AtomicU64,
-    /// Work units of the whole run (at least 1).
-    pub total: u64,
+    /// Work units of the whole run (at least 1): the learning rate decays to 0 when
+    /// `processed` reaches it. A time budget can shorten it ([`Clock::shorten`]).
+    total: AtomicU64,
     stop: AtomicBool,
     start: Instant,
     /// When progress was last reported (ms since `start`): shared by the epochs' workers,
@@ -36,7 +37,7 @@ impl<'a> Clock<'a> {
     ) -> Self {
         Self {
             processed: AtomicU64::new(0),
-            total: total.max(1),
+            total: AtomicU64::new(total.max(1)),
             stop: AtomicBool::new(false),
             start: Instant::now(),
             last_report: AtomicU64::new(0),
@@ -52,7 +53,7 @@ impl<'a> Clock<'a> {
     pub fn trial(&self, callback: &'a (dyn Fn(&Progress) -> bool + Sync)) -> Clock<'a> {
         Clock {
             processed: AtomicU64::new(self.processed()),
-            total: self.total,
+            total: AtomicU64::new(self.total()),
             stop: AtomicBool::new(false),
             start: Instant::now(),
             last_report: AtomicU64::new(0),
@@ -85,6 +86,23 @@ impl<'a> Clock<'a> {
         }
     }
 
+    /// Work units of the whole run.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// After `done` epochs of equal work, make the run `end` epochs long (`end > done`):
+    /// the learning rate now decays to 0 at the end of epoch `end`, from the rate it has
+    /// at the new fraction done (a time budget shortens a run this way, so that its last
+    /// epoch still ends at a learning rate near 0).
+    pub fn shorten(&self, done: usize, end: usize) {
+        let p = self.processed();
+        let total = (p as u128 * end as u128 / done.max(1) as u128) as u64;
+        if total > p && total < self.total() {
+            self.total.store(total, Ordering::Relaxed);
+        }
+    }
+
     /// Work units done so far.
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
@@ -92,7 +110,7 @@ impl<'a> Clock<'a> {
 
     /// Fraction of the run done so far, in [0, 1].
     pub fn progress(&self) -> f32 {
-        (self.processed() as f64 / self.total as f64).min(1.0) as f32
+        (self.processed() as f64 / self.total() as f64).min(1.0) as f32
     }
 
     /// Ask every worker to stop (the callback refused, or training diverged).
@@ -113,7 +131,7 @@ impl<'a> Clock<'a> {
             epoch: epochs,
             lr: 0.0,
             loss: self.final_loss(),
-            tokens_per_sec_per_thread: self.total as f64 / elapsed / self.threads as f64,
+            tokens_per_sec_per_thread: self.processed() as f64 / elapsed / self.threads as f64,
         };
         if (self.callback)(&done) {
             Ok(())
@@ -147,7 +165,7 @@ impl Ticker {
     /// Fraction of the run done (as this worker last saw it) and the learning rate
     /// `lr0 · (1 − progress)`.
     pub fn lr(&self, clock: &Clock, lr0: f32) -> (f32, f32) {
-        let p = (self.done as f64 / clock.total as f64).min(1.0) as f32;
+        let p = (self.done as f64 / clock.total() as f64).min(1.0) as f32;
         (p, lr0 * (1.0 - p))
     }
 

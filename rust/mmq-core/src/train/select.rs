@@ -109,31 +109,51 @@ impl<V: ?Sized> TrainOptions<'_, V> {
 pub(crate) struct Selector<S> {
     patience: Option<usize>,
     deadline: Option<std::time::Instant>,
+    /// When the first epoch started (the mean epoch time is measured from it).
+    started: std::time::Instant,
+    /// The epochs the run is planned to have, and how many each record covers (1; a
+    /// G-Blend super-epoch's length).
+    planned: usize,
+    step: usize,
     history: Vec<EpochRecord>,
     /// (accuracy, loss, epoch, weights)
     best: Option<(f32, f32, usize, S)>,
 }
 
 impl<S> Selector<S> {
-    /// Stops on `patience` epochs without a better score, or after the first epoch that
-    /// ends past `deadline`.
-    pub fn new(patience: Option<usize>, deadline: Option<std::time::Instant>) -> Self {
+    /// Stops on `patience` epochs without a better score, or on the time budget
+    /// `deadline` of a run planned to have `planned` epochs, each record covering `step`
+    /// of them (see [`Selector::record`]). Make it just before the first epoch.
+    pub fn new(
+        patience: Option<usize>,
+        deadline: Option<std::time::Instant>,
+        planned: usize,
+        step: usize,
+    ) -> Self {
         Self {
             patience,
             deadline,
+            started: std::time::Instant::now(),
+            planned,
+            step: step.max(1),
             history: Vec::new(),
             best: None,
         }
     }
 
     /// Record `epoch`, scored `(valid loss, valid accuracy)`; `snapshot` is taken when it
-    /// is the best so far. True when the run should stop (patience spent, or past the
-    /// deadline).
+    /// is the best so far. True when the run should stop: patience spent, or the time
+    /// budget. With a deadline, the epochs still to run are those that end before it at
+    /// the mean epoch time so far (scoring included), in whole steps: none stops the run
+    /// now (an epoch expected to end past the deadline is not started), fewer than
+    /// planned shortens `clock`'s schedule so that the learning rate reaches 0 at the
+    /// new last epoch, as in a run planned that long.
     pub fn record(
         &mut self,
         epoch: usize,
         train_loss: f32,
         (valid_loss, valid_accuracy): (f32, f32),
+        clock: &super::clock::Clock,
         snapshot: impl FnOnce() -> S,
     ) -> bool {
         let better = match &self.best {
@@ -153,10 +173,32 @@ impl<S> Selector<S> {
             self.best = Some((valid_accuracy, valid_loss, epoch, snapshot()));
         }
         let since = epoch - self.best.as_ref().map_or(epoch, |b| b.2);
-        self.patience.is_some_and(|p| since >= p)
-            || self
-                .deadline
-                .is_some_and(|d| std::time::Instant::now() >= d)
+        if self.patience.is_some_and(|p| since >= p) {
+            return true;
+        }
+        let done = epoch + 1;
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let end = self.fitting_end(done, deadline);
+        if end <= done {
+            return true;
+        }
+        if end < self.planned {
+            clock.shorten(done, end);
+            self.planned = end;
+        }
+        false
+    }
+
+    /// The last epoch (counted from 1) that ends by `deadline` at the mean epoch time of
+    /// the `done` epochs so far, in whole steps, at most the planned one.
+    fn fitting_end(&self, done: usize, deadline: std::time::Instant) -> usize {
+        let now = std::time::Instant::now();
+        let per_epoch = now.duration_since(self.started).as_secs_f64() / done.max(1) as f64;
+        let left = deadline.saturating_duration_since(now).as_secs_f64();
+        let fit = (left / per_epoch.max(1e-9)).min(1e9) as usize;
+        (done + fit / self.step * self.step).min(self.planned)
     }
 
     /// The history and the best epoch's weights (None when no epoch was recorded).
@@ -285,11 +327,13 @@ mod tests {
 
     #[test]
     fn selector_keeps_the_best_epoch_and_stops_on_patience() {
-        let mut s = Selector::new(Some(2), None);
+        let cb = |_: &super::super::Progress| true;
+        let clock = super::super::clock::Clock::new(10, 1, &cb);
+        let mut s = Selector::new(Some(2), None, 5, 1);
         let scores = [(0.9, 0.5), (0.8, 0.6), (0.85, 0.6), (0.7, 0.55), (0.6, 0.9)];
         let mut stopped_at = None;
         for (e, &sc) in scores.iter().enumerate() {
-            if s.record(e, 1.0, sc, || e) {
+            if s.record(e, 1.0, sc, &clock, || e) {
                 stopped_at = Some(e);
                 break;
             }
@@ -303,6 +347,36 @@ mod tests {
             h.iter().map(|r| r.best).collect::<Vec<_>>(),
             [true, true, false, false]
         );
+    }
+
+    /// A deadline shortens the schedule to the epochs that fit (the learning rate then
+    /// reaches 0 at the new last epoch) and stops before an epoch expected to end past it.
+    #[test]
+    fn deadline_shortens_the_schedule_and_stops_before_overrunning() {
+        use super::super::clock::{Clock, Ticker};
+        let cb = |_: &super::super::Progress| true;
+        let clock = Clock::new(10 * 100, 1, &cb);
+        let start = std::time::Instant::now();
+        let deadline = start + std::time::Duration::from_millis(200);
+        let mut s = Selector::new(None, Some(deadline), 100, 1);
+        let mut ran = 0;
+        for e in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let mut t = Ticker::new(&clock, false);
+            t.tick(&clock, 1, 10, e, 0.1);
+            t.flush(&clock);
+            ran = e + 1;
+            if s.record(e, 1.0, (1.0, 0.5), &clock, || e) {
+                break;
+            }
+        }
+        assert!(ran < 100, "the deadline never stopped the run");
+        assert!(clock.total() < 1000, "the schedule was not shortened");
+        // It stopped at the shortened end (progress 1) or one epoch short of it.
+        assert!(clock.progress() >= 0.5, "progress {}", clock.progress());
+        // An epoch is not started when it would end past the deadline (generous
+        // slack: a loaded machine stretches the sleeps).
+        assert!(start.elapsed() < std::time::Duration::from_millis(200 + 200));
     }
 
     #[test]
