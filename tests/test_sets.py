@@ -214,3 +214,40 @@ def test_plugin_expressions_equal_the_api(data, kw, tmp_path):
     assert test.select(serial.alias("label")).to_series().to_list() == want.to_list()
     with pytest.raises(pl.exceptions.PolarsError, match="brand"):
         test.drop("brand").select(mmq.predict(clf))
+
+
+LOSS_CASES = [dict(fusion=f, loss=l) for f in ("discrete", "deepset", "attention") for l in ("ns", "hs", "ova")]
+
+
+@pytest.mark.parametrize("kw", LOSS_CASES, ids=lambda kw: f"{kw['fusion']}-{kw['loss']}")
+def test_every_set_fusion_trains_with_every_loss(data, kw, tmp_path):
+    """Several columns (bag of the discrete fusion, deepset, attention) with ns, hs and
+    ova: they learn (beyond text alone, as the softmax cases above), keep the loss in
+    the file and in a pickle, and the Polars expressions answer as the API does."""
+    train, test = data
+    clf = fit(model(**kw), train)
+    text_only = mmq.Classifier(dim=16, epoch=10, lr=0.5, threads=1, seed=0, progress=False).fit(
+        train.with_columns(pl.col("text").fill_null("")))
+    acc = clf.test(test).precision
+    assert acc > text_only.test(test.with_columns(pl.col("text").fill_null(""))).precision + 0.05, (kw, acc)
+    clf.save(tmp_path / "s.mmq")
+    again = mmq.load(tmp_path / "s.mmq")
+    assert again.loss == kw["loss"]
+    assert_frame_equal(clf.predict_proba(test), again.predict_proba(test))
+    assert_frame_equal(clf.predict(test, k=2), pickle.loads(pickle.dumps(clf)).predict(test, k=2))
+    p = clf.predict_proba(test).to_numpy()
+    if kw["loss"] == "hs":
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-4)
+    assert test.select(mmq.predict(clf).alias("label")).to_series().to_list() == clf.predict(test)["label"].to_list()
+    # With a validation split: the best epoch, and a temperature that keeps the ranking.
+    cal = model(**kw).fit(train, text=["text", "title"], categorical=["brand"], valid=test, patience=2)
+    assert cal.history.height >= 1 and cal.temperature > 0
+    if kw["loss"] == "hs":
+        with pytest.raises(InvalidParameterError, match="hs"):
+            clf.explain_modalities(test[:1])
+
+
+def test_gblend_trains_with_softmax_only(data):
+    train, _ = data
+    with pytest.raises(InvalidParameterError, match="softmax"):
+        fit(model(fusion="deepset", blend="gblend", loss="ns"), train)

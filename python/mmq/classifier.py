@@ -292,8 +292,6 @@ class Classifier:
                 f"blend={blend!r} works with fusion in {TOKEN_FUSIONS}, got fusion={fusion!r}")
         if blend is not None and loss != "softmax":
             raise InvalidParameterError(f"blend={blend!r} trains with loss='softmax', got loss={loss!r}")
-        if fusion in ("deepset", "attention") and loss != "softmax":
-            raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
         if not (isinstance(holdout, (int, float)) and not isinstance(holdout, bool) and 0 < holdout <= 0.5):
             raise InvalidParameterError(f"holdout must be a number in (0, 0.5], got {holdout!r}")
         if isinstance(blend_window, bool) or not isinstance(blend_window, int) or blend_window < 1:
@@ -1332,7 +1330,8 @@ class Classifier:
                  for i, md in enumerate(mods) if md["kind"] == "dense"}
         obj = cls(**cls._stored_params(cfg), fusion=fusion, dense=dense, alpha=cfg["alpha"], pool=cfg["pool"],
                   outer_pool=cfg["outer_pool"], blend=None if cfg["blend"] == "none" else cfg["blend"],
-                  holdout=cfg["holdout"], blend_window=cfg.get("blend_window", 1))
+                  holdout=cfg["holdout"], blend_window=cfg.get("blend_window", 1),
+                  loss=cfg.get("loss", "softmax"), neg=int(cfg.get("neg", 5)))
         obj._model = model
         obj._mods = mods
         return obj

@@ -82,6 +82,8 @@ def config(clf: "Classifier", mods: list[dict]) -> dict:
         "blend_window": clf.blend_window,
         "tokenizer": base["tokenizer"],
         "modalities": mods,
+        "loss": clf.loss,
+        "neg": clf.neg,
     }
 
 

@@ -408,6 +408,8 @@ pub(super) trait Weights {
     fn dot_row(&self, r: usize, v: &[f32]) -> f32;
     /// `out += a * row(r)`
     fn add_row_to(&self, r: usize, a: f32, out: &mut [f32]);
+    /// `row(r)[c]`
+    fn at(&self, r: usize, c: usize) -> f32;
 }
 
 impl Weights for HogwildMatrix {
@@ -418,6 +420,10 @@ impl Weights for HogwildMatrix {
     #[inline]
     fn add_row_to(&self, r: usize, a: f32, out: &mut [f32]) {
         HogwildMatrix::add_row_to(self, r, a, out)
+    }
+    #[inline]
+    fn at(&self, r: usize, c: usize) -> f32 {
+        HogwildMatrix::at(self, r, c)
     }
 }
 
@@ -445,6 +451,10 @@ impl Weights for Mat {
         for (o, w) in out.iter_mut().zip(self.row(r)) {
             *o += a * w;
         }
+    }
+    #[inline]
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.cols + c]
     }
 }
 

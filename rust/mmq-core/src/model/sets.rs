@@ -73,7 +73,7 @@
 #![allow(clippy::needless_range_loop)]
 use super::compress::{QuantizeOptions, QuantizedParams};
 use super::fusion::{param_tensors, take_params, Mat, Weights};
-use super::loss::safe_ln;
+use super::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
 use super::{softmax_in_place, top_k, EpochRecord, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::quant::{quantizer_from_parts, quantizer_header, quantizer_parts};
@@ -82,7 +82,7 @@ use crate::quant::Quantizer;
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
-use crate::train::select::{fit_temperature_by, score_rows, temper, Selector};
+use crate::train::select::{fit_temperature_by, score_rows, temper, temper_sigmoid, Selector};
 use crate::train::TrainOptions;
 use crate::train::{check_labels, label_counts, Progress};
 use rand::{Rng, SeedableRng};
@@ -165,6 +165,22 @@ pub struct SetConfig {
     /// the file only when it is not 1, so files of earlier releases still read.
     #[serde(skip_serializing_if = "super::is_one")]
     pub temperature: f32,
+    /// The output layer's loss: softmax, ns (negative sampling), hs (hierarchical
+    /// softmax over a Huffman tree of the label counts) or ova (one-vs-all), as in the
+    /// text model. Written only when it is not softmax, so earlier files read unchanged.
+    #[serde(skip_serializing_if = "is_softmax")]
+    pub loss: LossKind,
+    /// ns: negative labels sampled per row (written only with ns).
+    #[serde(skip_serializing_if = "is_five")]
+    pub neg: usize,
+}
+
+fn is_softmax(l: &LossKind) -> bool {
+    *l == LossKind::Softmax
+}
+
+fn is_five(n: &usize) -> bool {
+    *n == 5
 }
 
 impl Default for SetConfig {
@@ -185,6 +201,8 @@ impl Default for SetConfig {
             tokenizer: TokenizerConfig::default(),
             modalities: Vec::new(),
             temperature: 1.0,
+            loss: LossKind::Softmax,
+            neg: 5,
         }
     }
 }
@@ -241,6 +259,20 @@ impl SetConfig {
                     self.modalities.len()
                 ));
             }
+        }
+        if self.loss != LossKind::Softmax && self.blend != Blend::None {
+            return bad(format!(
+                "blend '{:?}' trains with loss 'softmax' (its per-modality heads and their \
+                 estimates are softmax ones), got loss '{}'",
+                self.blend,
+                self.loss.name()
+            ));
+        }
+        if self.loss == LossKind::Ns && !(1..=1000).contains(&self.neg) {
+            return bad(format!(
+                "neg must be in 1..=1000 with loss 'ns', got {}",
+                self.neg
+            ));
         }
         super::check_temperature(self.temperature)?;
         self.tokenizer.validate()
@@ -301,6 +333,9 @@ const PARAM_NAMES: [&str; N_PARAMS] = [
 #[derive(Clone, Debug)]
 struct Dims {
     fusion: SetFusion,
+    loss: LossKind,
+    /// hs: the tree over the labels (its inner nodes are the output rows).
+    tree: Option<std::sync::Arc<Tree>>,
     pool: Pool,
     outer: Pool,
     gblend: bool,
@@ -315,7 +350,12 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(cfg: &SetConfig, nl: usize, sizes: &[usize]) -> Self {
+    fn new(
+        cfg: &SetConfig,
+        nl: usize,
+        sizes: &[usize],
+        tree: Option<std::sync::Arc<Tree>>,
+    ) -> Self {
         let mut row_off = vec![0];
         let mut key_off = vec![0];
         for (m, &s) in cfg.modalities.iter().zip(sizes) {
@@ -325,6 +365,8 @@ impl Dims {
         }
         Self {
             fusion: cfg.fusion,
+            loss: cfg.loss,
+            tree,
             pool: cfg.pool,
             outer: cfg.outer_pool,
             gblend: cfg.blend != Blend::None,
@@ -339,13 +381,21 @@ impl Dims {
     fn k(&self) -> usize {
         self.kinds.len()
     }
+    /// Rows of the output layer: one per label, or one per inner node of the hs tree.
+    fn n_out(&self) -> usize {
+        if self.loss == LossKind::Hs {
+            self.nl - 1
+        } else {
+            self.nl
+        }
+    }
     fn shapes(&self) -> [(usize, usize); N_PARAMS] {
         let (d, nl, k) = (self.d, self.nl, self.k());
         let heads = if self.gblend { k * nl } else { 0 };
         [
             (*self.row_off.last().unwrap(), d),
-            (nl, d),
-            (1, nl),
+            (self.n_out(), d),
+            (1, self.n_out()),
             (*self.key_off.last().unwrap(), d),
             (heads, d),
             (if self.gblend { k } else { 0 }, nl),
@@ -385,6 +435,15 @@ struct Cache {
     att: Vec<f32>,
     att_off: Vec<usize>,
     q: Vec<f32>,
+    /// Whether [`forward`] fills `q` (training with ns / hs / ova needs only the scores
+    /// of `pairs`).
+    want_q: bool,
+    /// ns / hs / ova: the output rows a row trains and their targets (1 or 0), and
+    /// their scores (see [`pair_scores`]).
+    pairs: Vec<(u32, f32)>,
+    ps: Vec<f32>,
+    /// hs: the inner nodes' scores.
+    nodes: Vec<f32>,
     /// Head probabilities, K × L.
     qk: Vec<f32>,
     ds: Vec<f32>,
@@ -395,6 +454,8 @@ struct Cache {
     dt: Vec<f32>,
     da: Vec<f32>,
     tmp: Vec<f32>,
+    /// ns / hs / ova: the pairs' score gradients.
+    tmp2: Vec<f32>,
 }
 
 impl Cache {
@@ -412,6 +473,10 @@ impl Cache {
             att: Vec::new(),
             att_off: vec![0; k + 1],
             q: vec![0.0; nl],
+            want_q: true,
+            pairs: Vec::new(),
+            ps: Vec::new(),
+            nodes: Vec::new(),
             qk: vec![0.0; k * nl],
             ds: vec![0.0; nl],
             dq: vec![0.0; k * nl],
@@ -420,6 +485,7 @@ impl Cache {
             dt: vec![0.0; d],
             da: Vec::new(),
             tmp: vec![0.0; d],
+            tmp2: Vec::new(),
         }
     }
 }
@@ -472,6 +538,64 @@ fn softmax_scores<W: Weights>(w: &W, b: &W, head: usize, x: &[f32], out: &mut [f
     }
     b.add_row_to(head, 1.0, out);
     softmax_in_place(out);
+}
+
+/// The fused head's label probabilities from `h`: softmax; ns and ova a sigmoid of
+/// each label's score; hs the product of the branch probabilities on each label's path
+/// (`nodes`: scratch for the inner nodes' scores).
+fn output_probs<W: Weights>(
+    dm: &Dims,
+    w: &W,
+    b: &W,
+    h: &[f32],
+    q: &mut [f32],
+    nodes: &mut Vec<f32>,
+) {
+    match dm.loss {
+        LossKind::Softmax => softmax_scores(w, b, 0, h, q),
+        LossKind::Ns | LossKind::Ova => {
+            for (l, o) in q.iter_mut().enumerate() {
+                *o = w.dot_row(l, h);
+            }
+            b.add_row_to(0, 1.0, q);
+            q.iter_mut().for_each(|x| *x = sigmoid(*x));
+        }
+        LossKind::Hs => {
+            let tree = dm.tree.as_ref().expect("an hs set model has a tree");
+            nodes.clear();
+            nodes.extend((0..dm.n_out()).map(|r| w.dot_row(r, h)));
+            b.add_row_to(0, 1.0, nodes);
+            for (l, o) in q.iter_mut().enumerate() {
+                let lp: f32 = tree.paths[l]
+                    .iter()
+                    .zip(&tree.codes[l])
+                    .map(|(&n, &code)| {
+                        let s = nodes[n as usize];
+                        safe_ln(sigmoid(if code { s } else { -s }))
+                    })
+                    .sum();
+                *o = lp.exp();
+            }
+        }
+    }
+}
+
+/// Probabilities at temperature `t`: softmax and hs renormalise `p^(1/t)`; ns and ova,
+/// whose labels are independent, divide each score by `t` (as the text model does).
+fn temper_for(loss: LossKind, q: &mut [f32], t: f32) {
+    match loss {
+        LossKind::Ns | LossKind::Ova => temper_sigmoid(q, t),
+        _ => temper(q, t),
+    }
+}
+
+/// ns / hs / ova: the scores of the output rows in `c.pairs` (into `c.ps`), after
+/// [`forward`].
+fn pair_scores<W: Weights>(w: &[W; N_PARAMS], c: &mut Cache) {
+    c.ps.clear();
+    for &(r, _) in &c.pairs {
+        c.ps.push(w[OUT].dot_row(r as usize, &c.h) + w[OUT_B].at(0, r as usize));
+    }
 }
 
 /// Forward pass: fills `c` from the row's compacted embedding rows per modality.
@@ -583,7 +707,9 @@ fn forward<W: Weights>(dm: &Dims, w: &[W; N_PARAMS], rows: &[&[u32]], c: &mut Ca
             c.att_off[dm.k()] = c.att.len();
         }
     }
-    softmax_scores(&w[OUT], &w[OUT_B], 0, &c.h, &mut c.q);
+    if c.want_q {
+        output_probs(dm, &w[OUT], &w[OUT_B], &c.h, &mut c.q, &mut c.nodes);
+    }
     if dm.gblend {
         for k in (0..dm.k()).filter(|&k| c.present[k]) {
             softmax_scores(
@@ -682,6 +808,16 @@ impl Sink for Sgd<'_> {
 
 /// The row's loss for head weights `hw` (fused, then per modality) after [`forward`].
 fn row_loss(dm: &Dims, c: &Cache, target: usize, hw: &[f32]) -> f32 {
+    if dm.loss != LossKind::Softmax {
+        // ns / hs / ova: binary logistic losses of the pairs ([`pair_scores`]).
+        let l: f32 = c
+            .pairs
+            .iter()
+            .zip(&c.ps)
+            .map(|(&(_, y), &s)| -safe_ln(sigmoid(if y > 0.5 { s } else { -s })))
+            .sum();
+        return hw[0] * l;
+    }
     let mut l = hw[0] * -safe_ln(c.q[target]);
     if dm.gblend {
         for k in (0..dm.k()).filter(|&k| c.present[k]) {
@@ -705,17 +841,36 @@ fn backward<W: Weights, S: Sink>(
 ) {
     let (d, nl, km) = (dm.d, dm.nl, dm.k());
     // Fused head.
-    for (l, ds) in c.ds.iter_mut().enumerate() {
-        *ds = hw[0] * (c.q[l] - if l == target { 1.0 } else { 0.0 });
-    }
     c.dh.fill(0.0);
-    for (l, &ds) in c.ds.iter().enumerate() {
-        w[OUT].add_row_to(l, ds, &mut c.dh);
+    if dm.loss == LossKind::Softmax {
+        for (l, ds) in c.ds.iter_mut().enumerate() {
+            *ds = hw[0] * (c.q[l] - if l == target { 1.0 } else { 0.0 });
+        }
+        for (l, &ds) in c.ds.iter().enumerate() {
+            w[OUT].add_row_to(l, ds, &mut c.dh);
+        }
+        for (l, &ds) in c.ds.iter().enumerate() {
+            sink.add(OUT, l, ds, &c.h);
+        }
+        sink.add(OUT_B, 0, 1.0, &c.ds);
+    } else {
+        // ns / hs / ova: each pair's score s has the gradient sigmoid(s) - y.
+        let grads: &mut Vec<f32> = &mut c.tmp2;
+        grads.clear();
+        grads.extend(
+            c.pairs
+                .iter()
+                .zip(&c.ps)
+                .map(|(&(_, y), &s)| hw[0] * (sigmoid(s) - y)),
+        );
+        for (&(r, _), &g) in c.pairs.iter().zip(grads.iter()) {
+            w[OUT].add_row_to(r as usize, g, &mut c.dh);
+        }
+        for (&(r, _), &g) in c.pairs.iter().zip(grads.iter()) {
+            sink.add(OUT, r as usize, g, &c.h);
+            sink.add_at(OUT_B, 0, r as usize, g);
+        }
     }
-    for (l, &ds) in c.ds.iter().enumerate() {
-        sink.add(OUT, l, ds, &c.h);
-    }
-    sink.add(OUT_B, 0, 1.0, &c.ds);
     // Modality heads.
     c.dv.fill(0.0);
     if dm.gblend {
@@ -854,6 +1009,18 @@ pub struct SetModel {
     params: [Mat; N_PARAMS],
     /// The codes of a quantized model ([`SetModel::quantize`]).
     pub quantized: Option<QuantizedParams>,
+    /// hs: the tree over the labels, built from `label_counts` (not stored).
+    tree: Option<std::sync::Arc<Tree>>,
+}
+
+/// hs: the Huffman tree of the label counts (as the text model builds it); None for the
+/// other losses.
+fn hs_tree(loss: LossKind, counts: &[u64]) -> Result<Option<std::sync::Arc<Tree>>> {
+    if loss != LossKind::Hs {
+        return Ok(None);
+    }
+    super::loss::check_counts(counts)?;
+    Ok(Some(std::sync::Arc::new(Tree::build(counts))))
 }
 
 /// One modality's share of a prediction (see [`SetModel::explain_modalities`]).
@@ -886,7 +1053,7 @@ impl SetModel {
 
     fn dims(&self) -> Dims {
         let sizes: Vec<usize> = self.indexes.iter().map(|i| i.len()).collect();
-        Dims::new(&self.cfg, self.labels.len(), &sizes)
+        Dims::new(&self.cfg, self.labels.len(), &sizes, self.tree.clone())
     }
 
     /// Compact raw ids (one slice per modality) into embedding rows; unseen ids dropped.
@@ -936,7 +1103,7 @@ impl SetModel {
                     raw.extend(rows.iter().map(|m| &m.ids[m.offsets[i]..m.offsets[i + 1]]));
                     self.run(&dm, raw, c, scratch)?;
                     let mut q = c.q.clone();
-                    temper(&mut q, self.cfg.temperature);
+                    temper_for(dm.loss, &mut q, self.cfg.temperature);
                     Ok(q)
                 },
             )
@@ -969,6 +1136,13 @@ impl SetModel {
                 "label index {label} out of range for {} labels",
                 self.n_labels()
             )));
+        }
+        if self.cfg.loss == LossKind::Hs {
+            return Err(MmqError::InvalidParameter(
+                "explaining modalities needs one output row per label (loss softmax, ns or \
+                 ova); with loss 'hs' the rows are the tree's inner nodes"
+                    .into(),
+            ));
         }
         let dm = self.dims();
         let d = dm.d;
@@ -1141,7 +1315,15 @@ impl SetModel {
             indexes.push(TokenIndex::from_ids(ids).map_err(|e| bad(e.to_string()))?);
         }
         let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
-        let dm = Dims::new(&cfg, labels.len(), &sizes);
+        if label_counts.len() != labels.len() {
+            return Err(bad(format!(
+                "{} label counts for {} labels",
+                label_counts.len(),
+                labels.len()
+            )));
+        }
+        let tree = hs_tree(cfg.loss, &label_counts).map_err(|e| bad(e.to_string()))?;
+        let dm = Dims::new(&cfg, labels.len(), &sizes, tree.clone());
         let (params, quantized) = take_params(
             &PARAM_NAMES,
             &dm.shapes(),
@@ -1159,6 +1341,7 @@ impl SetModel {
             valid_history: EpochRecord::read_all(&header, "valid_history", what)?,
             params,
             quantized,
+            tree,
         };
         io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
@@ -1357,7 +1540,13 @@ fn fit_sets(
         indexes.push(idx);
     }
     let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
-    let dm = Dims::new(&cfg, nl, &sizes);
+    let tree = hs_tree(cfg.loss, &counts)?;
+    let dm = Dims::new(&cfg, nl, &sizes, tree.clone());
+    let negatives = if cfg.loss == LossKind::Ns {
+        negatives_table(&counts, &mut rng)
+    } else {
+        Vec::new()
+    };
     for (k, l) in local.iter_mut().enumerate() {
         let off = dm.row_off[k] as u32;
         l.iter_mut().for_each(|r| *r += off);
@@ -1415,6 +1604,7 @@ fn fit_sets(
         hw: &hw,
         diverged_lr: AtomicU32::new(0),
         clock: &clock,
+        negatives: &negatives,
     };
     let pool = clock::pool(threads)?;
     let mut history = Vec::new();
@@ -1576,6 +1766,7 @@ fn fit_sets(
         valid_history,
         params,
         quantized: None,
+        tree,
     };
     if let (Some(v), Some(vl), true) = (opts.valid, &vlocal, opts.calibrate) {
         let p = &model.params;
@@ -1604,7 +1795,7 @@ fn score_compact<W: Weights + Sync>(
             forward(dm, w, slices, c);
             out.clear();
             out.extend_from_slice(&c.q);
-            temper(out, t);
+            temper_for(dm.loss, out, t);
         },
     )
 }
@@ -1683,6 +1874,8 @@ struct Shared<'a> {
     hw: &'a [AtomicU32],
     diverged_lr: AtomicU32,
     clock: &'a Clock<'a>,
+    /// ns: the table negative labels are drawn from (fastText's, by count^0.5).
+    negatives: &'a [u32],
 }
 
 impl Shared<'_> {
@@ -1758,10 +1951,12 @@ struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     fn new(s: &'a Shared<'a>, seed: u64) -> Self {
+        let mut c = Cache::new(s.dm);
+        c.want_q = s.dm.loss == LossKind::Softmax;
         Self {
             s,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
-            c: Cache::new(s.dm),
+            c,
             hw: s
                 .hw
                 .iter()
@@ -1784,8 +1979,17 @@ impl<'a> Worker<'a> {
             } else {
                 labels[self.rng.random_range(0..labels.len())]
             } as usize;
+            if s.dm.loss != LossKind::Softmax {
+                self.pairs(target, labels);
+            }
             forward(s.dm, s.w, &slices, &mut self.c);
-            if !self.c.q.iter().all(|q| q.is_finite()) {
+            let finite = if s.dm.loss == LossKind::Softmax {
+                self.c.q.iter().all(|q| q.is_finite())
+            } else {
+                pair_scores(s.w, &mut self.c);
+                self.c.ps.iter().all(|q| q.is_finite())
+            };
+            if !finite {
                 s.diverged_lr.store(lr.to_bits(), Ordering::Relaxed);
                 s.clock.request_stop();
                 return;
@@ -1799,6 +2003,40 @@ impl<'a> Worker<'a> {
             }
         }
         tick.flush(s.clock);
+    }
+
+    /// ns / hs / ova: the output rows this row trains, with their targets.
+    fn pairs(&mut self, target: usize, labels: &[u32]) {
+        let s = self.s;
+        let pairs = &mut self.c.pairs;
+        pairs.clear();
+        match s.dm.loss {
+            LossKind::Ns => {
+                pairs.push((target as u32, 1.0));
+                for _ in 0..s.cfg.neg {
+                    let neg = loop {
+                        let c = s.negatives[self.rng.random_range(0..s.negatives.len())];
+                        if c as usize != target {
+                            break c;
+                        }
+                    };
+                    pairs.push((neg, 0.0));
+                }
+            }
+            LossKind::Hs => {
+                let tree = s.dm.tree.as_ref().expect("an hs set model has a tree");
+                pairs.extend(
+                    tree.paths[target]
+                        .iter()
+                        .zip(&tree.codes[target])
+                        .map(|(&n, &code)| (n, if code { 1.0 } else { 0.0 })),
+                );
+            }
+            LossKind::Ova => {
+                pairs.extend((0..s.dm.nl as u32).map(|l| (l, labels.contains(&l) as u8 as f32)));
+            }
+            LossKind::Softmax => {}
+        }
     }
 }
 
@@ -1873,11 +2111,18 @@ mod tests {
         ];
         let hw = [0.5f32, 0.2, 0.1, 0.3];
         let mut checked = 0;
-        for fusion in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention] {
+        let losses = [LossKind::Softmax, LossKind::Ns, LossKind::Hs, LossKind::Ova];
+        for (fusion, loss) in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention]
+            .into_iter()
+            .flat_map(|f| losses.map(|l| (f, l)))
+        {
             for pool in [Pool::Mean, Pool::Sum, Pool::Max] {
                 for outer in [Pool::Mean, Pool::Sum, Pool::Max] {
                     for blend in [Blend::None, Blend::Gblend] {
                         if fusion != SetFusion::Deepset && outer != Pool::Mean {
+                            continue;
+                        }
+                        if loss != LossKind::Softmax && blend != Blend::None {
                             continue;
                         }
                         if fusion != SetFusion::Deepset
@@ -1886,8 +2131,12 @@ mod tests {
                         {
                             continue;
                         }
-                        let c0 = cfg(fusion, pool, outer, blend);
-                        let dm = Dims::new(&c0, 3, &sizes);
+                        let c0 = SetConfig {
+                            loss,
+                            ..cfg(fusion, pool, outer, blend)
+                        };
+                        let tree = hs_tree(loss, &[3, 2, 1]).unwrap();
+                        let dm = Dims::new(&c0, 3, &sizes, tree.clone());
                         for (ri, set) in rows_sets.iter().enumerate() {
                             let rows: Vec<Vec<u32>> = set
                                 .iter()
@@ -1898,8 +2147,25 @@ mod tests {
                             let target = 1;
                             let w = params(&dm, 7 + ri as u64);
                             let mut c = Cache::new(&dm);
+                            // The output rows each loss trains for target 1 (ns: two
+                            // negatives, one repeated; hs: its path; ova: every label).
+                            c.pairs = match loss {
+                                LossKind::Softmax => vec![],
+                                LossKind::Ns => vec![(1, 1.0), (0, 0.0), (2, 0.0), (0, 0.0)],
+                                LossKind::Hs => {
+                                    let t = tree.as_ref().unwrap();
+                                    t.paths[1]
+                                        .iter()
+                                        .zip(&t.codes[1])
+                                        .map(|(&n, &b)| (n, b as u8 as f32))
+                                        .collect()
+                                }
+                                LossKind::Ova => vec![(0, 0.0), (1, 1.0), (2, 0.0)],
+                            };
+                            let kind = loss;
                             let loss = |w: &[Mat; N_PARAMS], c: &mut Cache| {
                                 forward(&dm, w, &rs, c);
+                                pair_scores(w, c);
                                 row_loss(&dm, c, target, &hw)
                             };
                             loss(&w, &mut c);
@@ -1921,7 +2187,7 @@ mod tests {
                                     let ana = g.0[p][i];
                                     assert!(
                                         (num - ana).abs() <= 3e-3 + 2e-2 * num.abs(),
-                                        "{fusion:?} {pool:?}/{outer:?} {blend:?} row {ri}: d/d{}[{i}] numeric {num} analytic {ana}",
+                                        "{fusion:?} {kind:?} {pool:?}/{outer:?} {blend:?} row {ri}: d/d{}[{i}] numeric {num} analytic {ana}",
                                         PARAM_NAMES[p]
                                     );
                                     checked += 1;
@@ -1945,7 +2211,7 @@ mod tests {
         let lr = 2.0f32;
         for fusion in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention] {
             for blend in [Blend::None, Blend::Gblend] {
-                let dm = Dims::new(&cfg(fusion, Pool::Mean, Pool::Mean, blend), 3, &sizes);
+                let dm = Dims::new(&cfg(fusion, Pool::Mean, Pool::Mean, blend), 3, &sizes, None);
                 let rows: Vec<Vec<u32>> = set
                     .iter()
                     .enumerate()
@@ -2115,6 +2381,41 @@ mod tests {
                 assert!(m.history.iter().all(|h| h.gain.len() == 4 && h.epochs == 1));
             }
         }
+    }
+
+    /// Every set fusion trains with every loss (ns, hs, ova beside softmax), and the
+    /// file keeps the loss: the loaded model gives the same probabilities.
+    #[test]
+    fn set_models_learn_with_every_loss_and_keep_it_in_the_file() {
+        let (tr, ytr) = synth(3000, 1);
+        let (te, yte) = synth(1000, 2);
+        let x = csr(&te);
+        let v = views(&x);
+        for fusion in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention] {
+            for loss in [LossKind::Ns, LossKind::Hs, LossKind::Ova] {
+                let mut c = cfg(fusion, Pool::Mean, Pool::Mean, Blend::None);
+                c.dim = 16;
+                c.epoch = 10;
+                c.lr = 0.5;
+                c.loss = loss;
+                let m = fit(c, &tr, &ytr);
+                let acc = accuracy(&m, &te, &yte);
+                assert!(acc > 0.95, "{fusion:?} {loss:?}: {acc}");
+                let back = SetModel::from_bytes(&m.to_bytes().unwrap(), "mem").unwrap();
+                assert_eq!(back.cfg.loss, loss);
+                assert_eq!(back.probs_batch(&v).unwrap(), m.probs_batch(&v).unwrap());
+                if loss == LossKind::Hs {
+                    // The labels' probabilities sum to 1 along the tree.
+                    for p in m.probs_batch(&v).unwrap().iter().take(20) {
+                        let s: f32 = p.iter().sum();
+                        assert!((s - 1.0).abs() < 1e-4, "{s}");
+                    }
+                }
+            }
+        }
+        let mut c = cfg(SetFusion::Deepset, Pool::Mean, Pool::Mean, Blend::Gblend);
+        c.loss = LossKind::Ns;
+        assert!(c.validate().unwrap_err().to_string().contains("softmax"));
     }
 
     #[test]

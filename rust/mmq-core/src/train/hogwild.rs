@@ -129,6 +129,12 @@ impl HogwildMatrix {
         }
     }
 
+    /// `row(r)[c]`
+    #[inline]
+    pub fn at(&self, r: usize, c: usize) -> f32 {
+        f32::from_bits(self.data[r * self.cols + c].load(Relaxed))
+    }
+
     /// `row(r)[c] += a`
     #[inline]
     pub fn add_at(&self, r: usize, c: usize, a: f32) {

@@ -304,6 +304,20 @@ pub fn temper(probs: &mut [f32], t: f32) {
     }
 }
 
+/// Independent (sigmoid) label probabilities at temperature `t`: each `p` becomes
+/// `sigmoid(logit(p) / t)`, the score divided by `t` as the text model's ns and ova do.
+pub fn temper_sigmoid(probs: &mut [f32], t: f32) {
+    if t == 1.0 {
+        return;
+    }
+    let inv = 1.0 / t as f64;
+    for p in probs.iter_mut() {
+        let q = (*p as f64).clamp(1e-12, 1.0 - 1e-12);
+        let s = (q / (1.0 - q)).ln() * inv;
+        *p = (1.0 / (1.0 + (-s).exp())) as f32;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
