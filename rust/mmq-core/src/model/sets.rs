@@ -1092,6 +1092,16 @@ impl SetModel {
 
     /// Probabilities of every label for each row; `rows[k]` is modality k's raw ids.
     pub fn probs_batch(&self, rows: &[ModalityRows]) -> Result<Vec<Vec<f32>>> {
+        self.map_rows(rows, |q| q.to_vec())
+    }
+
+    /// `f(probabilities)` of each row, in parallel, computed row by row: memory holds
+    /// one row's probabilities per thread, not rows × labels.
+    fn map_rows<T: Send>(
+        &self,
+        rows: &[ModalityRows],
+        f: impl Fn(&mut [f32]) -> T + Sync + Send,
+    ) -> Result<Vec<T>> {
         let n = check_rows(rows, self.indexes.len())?;
         let dm = self.dims();
         (0..n)
@@ -1102,9 +1112,8 @@ impl SetModel {
                     raw.clear();
                     raw.extend(rows.iter().map(|m| &m.ids[m.offsets[i]..m.offsets[i + 1]]));
                     self.run(&dm, raw, c, scratch)?;
-                    let mut q = c.q.clone();
-                    temper_for(dm.loss, &mut q, self.cfg.temperature);
-                    Ok(q)
+                    temper_for(dm.loss, &mut c.q, self.cfg.temperature);
+                    Ok(f(&mut c.q))
                 },
             )
             .collect()
@@ -1117,11 +1126,7 @@ impl SetModel {
         k: usize,
         threshold: f32,
     ) -> Result<Vec<Ranked>> {
-        Ok(self
-            .probs_batch(rows)?
-            .into_iter()
-            .map(|p| top_k(&p, k, threshold))
-            .collect())
+        self.map_rows(rows, |q| top_k(q, k, threshold))
     }
 
     /// Each modality's contribution to `label`'s score for one row (raw ids per
