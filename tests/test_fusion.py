@@ -60,8 +60,8 @@ def test_fusion_bad_input(data):
         mmq.Classifier(fusion="gated", dense=["a", "b"])
     with pytest.raises(mmq.InvalidParameterError, match="exactly one dense column"):
         mmq.Classifier(fusion="add")
-    with pytest.raises(mmq.InvalidParameterError, match="softmax"):
-        mmq.Classifier(fusion="add", dense=["image"], loss="ova")
+    with pytest.raises(mmq.InvalidParameterError, match="loss must be one of"):
+        mmq.Classifier(fusion="add", dense=["image"], loss="hinge")
     clf = model("add").fit(train)
     with pytest.raises(mmq.InvalidInputError, match="image"):
         clf.predict(test.drop("image"))
@@ -70,3 +70,23 @@ def test_fusion_bad_input(data):
         clf.predict(wrong)
     with pytest.raises(mmq.MmqError, match="explain"):
         clf.explain("x", image=np.zeros(16))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("loss", ["ns", "hs", "ova"])
+def test_every_mode_trains_with_every_loss(data, mode, loss, tmp_path):
+    """The continuous modes with ns, hs and ova: they learn as with softmax (the same bar
+    as test_modes_learn_and_round_trip), keep the loss in the file and the pickle, and
+    the Polars expression answers as the API does."""
+    train, test = data
+    clf = model(mode, loss=loss, lr=0.05).fit(train)
+    acc = clf.test(test).precision
+    assert acc > 0.3, (mode, loss, acc)  # chance 0.2
+    clf.save(tmp_path / "f.mmq")
+    again = mmq.load(tmp_path / "f.mmq")
+    assert (again.fusion, again.loss) == (mode, loss)
+    assert_frame_equal(clf.predict_proba(test), again.predict_proba(test))
+    assert_frame_equal(clf.predict(test, k=2), pickle.loads(pickle.dumps(clf)).predict(test, k=2))
+    if loss == "hs":
+        np.testing.assert_allclose(clf.predict_proba(test).to_numpy().sum(axis=1), 1.0, atol=1e-4)
+    assert test.select(mmq.predict(clf).alias("label")).to_series().to_list() == clf.predict(test)["label"].to_list()

@@ -277,8 +277,6 @@ class Classifier:
             if len(spec) != 1:
                 raise InvalidParameterError(
                     f"fusion={fusion!r} fuses the text with exactly one dense column, got {list(spec)}")
-            if loss != "softmax":
-                raise InvalidParameterError(f"fusion={fusion!r} trains with loss='softmax', got loss={loss!r}")
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise InvalidParameterError(f"rank must be an integer >= 1, got {rank!r}")
 
@@ -762,7 +760,8 @@ class Classifier:
         if self.fusion in CONTINUOUS:
             cfg = self._config()
             cfg = {"mode": self.fusion, "dim": cfg["dim"], "rank": self.rank, "epoch": cfg["epoch"],
-                   "lr": cfg["lr"], "threads": cfg["threads"], "seed": cfg["seed"], "tokenizer": cfg["tokenizer"]}
+                   "lr": cfg["lr"], "threads": cfg["threads"], "seed": cfg["seed"], "tokenizer": cfg["tokenizer"],
+                   "loss": self.loss, "neg": self.neg}
             if vargs is not None:
                 vargs = (vargs[0], vargs[1], vargs[2][0])
             with progress_for(self.progress) as cb:
@@ -1317,7 +1316,8 @@ class Classifier:
     @classmethod
     def _from_rust_fusion(cls, model) -> "Classifier":
         cfg = json.loads(model.config_json)
-        obj = cls(**cls._stored_params(cfg), fusion=cfg["mode"], dense=[cfg["dense_name"]], rank=cfg.get("rank"))
+        obj = cls(**cls._stored_params(cfg), fusion=cfg["mode"], dense=[cfg["dense_name"]], rank=cfg.get("rank"),
+                  loss=cfg.get("loss", "softmax"), neg=int(cfg.get("neg", 5)))
         obj._model = model
         return obj
 

@@ -455,6 +455,20 @@ fn sets(out: &Out) {
     let b = m.to_bytes().unwrap();
     SetModel::from_bytes(&b, "seed").unwrap();
     out.write("set_file", "deepset_valid.mmq", &b);
+    // The other losses (their config keys; hs rebuilds its tree from the counts).
+    for loss in [LossKind::Hs, LossKind::Ns] {
+        let cfg = SetConfig {
+            fusion: SetFusion::Attention,
+            loss,
+            neg: 3,
+            ..base.clone()
+        };
+        let mut m = train_sets_with(cfg, labels(), &train, &TrainOptions::default(), &ok).unwrap();
+        m.quantizers[2] = Some(q.clone());
+        let b = m.to_bytes().unwrap();
+        SetModel::from_bytes(&b, "seed").unwrap();
+        out.write("set_file", &format!("attention_{}.mmq", loss.name()), &b);
+    }
 }
 
 fn quantizers(out: &Out) {

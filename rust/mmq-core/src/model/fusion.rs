@@ -117,14 +117,15 @@
 //! `output` (W_out), `proj`, `proj_bias`, `gate`, `gate_bias`, `bil_u`, `bil_u_bias`,
 //! `bil_v`, `bil_v_bias`, `bil_out` (O); empty tensors are left out.
 use super::compress::{QuantizeOptions, QuantizedParams};
-use super::loss::{safe_ln, sigmoid};
-use super::{softmax_in_place, top_k, EpochRecord, Ranked, TokenIndex};
+use super::loss::{negatives_table, safe_ln, sigmoid, LossKind};
+use super::output::{pair_grads, pair_loss, pair_scores, Output};
+use super::{top_k, EpochRecord, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::{self, Tensor};
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
-use crate::train::select::{fit_temperature_by, score_rows, temper, Selector};
+use crate::train::select::{fit_temperature_by, score_rows, Selector};
 use crate::train::{label_counts, Dataset, Progress, TrainOptions};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -221,6 +222,21 @@ pub struct FusionConfig {
     /// the file only when it is not 1, so files of earlier releases still read.
     #[serde(skip_serializing_if = "super::is_one")]
     pub temperature: f32,
+    /// The output layer's loss (softmax, ns, hs, ova; see the set models'). Written only
+    /// when it is not softmax, so earlier files read unchanged.
+    #[serde(skip_serializing_if = "is_softmax")]
+    pub loss: LossKind,
+    /// ns: negative labels sampled per row (written only when not 5).
+    #[serde(skip_serializing_if = "is_five")]
+    pub neg: usize,
+}
+
+fn is_softmax(l: &LossKind) -> bool {
+    *l == LossKind::Softmax
+}
+
+fn is_five(n: &usize) -> bool {
+    *n == 5
 }
 
 impl Default for FusionConfig {
@@ -236,6 +252,8 @@ impl Default for FusionConfig {
             dense_name: String::new(),
             tokenizer: TokenizerConfig::default(),
             temperature: 1.0,
+            loss: LossKind::Softmax,
+            neg: 5,
         }
     }
 }
@@ -268,6 +286,12 @@ impl FusionConfig {
             return Err(MmqError::InvalidParameter(format!(
                 "rank must be <= {MAX_RANK}, got {}",
                 self.rank()
+            )));
+        }
+        if self.loss == LossKind::Ns && !(1..=1000).contains(&self.neg) {
+            return Err(MmqError::InvalidParameter(format!(
+                "neg must be in 1..=1000 with loss 'ns', got {}",
+                self.neg
             )));
         }
         super::check_temperature(self.temperature)?;
@@ -304,13 +328,15 @@ const PARAM_NAMES: [&str; N_PARAMS] = [
 ];
 
 /// Sizes that fix the shapes of the parameters.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Dims {
     mode: FusionMode,
     d: usize,
     r: usize,
     dd: usize,
     nl: usize,
+    /// The output layer and its loss.
+    out: Output,
 }
 
 impl Dims {
@@ -327,7 +353,7 @@ impl Dims {
         let (d, r, dd) = (self.d, self.r, self.dd);
         [
             (on(t, n_tok), d),
-            (self.nl, d),
+            (self.out.n_out(), d),
             (on(p, d), dd),
             (on(p, 1), d),
             (on(g, d), 2 * d),
@@ -495,6 +521,15 @@ struct Cache {
     h: Vec<f32>,
     /// Label probabilities (L).
     q: Vec<f32>,
+    /// Whether [`forward`] fills `q` (training with ns / hs / ova needs only the
+    /// scores of `pairs`).
+    want_q: bool,
+    /// ns / hs / ova: the output rows a row trains with their 0/1 targets, their scores
+    /// and the scores' gradients; `nodes`: hs scratch.
+    pairs: Vec<(u32, f32)>,
+    ps: Vec<f32>,
+    pg: Vec<f32>,
+    nodes: Vec<f32>,
     ds: Vec<f32>,
     gh: Vec<f32>,
     dt: Vec<f32>,
@@ -521,6 +556,11 @@ impl Cache {
             z: z(r),
             h: z(d),
             q: z(dm.nl),
+            want_q: true,
+            pairs: Vec::new(),
+            ps: Vec::new(),
+            pg: Vec::new(),
+            nodes: Vec::new(),
             ds: z(dm.nl),
             gh: z(d),
             dt: z(d),
@@ -622,10 +662,9 @@ fn forward<W: Weights>(dm: &Dims, w: &[W; N_PARAMS], present: bool, c: &mut Cach
             }
         }
     }
-    for (l, q) in c.q.iter_mut().enumerate() {
-        *q = w[OUT].dot_row(l, &c.h);
+    if c.want_q {
+        dm.out.probs(&w[OUT], None, &c.h, &mut c.q, &mut c.nodes);
     }
-    softmax_in_place(&mut c.q);
 }
 
 /// Gradients of `−ln q[target]` after [`forward`] on the same row, sent to `sink` (see
@@ -641,14 +680,25 @@ fn backward<W: Weights, S: Sink>(
 ) {
     let mode = dm.mode;
     let d = dm.d;
-    c.ds.copy_from_slice(&c.q);
-    c.ds[target] -= 1.0;
     c.gh.fill(0.0);
-    for (l, &ds) in c.ds.iter().enumerate() {
-        w[OUT].add_row_to(l, ds, &mut c.gh);
-    }
-    for (l, &ds) in c.ds.iter().enumerate() {
-        sink.add(OUT, l, ds, &c.h);
+    if dm.out.needs_probs() {
+        c.ds.copy_from_slice(&c.q);
+        c.ds[target] -= 1.0;
+        for (l, &ds) in c.ds.iter().enumerate() {
+            w[OUT].add_row_to(l, ds, &mut c.gh);
+        }
+        for (l, &ds) in c.ds.iter().enumerate() {
+            sink.add(OUT, l, ds, &c.h);
+        }
+    } else {
+        // ns / hs / ova: binary logistic losses of the pairs ([`Cache::pairs`]).
+        pair_grads(&c.pairs, &c.ps, 1.0, &mut c.pg);
+        for (&(r, _), &g) in c.pairs.iter().zip(&c.pg) {
+            w[OUT].add_row_to(r as usize, g, &mut c.gh);
+        }
+        for (&(r, _), &g) in c.pairs.iter().zip(&c.pg) {
+            sink.add(OUT, r as usize, g, &c.h);
+        }
     }
     c.dt.fill(0.0);
     if !present {
@@ -840,6 +890,8 @@ pub struct FusionModel {
     pub history: Vec<EpochRecord>,
     /// The codes of a quantized model ([`FusionModel::quantize`]).
     pub quantized: Option<QuantizedParams>,
+    /// The output layer (hs: its tree, built from `label_counts`; not stored).
+    out: Output,
 }
 
 impl FusionModel {
@@ -867,6 +919,7 @@ impl FusionModel {
             r: self.cfg.rank(),
             dd: self.dense_dim,
             nl: self.labels.len(),
+            out: self.out.clone(),
         }
     }
 
@@ -949,7 +1002,7 @@ impl FusionModel {
         );
         out.clear();
         out.extend_from_slice(&c.q);
-        temper(out, self.cfg.temperature);
+        dm.out.temper(out, self.cfg.temperature);
     }
 
     /// The `k` most probable labels with probability >= `threshold`, most probable first.
@@ -1043,12 +1096,21 @@ impl FusionModel {
         } else {
             Vec::new()
         };
+        if label_counts.len() != labels.len() {
+            return Err(bad(format!(
+                "{} label counts for {} labels",
+                label_counts.len(),
+                labels.len()
+            )));
+        }
+        let out = Output::new(cfg.loss, &label_counts).map_err(|e| bad(e.to_string()))?;
         let dm = Dims {
             mode: cfg.mode,
             d: cfg.dim,
             r: cfg.rank(),
             dd: dense_dim,
             nl: labels.len(),
+            out: out.clone(),
         };
         let shapes = dm.shapes(ids.len());
         let (params, quantized) =
@@ -1065,6 +1127,7 @@ impl FusionModel {
             params,
             history: EpochRecord::read_all(&header, "history", what)?,
             quantized,
+            out,
         };
         io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
@@ -1179,12 +1242,14 @@ pub fn train_fusion_with(
     } else {
         Vec::new()
     };
+    let out = Output::new(cfg.loss, &counts)?;
     let dm = Dims {
         mode,
         d: cfg.dim,
         r: cfg.rank(),
         dd: dense_dim,
         nl,
+        out: out.clone(),
     };
     let shapes = dm.shapes(index.len());
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
@@ -1222,9 +1287,14 @@ pub fn train_fusion_with(
         threads,
         callback,
     );
+    let negatives = if cfg.loss == LossKind::Ns {
+        negatives_table(&counts, &mut rng)
+    } else {
+        Vec::new()
+    };
     let shared = Shared {
         cfg: &cfg,
-        dm,
+        dm: dm.clone(),
         w: &w,
         rows: &rows,
         data,
@@ -1234,6 +1304,7 @@ pub fn train_fusion_with(
         scale: &scale,
         diverged_lr: AtomicU32::new(0),
         clock: &clock,
+        negatives: &negatives,
     };
     let mut order: Vec<u32> = (0..n as u32).collect();
     let work = |epoch: usize, t: usize, seed: u64, part: &[u32]| {
@@ -1303,6 +1374,7 @@ pub fn train_fusion_with(
         params,
         history,
         quantized: None,
+        out,
     };
     if let (Some(v), Some(vt), true) = (opts.valid, &vtext, opts.calibrate) {
         let m = &model;
@@ -1358,7 +1430,7 @@ fn score_compact<W: Weights + Sync>(
             row_forward(dm, w, mean, scale, vt.row(i), v.dense_row(i, dm.dd), c);
             out.clear();
             out.extend_from_slice(&c.q);
-            temper(out, t);
+            dm.out.temper(out, t);
         },
     )
 }
@@ -1429,6 +1501,8 @@ struct Shared<'a> {
     /// Bits of the learning rate at which a row's scores became non-finite (0: none).
     diverged_lr: AtomicU32,
     clock: &'a Clock<'a>,
+    /// ns: the table negative labels are drawn from.
+    negatives: &'a [u32],
 }
 
 struct Worker<'a> {
@@ -1439,10 +1513,12 @@ struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     fn new(s: &'a Shared<'a>, seed: u64) -> Self {
+        let mut c = Cache::new(&s.dm);
+        c.want_q = s.dm.out.needs_probs();
         Self {
             s,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
-            c: Cache::new(&s.dm),
+            c,
         }
     }
 
@@ -1508,14 +1584,29 @@ impl<'a> Worker<'a> {
         } else {
             labels[self.rng.random_range(0..labels.len())]
         } as usize;
+        if !dm.out.needs_probs() {
+            let neg = (s.cfg.neg, s.negatives);
+            dm.out
+                .pairs(target, labels, neg, &mut self.rng, &mut c.pairs);
+        }
         forward(dm, s.w, present, c);
-        if !c.q.iter().all(|q| q.is_finite()) {
+        let finite = if dm.out.needs_probs() {
+            c.q.iter().all(|q| q.is_finite())
+        } else {
+            pair_scores(&s.w[OUT], None, &c.h, &c.pairs, &mut c.ps);
+            c.ps.iter().all(|q| q.is_finite())
+        };
+        if !finite {
             // Diverged: stop every thread rather than spread NaN through the weights.
             s.diverged_lr.store(lr.to_bits(), Ordering::Relaxed);
             s.clock.request_stop();
             return None;
         }
-        let loss = -safe_ln(c.q[target]);
+        let loss = if dm.out.needs_probs() {
+            -safe_ln(c.q[target])
+        } else {
+            pair_loss(&c.pairs, &c.ps)
+        };
         let mut sink = Sgd { w: s.w, lr };
         backward(dm, s.w, &text, present, target, c, &mut sink);
         Some(loss)
@@ -1573,7 +1664,12 @@ mod tests {
             c.x.copy_from_slice(x);
         }
         forward(dm, w, x.is_some(), c);
-        -c.q[target].ln()
+        if dm.out.needs_probs() {
+            -c.q[target].ln()
+        } else {
+            pair_scores(&w[OUT], None, &c.h, &c.pairs, &mut c.ps);
+            pair_loss(&c.pairs, &c.ps)
+        }
     }
 
     #[test]
@@ -1582,10 +1678,37 @@ mod tests {
         let rows = [0u32, 2, 2, 4];
         let wts = [1.0f32, 0.5, 2.0, 1.5];
         let x = [0.7f32, -1.1, 0.3, 0.9];
-        for mode in FusionMode::ALL {
+        let losses = [LossKind::Softmax, LossKind::Ns, LossKind::Hs, LossKind::Ova];
+        for (mode, loss) in FusionMode::ALL
+            .into_iter()
+            .flat_map(|m| losses.map(|l| (m, l)))
+        {
             for present in [true, false] {
-                let dm = Dims { mode, d, r, dd, nl };
+                let out = Output::new(loss, &[3, 2, 1]).unwrap();
+                let dm = Dims {
+                    mode,
+                    d,
+                    r,
+                    dd,
+                    nl,
+                    out: out.clone(),
+                };
                 let mut c = Cache::new(&dm);
+                // The output rows each loss trains for target 1 (ns: two negatives, one
+                // repeated; hs: its path; ova: every label).
+                c.pairs = match loss {
+                    LossKind::Softmax => vec![],
+                    LossKind::Ns => vec![(1, 1.0), (0, 0.0), (2, 0.0), (0, 0.0)],
+                    LossKind::Hs => {
+                        let t = out.tree.as_ref().unwrap();
+                        t.paths[1]
+                            .iter()
+                            .zip(&t.codes[1])
+                            .map(|(&n, &b)| (n, b as u8 as f32))
+                            .collect()
+                    }
+                    LossKind::Ova => vec![(0, 0.0), (1, 1.0), (2, 0.0)],
+                };
                 // Pick parameters away from the kinks of max().
                 let mut seed = 0;
                 let mut w = tiny_params(&dm, n_tok, seed);
@@ -1633,7 +1756,7 @@ mod tests {
                         let ana = g.0[p][k];
                         assert!(
                             (num - ana).abs() <= 2e-3 + 2e-2 * num.abs(),
-                            "mode {} present {present}: d/d{}[{k}] numeric {num} analytic {ana}",
+                            "mode {} {loss:?} present {present}: d/d{}[{k}] numeric {num} analytic {ana}",
                             mode.name(),
                             PARAM_NAMES[p]
                         );
@@ -1760,6 +1883,8 @@ mod tests {
             tokenizer: TokenizerConfig::default(),
             dense_name: String::new(),
             temperature: 1.0,
+            loss: LossKind::Softmax,
+            neg: 5,
         }
     }
 
@@ -1854,6 +1979,59 @@ mod tests {
             assert!(acc_dense > 0.8, "{} dense task: {acc_dense}", mode.name());
         }
         eprintln!("{}", report.join("\n"));
+    }
+
+    /// Every continuous mode trains with ns, hs and ova too, and the file keeps the
+    /// loss (the loaded model gives the same probabilities).
+    #[test]
+    fn fusion_modes_learn_with_every_loss_and_keep_it_in_the_file() {
+        let (tr, te) = (
+            synth(1500, Task::Dense, 3, 0.0),
+            synth(600, Task::Dense, 4, 0.0),
+        );
+        for mode in [
+            FusionMode::Gated,
+            FusionMode::Add,
+            FusionMode::BilinearGated,
+        ] {
+            for loss in [LossKind::Ns, LossKind::Hs, LossKind::Ova] {
+                // ns sums the gradients of 1 + neg labels: the bilinear modes need a
+                // smaller step than softmax's 0.2 there.
+                let lr = if mode == FusionMode::BilinearGated {
+                    0.05
+                } else {
+                    0.2
+                };
+                let c = FusionConfig {
+                    loss,
+                    lr,
+                    ..cfg(mode)
+                };
+                let m = train_fusion(
+                    c,
+                    names(),
+                    &tr.dataset(),
+                    &tr.dense,
+                    DD,
+                    &tr.present,
+                    &|_| true,
+                )
+                .unwrap_or_else(|e| panic!("{} {loss:?}: {e}", mode.name()));
+                let acc = accuracy(&m, &te);
+                assert!(acc > 0.8, "{} {loss:?}: {acc}", mode.name());
+                let back = FusionModel::from_bytes(&m.to_bytes().unwrap(), "mem").unwrap();
+                assert_eq!(back.cfg.loss, loss);
+                let row = &te.dense[..DD];
+                let toks = &te.tokens[te.offsets[0]..te.offsets[1]];
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                back.probs(toks, Some(row), &mut a);
+                m.probs(toks, Some(row), &mut b);
+                assert_eq!(a, b);
+                if loss == LossKind::Hs {
+                    assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{a:?}");
+                }
+            }
+        }
     }
 
     #[test]

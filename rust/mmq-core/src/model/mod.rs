@@ -6,6 +6,7 @@ pub mod fasttext;
 pub mod fusion;
 pub mod kernels;
 pub mod loss;
+mod output;
 mod persist;
 pub mod sets;
 

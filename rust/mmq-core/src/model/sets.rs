@@ -73,7 +73,8 @@
 #![allow(clippy::needless_range_loop)]
 use super::compress::{QuantizeOptions, QuantizedParams};
 use super::fusion::{param_tensors, take_params, Mat, Weights};
-use super::loss::{negatives_table, safe_ln, sigmoid, LossKind, Tree};
+use super::loss::{negatives_table, safe_ln, LossKind};
+use super::output::{pair_grads, pair_loss, pair_scores as scores_of_pairs, Output};
 use super::{softmax_in_place, top_k, EpochRecord, Ranked, TokenIndex};
 use crate::error::{MmqError, Result};
 use crate::io::quant::{quantizer_from_parts, quantizer_header, quantizer_parts};
@@ -82,7 +83,7 @@ use crate::quant::Quantizer;
 use crate::text::TokenizerConfig;
 use crate::train::clock::{self, run_epochs, Clock, Ticker};
 use crate::train::hogwild::HogwildMatrix;
-use crate::train::select::{fit_temperature_by, score_rows, temper, temper_sigmoid, Selector};
+use crate::train::select::{fit_temperature_by, score_rows, Selector};
 use crate::train::TrainOptions;
 use crate::train::{check_labels, label_counts, Progress};
 use rand::{Rng, SeedableRng};
@@ -333,9 +334,8 @@ const PARAM_NAMES: [&str; N_PARAMS] = [
 #[derive(Clone, Debug)]
 struct Dims {
     fusion: SetFusion,
-    loss: LossKind,
-    /// hs: the tree over the labels (its inner nodes are the output rows).
-    tree: Option<std::sync::Arc<Tree>>,
+    /// The fused head's output layer and loss.
+    out: Output,
     pool: Pool,
     outer: Pool,
     gblend: bool,
@@ -350,12 +350,7 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(
-        cfg: &SetConfig,
-        nl: usize,
-        sizes: &[usize],
-        tree: Option<std::sync::Arc<Tree>>,
-    ) -> Self {
+    fn new(cfg: &SetConfig, nl: usize, sizes: &[usize], out: Output) -> Self {
         let mut row_off = vec![0];
         let mut key_off = vec![0];
         for (m, &s) in cfg.modalities.iter().zip(sizes) {
@@ -365,8 +360,7 @@ impl Dims {
         }
         Self {
             fusion: cfg.fusion,
-            loss: cfg.loss,
-            tree,
+            out,
             pool: cfg.pool,
             outer: cfg.outer_pool,
             gblend: cfg.blend != Blend::None,
@@ -383,11 +377,7 @@ impl Dims {
     }
     /// Rows of the output layer: one per label, or one per inner node of the hs tree.
     fn n_out(&self) -> usize {
-        if self.loss == LossKind::Hs {
-            self.nl - 1
-        } else {
-            self.nl
-        }
+        self.out.n_out()
     }
     fn shapes(&self) -> [(usize, usize); N_PARAMS] {
         let (d, nl, k) = (self.d, self.nl, self.k());
@@ -540,62 +530,10 @@ fn softmax_scores<W: Weights>(w: &W, b: &W, head: usize, x: &[f32], out: &mut [f
     softmax_in_place(out);
 }
 
-/// The fused head's label probabilities from `h`: softmax; ns and ova a sigmoid of
-/// each label's score; hs the product of the branch probabilities on each label's path
-/// (`nodes`: scratch for the inner nodes' scores).
-fn output_probs<W: Weights>(
-    dm: &Dims,
-    w: &W,
-    b: &W,
-    h: &[f32],
-    q: &mut [f32],
-    nodes: &mut Vec<f32>,
-) {
-    match dm.loss {
-        LossKind::Softmax => softmax_scores(w, b, 0, h, q),
-        LossKind::Ns | LossKind::Ova => {
-            for (l, o) in q.iter_mut().enumerate() {
-                *o = w.dot_row(l, h);
-            }
-            b.add_row_to(0, 1.0, q);
-            q.iter_mut().for_each(|x| *x = sigmoid(*x));
-        }
-        LossKind::Hs => {
-            let tree = dm.tree.as_ref().expect("an hs set model has a tree");
-            nodes.clear();
-            nodes.extend((0..dm.n_out()).map(|r| w.dot_row(r, h)));
-            b.add_row_to(0, 1.0, nodes);
-            for (l, o) in q.iter_mut().enumerate() {
-                let lp: f32 = tree.paths[l]
-                    .iter()
-                    .zip(&tree.codes[l])
-                    .map(|(&n, &code)| {
-                        let s = nodes[n as usize];
-                        safe_ln(sigmoid(if code { s } else { -s }))
-                    })
-                    .sum();
-                *o = lp.exp();
-            }
-        }
-    }
-}
-
-/// Probabilities at temperature `t`: softmax and hs renormalise `p^(1/t)`; ns and ova,
-/// whose labels are independent, divide each score by `t` (as the text model does).
-fn temper_for(loss: LossKind, q: &mut [f32], t: f32) {
-    match loss {
-        LossKind::Ns | LossKind::Ova => temper_sigmoid(q, t),
-        _ => temper(q, t),
-    }
-}
-
 /// ns / hs / ova: the scores of the output rows in `c.pairs` (into `c.ps`), after
 /// [`forward`].
 fn pair_scores<W: Weights>(w: &[W; N_PARAMS], c: &mut Cache) {
-    c.ps.clear();
-    for &(r, _) in &c.pairs {
-        c.ps.push(w[OUT].dot_row(r as usize, &c.h) + w[OUT_B].at(0, r as usize));
-    }
+    scores_of_pairs(&w[OUT], Some(&w[OUT_B]), &c.h, &c.pairs, &mut c.ps);
 }
 
 /// Forward pass: fills `c` from the row's compacted embedding rows per modality.
@@ -708,7 +646,8 @@ fn forward<W: Weights>(dm: &Dims, w: &[W; N_PARAMS], rows: &[&[u32]], c: &mut Ca
         }
     }
     if c.want_q {
-        output_probs(dm, &w[OUT], &w[OUT_B], &c.h, &mut c.q, &mut c.nodes);
+        dm.out
+            .probs(&w[OUT], Some(&w[OUT_B]), &c.h, &mut c.q, &mut c.nodes);
     }
     if dm.gblend {
         for k in (0..dm.k()).filter(|&k| c.present[k]) {
@@ -808,15 +747,9 @@ impl Sink for Sgd<'_> {
 
 /// The row's loss for head weights `hw` (fused, then per modality) after [`forward`].
 fn row_loss(dm: &Dims, c: &Cache, target: usize, hw: &[f32]) -> f32 {
-    if dm.loss != LossKind::Softmax {
+    if !dm.out.needs_probs() {
         // ns / hs / ova: binary logistic losses of the pairs ([`pair_scores`]).
-        let l: f32 = c
-            .pairs
-            .iter()
-            .zip(&c.ps)
-            .map(|(&(_, y), &s)| -safe_ln(sigmoid(if y > 0.5 { s } else { -s })))
-            .sum();
-        return hw[0] * l;
+        return hw[0] * pair_loss(&c.pairs, &c.ps);
     }
     let mut l = hw[0] * -safe_ln(c.q[target]);
     if dm.gblend {
@@ -842,7 +775,7 @@ fn backward<W: Weights, S: Sink>(
     let (d, nl, km) = (dm.d, dm.nl, dm.k());
     // Fused head.
     c.dh.fill(0.0);
-    if dm.loss == LossKind::Softmax {
+    if dm.out.needs_probs() {
         for (l, ds) in c.ds.iter_mut().enumerate() {
             *ds = hw[0] * (c.q[l] - if l == target { 1.0 } else { 0.0 });
         }
@@ -856,13 +789,7 @@ fn backward<W: Weights, S: Sink>(
     } else {
         // ns / hs / ova: each pair's score s has the gradient sigmoid(s) - y.
         let grads: &mut Vec<f32> = &mut c.tmp2;
-        grads.clear();
-        grads.extend(
-            c.pairs
-                .iter()
-                .zip(&c.ps)
-                .map(|(&(_, y), &s)| hw[0] * (sigmoid(s) - y)),
-        );
+        pair_grads(&c.pairs, &c.ps, hw[0], grads);
         for (&(r, _), &g) in c.pairs.iter().zip(grads.iter()) {
             w[OUT].add_row_to(r as usize, g, &mut c.dh);
         }
@@ -1009,18 +936,8 @@ pub struct SetModel {
     params: [Mat; N_PARAMS],
     /// The codes of a quantized model ([`SetModel::quantize`]).
     pub quantized: Option<QuantizedParams>,
-    /// hs: the tree over the labels, built from `label_counts` (not stored).
-    tree: Option<std::sync::Arc<Tree>>,
-}
-
-/// hs: the Huffman tree of the label counts (as the text model builds it); None for the
-/// other losses.
-fn hs_tree(loss: LossKind, counts: &[u64]) -> Result<Option<std::sync::Arc<Tree>>> {
-    if loss != LossKind::Hs {
-        return Ok(None);
-    }
-    super::loss::check_counts(counts)?;
-    Ok(Some(std::sync::Arc::new(Tree::build(counts))))
+    /// The output layer (hs: its tree, built from `label_counts`; not stored).
+    out: Output,
 }
 
 /// One modality's share of a prediction (see [`SetModel::explain_modalities`]).
@@ -1053,7 +970,7 @@ impl SetModel {
 
     fn dims(&self) -> Dims {
         let sizes: Vec<usize> = self.indexes.iter().map(|i| i.len()).collect();
-        Dims::new(&self.cfg, self.labels.len(), &sizes, self.tree.clone())
+        Dims::new(&self.cfg, self.labels.len(), &sizes, self.out.clone())
     }
 
     /// Compact raw ids (one slice per modality) into embedding rows; unseen ids dropped.
@@ -1112,7 +1029,7 @@ impl SetModel {
                     raw.clear();
                     raw.extend(rows.iter().map(|m| &m.ids[m.offsets[i]..m.offsets[i + 1]]));
                     self.run(&dm, raw, c, scratch)?;
-                    temper_for(dm.loss, &mut c.q, self.cfg.temperature);
+                    dm.out.temper(&mut c.q, self.cfg.temperature);
                     Ok(f(&mut c.q))
                 },
             )
@@ -1327,8 +1244,8 @@ impl SetModel {
                 labels.len()
             )));
         }
-        let tree = hs_tree(cfg.loss, &label_counts).map_err(|e| bad(e.to_string()))?;
-        let dm = Dims::new(&cfg, labels.len(), &sizes, tree.clone());
+        let out = Output::new(cfg.loss, &label_counts).map_err(|e| bad(e.to_string()))?;
+        let dm = Dims::new(&cfg, labels.len(), &sizes, out.clone());
         let (params, quantized) = take_params(
             &PARAM_NAMES,
             &dm.shapes(),
@@ -1346,7 +1263,7 @@ impl SetModel {
             valid_history: EpochRecord::read_all(&header, "valid_history", what)?,
             params,
             quantized,
-            tree,
+            out,
         };
         io::check_keys(&header, &m.header()?, what)?;
         Ok(m)
@@ -1545,8 +1462,8 @@ fn fit_sets(
         indexes.push(idx);
     }
     let sizes: Vec<usize> = indexes.iter().map(|i| i.len()).collect();
-    let tree = hs_tree(cfg.loss, &counts)?;
-    let dm = Dims::new(&cfg, nl, &sizes, tree.clone());
+    let out = Output::new(cfg.loss, &counts)?;
+    let dm = Dims::new(&cfg, nl, &sizes, out.clone());
     let negatives = if cfg.loss == LossKind::Ns {
         negatives_table(&counts, &mut rng)
     } else {
@@ -1771,7 +1688,7 @@ fn fit_sets(
         valid_history,
         params,
         quantized: None,
-        tree,
+        out,
     };
     if let (Some(v), Some(vl), true) = (opts.valid, &vlocal, opts.calibrate) {
         let p = &model.params;
@@ -1800,7 +1717,7 @@ fn score_compact<W: Weights + Sync>(
             forward(dm, w, slices, c);
             out.clear();
             out.extend_from_slice(&c.q);
-            temper_for(dm.loss, out, t);
+            dm.out.temper(out, t);
         },
     )
 }
@@ -1957,7 +1874,7 @@ struct Worker<'a> {
 impl<'a> Worker<'a> {
     fn new(s: &'a Shared<'a>, seed: u64) -> Self {
         let mut c = Cache::new(s.dm);
-        c.want_q = s.dm.loss == LossKind::Softmax;
+        c.want_q = s.dm.out.needs_probs();
         Self {
             s,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
@@ -1984,11 +1901,13 @@ impl<'a> Worker<'a> {
             } else {
                 labels[self.rng.random_range(0..labels.len())]
             } as usize;
-            if s.dm.loss != LossKind::Softmax {
-                self.pairs(target, labels);
+            if !s.dm.out.needs_probs() {
+                let neg = (s.cfg.neg, s.negatives);
+                s.dm.out
+                    .pairs(target, labels, neg, &mut self.rng, &mut self.c.pairs);
             }
             forward(s.dm, s.w, &slices, &mut self.c);
-            let finite = if s.dm.loss == LossKind::Softmax {
+            let finite = if s.dm.out.needs_probs() {
                 self.c.q.iter().all(|q| q.is_finite())
             } else {
                 pair_scores(s.w, &mut self.c);
@@ -2008,40 +1927,6 @@ impl<'a> Worker<'a> {
             }
         }
         tick.flush(s.clock);
-    }
-
-    /// ns / hs / ova: the output rows this row trains, with their targets.
-    fn pairs(&mut self, target: usize, labels: &[u32]) {
-        let s = self.s;
-        let pairs = &mut self.c.pairs;
-        pairs.clear();
-        match s.dm.loss {
-            LossKind::Ns => {
-                pairs.push((target as u32, 1.0));
-                for _ in 0..s.cfg.neg {
-                    let neg = loop {
-                        let c = s.negatives[self.rng.random_range(0..s.negatives.len())];
-                        if c as usize != target {
-                            break c;
-                        }
-                    };
-                    pairs.push((neg, 0.0));
-                }
-            }
-            LossKind::Hs => {
-                let tree = s.dm.tree.as_ref().expect("an hs set model has a tree");
-                pairs.extend(
-                    tree.paths[target]
-                        .iter()
-                        .zip(&tree.codes[target])
-                        .map(|(&n, &code)| (n, if code { 1.0 } else { 0.0 })),
-                );
-            }
-            LossKind::Ova => {
-                pairs.extend((0..s.dm.nl as u32).map(|l| (l, labels.contains(&l) as u8 as f32)));
-            }
-            LossKind::Softmax => {}
-        }
     }
 }
 
@@ -2140,8 +2025,8 @@ mod tests {
                             loss,
                             ..cfg(fusion, pool, outer, blend)
                         };
-                        let tree = hs_tree(loss, &[3, 2, 1]).unwrap();
-                        let dm = Dims::new(&c0, 3, &sizes, tree.clone());
+                        let out = Output::new(loss, &[3, 2, 1]).unwrap();
+                        let dm = Dims::new(&c0, 3, &sizes, out.clone());
                         for (ri, set) in rows_sets.iter().enumerate() {
                             let rows: Vec<Vec<u32>> = set
                                 .iter()
@@ -2158,7 +2043,7 @@ mod tests {
                                 LossKind::Softmax => vec![],
                                 LossKind::Ns => vec![(1, 1.0), (0, 0.0), (2, 0.0), (0, 0.0)],
                                 LossKind::Hs => {
-                                    let t = tree.as_ref().unwrap();
+                                    let t = out.tree.as_ref().unwrap();
                                     t.paths[1]
                                         .iter()
                                         .zip(&t.codes[1])
@@ -2216,7 +2101,12 @@ mod tests {
         let lr = 2.0f32;
         for fusion in [SetFusion::Bag, SetFusion::Deepset, SetFusion::Attention] {
             for blend in [Blend::None, Blend::Gblend] {
-                let dm = Dims::new(&cfg(fusion, Pool::Mean, Pool::Mean, blend), 3, &sizes, None);
+                let dm = Dims::new(
+                    &cfg(fusion, Pool::Mean, Pool::Mean, blend),
+                    3,
+                    &sizes,
+                    Output::new(LossKind::Softmax, &[1, 1, 1]).unwrap(),
+                );
                 let rows: Vec<Vec<u32>> = set
                     .iter()
                     .enumerate()
