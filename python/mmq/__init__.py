@@ -6,6 +6,7 @@ expression namespace (registered on import), and the errors in :mod:`mmq.errors`
 from mmq._mmq import __version__
 from mmq.classifier import Classifier, TestResult, load, tokenize
 from mmq.quant import PQ, RSPQ
+from mmq._options import Fusion, GBlend, Tokenizer
 from mmq.autotune import AutotuneResult, autotune
 from mmq.errors import (
     DependencyError,
@@ -31,6 +32,9 @@ __all__ = [
     "expr",
     "PQ",
     "RSPQ",
+    "Tokenizer",
+    "Fusion",
+    "GBlend",
     "autotune",
     "AutotuneResult",
     "MmqError",

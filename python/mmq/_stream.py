@@ -196,7 +196,7 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     for name in clf._dense:
         _require(schema, name, "dense")
     cols = list(dict.fromkeys([text, label, *clf._dense]))
-    if not clf._dense or clf.fusion in CONTINUOUS:
+    if not clf._dense or clf._o.fusion in CONTINUOUS:
         return clf.fit(collect(lf.select(cols)), text=text, label=label)
 
 

@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -17,7 +18,7 @@ from mmq._input import (apply_transform, as_codes, as_frame, as_matrix, check_k,
                         read_vectors,
                         frame_text_column, is_frame, label_series, labels_of, text_series, texts_of, valid_frame)
 from mmq._options import (BLENDS, CONTINUOUS, FUSIONS, HEAD_DEFAULTS, HEADS, L2_MODES, LOSSES, POOLS, TOKEN_FUSIONS,
-                          TOKENIZER_FLAGS, LABEL_PREFIX)
+                          TOKENIZER_FLAGS, LABEL_PREFIX, Fusion, GBlend, Tokenizer)
 from mmq._progress import progress_for
 from mmq._stream import fit_classifier
 from mmq.errors import InvalidInputError, InvalidParameterError, MmqError, ModelFileError, NotFittedError
@@ -94,6 +95,14 @@ class Classifier:
     training words' rows their starting values (bottleneck head; text and discrete
     fusion).
 
+    The options can be grouped by the part they configure, and the flat keywords keep
+    working beside them: ``tokenizer=mmq.Tokenizer(word_ngrams=2, minn=2, maxn=5,
+    lowercase=True)`` (the tokenizer's and dictionary's options), ``fusion=mmq.Fusion(
+    "deepset", pool="max", alpha=0.5)`` (the fusion mode and its options) and
+    ``blend=mmq.GBlend(holdout=0.2, window=2)`` (Gradient-Blending). A group's field
+    left out takes the flat keyword's value; a field given and a flat keyword set to
+    another value than its default is an :class:`InvalidParameterError` naming both.
+
     It is a scikit-learn estimator too (``get_params``, ``set_params``, ``clone``,
     ``GridSearchCV``, ``Pipeline``): ``fit(texts, y)`` makes :meth:`predict` return a
     NumPy array of :attr:`classes_` values and :meth:`predict_proba` a NumPy array whose
@@ -126,12 +135,12 @@ class Classifier:
         split_cjk: bool = True,
         progress: Optional[bool] = None,
         dense: Union[dict, Sequence[str], None] = (),
-        fusion: str = "discrete",
+        fusion: Union[str, Fusion] = "discrete",
         alpha: float = 1.0,
         rank: Optional[int] = None,
         pool: str = "mean",
         outer_pool: str = "mean",
-        blend: Optional[str] = None,
+        blend: Union[str, GBlend, None] = None,
         holdout: float = 0.1,
         blend_window: int = 1,
         lowercase: bool = False,
@@ -148,6 +157,7 @@ class Classifier:
         label_prefix: str = "__label__",
         min_count: int = 1,
         pretrained_vectors: Union[str, os.PathLike, Mapping[str, Any], None] = None,
+        tokenizer: Optional[Tokenizer] = None,
     ):
         # Every parameter is stored as given, as scikit-learn requires (clone() and
         # get_params() must see the very objects passed in). What they resolve to (the
@@ -163,6 +173,7 @@ class Classifier:
         self.head, self.l2, self.idf, self.dense_lr, self.dense_epoch = head, l2, idf, dense_lr, dense_epoch
         self.modality_dropout, self.l2_mode, self.class_weight = modality_dropout, l2_mode, class_weight
         self.label_prefix, self.min_count, self.pretrained_vectors = label_prefix, min_count, pretrained_vectors
+        self.tokenizer = tokenizer
         self._model: Optional[Any] = None
         # Modalities of a fitted set model (deepset, attention, G-Blend, many columns).
         self._mods: Optional[list] = None
@@ -172,14 +183,51 @@ class Classifier:
         self._classes: Optional[np.ndarray] = None
         self._check_params()
 
+    @property
+    def _o(self) -> SimpleNamespace:
+        """The options as they apply: the flat keywords with the groups
+        (``tokenizer=Tokenizer(...)``, ``fusion=Fusion(...)``, ``blend=GBlend(...)``)
+        resolved into them; ``fusion`` is the mode's name and ``blend`` None or
+        ``"gblend"`` / ``"gblend_offline"``. Every reader of an option goes through this."""
+        o = {k: getattr(self, k) for k in PARAMS if k != "tokenizer"}
+
+        def merge(group: Any, pairs: Sequence[tuple], shown: str) -> None:
+            for field, flat in pairs:
+                v = getattr(group, field)
+                if v is None:
+                    continue
+                if o[flat] is not None and o[flat] != DEFAULTS[flat] and o[flat] != v:
+                    raise InvalidParameterError(
+                        f"{flat}={o[flat]!r} and {shown}({field}={v!r}) both set it; give one of them")
+                o[flat] = v
+
+        tok, fusion, blend = self.tokenizer, self.fusion, self.blend
+        if tok is not None:
+            if not isinstance(tok, Tokenizer):
+                raise InvalidParameterError(f"tokenizer must be an mmq.Tokenizer or None, got {type(tok).__name__}")
+            merge(tok, [(f, f) for f in Tokenizer.FIELDS], "tokenizer=Tokenizer")
+        if isinstance(fusion, Fusion):
+            o["fusion"] = "discrete"
+            merge(fusion, [(f, "fusion" if f == "mode" else f) for f in Fusion.FIELDS], "fusion=Fusion")
+        elif not isinstance(fusion, str):
+            raise InvalidParameterError(f"fusion must be one of {FUSIONS} or an mmq.Fusion, got "
+                                        f"{type(fusion).__name__}")
+        if isinstance(blend, GBlend):
+            if blend.offline is not None and not isinstance(blend.offline, bool):
+                raise InvalidParameterError(f"GBlend(offline=...) must be True or False, got {blend.offline!r}")
+            o["blend"] = "gblend_offline" if blend.offline else "gblend"
+            merge(blend, [("holdout", "holdout"), ("window", "blend_window")], "blend=GBlend")
+        return SimpleNamespace(**o)
+
     def _check_params(self) -> dict:
         """Check the parameters as they are now; return what they resolve to: ``lr``,
         ``word_ngrams``, ``l2``, ``threads`` and ``dense`` (a dict name → quantizer or None)."""
-        dim, epoch, lr, word_ngrams, minn, maxn = self.dim, self.epoch, self.lr, self.word_ngrams, self.minn, self.maxn
-        bucket, loss, neg, threads, seed, dense = self.bucket, self.loss, self.neg, self.threads, self.seed, self.dense
-        fusion, alpha, rank, pool, outer_pool = self.fusion, self.alpha, self.rank, self.pool, self.outer_pool
-        blend, holdout, blend_window, head, l2 = self.blend, self.holdout, self.blend_window, self.head, self.l2
-        idf, dense_lr, dense_epoch, modality_dropout = self.idf, self.dense_lr, self.dense_epoch, self.modality_dropout
+        o = self._o
+        dim, epoch, lr, word_ngrams, minn, maxn = o.dim, o.epoch, o.lr, o.word_ngrams, o.minn, o.maxn
+        bucket, loss, neg, threads, seed, dense = o.bucket, o.loss, o.neg, o.threads, o.seed, o.dense
+        fusion, alpha, rank, pool, outer_pool = o.fusion, o.alpha, o.rank, o.pool, o.outer_pool
+        blend, holdout, blend_window, head, l2 = o.blend, o.holdout, o.blend_window, o.head, o.l2
+        idf, dense_lr, dense_epoch, modality_dropout = o.idf, o.dense_lr, o.dense_epoch, o.modality_dropout
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
         if head not in HEADS:
@@ -244,15 +292,15 @@ class Classifier:
             threads = os.cpu_count() or 1
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InvalidParameterError(f"threads must be an integer >= 1, got {threads!r}")
-        for name, v in dict(lowercase=self.lowercase, split_punct=self.split_punct,
-                            drop_punct=self.drop_punct).items():
+        for name, v in dict(lowercase=self._o.lowercase, split_punct=self._o.split_punct,
+                            drop_punct=self._o.drop_punct).items():
             if not isinstance(v, bool):
                 raise InvalidParameterError(f"{name} must be True or False, got {v!r}")
-        lp = self.label_prefix
+        lp = self._o.label_prefix
         if not (isinstance(lp, str) and lp and not any(c.isspace() for c in lp) and len(lp.encode()) <= 256):
             raise InvalidParameterError(f"label_prefix must be a string of 1 to 256 bytes without whitespace, "
                                         f"got {lp!r}")
-        if self.split_punct and self.drop_punct:
+        if self._o.split_punct and self._o.drop_punct:
             raise InvalidParameterError("split_punct and drop_punct exclude each other (punctuation is "
                                         "either kept as words or dropped); set one of them")
         if fusion not in FUSIONS:
@@ -311,7 +359,7 @@ class Classifier:
             if fusion != "discrete" or blend is not None:
                 raise InvalidParameterError(f"class_weight works with text and discrete-fusion models (one trainer "
                                             f"for every loss); not yet with fusion={fusion!r}, blend={blend!r}")
-        mc, pv = self.min_count, self.pretrained_vectors
+        mc, pv = self._o.min_count, self.pretrained_vectors
         if isinstance(mc, bool) or not isinstance(mc, int) or mc < 1:
             raise InvalidParameterError(f"min_count must be an integer >= 1 (1 keeps every word), got {mc!r}")
         if pv is not None and not isinstance(pv, (str, os.PathLike, Mapping)):
@@ -343,7 +391,7 @@ class Classifier:
     @property
     def _dense(self) -> dict:
         """The dense columns as a dict, name → quantizer (discrete fusion) or None."""
-        return _dense_spec(self.dense, self.fusion)
+        return _dense_spec(self.dense, self._o.fusion)
 
     # -- configuration -------------------------------------------------------------
     def _config(self) -> dict:
@@ -356,22 +404,22 @@ class Classifier:
             "neg": self.neg,
             "threads": r["threads"],
             "seed": self.seed,
-            "alpha": float(self.alpha),
+            "alpha": float(self._o.alpha),
             "head": self.head,
             "l2": r["l2"],
             "l2_mode": self.l2_mode,
             "idf": self.idf,
-            "modality_dropout": float(self.modality_dropout),
-            **({} if self.min_count == 1 else {"min_count": self.min_count}),
+            "modality_dropout": float(self._o.modality_dropout),
+            **({} if self._o.min_count == 1 else {"min_count": self._o.min_count}),
             "tokenizer": {
                 "word_ngrams": r["word_ngrams"],
-                "minn": self.minn,
-                "maxn": self.maxn,
-                "bucket": self.bucket,
-                "split_cjk": self.split_cjk,
+                "minn": self._o.minn,
+                "maxn": self._o.maxn,
+                "bucket": self._o.bucket,
+                "split_cjk": self._o.split_cjk,
                 **self._tokenizer_flags(),
                 # stored only when it is not fastText's, so other files stay as they were
-                **({} if self.label_prefix == LABEL_PREFIX else {"label_prefix": self.label_prefix}),
+                **({} if self._o.label_prefix == LABEL_PREFIX else {"label_prefix": self._o.label_prefix}),
             },
         }
 
@@ -380,7 +428,13 @@ class Classifier:
         """The constructor's parameters, name → value, as given (``lr=None`` stays None:
         the head's default is chosen at fit). ``deep`` is accepted for scikit-learn; no
         parameter is an estimator of its own, so both answers are the same."""
-        return {k: getattr(self, k) for k in PARAMS}
+        out = {k: getattr(self, k) for k in PARAMS}
+        if deep:  # scikit-learn's nested names: tokenizer__word_ngrams, fusion__pool, blend__holdout
+            for k in ("tokenizer", "fusion", "blend"):
+                group = out[k]
+                if hasattr(group, "get_params"):
+                    out.update({f"{k}__{f}": v for f, v in group.get_params().items()})
+        return out
 
     def set_params(self, **params: Any) -> "Classifier":
         """Set constructor parameters by name; returns self (scikit-learn's protocol, used
@@ -388,12 +442,24 @@ class Classifier:
         :meth:`fit`, which raises :class:`InvalidParameterError` naming the parameter, so
         that parameters that depend on each other (``head`` and ``lr``...) can be set in
         any order. A fitted model keeps its weights until it is fitted again."""
-        unknown = [k for k in params if k not in PARAMS]
+        unknown = [k for k in params if k.split("__", 1)[0] not in PARAMS]
         if unknown:
             raise InvalidParameterError(
                 f"unknown parameter(s) {unknown} for Classifier; the parameters are {list(PARAMS)}")
+        for k, v in params.items():  # plain names first, so that fusion=Fusion(), fusion__pool=... works
+            if "__" not in k:
+                setattr(self, k, v)
         for k, v in params.items():
-            setattr(self, k, v)
+            if "__" in k:
+                head, field = k.split("__", 1)
+                group = getattr(self, head)
+                if not hasattr(group, "set_params"):
+                    raise InvalidParameterError(f"{k}: {head} is {group!r}, not an option group "
+                                                f"(mmq.Tokenizer, mmq.Fusion or mmq.GBlend)")
+                try:
+                    group.set_params(**{field: v})
+                except TypeError as e:
+                    raise InvalidParameterError(str(e)) from None
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -433,7 +499,7 @@ class Classifier:
         return np.array(sorted(self._model.labels))
 
     def _tokenizer_flags(self) -> dict:
-        return {k: getattr(self, k) for k in TOKENIZER_FLAGS}
+        return {k: getattr(self._o, k) for k in TOKENIZER_FLAGS}
 
     def __repr__(self) -> str:
         state = "fitted" if self._model is not None else "not fitted"
@@ -444,7 +510,7 @@ class Classifier:
     def temperature(self) -> float:
         """The probabilities' temperature (1.0 unless calibrated on a validation frame)."""
         m = self._fitted()
-        if self.fusion == "late":
+        if self._o.fusion == "late":
             return m.temperature
         return float(json.loads(m.config_json).get("temperature", 1.0))
 
@@ -535,8 +601,8 @@ class Classifier:
         """The fitted model when it is a text (or discrete-fusion) model, else an error."""
         m = self._fitted()
         if not isinstance(m, _mmq.RustClassifier):
-            kind = (f"fusion={self.fusion!r}" if self.fusion != "discrete" else
-                    f"blend={self.blend!r}" if self.blend else "several text or categorical columns")
+            kind = (f"fusion={self._o.fusion!r}" if self._o.fusion != "discrete" else
+                    f"blend={self._o.blend!r}" if self._o.blend else "several text or categorical columns")
             raise InvalidParameterError(
                 f"{what} works with text models and discrete fusion (dense columns as codes); not yet with {kind}")
         return m
@@ -706,7 +772,7 @@ class Classifier:
             raise InvalidParameterError("calibrate=True needs a validation frame: fit(train, valid=valid_df)")
         calibrate = valid is not None if calibrate is None else calibrate
         many = not isinstance(text, str) or bool(categorical)
-        if self.fusion == "concat":
+        if self._o.fusion == "concat":
             if many:
                 raise InvalidParameterError("fusion='concat' reads one text column (and its dense columns)")
 
@@ -714,7 +780,7 @@ class Classifier:
             self._model = late.fit_concat(self, as_frame(data), None if valid is None else as_frame(valid), text,
                                           label, patience, calibrate, max_seconds)
             return self
-        if self.fusion == "late":
+        if self._o.fusion == "late":
             if many:
                 raise InvalidParameterError("fusion='late' reads one text column (and its dense columns)")
             if valid is None:
@@ -727,15 +793,15 @@ class Classifier:
                                        max_seconds=max_seconds)
             return self
         vopts = (valid, patience, calibrate, max_seconds)
-        if many or self.blend is not None or self.fusion in ("deepset", "attention"):
-            for name, on in (("class_weight", self.class_weight is not None), ("min_count", self.min_count != 1),
+        if many or self._o.blend is not None or self._o.fusion in ("deepset", "attention"):
+            for name, on in (("class_weight", self.class_weight is not None), ("min_count", self._o.min_count != 1),
                              ("pretrained_vectors", self.pretrained_vectors is not None)):
                 if on:
                     raise InvalidParameterError(f"{name} works with models of one text column (and dense columns "
                                                 f"as codes); not yet with several text or categorical columns")
-            if self.fusion in CONTINUOUS:
+            if self._o.fusion in CONTINUOUS:
                 raise InvalidParameterError(
-                    f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self.fusion!r}")
+                    f"several text or categorical columns need fusion in {TOKEN_FUSIONS}, got {self._o.fusion!r}")
             self._plugin_path = None
             with progress_for(self.progress) as cb:
                 self._model = sets.fit(self, data, text, label, categorical, cb, vopts)
@@ -755,11 +821,11 @@ class Classifier:
         vargs = None
         if valid is not None:
             vdf, vy = valid_frame(valid, y, label)
-            width = args[0][1].shape[1] if self.fusion in CONTINUOUS else None
+            width = args[0][1].shape[1] if self._o.fusion in CONTINUOUS else None
             vargs = (text_series(vdf, text), vy, self._dense_args(vdf, width=width))
-        if self.fusion in CONTINUOUS:
+        if self._o.fusion in CONTINUOUS:
             cfg = self._config()
-            cfg = {"mode": self.fusion, "dim": cfg["dim"], "rank": self.rank, "epoch": cfg["epoch"],
+            cfg = {"mode": self._o.fusion, "dim": cfg["dim"], "rank": self._o.rank, "epoch": cfg["epoch"],
                    "lr": cfg["lr"], "threads": cfg["threads"], "seed": cfg["seed"], "tokenizer": cfg["tokenizer"],
                    "loss": self.loss, "neg": self.neg}
             if vargs is not None:
@@ -802,7 +868,7 @@ class Classifier:
     def _dargs(self, data: Any):
         """Dense arguments for the Rust model: a list (discrete) or the one column (continuous)."""
         args = self._dense_args(data)
-        return args[0] if self.fusion in CONTINUOUS else args
+        return args[0] if self._o.fusion in CONTINUOUS else args
 
     def _dense_args(self, data: Any, fit: bool = False, width: Optional[int] = None) -> list:
         """(name, vectors | None, codes | None, present) per dense column, in order.
@@ -829,7 +895,7 @@ class Classifier:
             if is_codes:
                 if q is None:
                     raise InvalidInputError(
-                        f"dense column '{name}' holds codes ({s.dtype}); fusion={self.fusion!r} needs float vectors")
+                        f"dense column '{name}' holds codes ({s.dtype}); fusion={self._o.fusion!r} needs float vectors")
                 if not q.is_fitted:
                     raise InvalidInputError(
                         f"dense column '{name}' holds codes ({s.dtype}): its quantizer must be fitted already")
@@ -1050,7 +1116,7 @@ class Classifier:
         contribution to ``label``'s score (default: the predicted label), largest first.
         Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
-        if self.fusion in CONTINUOUS or self.fusion in ("late", "concat") or self._mods is not None:
+        if self._o.fusion in CONTINUOUS or self._o.fusion in ("late", "concat") or self._mods is not None:
             raise MmqError("explain works for text and discrete-fusion models of one text column; "
                            "use explain_modalities for many-modality models")
         row = self._rows_with_dense([text], dense, "explain")
@@ -1109,7 +1175,7 @@ class Classifier:
         if label not in m.labels:
             raise InvalidParameterError(f"unknown label {label!r}; labels are {m.labels}")
         shares, bias = m.explain_modalities(sets.inputs(self, df, self._mods), m.labels.index(label))
-        is_max = self.fusion == "deepset" and self.outer_pool == "max"
+        is_max = self._o.fusion == "deepset" and self._o.outer_pool == "max"
         rows = [(md["name"], md["kind"], p, s, w if is_max else None) for md, (s, w, p) in zip(self._mods, shares)]
         rows.append(("bias", "bias", True, bias, None))
         return pl.DataFrame(rows, orient="row", schema={
@@ -1123,7 +1189,7 @@ class Classifier:
         with online G-Blend one row per super-epoch (``epoch`` is its last). Without
         ``valid``: G-Blend's record (:attr:`blend_history`) for G-Blend models, else empty."""
         m = self._fitted()
-        if self.fusion == "late":
+        if self._o.fusion == "late":
             m = m.text
         rows = json.loads(getattr(m, "valid_history_json", None) or getattr(m, "history_json", "[]"))
         if self._mods is not None and not rows:
@@ -1148,7 +1214,7 @@ class Classifier:
 
     def _dense_index(self, column: str) -> int:
         names = list(self._dense)
-        if self.fusion != "discrete" or self._mods is not None or column not in names:
+        if self._o.fusion != "discrete" or self._mods is not None or column not in names:
             raise InvalidParameterError(
                 f"{column!r} is not a dense column of this discrete-fusion model (dense columns: {names})")
         return names.index(column)
@@ -1172,7 +1238,7 @@ class Classifier:
                         ids.append(m.dense_token(di, jj, cc))
         kinds = ["Dense"] * len(ids)
         if words:
-            wid = tokenize(list(words), bucket=self.bucket, split_cjk=False).list.first().to_list()
+            wid = tokenize(list(words), bucket=self._o.bucket, split_cjk=False).list.first().to_list()
             names += list(words)
             ids += wid
             kinds += ["Word"] * len(wid)
@@ -1210,8 +1276,8 @@ class Classifier:
             ids = self._model.tokenize_texts([v or "" for v in s.to_list()])
             return pl.Series(s.name, [None if v is None else i for v, i in zip(s.to_list(), ids)],
                              dtype=pl.List(pl.UInt32))
-        return tokenize(data, text=text, word_ngrams=self._check_params()["word_ngrams"], minn=self.minn,
-                        maxn=self.maxn, bucket=self.bucket, split_cjk=self.split_cjk,
+        return tokenize(data, text=text, word_ngrams=self._check_params()["word_ngrams"], minn=self._o.minn,
+                        maxn=self._o.maxn, bucket=self._o.bucket, split_cjk=self._o.split_cjk,
                         **self._tokenizer_flags())
 
     def embed(self, data: Any, text: str = "text") -> np.ndarray:
@@ -1342,7 +1408,7 @@ class Classifier:
             state["dense"] = {}
             state["_model_bytes"] = self._model.to_bytes()
             return state
-        keep = self._model is None or self.fusion in CONTINUOUS or self.fusion in ("late", "concat")
+        keep = self._model is None or self._o.fusion in CONTINUOUS or self._o.fusion in ("late", "concat")
         # a discrete model's quantizers travel inside its bytes; a text model keeps dense as given
         state["dense"] = self.dense if keep or not self._dense else {}
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
@@ -1354,7 +1420,7 @@ class Classifier:
         state.setdefault("_sk", None)
         state.setdefault("_classes", None)
         # attributes added after the first release: pickles made before them get the defaults
-        for k, v in dict(pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
+        for k, v in dict(tokenizer=None, pool="mean", outer_pool="mean", blend=None, holdout=0.1, blend_window=1,
                          head="bottleneck", l2=0.0, idf=False, dense_lr=0.1, dense_epoch=20, modality_dropout=0.0,
                          l2_mode="lazy", label_prefix=LABEL_PREFIX, min_count=1, pretrained_vectors=None,
                          **dict.fromkeys(TOKENIZER_FLAGS, False)).items():
@@ -1365,13 +1431,13 @@ class Classifier:
             other = Classifier._from_rust_sets(m)
             self._model, self.dense = m, other.dense
             return
-        if b is not None and self.fusion in CONTINUOUS:
+        if b is not None and self._o.fusion in CONTINUOUS:
             self._model = _mmq.RustFusionClassifier.from_bytes(b, "<pickle>")
             return
-        if b is not None and self.fusion == "late":
+        if b is not None and self._o.fusion == "late":
             self._model = LateModel.from_bytes(b, "<pickle>")
             return
-        if b is not None and self.fusion == "concat":
+        if b is not None and self._o.fusion == "concat":
             self._model = ConcatModel.from_bytes(b, "<pickle>")
             return
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
@@ -1419,6 +1485,7 @@ def _sk_frame(X: Any, y: Any, tcol: str, lcol: str, what: str) -> pl.DataFrame:
 
 # The constructor's parameters, in its order: get_params() and set_params() use these names.
 PARAMS = tuple(inspect.signature(Classifier.__init__).parameters)[1:]
+DEFAULTS = {k: p.default for k, p in inspect.signature(Classifier.__init__).parameters.items() if k != "self"}
 
 
 def tokenize(data: TextInput, text: str = "text", word_ngrams: int = 1, minn: int = 0, maxn: int = 0,

@@ -83,7 +83,7 @@ def _prefix(a: argparse.Namespace, clf=None) -> str:
     else fastText's."""
     if a.label is not None:
         return a.label
-    return getattr(clf, "label_prefix", None) or LABEL_PREFIX
+    return getattr(getattr(clf, "_o", None), "label_prefix", None) or LABEL_PREFIX
 
 
 def _train(a: argparse.Namespace) -> int:

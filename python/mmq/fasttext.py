@@ -58,7 +58,7 @@ class FastText:
     def __init__(self, clf: Classifier, label: Optional[str] = None, words: Optional[pl.DataFrame] = None):
         self.classifier = clf
         # the prefix the model was trained with (stored in its file), unless told otherwise
-        self.label = label if label is not None else getattr(clf, "label_prefix", LABEL_PREFIX)
+        self.label = label if label is not None else clf._o.label_prefix
         self._words = words
 
     # -- prediction --------------------------------------------------------------

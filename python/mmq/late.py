@@ -372,7 +372,7 @@ def fit(clf: Any, df: pl.DataFrame, valid: pl.DataFrame, text: str, label: str, 
         text_model = _mmq.RustClassifier.fit(json.dumps(cfg), t, y, text, label, progress, [], [],
                                              (vt, vy, []), patience, True, left())
     dense, vdense = clf._dense_args(df, fit=True), clf._dense_args(valid)
-    dcfg = dict(cfg, lr=clf.dense_lr, epoch=clf.dense_epoch)
+    dcfg = dict(cfg, lr=clf._o.dense_lr, epoch=clf._o.dense_epoch)
     heads = []
     for (name, x, _c, present), (_n, vx, _vc, vpresent) in zip(dense, vdense):
         heads.append(DenseHead.fit(name, x, y.filter(pl.Series(present)), vx, vy.filter(pl.Series(vpresent)),
