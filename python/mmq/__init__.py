@@ -4,7 +4,7 @@ Public API: :class:`Classifier`, :func:`load`, :func:`tokenize`, the ``mmq`` Pol
 expression namespace (registered on import), and the errors in :mod:`mmq.errors`.
 """
 from mmq._mmq import __version__
-from mmq.classifier import Classifier, TestResult, load, tokenize
+from mmq.classifier import Classifier, TestResult, ensemble, load, tokenize
 from mmq.quant import PQ, RSPQ
 from mmq._options import Fusion, GBlend, Tokenizer
 from mmq.autotune import AutotuneResult, autotune
@@ -25,6 +25,7 @@ __all__ = [
     "Classifier",
     "TestResult",
     "load",
+    "ensemble",
     "tokenize",
     "predict",
     "predict_proba",

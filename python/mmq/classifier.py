@@ -22,6 +22,7 @@ from mmq._options import (BLENDS, CONTINUOUS, FUSIONS, HEAD_DEFAULTS, HEADS, L2_
 from mmq._progress import progress_for
 from mmq._stream import fit_classifier
 from mmq.errors import InvalidInputError, InvalidParameterError, MmqError, ModelFileError, NotFittedError
+from mmq.ensemble import EnsembleModel
 from mmq.late import ConcatModel, LateModel
 from mmq.quant import _Quantizer
 
@@ -38,7 +39,7 @@ def _dense_spec(dense: Any, fusion: str) -> dict:
         spec = dict.fromkeys(dense)
     else:
         spec = {}
-    if fusion in CONTINUOUS or fusion in ("late", "concat"):
+    if fusion in CONTINUOUS or fusion in ("late", "concat", "ensemble"):
         spec = dict.fromkeys(spec)
     return spec
 
@@ -228,6 +229,9 @@ class Classifier:
         fusion, alpha, rank, pool, outer_pool = o.fusion, o.alpha, o.rank, o.pool, o.outer_pool
         blend, holdout, blend_window, head, l2 = o.blend, o.holdout, o.blend_window, o.head, o.l2
         idf, dense_lr, dense_epoch, modality_dropout = o.idf, o.dense_lr, o.dense_epoch, o.modality_dropout
+        if fusion == "ensemble":
+            raise InvalidParameterError("an ensemble is made of fitted models by mmq.ensemble([...]) or "
+                                        "mmq.autotune(..., ensemble=k), not trained by fit")
         if loss not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {LOSSES}, got {loss!r}")
         if head not in HEADS:
@@ -510,7 +514,7 @@ class Classifier:
     def temperature(self) -> float:
         """The probabilities' temperature (1.0 unless calibrated on a validation frame)."""
         m = self._fitted()
-        if self._o.fusion == "late":
+        if self._o.fusion in ("late", "ensemble"):
             return m.temperature
         return float(json.loads(m.config_json).get("temperature", 1.0))
 
@@ -703,6 +707,9 @@ class Classifier:
 
         if getattr(m, "quantized_json", None) is not None:
             raise InvalidParameterError("the model is quantized already")
+        if isinstance(m, EnsembleModel):
+            raise InvalidParameterError("an ensemble has no weights of its own: quantize its members, then make "
+                                        "the ensemble of them (mmq.ensemble([...]))")
         if retrain:
             raise InvalidParameterError("retrain works with text and discrete-fusion models (it retrains the rows "
                                         "a cutoff keeps); quantize this model without it")
@@ -1116,7 +1123,7 @@ class Classifier:
         contribution to ``label``'s score (default: the predicted label), largest first.
         Pass the row's dense vectors as keywords: ``explain(text, image=vec)``."""
         m = self._fitted()
-        if self._o.fusion in CONTINUOUS or self._o.fusion in ("late", "concat") or self._mods is not None:
+        if self._o.fusion in CONTINUOUS or self._o.fusion in ("late", "concat", "ensemble") or self._mods is not None:
             raise MmqError("explain works for text and discrete-fusion models of one text column; "
                            "use explain_modalities for many-modality models")
         row = self._rows_with_dense([text], dense, "explain")
@@ -1374,6 +1381,14 @@ class Classifier:
         return obj
 
     @classmethod
+    def _from_ensemble(cls, model) -> "Classifier":
+        first = model.members[0]
+        core = first.text if isinstance(first, LateModel) else first.model if isinstance(first, ConcatModel) else first
+        obj = cls._from_rust(core)
+        obj.fusion, obj.dense, obj._model = "ensemble", dict.fromkeys(model.dense_names), model
+        return obj
+
+    @classmethod
     def _from_late(cls, model) -> "Classifier":
         obj = cls._from_rust(model.text)
         obj.fusion, obj.dense, obj._model = "late", {h.name: None for h in model.heads}, model
@@ -1408,7 +1423,7 @@ class Classifier:
             state["dense"] = {}
             state["_model_bytes"] = self._model.to_bytes()
             return state
-        keep = self._model is None or self._o.fusion in CONTINUOUS or self._o.fusion in ("late", "concat")
+        keep = self._model is None or self._o.fusion in CONTINUOUS or self._o.fusion in ("late", "concat", "ensemble")
         # a discrete model's quantizers travel inside its bytes; a text model keeps dense as given
         state["dense"] = self.dense if keep or not self._dense else {}
         state["_model_bytes"] = None if self._model is None else self._model.to_bytes()
@@ -1439,6 +1454,9 @@ class Classifier:
             return
         if b is not None and self._o.fusion == "concat":
             self._model = ConcatModel.from_bytes(b, "<pickle>")
+            return
+        if b is not None and self._o.fusion == "ensemble":
+            self._model = EnsembleModel.from_bytes(b, "<pickle>")
             return
         self._model = None if b is None else _mmq.RustClassifier.from_bytes(b, "<pickle>")
         if self._model is not None and self._model.dense_columns:
@@ -1518,6 +1536,8 @@ def load(path: Union[str, os.PathLike]):
         return Classifier._from_late(LateModel.from_bytes(path.read_bytes(), str(path)))
     if kind == "concat_classifier":
         return Classifier._from_concat(ConcatModel.from_bytes(path.read_bytes(), str(path)))
+    if kind == "ensemble_classifier":
+        return Classifier._from_ensemble(EnsembleModel.from_bytes(path.read_bytes(), str(path)))
     if kind == "set_classifier":
         return Classifier._from_rust_sets(_mmq.RustSetClassifier.load(path))
     if kind == "fusion_classifier":
@@ -1525,6 +1545,42 @@ def load(path: Union[str, os.PathLike]):
     if kind == "quantizer":
         return _Quantizer._from_rust(_mmq.RustQuantizer.load(path))
     return Classifier._from_rust(_mmq.RustClassifier.load(path))
+
+
+def ensemble(models: Sequence["Classifier"]) -> "Classifier":
+    """A classifier whose probabilities are the mean of ``models``' (fitted
+    Classifiers: text models of one text column, late or concat fusion; see
+    :mod:`mmq.ensemble`). It predicts, tests, saves, loads and pickles like any model;
+    it is not trained again (``fit`` refuses it) and the Polars expressions do not serve
+    it yet. Prediction costs the members' time together.
+
+    Example:
+        >>> import polars as pl, mmq
+        >>> df = pl.DataFrame({"text": ["good movie", "bad film", "great", "awful"] * 20,
+        ...                    "label": ["pos", "neg", "pos", "neg"] * 20})
+        >>> a = mmq.Classifier(dim=10, epoch=20, lr=0.5, threads=1, progress=False).fit(df)
+        >>> b = mmq.Classifier(head="linear", epoch=20, threads=1, progress=False).fit(df)
+        >>> mmq.ensemble([a, b]).predict(["good film"])["label"].to_list()
+        ['pos']
+    """
+    if isinstance(models, Classifier) or not isinstance(models, (list, tuple)) or not models:
+        raise InvalidParameterError("mmq.ensemble takes a non-empty list of fitted mmq.Classifier, got "
+                                    f"{type(models).__name__}")
+    members = []
+    for i, c in enumerate(models):
+        if not isinstance(c, Classifier):
+            raise InvalidParameterError(f"models[{i}] is a {type(c).__name__}, not an mmq.Classifier")
+        m = c._fitted()
+        if isinstance(m, EnsembleModel):
+            members.extend(m.members)
+        elif isinstance(m, (LateModel, ConcatModel)) or (isinstance(m, _mmq.RustClassifier) and not m.dense_columns
+                                                          and c._mods is None):
+            members.append(m)
+        else:
+            raise InvalidParameterError(
+                f"models[{i}] (fusion={c._o.fusion!r}) cannot join an ensemble: members are text models of one "
+                f"text column, late or concat fusion")
+    return Classifier._from_ensemble(EnsembleModel(members))
 
 
 def load_classifier(path: Union[str, os.PathLike]) -> "Classifier":

@@ -104,11 +104,12 @@ def _train(a: argparse.Namespace) -> int:
     if a.autotune_validation:
         valid = read_input(a.autotune_validation, a.textColumn, a.labelColumn, a.label)
         r = mmq.autotune(df, valid, budget_s=a.autotune_duration, metric=a.autotune_metric, seed=a.seed,
-                         threads=a.thread, progress=progress, label_prefix=a.label)
+                         threads=a.thread, progress=progress, label_prefix=a.label, ensemble=a.autotune_ensemble)
         clf = r.classifier
         if not a.quiet:
-            print(f"autotune: {r.trials.height} trial(s); best: {' '.join(f'{k}={v}' for k, v in r.params.items())}",
-                  file=sys.stderr)
+            best = (f"mean of {len(r.params['ensemble'])} trials" if "ensemble" in r.params
+                    else " ".join(f"{k}={v}" for k, v in r.params.items()))
+            print(f"autotune: {r.trials.height} trial(s); best: {best}", file=sys.stderr)
     else:
         clf = mmq.Classifier(dim=a.dim, epoch=a.epoch, lr=a.lr, word_ngrams=a.wordNgrams, minn=a.minn,
                              maxn=a.maxn, bucket=a.bucket, loss=a.loss, neg=a.neg, threads=a.thread,
@@ -407,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=300.0, help="autotune budget in seconds [300]")
         sp.add_argument("-autotune-metric", "--autotune-metric", dest="autotune_metric", default="accuracy",
                         choices=["accuracy", "f1", "loss"])
+        sp.add_argument("-autotune-ensemble", "--autotune-ensemble", dest="autotune_ensemble", type=int, default=1,
+                        help="keep the mean of the top K trials (mmq.autotune's ensemble=K) [1]")
         sp.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
         sp.add_argument("-verbose", "--verbose", type=int, default=2,
                         help="0: nothing, 1: messages, 2: messages and a progress bar [2]")

@@ -139,7 +139,7 @@ def _model_args(model: Any, text: Union[str, pl.Expr], dense: Optional[Mapping[s
     if not isinstance(model, (str, os.PathLike, Classifier)):
         raise InvalidParameterError(f"expected a Classifier or the path of its file, got {type(model).__name__}")
     def served(m: Any) -> None:
-        if getattr(m, "fusion", None) in ("late", "concat"):
+        if getattr(m, "fusion", None) in ("late", "concat", "ensemble"):
             raise InvalidParameterError(f"fusion={m.fusion!r} models are not served by the Polars expressions "
                                         "yet; use clf.predict(df) / clf.predict_proba(df)")
 
