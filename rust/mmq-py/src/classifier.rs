@@ -693,7 +693,7 @@ impl PyClassifier {
                 };
                 let data = Dataset {
                     offsets: &offsets,
-                    tokens: &ids,
+                    tokens: &[],
                     weights: (!weights.is_empty()).then_some(&weights[..]),
                     label_offsets: &loffsets,
                     labels: &lidx,
@@ -718,7 +718,7 @@ impl PyClassifier {
                     frozen,
                     pretrained,
                 };
-                let mut model = train::train_with(cfg, names, &data, &opts, &callback)?;
+                let mut model = train::train_owned(cfg, names, &data, ids, &opts, &callback)?;
                 model.dense = dense_inputs.clone();
                 Ok::<_, MmqError>(model)
             });

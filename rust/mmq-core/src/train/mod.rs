@@ -159,6 +159,41 @@ pub fn train_with(
     opts: &TrainOptions,
     callback: &(dyn Fn(&Progress) -> bool + Sync),
 ) -> Result<Model> {
+    train_impl(cfg, labels, data, None, opts, callback)
+}
+
+/// [`train_with`], given the rows' token ids by value (`data.tokens` is not read): with
+/// the bottleneck head they become row numbers in place, so training holds one array of
+/// 4 bytes per token instead of two (the ids and their compacted rows). The linear head,
+/// modality dropout and frozen training still read the ids, and copy as `train_with` does.
+pub fn train_owned(
+    cfg: ModelConfig,
+    labels: Vec<String>,
+    data: &Dataset,
+    tokens: Vec<u32>,
+    opts: &TrainOptions,
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+) -> Result<Model> {
+    train_impl(cfg, labels, data, Some(tokens), opts, callback)
+}
+
+fn train_impl(
+    cfg: ModelConfig,
+    labels: Vec<String>,
+    data0: &Dataset,
+    owned: Option<Vec<u32>>,
+    opts: &TrainOptions,
+    callback: &(dyn Fn(&Progress) -> bool + Sync),
+) -> Result<Model> {
+    let mut owned = owned;
+    let view;
+    let data = match &owned {
+        Some(tokens) => {
+            view = Dataset { tokens, ..*data0 };
+            &view
+        }
+        None => data0,
+    };
     cfg.validate()?;
     let nl = labels.len();
     let linear = cfg.head == Head::Linear;
@@ -229,11 +264,33 @@ pub fn train_with(
             index
         }
     };
-    let rows: Vec<u32> = data
-        .tokens
-        .iter()
-        .map(|&t| index.get_or_insert(t))
-        .collect();
+    let n_tokens = data.tokens.len();
+    let in_place = owned.is_some()
+        && !linear
+        && cfg.modality_dropout <= 0.0
+        && !(opts.init.is_some() && opts.frozen);
+    let rows: Vec<u32>;
+    let bare;
+    let data: &Dataset = if in_place {
+        // Past this point only the linear head and modality dropout read the ids.
+        let mut tokens = owned.take().unwrap_or_default();
+        for t in tokens.iter_mut() {
+            *t = index.get_or_insert(*t);
+        }
+        rows = tokens;
+        bare = Dataset {
+            tokens: &[],
+            ..*data0
+        };
+        &bare
+    } else {
+        rows = data
+            .tokens
+            .iter()
+            .map(|&t| index.get_or_insert(t))
+            .collect();
+        data
+    };
     let dim = cfg.dim;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let (width, n_out) = match (cfg.head, cfg.loss) {
@@ -326,11 +383,7 @@ pub fn train_with(
         )
     });
     let threads = cfg.threads;
-    let clock = Clock::new(
-        data.tokens.len() as u64 * cfg.epoch as u64,
-        threads,
-        callback,
-    );
+    let clock = Clock::new(n_tokens as u64 * cfg.epoch as u64, threads, callback);
     let shared = Shared {
         cfg: &cfg,
         input: &input,
@@ -1145,6 +1198,66 @@ mod warm_start_tests {
 
     fn accuracy(m: &Model, d: &Dataset) -> f32 {
         score(m, d, 1.0).1
+    }
+
+    #[test]
+    fn owned_tokens_train_the_same_model_as_borrowed_ones() {
+        let names = |n: usize| (0..n).map(|i| format!("l{i}")).collect::<Vec<_>>();
+        let y: Vec<u32> = (0..200).map(|i| i % 3).collect();
+        let r = rows(&y);
+        let vy: Vec<u32> = (0..30).map(|i| (i + 1) % 3).collect();
+        let vr = rows(&vy);
+        let first = train(
+            ModelConfig {
+                dim: 4,
+                epoch: 1,
+                threads: 1,
+                ..Default::default()
+            },
+            names(3),
+            &data(&r, &y),
+            &|_| true,
+        )
+        .unwrap();
+        // In place (bottleneck, each loss, with and without a starting model) and the
+        // copying fallbacks (linear head, modality dropout, frozen).
+        for (head, loss, dropout, init, frozen) in [
+            (Head::Bottleneck, LossKind::Softmax, 0.0, false, false),
+            (Head::Bottleneck, LossKind::Hs, 0.0, false, false),
+            (Head::Bottleneck, LossKind::Ns, 0.0, false, false),
+            (Head::Bottleneck, LossKind::Softmax, 0.0, true, false),
+            (Head::Bottleneck, LossKind::Ova, 0.0, false, false),
+            (Head::Bottleneck, LossKind::Softmax, 0.3, false, false),
+            (Head::Bottleneck, LossKind::Softmax, 0.0, true, true),
+            (Head::Linear, LossKind::Softmax, 0.0, false, false),
+        ] {
+            let cfg = ModelConfig {
+                head,
+                loss,
+                dim: 4,
+                epoch: 3,
+                threads: 1,
+                modality_dropout: dropout,
+                ..Default::default()
+            };
+            let opts = TrainOptions {
+                valid: Some(&data(&vr, &vy)),
+                init: init.then_some(&first),
+                frozen,
+                ..Default::default()
+            };
+            let a = train_with(cfg.clone(), names(3), &data(&r, &y), &opts, &|_| true).unwrap();
+            let bare = Dataset {
+                tokens: &[],
+                ..data(&r, &y)
+            };
+            let b = train_owned(cfg, names(3), &bare, r.1.clone(), &opts, &|_| true).unwrap();
+            let what = format!("{head:?} {loss:?} dropout {dropout} init {init} frozen {frozen}");
+            assert_eq!(a.index.ids, b.index.ids, "{what}");
+            assert_eq!(a.input, b.input, "{what}");
+            assert_eq!(a.output, b.output, "{what}");
+            assert_eq!(a.history.len(), b.history.len(), "{what}");
+        }
     }
 
     #[test]
