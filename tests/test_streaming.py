@@ -1,5 +1,7 @@
 """Fitting from a LazyFrame (e.g. ``pl.scan_parquet``) in batches: same models as the
 eager fit, a bounded quantizer sample, errors that name the column."""
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -178,3 +180,53 @@ def test_lazy_fit_errors_name_the_column(parquet, batches):
         disc().fit(bad)
     with pytest.raises(mmq.InvalidInputError, match="empty frame"):
         disc().fit(lf.head(0))
+
+
+def test_text_only_lazy_tokenizes_batch_by_batch(parquet, batches, monkeypatch):
+    """The text column is never collected whole: every batch goes to Rust as it arrives."""
+    df, path = parquet
+    calls = []
+
+    real = mmq._mmq.RustTokenRows
+
+    def rows(*a):
+        r = real(*a)
+
+        class Spy:
+            def add(self, text, name, dense=()):
+                calls.append(len(text))
+                return r.add(text, name, list(dense))
+
+        spy = Spy()
+        fit = mmq._mmq.RustClassifier.fit
+        monkeypatch.setattr(mmq._mmq.RustClassifier, "fit", lambda *a, rows=None, **k: fit(*a, rows=r, **k))
+        return spy
+
+    monkeypatch.setattr(_stream._mmq, "RustTokenRows", rows)
+    monkeypatch.setattr(_stream, "collect", lambda *a, **k: pytest.fail("the frame was collected"))
+    lazy = mmq.Classifier(**params()).fit(pl.scan_parquet(path))
+    assert len(calls) >= 3 and max(calls) <= 450 and sum(calls) == df.height
+    monkeypatch.undo()
+    eager = mmq.Classifier(**params()).fit(df)
+    assert_frame_equal(lazy.predict_proba(df), eager.predict_proba(df))
+
+
+def test_lazy_min_count_keeps_the_text_and_equals_eager(parquet, batches):
+    df, path = parquet
+    eager = mmq.Classifier(**params(min_count=3)).fit(df)
+    lazy = mmq.Classifier(**params(min_count=3)).fit(pl.scan_parquet(path))
+    assert_frame_equal(lazy.predict_proba(df), eager.predict_proba(df))
+
+
+def test_token_rows_refuse_min_count_and_mixed_input():
+    cfg = mmq.Classifier(min_count=2)._config()
+    with pytest.raises(mmq.InvalidParameterError, match="min_count 2"):
+        mmq._mmq.RustTokenRows(json.dumps(cfg))
+    rows = mmq._mmq.RustTokenRows(json.dumps(mmq.Classifier()._config()))
+    rows.add(pl.Series(["a b", "c"]), "text")
+    assert len(rows) == 2
+    with pytest.raises(mmq.InvalidInputError, match="'text' has 2 rows but 'label' has 1"):
+        mmq._mmq.RustClassifier.fit(json.dumps(mmq.Classifier()._config()), pl.Series("text", [], dtype=pl.String),
+                                    pl.Series(["x"]), "text", "label", rows=rows)
+    with pytest.raises(mmq.InvalidInputError, match="column 'text' must be of type String"):
+        rows.add(pl.Series([1, 2]), "text")

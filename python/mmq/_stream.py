@@ -6,12 +6,12 @@ never has to be in memory at once.
   a vector column in one pass (bottom-k: every row gets a seeded random key, the ``cap``
   smallest keys win), returned in row order. When the column has at most ``cap`` present
   rows the sample is all of them, so a quantizer fitted on it equals the eager fit.
-- :func:`fit_classifier` is ``Classifier.fit`` on a LazyFrame. Text-only models and the
-  continuous fusion modes collect the columns they need (text and labels are small;
-  continuous fusion trains on the float vectors themselves, so they must fit in memory).
-  Discrete fusion fits each unfitted quantizer on a sample, then streams the frame once,
-  encoding each batch's vectors to codes (kept: texts, labels, codes; dropped: floats),
-  and trains on the codes.
+- :func:`fit_classifier` is ``Classifier.fit`` on a LazyFrame. The continuous fusion
+  modes collect the columns they need (they train on the float vectors themselves, so
+  those must fit in memory). Text-only and discrete fusion fit each unfitted quantizer
+  on a sample, then stream the frame once: each batch's vectors are encoded to codes and
+  its text and codes tokenized in Rust (``RustTokenRows``), then the batch is dropped
+  (kept: token ids and labels; dropped: text and floats), and training runs on the ids.
 """
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
     for name in clf._dense:
         _require(schema, name, "dense")
     cols = list(dict.fromkeys([text, label, *clf._dense]))
-    if not clf._dense or clf._o.fusion in CONTINUOUS:
+    if clf._o.fusion in CONTINUOUS:
         return clf.fit(collect(lf.select(cols)), text=text, label=label)
 
 
@@ -216,12 +216,20 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
             q.fit(x)
             del x
 
-    parts: list[pl.DataFrame] = []
+    # Each batch is tokenized as it arrives (its text tokens, then its code tokens) and
+    # dropped: the text column is never held whole. min_count needs every row's words
+    # counted first, so it keeps the batches' text and tokenizes once at the end.
+    quantizers = [(name, q._q) for name, q in clf._dense.items()]
+    rows = _mmq.RustTokenRows(json.dumps(clf._config()), quantizers) if clf._o.min_count == 1 else None
+    texts: list[pl.Series] = []
+    labels: list[pl.Series] = []
     codes: dict[str, list[np.ndarray]] = {name: [] for name in clf._dense}
     present: dict[str, list[np.ndarray]] = {name: [] for name in clf._dense}
     pos = 0
     for b in iter_batches(lf.select(cols)):
-        parts.append(b.select(text, label) if text != label else b.select(text))
+        labels.append(label_series(b, label))
+        t = text_series(b, text)
+        args = []
         for name, q in clf._dense.items():
             s = b.get_column(name)
             p = _present(s)
@@ -236,26 +244,36 @@ def fit_classifier(clf: Any, lf: pl.LazyFrame, text: str, label: str) -> Any:
                 c = np.asarray(q._fitted().encode(x), dtype=np.uint16) if x.shape[0] \
                     else np.zeros((0, q.m), dtype=np.uint16)
                 del x
-            codes[name].append(c)
-            present[name].append(p)
+            if rows is None:
+                codes[name].append(c)
+                present[name].append(p)
+            else:
+                args.append((name, None, np.ascontiguousarray(c, dtype=np.uint16), p))
+        if rows is None:
+            texts.append(t)
+        else:
+            rows.add(t, text, args)
         pos += b.height
-        del b
-    if not parts:
+        del b, t, args
+    if not labels:
         raise InvalidInputError("cannot fit on an empty frame (0 rows)")
-    df = pl.concat(parts, rechunk=False)
-    del parts
-    t = text_series(df, text)
-    y = label_series(df, label)
-    args = []
-    for name, q in clf._dense.items():
-        c = np.concatenate(codes[name]) if len(codes[name]) > 1 else codes[name][0]
-        codes[name].clear()
-        args.append((name, None, np.ascontiguousarray(c, dtype=np.uint16), np.concatenate(present[name])))
+    y = pl.concat(labels, rechunk=True)
+    del labels
+    if rows is None:
+        t = pl.concat(texts, rechunk=True)
+        del texts
+        args = []
+        for name in clf._dense:
+            c = np.concatenate(codes[name]) if len(codes[name]) > 1 else codes[name][0]
+            codes[name].clear()
+            args.append((name, None, np.ascontiguousarray(c, dtype=np.uint16), np.concatenate(present[name])))
+    else:
+        t, args = pl.Series(text, [], dtype=pl.String), []
     del codes, present
 
     clf._plugin_path = None  # a refit object is re-saved for the Polars plugin
-    quantizers = [(name, q._q) for name, q in clf._dense.items()]
     with progress_for(clf.progress) as cb:
         clf._model = _mmq.RustClassifier.fit(json.dumps(clf._config()), t, y, text, label, cb, quantizers, args,
-                                             class_weight=clf._class_weights(y), pretrained=clf._pretrained_rows())
+                                             class_weight=clf._class_weights(y), pretrained=clf._pretrained_rows(),
+                                             rows=rows)
     return clf

@@ -573,11 +573,99 @@ pub fn ranking_k(k: usize, threshold: f32, n_labels: usize) -> PyResult<usize> {
     Ok(k.min(n_labels.max(1)))
 }
 
+/// The training rows of a fit from a LazyFrame, tokenized batch by batch (each row's
+/// text tokens, then its code tokens, as [`fit_csr`] builds them) so that the text
+/// column is never held whole: `RustClassifier.fit(..., rows=this)` trains on them and
+/// takes the arrays (the builder is empty afterwards).
+#[pyclass(module = "mmq._mmq", name = "RustTokenRows")]
+pub struct PyTokenRows {
+    tokenizer: Tokenizer,
+    dense: Vec<DenseInput>,
+    alpha: f32,
+    threads: usize,
+    offsets: Vec<usize>,
+    ids: Vec<u32>,
+    weights: Vec<f32>,
+}
+
+#[pymethods]
+impl PyTokenRows {
+    #[new]
+    #[pyo3(signature = (config_json, quantizers=vec![]))]
+    fn new(config_json: &str, quantizers: Vec<(String, PyRef<'_, PyQuantizer>)>) -> PyResult<Self> {
+        crate::errors::guard("TokenRows", || {
+            let cfg = parse_config(config_json)?;
+            if cfg.min_count != 1 {
+                return Err(crate::errors::to_py(MmqError::InvalidParameter(format!(
+                    "min_count {} needs every row's words counted before tokenizing; rows \
+                     tokenized batch by batch need min_count 1",
+                    cfg.min_count
+                ))));
+            }
+            let qs = quantizers
+                .iter()
+                .map(|(n, q)| (n.clone(), q.q.clone()))
+                .collect();
+            Ok(Self {
+                tokenizer: Tokenizer::new(cfg.tokenizer.clone()).py_err()?,
+                dense: assign_offsets(cfg.tokenizer.bucket, qs).py_err()?,
+                alpha: cfg.alpha,
+                threads: cfg.threads,
+                offsets: vec![0],
+                ids: Vec::new(),
+                weights: Vec::new(),
+            })
+        })
+    }
+
+    /// Append a batch: its text column and its dense columns (as `fit` takes them).
+    #[pyo3(signature = (text, text_name, dense=vec![]))]
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        text: PySeries,
+        text_name: &str,
+        dense: Vec<DenseArg<'_>>,
+    ) -> PyResult<()> {
+        crate::errors::guard("TokenRows.add", || {
+            let text = text.0;
+            let texts = columns::texts(&text, text_name)?;
+            let views = dense_views(&self.dense, &dense, texts.len())?;
+            let codes = fit_codes(&self.dense, &views).py_err()?;
+            let none = std::collections::HashSet::new();
+            let (tok, dense_inputs, alpha, threads) =
+                (&self.tokenizer, &self.dense, self.alpha, self.threads);
+            let (offsets, ids, weights) = crate::pool::detach(py, || {
+                let build = || fit_csr(tok, &texts, dense_inputs, &codes, alpha, &none);
+                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                    Ok(p) => p.install(build),
+                    Err(_) => build(),
+                }
+            })?;
+            let base = self.ids.len();
+            self.offsets.extend(offsets[1..].iter().map(|&o| base + o));
+            self.ids.extend_from_slice(&ids);
+            if !weights.is_empty() {
+                // Weights exist for every batch or for none (alpha and dense columns are fixed).
+                self.weights.extend_from_slice(&weights);
+            }
+            Ok(())
+        })
+    }
+
+    /// Rows added so far.
+    fn __len__(&self) -> usize {
+        self.offsets.len() - 1
+    }
+}
+
 #[pymethods]
 impl PyClassifier {
-    /// Train on a String column and a String or List[String] label column.
+    /// Train on a String column and a String or List[String] label column. With `rows`
+    /// (a [`PyTokenRows`] built with the same config and quantizers) the rows come
+    /// tokenized from it and `text` and `dense` must be empty.
     #[staticmethod]
-    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None, class_weight=None, init=None, frozen=false, pretrained=None))]
+    #[pyo3(signature = (config_json, text, labels, text_name, label_name, progress=None, quantizers=vec![], dense=vec![], valid=None, patience=None, calibrate=false, max_seconds=None, class_weight=None, init=None, frozen=false, pretrained=None, rows=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -597,7 +685,19 @@ impl PyClassifier {
         init: Option<PyRef<'_, PyClassifier>>,
         frozen: bool,
         pretrained: Option<(PyReadonlyArray1<'_, u32>, PyReadonlyArray2<'_, f32>)>,
+        rows: Option<PyRefMut<'_, PyTokenRows>>,
     ) -> PyResult<Self> {
+        let mut rows = rows;
+        let pre = rows.as_mut().map(|r| {
+            (
+                std::mem::take(&mut r.offsets),
+                std::mem::take(&mut r.ids),
+                std::mem::take(&mut r.weights),
+            )
+        });
+        if let Some(r) = rows.as_mut() {
+            r.offsets.push(0);
+        }
         let pretrained = match &pretrained {
             Some((ids, rows)) => Some((ids.as_slice()?, rows.as_slice()?)),
             None => None,
@@ -609,14 +709,19 @@ impl PyClassifier {
             let tokenizer = Tokenizer::new(cfg.tokenizer.clone()).py_err()?;
             let text = text.0;
             let labels = labels.0;
-            if text.len() != labels.len() {
+            if pre.is_some() && (!text.is_empty() || !dense.is_empty() || init.is_some()) {
+                return Err(input_err(
+                    "rows tokenized beforehand come without text, dense columns or a starting model",
+                ));
+            }
+            let n_rows = pre.as_ref().map_or(text.len(), |p| p.0.len() - 1);
+            if n_rows != labels.len() {
                 return Err(input_err(format!(
-                    "'{text_name}' has {} rows but '{label_name}' has {}",
-                    text.len(),
+                    "'{text_name}' has {n_rows} rows but '{label_name}' has {}",
                     labels.len()
                 )));
             }
-            if text.is_empty() {
+            if n_rows == 0 {
                 return Err(input_err("cannot fit on an empty frame (0 rows)"));
             }
             let texts = columns::texts(&text, text_name)?;
@@ -646,7 +751,10 @@ impl PyClassifier {
                 Some(m) => m.tokenizer().py_err()?,
                 None => tokenizer,
             };
-            let views = dense_views(&dense_inputs, &dense, texts.len())?;
+            let views = match pre {
+                Some(_) => Vec::new(),
+                None => dense_views(&dense_inputs, &dense, texts.len())?,
+            };
             let valid_cols = match &valid {
                 Some((vt, vl, _)) => {
                     let (vtexts, vlo, vli) =
@@ -670,9 +778,10 @@ impl PyClassifier {
                 // validation rows are read as predict reads them).
                 let min_count = cfg.min_count;
                 let count = || tokenizer.rare_word_ids(&texts, min_count);
-                let rare = match &pool {
-                    Ok(p) => p.install(count),
-                    Err(_) => count(),
+                let rare = match (&pool, &pre) {
+                    (_, Some(_)) => Default::default(),
+                    (Ok(p), None) => p.install(count),
+                    (Err(_), None) => count(),
                 };
                 let none = std::collections::HashSet::new();
                 let csr = |texts: &[&str],
@@ -686,7 +795,10 @@ impl PyClassifier {
                         Err(_) => build(),
                     })
                 };
-                let (offsets, ids, weights) = csr(&texts, &views, &rare)?;
+                let (offsets, ids, weights) = match pre {
+                    Some(p) => p,
+                    None => csr(&texts, &views, &rare)?,
+                };
                 let vcsr = match (&valid_cols, &valid_views) {
                     (Some((vt, _, _)), Some(vv)) => Some(csr(vt, vv, &none)?),
                     _ => None,

@@ -15,45 +15,43 @@ pub fn texts<'a>(s: &'a Series, name: &str) -> PyResult<Vec<&'a str>> {
 }
 
 /// Label column (String or List[String]) to label names (most frequent first, ties by
-/// name) and CSR label indices.
+/// name) and CSR label indices. One pass over the column's Arrow strings: each distinct
+/// label is copied once (no per-row strings; at millions of rows those were ~150 MB the
+/// allocator kept after they were freed).
 pub fn labels(
     s: &Series,
     name: &str,
     known: Option<&[String]>,
 ) -> PyResult<(Vec<String>, Vec<usize>, Vec<u32>)> {
-    let mut rows: Vec<Vec<String>> = Vec::with_capacity(s.len());
-    let mut nulls = 0usize;
-    let mut empty = 0usize;
+    let mut rows = LabelRows::new(s.len(), known);
+    let (mut nulls, mut empty) = (0usize, 0usize);
     match s.dtype() {
         DataType::String => {
             for v in s.str().unwrap().iter() {
                 match v {
-                    Some(v) => rows.push(vec![v.to_string()]),
-                    None => {
-                        nulls += 1;
-                        rows.push(vec![]);
-                    }
+                    Some(v) => rows.push(v),
+                    None => nulls += 1,
                 }
+                rows.end_row();
             }
         }
         DataType::List(inner) if **inner == DataType::String => {
             for v in s.list().unwrap().amortized_iter() {
-                match v {
-                    None => {
+                if let Some(sub) = v {
+                    let ca = sub.as_ref().str().unwrap();
+                    if ca.null_count() > 0 {
                         nulls += 1;
-                        rows.push(vec![]);
                     }
-                    Some(sub) => {
-                        let ca = sub.as_ref().str().unwrap();
-                        if ca.null_count() > 0 {
-                            nulls += 1;
-                        }
-                        if ca.is_empty() {
-                            empty += 1;
-                        }
-                        rows.push(ca.iter().flatten().map(|x| x.to_string()).collect());
+                    if ca.is_empty() {
+                        empty += 1;
                     }
+                    for l in ca.iter().flatten() {
+                        rows.push(l);
+                    }
+                } else {
+                    nulls += 1;
                 }
+                rows.end_row();
             }
         }
         other => {
@@ -72,43 +70,98 @@ pub fn labels(
             "label column '{name}' has {empty} row(s) with an empty label list"
         )));
     }
-    let names: Vec<String> = match known {
-        Some(k) => k.to_vec(),
-        None => {
-            let mut counts: std::collections::HashMap<&str, u64> = Default::default();
-            for r in &rows {
-                for l in r {
-                    *counts.entry(l.as_str()).or_default() += 1;
-                }
-            }
-            let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
-            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            v.into_iter().map(|(n, _)| n.to_string()).collect()
+    Ok(rows.finish())
+}
+
+/// The CSR label rows being read: with `known` names, their indices (u32::MAX for a
+/// label not among them: it can never be predicted, so it counts as a miss); without,
+/// indices in order of first appearance, renumbered by [`LabelRows::finish`].
+struct LabelRows {
+    known: Option<(Vec<String>, std::collections::HashMap<String, u32>)>,
+    seen: std::collections::HashMap<String, u32>,
+    names: Vec<String>,
+    counts: Vec<u64>,
+    offsets: Vec<usize>,
+    idx: Vec<u32>,
+}
+
+impl LabelRows {
+    fn new(n: usize, known: Option<&[String]>) -> Self {
+        let known = known.map(|k| {
+            let pos = k
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect();
+            (k.to_vec(), pos)
+        });
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        Self {
+            known,
+            seen: Default::default(),
+            names: Vec::new(),
+            counts: Vec::new(),
+            offsets,
+            idx: Vec::with_capacity(n),
         }
-    };
-    let pos: std::collections::HashMap<&str, u32> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i as u32))
-        .collect();
-    let mut offsets = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0);
-    let mut idx = Vec::new();
-    for r in &rows {
-        for l in r {
-            // Unknown labels (at test time) get an index past the known ones: they can
-            // never be predicted, so they count as misses.
-            let i = match pos.get(l.as_str()) {
-                Some(&i) => i,
-                None => u32::MAX,
-            };
-            if !idx[offsets.last().copied().unwrap_or(0)..].contains(&i) || i == u32::MAX {
-                idx.push(i);
-            }
-        }
-        offsets.push(idx.len());
     }
-    Ok((names, offsets, idx))
+
+    fn push(&mut self, l: &str) {
+        let i = match &self.known {
+            Some((_, pos)) => pos.get(l).copied().unwrap_or(u32::MAX),
+            None => {
+                let i = match self.seen.get(l) {
+                    Some(&i) => i,
+                    None => {
+                        let i = self.names.len() as u32;
+                        self.seen.insert(l.to_string(), i);
+                        self.names.push(l.to_string());
+                        self.counts.push(0);
+                        i
+                    }
+                };
+                // Every occurrence counts (a label repeated in a row too), as it is read.
+                self.counts[i as usize] += 1;
+                i
+            }
+        };
+        let row = &self.idx[self.offsets[self.offsets.len() - 1]..];
+        if i == u32::MAX || !row.contains(&i) {
+            self.idx.push(i);
+        }
+    }
+
+    fn end_row(&mut self) {
+        self.offsets.push(self.idx.len());
+    }
+
+    fn finish(self) -> (Vec<String>, Vec<usize>, Vec<u32>) {
+        if let Some((names, _)) = self.known {
+            return (names, self.offsets, self.idx);
+        }
+        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            self.counts[b]
+                .cmp(&self.counts[a])
+                .then(self.names[a].cmp(&self.names[b]))
+        });
+        let mut rank = vec![0u32; order.len()];
+        for (r, &t) in order.iter().enumerate() {
+            rank[t as usize] = r as u32;
+        }
+        let mut names = self.names;
+        let sorted = order
+            .iter()
+            .map(|&t| std::mem::take(&mut names[t as usize]))
+            .collect();
+        let mut idx = self.idx;
+        for i in idx.iter_mut() {
+            *i = rank[*i as usize];
+        }
+        (sorted, self.offsets, idx)
+    }
 }
 
 /// A validation frame's texts and labels (CSR, indexed like the training labels `names`;

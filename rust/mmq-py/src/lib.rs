@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _mmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<classifier::PyClassifier>()?;
+    m.add_class::<classifier::PyTokenRows>()?;
     m.add_class::<quantizer::PyQuantizer>()?;
     m.add_class::<fusion::PyFusion>()?;
     m.add_class::<sets::PySets>()?;
