@@ -582,7 +582,10 @@ pub struct PyTokenRows {
     tokenizer: Tokenizer,
     dense: Vec<DenseInput>,
     alpha: f32,
-    threads: usize,
+    // Built once: a pool per batch would start new threads each time, and glibc gives
+    // every new thread's allocations an arena of its own (up to 8 per core) that keeps
+    // its freed buffers for the rest of the process.
+    pool: Option<rayon::ThreadPool>,
     offsets: Vec<usize>,
     ids: Vec<u32>,
     weights: Vec<f32>,
@@ -610,7 +613,10 @@ impl PyTokenRows {
                 tokenizer: Tokenizer::new(cfg.tokenizer.clone()).py_err()?,
                 dense: assign_offsets(cfg.tokenizer.bucket, qs).py_err()?,
                 alpha: cfg.alpha,
-                threads: cfg.threads,
+                pool: rayon::ThreadPoolBuilder::new()
+                    .num_threads(cfg.threads)
+                    .build()
+                    .ok(),
                 offsets: vec![0],
                 ids: Vec::new(),
                 weights: Vec::new(),
@@ -633,13 +639,13 @@ impl PyTokenRows {
             let views = dense_views(&self.dense, &dense, texts.len())?;
             let codes = fit_codes(&self.dense, &views).py_err()?;
             let none = std::collections::HashSet::new();
-            let (tok, dense_inputs, alpha, threads) =
-                (&self.tokenizer, &self.dense, self.alpha, self.threads);
+            let (tok, dense_inputs, alpha, pool) =
+                (&self.tokenizer, &self.dense, self.alpha, &self.pool);
             let (offsets, ids, weights) = crate::pool::detach(py, || {
                 let build = || fit_csr(tok, &texts, dense_inputs, &codes, alpha, &none);
-                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                    Ok(p) => p.install(build),
-                    Err(_) => build(),
+                match pool {
+                    Some(p) => p.install(build),
+                    None => build(),
                 }
             })?;
             let base = self.ids.len();
@@ -799,6 +805,7 @@ impl PyClassifier {
                     Some(p) => p,
                     None => csr(&texts, &views, &rare)?,
                 };
+                crate::pool::release_free_memory();
                 let vcsr = match (&valid_cols, &valid_views) {
                     (Some((vt, _, _)), Some(vv)) => Some(csr(vt, vv, &none)?),
                     _ => None,

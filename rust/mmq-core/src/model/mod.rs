@@ -246,6 +246,36 @@ impl TokenIndex {
         }
     }
 
+    /// Free the id → row lookup, keeping `ids`, for a trainer that reads only row numbers
+    /// for a while (at 10M buckets the direct table is 40 MB); returns whether it was a
+    /// direct table, for [`Self::restore_lookup`].
+    pub(crate) fn release_lookup(&mut self) -> bool {
+        matches!(
+            std::mem::replace(&mut self.lookup, Lookup::Map(Default::default())),
+            Lookup::Table(_)
+        )
+    }
+
+    /// Rebuild the lookup that [`Self::release_lookup`] freed, from `ids`.
+    pub(crate) fn restore_lookup(&mut self, table: bool) {
+        self.lookup = if table {
+            let space = self.ids.iter().copied().max().map_or(0, |m| m as usize + 1);
+            let mut t = vec![ABSENT; space];
+            for (r, &id) in self.ids.iter().enumerate() {
+                t[id as usize] = r as u32;
+            }
+            Lookup::Table(t)
+        } else {
+            Lookup::Map(
+                self.ids
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &id)| (id, r as u32))
+                    .collect(),
+            )
+        };
+    }
+
     pub fn from_ids(ids: Vec<u32>) -> Result<Self> {
         let max_id = ids.iter().copied().max().unwrap_or(0);
         let mut idx = Self::for_ids(max_id, ids.len());

@@ -1,6 +1,7 @@
 //! The Hogwild SGD trainer (fastText's `FastText::trainThread` for supervised models).
 pub(crate) mod clock;
 pub mod hogwild;
+mod packed;
 pub mod select;
 
 use crate::error::{MmqError, Result};
@@ -270,6 +271,8 @@ fn train_impl(
         && cfg.modality_dropout <= 0.0
         && !(opts.init.is_some() && opts.frozen);
     let rows: Vec<u32>;
+    let mut packed = false;
+    let mut released = None;
     let bare;
     let data: &Dataset = if in_place {
         // Past this point only the linear head and modality dropout read the ids.
@@ -277,7 +280,13 @@ fn train_impl(
         for t in tokens.iter_mut() {
             *t = index.get_or_insert(*t);
         }
-        rows = tokens;
+        packed = index.len() <= packed::LIMIT;
+        rows = if packed { packed::pack(tokens) } else { tokens };
+        // Nothing looks an id up until training ends (validation scoring and pretrained
+        // vectors do): the lookup is freed before the matrix is allocated.
+        if opts.valid.is_none() && opts.pretrained.is_none() {
+            released = Some(index.release_lookup());
+        }
         bare = Dataset {
             tokens: &[],
             ..*data0
@@ -394,6 +403,7 @@ fn train_impl(
         tree: tree.as_ref(),
         negatives: &negatives,
         rows: &rows,
+        packed,
         data,
         n_labels: nl,
         clock: &clock,
@@ -443,6 +453,12 @@ fn train_impl(
         }) {
             break;
         }
+    }
+    if let Some(table) = released {
+        // The token rows are done with: freed first, so that the rebuilt lookup does not
+        // add to the peak.
+        drop(rows);
+        model.index.restore_lookup(table);
     }
     let (history, best) = sel.finish();
     model.history = history;
@@ -719,6 +735,8 @@ struct Shared<'a> {
     tree: Option<&'a Tree>,
     negatives: &'a [u32],
     rows: &'a [u32],
+    /// `rows` holds 3 bytes per token ([`packed`]).
+    packed: bool,
     data: &'a Dataset<'a>,
     n_labels: usize,
     clock: &'a Clock<'a>,
@@ -749,6 +767,8 @@ struct Worker<'a> {
     hidden: Vec<f32>,
     grad: Vec<f32>,
     scores: Vec<f32>,
+    /// A row's tokens, unpacked.
+    row: Vec<u32>,
 }
 
 impl<'a> Worker<'a> {
@@ -760,6 +780,7 @@ impl<'a> Worker<'a> {
             hidden: vec![0.0; dim],
             grad: vec![0.0; dim],
             scores: vec![0.0; s.n_labels],
+            row: Vec::new(),
         }
     }
 
@@ -868,7 +889,16 @@ impl<'a> Worker<'a> {
                         };
                         let (lo, hi) = self.keep(split, b - a, p);
                         let w = weights.map(|w| &w[lo..hi]);
-                        self.update(&s.rows[a + lo..a + hi], w, labels, lr)
+                        if s.packed {
+                            let mut row = std::mem::take(&mut self.row);
+                            row.clear();
+                            row.extend((a + lo..a + hi).map(|j| packed::get(s.rows, j)));
+                            let loss = self.update(&row, w, labels, lr);
+                            self.row = row;
+                            loss
+                        } else {
+                            self.update(&s.rows[a + lo..a + hi], w, labels, lr)
+                        }
                     }
                 };
                 tick.loss(loss);
@@ -1231,32 +1261,46 @@ mod warm_start_tests {
             (Head::Bottleneck, LossKind::Softmax, 0.0, true, true),
             (Head::Linear, LossKind::Softmax, 0.0, false, false),
         ] {
-            let cfg = ModelConfig {
-                head,
-                loss,
-                dim: 4,
-                epoch: 3,
-                threads: 1,
-                modality_dropout: dropout,
-                ..Default::default()
-            };
-            let opts = TrainOptions {
-                valid: Some(&data(&vr, &vy)),
-                init: init.then_some(&first),
-                frozen,
-                ..Default::default()
-            };
-            let a = train_with(cfg.clone(), names(3), &data(&r, &y), &opts, &|_| true).unwrap();
-            let bare = Dataset {
-                tokens: &[],
-                ..data(&r, &y)
-            };
-            let b = train_owned(cfg, names(3), &bare, r.1.clone(), &opts, &|_| true).unwrap();
-            let what = format!("{head:?} {loss:?} dropout {dropout} init {init} frozen {frozen}");
-            assert_eq!(a.index.ids, b.index.ids, "{what}");
-            assert_eq!(a.input, b.input, "{what}");
-            assert_eq!(a.output, b.output, "{what}");
-            assert_eq!(a.history.len(), b.history.len(), "{what}");
+            for with_valid in [true, false] {
+                let cfg = ModelConfig {
+                    head,
+                    loss,
+                    dim: 4,
+                    epoch: 3,
+                    threads: 1,
+                    modality_dropout: dropout,
+                    ..Default::default()
+                };
+                let vd = data(&vr, &vy);
+                let opts = TrainOptions {
+                    valid: with_valid.then_some(&vd),
+                    init: init.then_some(&first),
+                    frozen,
+                    ..Default::default()
+                };
+                let a = train_with(cfg.clone(), names(3), &data(&r, &y), &opts, &|_| true).unwrap();
+                let bare = Dataset {
+                    tokens: &[],
+                    ..data(&r, &y)
+                };
+                let b = train_owned(cfg, names(3), &bare, r.1.clone(), &opts, &|_| true).unwrap();
+                let what = format!(
+                "{head:?} {loss:?} dropout {dropout} init {init} frozen {frozen} valid {with_valid}"
+            );
+                assert_eq!(a.index.ids, b.index.ids, "{what}");
+                assert_eq!(a.input, b.input, "{what}");
+                assert_eq!(a.output, b.output, "{what}");
+                assert_eq!(a.history.len(), b.history.len(), "{what}");
+                // The lookup freed while training is rebuilt: every id finds its row.
+                for (r, &id) in b.index.ids.iter().enumerate() {
+                    assert_eq!(b.index.get(id), Some(r as u32), "{what}");
+                }
+                assert_eq!(b.index.get(999), None, "{what}");
+                let (mut ha, mut hb) = (vec![0.0; a.width()], vec![0.0; b.width()]);
+                a.hidden(&[100, 201, 7, 999], None, &mut ha);
+                b.hidden(&[100, 201, 7, 999], None, &mut hb);
+                assert_eq!(ha, hb, "{what}");
+            }
         }
     }
 
