@@ -258,22 +258,14 @@ impl TokenIndex {
 
     /// Rebuild the lookup that [`Self::release_lookup`] freed, from `ids`.
     pub(crate) fn restore_lookup(&mut self, table: bool) {
-        self.lookup = if table {
-            let space = self.ids.iter().copied().max().map_or(0, |m| m as usize + 1);
-            let mut t = vec![ABSENT; space];
-            for (r, &id) in self.ids.iter().enumerate() {
-                t[id as usize] = r as u32;
-            }
-            Lookup::Table(t)
-        } else {
-            Lookup::Map(
-                self.ids
-                    .iter()
-                    .enumerate()
-                    .map(|(r, &id)| (id, r as u32))
-                    .collect(),
-            )
+        let ids = std::mem::take(&mut self.ids);
+        self.lookup = match ids.iter().copied().max() {
+            Some(m) if table => Lookup::Table(vec![ABSENT; m as usize + 1]),
+            _ => Lookup::default(),
         };
+        for id in ids {
+            self.get_or_insert(id);
+        }
     }
 
     pub fn from_ids(ids: Vec<u32>) -> Result<Self> {

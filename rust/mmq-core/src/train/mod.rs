@@ -1284,9 +1284,8 @@ mod warm_start_tests {
                     ..data(&r, &y)
                 };
                 let b = train_owned(cfg, names(3), &bare, r.1.clone(), &opts, &|_| true).unwrap();
-                let what = format!(
-                "{head:?} {loss:?} dropout {dropout} init {init} frozen {frozen} valid {with_valid}"
-            );
+                let what = format!("{head:?} {loss:?} dropout {dropout} init {init}");
+                let what = format!("{what} frozen {frozen} valid {with_valid}");
                 assert_eq!(a.index.ids, b.index.ids, "{what}");
                 assert_eq!(a.input, b.input, "{what}");
                 assert_eq!(a.output, b.output, "{what}");
